@@ -1,0 +1,190 @@
+"""One self-contained checkpoint folder: config.json, vocab.json, model.safetensors (+ resume state).
+
+    config.json           the resolved RunConfig (data, model, train) and the tangshi version
+    vocab.json            the vocabulary the model was trained with
+    model.safetensors     the weights (a tied output matrix is stored once)
+    trainer.json          step, epoch, position in the epoch, best loss, timing, optimizer groups
+    trainer.safetensors   optimizer tensors and RNG states
+
+A folder is written under a temporary name and renamed into place when complete, so a reader
+(or a resumed run after SIGKILL) never sees a half-written checkpoint. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from tangshi import __version__
+from tangshi.config import ConfigError, RunConfig
+from tangshi.model import CharRNN
+from tangshi.vocab import Vocab, VocabError, write_json_atomic
+
+REQUIRED = ("config.json", "vocab.json", "model.safetensors")
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded; the message names the folder and the file."""
+
+
+@dataclass
+class Checkpoint:
+    model: CharRNN
+    vocab: Vocab
+    config: RunConfig
+    path: Path
+    trainer: dict[str, Any] | None = None  # trainer.json
+    trainer_tensors: dict[str, torch.Tensor] | None = None  # trainer.safetensors
+    card: str = ""
+
+
+def model_tensors(model: CharRNN) -> dict[str, torch.Tensor]:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if model.cfg.tie_weights:
+        state.pop("head.weight")
+    return state
+
+
+def write(
+    folder: str | Path,
+    model: CharRNN,
+    vocab: Vocab,
+    config: RunConfig,
+    trainer: dict[str, Any] | None = None,
+    trainer_tensors: dict[str, torch.Tensor] | None = None,
+    card: str | None = None,
+) -> Path:
+    """Write a complete checkpoint folder atomically (temp folder, fsync, rename)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+    try:
+        cfg = {"tangshi_version": __version__, **config.to_dict()}
+        write_json_atomic(tmp / "config.json", cfg)
+        vocab.save(tmp / "vocab.json")
+        save_file(model_tensors(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if trainer is not None:
+            save_file(trainer_tensors or {}, str(tmp / "trainer.safetensors"))
+            write_json_atomic(tmp / "trainer.json", trainer)
+        if card:
+            (tmp / "README.md").write_text(card, "utf-8")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _swap_into_place(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _swap_into_place(tmp: Path, folder: Path) -> None:
+    old = folder.parent / f".old-{folder.name}"
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    fd = os.open(folder.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover(run_dir: Path) -> None:
+    """Finish a swap that a kill interrupted: `.old-X` without `X` is put back."""
+    for old in run_dir.glob(".old-*"):
+        target = run_dir / old.name[len(".old-") :]
+        if not target.exists():
+            os.replace(old, target)
+    for tmp in run_dir.glob(".tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def latest_step_dir(run_dir: Path) -> Path | None:
+    steps = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := STEP_DIR.match(p.name))]
+    return max(steps)[1] if steps else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return raw
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def load(folder: str | Path, device: str | torch.device = "cpu", with_trainer: bool = False) -> Checkpoint:
+    """Load and check a checkpoint folder; any missing or mismatched file is named."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    for name in REQUIRED:
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder}: missing {name} (a checkpoint needs {', '.join(REQUIRED)})")
+    raw = _read_json(folder / "config.json")
+    raw.pop("tangshi_version", None)
+    try:
+        config = RunConfig.from_dict(raw, where=str(folder / "config.json"))
+        config.model.validate()
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    try:
+        vocab = Vocab.load(folder / "vocab.json")
+    except VocabError as e:
+        raise CheckpointError(str(e)) from None
+    if len(vocab) != config.model.vocab_size:
+        raise CheckpointError(
+            f"{folder}: vocab.json has {len(vocab)} tokens but config.json says vocab_size {config.model.vocab_size}"
+        )
+    model = CharRNN(config.model)
+    _load_weights(model, _load_safetensors(folder / "model.safetensors"), folder / "model.safetensors")
+    model.to(device).eval()
+    ckpt = Checkpoint(model, vocab, config, folder)
+    if (folder / "README.md").is_file():
+        ckpt.card = (folder / "README.md").read_text("utf-8")
+    if with_trainer:
+        for name in ("trainer.json", "trainer.safetensors"):
+            if not (folder / name).is_file():
+                raise CheckpointError(f"{folder}: missing {name}, so training cannot resume from it")
+        ckpt.trainer = _read_json(folder / "trainer.json")
+        ckpt.trainer_tensors = _load_safetensors(folder / "trainer.safetensors")
+    return ckpt
+
+
+def _load_weights(model: CharRNN, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model_tensors(model)
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{path}: tensors do not match config.json (missing: {', '.join(missing) or '-'}; "
+            f"unexpected: {', '.join(extra) or '-'})"
+        )
+    for name, t in expected.items():
+        if tensors[name].shape != t.shape:
+            raise CheckpointError(
+                f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, config.json implies {tuple(t.shape)}"
+            )
+    model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)

@@ -1,0 +1,198 @@
+"""Every hyperparameter as a typed dataclass field, and the named presets.
+
+A run is described by one `RunConfig` = `DataConfig` + `ModelConfig` + `TrainConfig`. Each field
+carries a one-line meaning in its metadata; the CLI turns fields into `--options` and their meaning
+into `--help`. Presets (`seed-tf`, `seed-pytorch`, `default`) are small JSON files in `presets/`
+that override the dataclass defaults; the resolved config is saved with every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value or preset that cannot be used; the message names the field."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DataConfig:
+    script: str = _f("simplified", "output script: simplified (OpenCC t2s) or traditional")
+    min_length: int = _f(5, "drop poems shorter than this many characters (punctuation counts)")
+    max_length: int = _f(80, "drop poems longer than this many characters (punctuation counts)")
+    drop_chars: str = _f("_(（《[", "drop poems containing any of these characters")
+    dedupe: bool = _f(True, "drop exact duplicate poems (after normalisation)")
+    val_fraction: float = _f(0.025, "share of poems in the validation split (by text hash)")
+    test_fraction: float = _f(0.025, "share of poems in the test split (by text hash)")
+    min_count: int = _f(1, "characters seen fewer times in training become <unk>")
+    max_vocab: int = _f(0, "keep at most this many characters, most frequent first (0 = all)")
+
+    def validate(self) -> None:
+        if self.script not in ("simplified", "traditional"):
+            raise ConfigError(f"--script must be simplified or traditional, got {self.script!r}")
+        if self.min_length < 1 or self.max_length < self.min_length:
+            raise ConfigError(
+                f"--min-length/--max-length must satisfy 1 <= min <= max, got {self.min_length} and {self.max_length}"
+            )
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1):
+            raise ConfigError("--val-fraction and --test-fraction must be in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("--val-fraction + --test-fraction must be < 1")
+        if self.min_count < 1:
+            raise ConfigError(f"--min-count must be >= 1, got {self.min_count}")
+        if self.max_vocab < 0:
+            raise ConfigError(f"--max-vocab must be >= 0, got {self.max_vocab}")
+
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = _f("lstm", "recurrent cell: rnn, lstm or gru")
+    embedding_size: int = _f(256, "size of the character embedding")
+    hidden_size: int = _f(256, "size of each recurrent layer")
+    num_layers: int = _f(2, "number of stacked recurrent layers")
+    dropout: float = _f(0.0, "dropout on embeddings, between layers and before the output layer")
+    tie_weights: bool = _f(False, "share the embedding matrix with the output layer")
+    vocab_size: int = _f(0, "set from the vocabulary; not an option", cli=False)
+
+    def validate(self) -> None:
+        if self.cell not in CELLS:
+            raise ConfigError(f"--cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in ("embedding_size", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = _f("adamw", "adam, adamw, rmsprop or sgd")
+    lr: float = _f(3e-3, "peak learning rate")
+    weight_decay: float = _f(0.0, "weight decay (decoupled for adamw)")
+    schedule: str = _f("cosine", "learning-rate schedule after warm-up: constant, cosine, linear")
+    warmup_steps: int = _f(0, "linear warm-up steps")
+    min_lr_ratio: float = _f(0.0, "final learning rate as a share of --lr (cosine/linear)")
+    batch_size: int = _f(64, "poems per batch")
+    bucket: bool = _f(True, "batch poems of similar length together (less padding)")
+    clip_grad: float = _f(1.0, "clip the gradient norm to this (0 = off)")
+    max_steps: int = _f(0, "stop after this many optimizer steps (0 = no limit)")
+    max_minutes: float = _f(0.0, "stop after this many minutes of training (0 = no limit)")
+    max_epochs: float = _f(0.0, "stop after this many epochs (0 = no limit)")
+    eval_every: int = _f(200, "validate every N steps")
+    checkpoint_every: int = _f(200, "write a resumable checkpoint every N steps")
+    keep_checkpoints: int = _f(2, "how many step checkpoints to keep besides best/")
+    patience: int = _f(0, "early stopping: evaluations without improvement (0 = off)")
+    log_every: int = _f(20, "append training metrics every N steps")
+    metrics_format: str = _f("jsonl", "metrics file format: jsonl or csv")
+    seed: int = _f(1234, "random seed: the same seed repeats the run exactly")
+    device: str = _f("auto", "auto, cpu or cuda")
+    threads: int = _f(0, "CPU threads for torch (0 = torch's default)")
+    progress: bool = _f(True, "show a progress bar")
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.metrics_format not in ("jsonl", "csv"):
+            raise ConfigError(f"--metrics-format must be jsonl or csv, got {self.metrics_format!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("eval_every", "checkpoint_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.max_steps < 0 or self.max_minutes < 0 or self.max_epochs < 0:
+            raise ConfigError("--max-steps, --max-minutes and --max-epochs must be >= 0")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass
+class RunConfig:
+    preset: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "config") -> RunConfig:
+        """Build from a dict such as config.json; unknown keys are refused by name."""
+        cfg = cls(preset=str(raw.get("preset", "custom")))
+        for section, kind in SECTIONS.items():
+            values = raw.get(section, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where}: '{section}' must be an object")
+            setattr(cfg, section, _build(kind, values, f"{where}: {section}"))
+        return cfg
+
+
+def _build(kind: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(kind)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown field '{key}'")
+    obj = kind()
+    for key, value in values.items():
+        expected = type(getattr(obj, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: '{key}' must be {expected.__name__}, got {value!r}")
+        setattr(obj, key, value)
+    return obj
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("tangshi") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name: str) -> RunConfig:
+    """The dataclass defaults overridden by `presets/<name>.json`."""
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+    text = (resources.files("tangshi") / "presets" / f"{name}.json").read_text("utf-8")
+    raw = json.loads(text)
+    raw["preset"] = name
+    return RunConfig.from_dict(raw, where=f"preset {name}")
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Set flat `field -> value` overrides (as given on the command line) on the right section."""
+    for key, value in overrides.items():
+        for section in SECTIONS:
+            obj = getattr(cfg, section)
+            if key in {f.name for f in dataclasses.fields(obj)}:
+                setattr(obj, key, value)
+                break
+        else:
+            raise ConfigError(f"unknown option --{key.replace('_', '-')}")
+    return cfg

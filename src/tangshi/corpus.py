@@ -1,0 +1,353 @@
+"""Read poems (poems.txt, chinese-poetry JSON, plain text), normalise, filter, split, cache.
+
+`load_corpus(paths, data_cfg)` returns a `Corpus`: the kept poems with their split, the counts of
+every rule, and the malformed records found. A prepared corpus is cached on disk (texts, token ids,
+vocabulary) under a key made of the input files' sizes and times and the options, so a second run
+loads it without reading or converting anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tangshi.config import DataConfig
+from tangshi.vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+SPLITS = ("train", "val", "test")
+FORMATS = ("auto", "poems-txt", "json", "plain")
+
+_HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "：", "(": "（", ")": "）"})
+_SPACE = re.compile(r"\s+")
+
+
+class CorpusError(ValueError):
+    """Input that cannot be read at all; the message names the path."""
+
+
+@dataclass
+class Malformed:
+    where: str  # e.g. "poems.txt line 17"
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.why}"
+
+
+@dataclass
+class Corpus:
+    texts: list[str]  # normalised poem contents, in input order
+    split: list[int]  # 0 train, 1 val, 2 test, per text
+    counts: dict[str, int] = field(default_factory=dict)  # read, dropped by rule, kept
+    malformed: list[Malformed] = field(default_factory=list)
+    vocab: Vocab | None = None  # built from the train split
+    ids: torch.Tensor | None = None  # all texts concatenated, int32, by the corpus vocab
+    offsets: torch.Tensor | None = None  # (N + 1,) start of each text in ids
+
+    def texts_of(self, split: str) -> list[str]:
+        if split == "all":
+            return list(self.texts)
+        k = SPLITS.index(split)
+        return [t for t, s in zip(self.texts, self.split, strict=False) if s == k]
+
+    def stats(self) -> dict:
+        lengths = [len(t) for t in self.texts]
+        hist = Counter(min(n // 10, 9) for n in lengths)
+        return {
+            **self.counts,
+            "characters": sum(lengths),
+            "vocabulary": len(self.vocab) if self.vocab else 0,
+            "splits": {name: self.split.count(i) for i, name in enumerate(SPLITS)},
+            "length_histogram": {(f"{10 * b}-{10 * b + 9}" if b < 9 else "90+"): hist[b] for b in sorted(hist)},
+            "malformed_examples": [str(m) for m in self.malformed[:5]],
+        }
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class RawPoem:
+    title: str
+    content: str
+    where: str
+
+
+def find_files(paths: list[str | Path]) -> list[Path]:
+    """Expand folders into their poem files (poet.*.json, ci.*.json, *.txt), sorted naturally."""
+    if not paths:
+        raise CorpusError("no corpus path given (e.g. --data ../shared/data/chinese-poetry/quantangshi)")
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise CorpusError(f"{p}: no such file or folder")
+        if p.is_dir():
+            found = [
+                f
+                for f in p.rglob("*")
+                if f.is_file() and (f.suffix == ".txt" or re.match(r"(poet|ci)\..*\.json$", f.name))
+            ]
+            if not found:
+                raise CorpusError(f"{p}: no poem files (poet.*.json, ci.*.json, *.txt) in folder")
+            files.extend(sorted(found, key=_natural_key))
+        else:
+            files.append(p)
+    return files
+
+
+def _natural_key(p: Path) -> list:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", str(p))]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path}: not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def detect_format(path: Path, text: str) -> str:
+    if path.suffix == ".json":
+        return "json"
+    if path.name == "poems.txt":
+        return "poems-txt"
+    lines = [ln for ln in text.splitlines() if ln.strip()][:100]
+    if lines and sum(":" in ln for ln in lines) >= 0.5 * len(lines):
+        return "poems-txt"
+    return "plain"
+
+
+def read_file(path: Path, fmt: str, bad: list[Malformed]) -> list[RawPoem]:
+    text = _read_text(path)
+    fmt = detect_format(path, text) if fmt == "auto" else fmt
+    if fmt == "json":
+        return _read_json(path, text, bad)
+    poems = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {n}"
+        if fmt == "poems-txt":
+            title, sep, content = line.partition(":")
+            if not sep:
+                bad.append(Malformed(where, "no ':' between title and content"))
+                continue
+        else:
+            title, content = "", line
+        if not content.strip():
+            bad.append(Malformed(where, "empty content"))
+            continue
+        poems.append(RawPoem(title.strip(), content, where))
+    return poems
+
+
+def _read_json(path: Path, text: str, bad: list[Malformed]) -> list[RawPoem]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CorpusError(f"{path} line {e.lineno} column {e.colno}: invalid JSON ({e.msg})") from None
+    if not isinstance(data, list):
+        raise CorpusError(f"{path}: expected a JSON list of poems, got {type(data).__name__}")
+    poems = []
+    for i, item in enumerate(data):
+        where = f"{path.name} poem {i}"
+        if not isinstance(item, dict):
+            bad.append(Malformed(where, "not a JSON object"))
+            continue
+        paragraphs = item.get("paragraphs")
+        if not isinstance(paragraphs, list) or not all(isinstance(s, str) for s in paragraphs):
+            bad.append(Malformed(where, "no 'paragraphs' list of strings"))
+            continue
+        if not "".join(paragraphs).strip():
+            bad.append(Malformed(where, "empty content"))
+            continue
+        title = item.get("title", item.get("rhythmic", ""))
+        poems.append(RawPoem(str(title or ""), "".join(paragraphs), where))
+    return poems
+
+
+# ---------------------------------------------------------------- normalising
+
+
+@lru_cache(maxsize=4)
+def _opencc(config: str):
+    import opencc
+
+    return opencc.OpenCC(config)
+
+
+def normalise(text: str, script: str = "simplified") -> str:
+    """Whitespace removed, half-width punctuation made full-width, t2s unless traditional."""
+    text = _SPACE.sub("", text).translate(_HALF_TO_FULL)
+    if script == "simplified":
+        text = _opencc("t2s").convert(text)
+    return text
+
+
+def variants(char: str) -> list[str]:
+    """The simplified and traditional forms of a character other than itself."""
+    out = []
+    for config in ("t2s", "s2t"):
+        v = _opencc(config).convert(char)
+        if v != char and v not in out:
+            out.append(v)
+    return out
+
+
+def split_of(text: str, cfg: DataConfig) -> int:
+    """0 train, 1 val, 2 test, from a hash of the text: stable when the corpus grows."""
+    h = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+    u = h / 2**64
+    if u < cfg.test_fraction:
+        return 2
+    if u < cfg.test_fraction + cfg.val_fraction:
+        return 1
+    return 0
+
+
+def build(raw: list[RawPoem], cfg: DataConfig) -> tuple[list[str], dict[str, int]]:
+    """Normalise and filter; returns kept texts and the count of every rule."""
+    drop = set(cfg.drop_chars)
+    counts = Counter({"read": len(raw)})
+    seen: set[str] = set()
+    kept = []
+    for poem in raw:
+        text = normalise(poem.content, cfg.script)
+        if drop and any(c in drop for c in text):
+            counts["dropped_chars"] += 1
+        elif len(text) < cfg.min_length:
+            counts["dropped_short"] += 1
+        elif len(text) > cfg.max_length:
+            counts["dropped_long"] += 1
+        elif cfg.dedupe and text in seen:
+            counts["dropped_duplicate"] += 1
+        else:
+            seen.add(text)
+            kept.append(text)
+    counts["kept"] = len(kept)
+    for rule in ("dropped_chars", "dropped_short", "dropped_long", "dropped_duplicate"):
+        counts.setdefault(rule, 0)
+    return kept, dict(counts)
+
+
+# ---------------------------------------------------------------- cache
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("TANGSHI_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tangshi"
+    )
+    return Path(base)
+
+
+def _cache_key(files: list[Path], fmt: str, cfg: DataConfig) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{fmt}|{json.dumps(asdict(cfg), sort_keys=True)}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def _save_cache(folder: Path, corpus: Corpus) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    meta = {
+        "texts": corpus.texts,
+        "split": corpus.split,
+        "counts": corpus.counts,
+        "malformed": [[m.where, m.why] for m in corpus.malformed],
+    }
+    (tmp / "corpus.json").write_text(json.dumps(meta, ensure_ascii=False), "utf-8")
+    corpus.vocab.save(tmp / "vocab.json")
+    save_file({"ids": corpus.ids, "offsets": corpus.offsets}, str(tmp / "ids.safetensors"))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process cached it first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_cache(folder: Path) -> Corpus | None:
+    try:
+        meta = json.loads((folder / "corpus.json").read_text("utf-8"))
+        tensors = load_file(str(folder / "ids.safetensors"))
+        vocab = Vocab.load(folder / "vocab.json")
+    except Exception as e:  # a damaged cache is rebuilt, never trusted
+        log.warning("ignoring damaged corpus cache %s: %s", folder, e)
+        return None
+    return Corpus(
+        texts=meta["texts"],
+        split=meta["split"],
+        counts=meta["counts"],
+        malformed=[Malformed(w, y) for w, y in meta["malformed"]],
+        vocab=vocab,
+        ids=tensors["ids"],
+        offsets=tensors["offsets"],
+    )
+
+
+def load_corpus(
+    paths: list[str | Path],
+    cfg: DataConfig | None = None,
+    fmt: str = "auto",
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+) -> Corpus:
+    """Read, normalise, filter, split and encode; cached unless `use_cache` is False."""
+    cfg = cfg or DataConfig()
+    cfg.validate()
+    if fmt not in FORMATS:
+        raise CorpusError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    files = find_files(paths)
+    folder = (cache_dir or default_cache_dir()) / _cache_key(files, fmt, cfg)
+    if use_cache and folder.exists():
+        cached = _load_cache(folder)
+        if cached is not None:
+            return cached
+    t0 = time.perf_counter()
+    bad: list[Malformed] = []
+    raw = [p for f in files for p in read_file(f, fmt, bad)]
+    texts, counts = build(raw, cfg)
+    counts["malformed"] = len(bad)
+    if not texts:
+        shown = "; ".join(map(str, bad[:3]))
+        raise CorpusError(
+            f"no poems left in {', '.join(map(str, paths))} after reading and filtering "
+            f"({json.dumps(counts)}){': ' + shown if shown else ''}"
+        )
+    split = [split_of(t, cfg) for t in texts]
+    vocab = Vocab.build(
+        (t for t, s in zip(texts, split, strict=False) if s == 0), min_count=cfg.min_count, max_size=cfg.max_vocab
+    )
+    ids, offsets = vocab.encode_many(texts)
+    corpus = Corpus(texts, split, counts, bad, vocab, ids, offsets)
+    log.info("prepared %d poems in %.1fs", len(texts), time.perf_counter() - t0)
+    if use_cache:
+        _save_cache(folder, corpus)
+    return corpus
+
+
+def encode_split(corpus: Corpus, vocab: Vocab, split: str) -> list[np.ndarray]:
+    """The texts of a split as id arrays under `vocab` (a model's vocabulary may differ)."""
+    texts = corpus.texts_of(split)
+    ids, offsets = vocab.encode_many(texts)
+    ids_np, off = ids.numpy(), offsets.numpy()
+    return [ids_np[off[i] : off[i + 1]] for i in range(len(texts))]

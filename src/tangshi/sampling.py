@@ -1,0 +1,84 @@
+"""Logits -> next ids: greedy, temperature, top-k, top-p, and masks; pure functions.
+
+Every function takes a batch of logits (B, V) and returns a new tensor. Sampling draws through
+inverse-CDF lookups of uniforms supplied by the caller, so each row can have its own seeded stream
+(a poem repeats under its seed whatever else is in the batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+class SamplingError(ValueError):
+    """An option out of range; the message names it."""
+
+
+@dataclass
+class Sampler:
+    temperature: float = 0.8  # > 0; lower is more conservative
+    top_k: int = 0  # keep the k most likely characters (0 = all)
+    top_p: float = 0.9  # keep the smallest set with this much probability (1 = all)
+    greedy: bool = False  # always take the most likely character
+
+    def validate(self) -> None:
+        if not self.temperature > 0:
+            raise SamplingError(f"--temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise SamplingError(f"--top-k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise SamplingError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+    def __call__(self, logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """logits (B, V), uniforms (B,) in [0, 1) -> ids (B,)."""
+        if self.greedy:
+            return logits.argmax(dim=-1)
+        logits = logits / self.temperature
+        if self.top_k:
+            logits = top_k_filter(logits, self.top_k)
+        if self.top_p < 1:
+            logits = top_p_filter(logits, self.top_p)
+        return sample(logits, uniforms)
+
+
+def mask_ids(logits: torch.Tensor, ids: list[int] | torch.Tensor) -> torch.Tensor:
+    """Forbid the given ids in every row."""
+    out = logits.clone()
+    out[:, ids] = NEG_INF
+    return out
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row, -inf elsewhere."""
+    if k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely ids whose probability reaches p (nucleus)."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    before = torch.cumsum(probs, dim=-1) - probs  # mass strictly before each id
+    drop_sorted = before >= p  # the first id is always kept
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, NEG_INF)
+
+
+def sample(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Draw one id per row from softmax(logits) by inverse CDF: logits (B, V), uniforms (B,)."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    cdf = torch.cumsum(probs, dim=-1)  # (B, V)
+    target = (uniforms.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)  # (B, 1)
+    ids = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    ids = ids.clamp_(max=logits.shape[-1] - 1)
+    # never land on an id of zero probability (possible at the cdf's flat tail)
+    bad = probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1) <= 0
+    if bad.any():
+        ids[bad] = probs[bad].argmax(dim=-1)
+    return ids

@@ -1,0 +1,478 @@
+"""The training loop: batches, loss, validation, checkpoints, exact resume, metrics, loss curve.
+
+Poems are batched with padding and a masked loss: shuffled, optionally length-bucketed batches
+(the order of epoch e is a pure function of the seed and e, so resume can skip to any batch), and
+the output layer runs only on real positions. A run folder holds `step-NNNNNN/` checkpoints (with
+resume state), `best/` (lowest validation loss), `metrics.jsonl` (or .csv) and `loss.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tangshi import checkpoint
+from tangshi.config import RunConfig, TrainConfig
+from tangshi.corpus import Corpus, encode_split, load_corpus
+from tangshi.model import CharRNN
+from tangshi.vocab import BOS, EOS, PAD, Vocab
+
+log = logging.getLogger(__name__)
+
+Seqs = list[np.ndarray]
+
+
+class TrainError(ValueError):
+    """A training request that cannot run; the message names the option or path."""
+
+
+# ---------------------------------------------------------------- batches
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, bucket: bool, seed: int, epoch: int) -> list[np.ndarray]:
+    """The batches of one epoch, as index arrays; a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(lengths), generator=g).numpy()
+    if not bucket:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    chunk = batch_size * 50  # sort within large random chunks: little padding, still shuffled
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    perm = torch.randperm(len(batches), generator=g).numpy()
+    return [batches[i] for i in perm]
+
+
+def collate(seqs: Seqs, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """inputs = <bos> + poem, targets = poem + <eos>, padded: both (B, T) int64."""
+    longest = max(len(seqs[i]) for i in index) + 1
+    inputs = np.full((len(index), longest), PAD, dtype=np.int64)
+    targets = np.full((len(index), longest), PAD, dtype=np.int64)
+    for row, i in enumerate(index):
+        s = seqs[i]
+        inputs[row, 0] = BOS
+        inputs[row, 1 : len(s) + 1] = s
+        targets[row, : len(s)] = s
+        targets[row, len(s)] = EOS
+    return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def batch_loss(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over real (non-pad) target positions, and their count."""
+    keep = targets != PAD  # (B, T)
+    logits, _ = model(inputs, keep=keep)  # (N, V)
+    return F.cross_entropy(logits, targets[keep]), int(keep.sum())
+
+
+@torch.no_grad()
+def mean_loss(
+    model: CharRNN, seqs: Seqs, batch_size: int = 128, device: str | torch.device = "cpu"
+) -> tuple[float, int]:
+    """Nats per predicted token (pad excluded, end token included) over `seqs`, and the count."""
+    if not seqs:
+        return float("nan"), 0
+    was_training = model.training
+    model.eval()
+    lengths = np.array([len(s) for s in seqs])
+    order = np.argsort(lengths, kind="stable")
+    total, count = 0.0, 0
+    for i in range(0, len(order), batch_size):
+        inputs, targets = collate(seqs, order[i : i + batch_size])
+        loss, n = batch_loss(model, inputs.to(device), targets.to(device))
+        total += float(loss) * n
+        count += n
+    model.train(was_training)
+    return total / count, count
+
+
+# ---------------------------------------------------------------- optimiser and schedule
+
+
+def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = list({id(p): p for p in model.parameters()}.values())
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Learning rate for `step` (0-based) given the share of the budget used, in [0, 1]."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    p = min(max(progress, 0.0), 1.0)
+    low = cfg.min_lr_ratio
+    if cfg.schedule == "cosine":
+        return cfg.lr * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * p)))
+    if cfg.schedule == "linear":
+        return cfg.lr * (1 - (1 - low) * p)
+    return cfg.lr
+
+
+# ---------------------------------------------------------------- metrics
+
+
+CSV_COLUMNS = ("kind", "step", "epoch", "elapsed", "tokens", "lr", "loss", "tokens_per_s", "val_loss", "val_ppl")
+
+
+class Metrics:
+    """Rows appended to metrics.jsonl or metrics.csv; a resumed run drops rows past its step."""
+
+    def __init__(self, run_dir: Path, fmt: str, resume_step: int | None):
+        self.path = run_dir / f"metrics.{fmt}"
+        self.fmt = fmt
+        self.rows: list[dict[str, Any]] = self._read() if resume_step is not None else []
+        if resume_step is not None:
+            self.rows = [r for r in self.rows if int(r["step"]) <= resume_step]
+        self._rewrite()
+
+    def _read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        text = self.path.read_text("utf-8")
+        if self.fmt == "jsonl":
+            rows = []
+            for line in text.splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a line cut by a kill: drop it and what follows
+            return rows
+        rows = list(csv.DictReader(text.splitlines()))
+        return [{k: _num(v) for k, v in r.items() if v not in ("", None)} for r in rows if r.get("step")]
+
+    def _line(self, row: dict[str, Any]) -> str:
+        if self.fmt == "jsonl":
+            return json.dumps(row) + "\n"
+        return ",".join("" if row.get(c) is None else str(row[c]) for c in CSV_COLUMNS) + "\n"
+
+    def _rewrite(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        head = ",".join(CSV_COLUMNS) + "\n" if self.fmt == "csv" else ""
+        tmp.write_text(head + "".join(self._line(r) for r in self.rows), "utf-8")
+        os.replace(tmp, self.path)
+
+    def add(self, **row: Any) -> None:
+        self.rows.append(row)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(self._line(row))
+
+    def plot(self, path: Path, title: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        train = [(r["step"], r["loss"]) for r in self.rows if r["kind"] == "train"]
+        val = [(r["step"], r["val_loss"]) for r in self.rows if r["kind"] == "val"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        if train:
+            ax.plot(*zip(*train, strict=False), label="train", lw=1)
+        if val:
+            ax.plot(*zip(*val, strict=False), "o-", label="validation", ms=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel("cross-entropy (nats / character)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        os.replace(tmp, path)
+
+
+def _num(v: str) -> Any:
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v else f
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0
+    best_val: float = float("inf")
+    best_step: int = -1
+    evals_since_best: int = 0
+    data: list[str] = field(default_factory=list)
+    stopped: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainState:
+        s = cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+        s.best_val = float("inf") if s.best_val is None else s.best_val
+        return s
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def find_resume_dir(path: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint folder) for `--resume PATH` (a run folder or a step folder)."""
+    if not path.is_dir():
+        raise TrainError(f"--resume {path}: no such folder")
+    if (path / "trainer.json").is_file():
+        return path.parent, path
+    if (path / "config.json").is_file():
+        raise TrainError(
+            f"--resume {path}: missing trainer.json (best/ holds weights only); "
+            f"resume from the run folder {path.parent} or one of its step-* folders"
+        )
+    checkpoint.recover(path)
+    step_dir = checkpoint.latest_step_dir(path)
+    if step_dir is None:
+        raise TrainError(f"--resume {path}: no step-* checkpoint in this run folder")
+    return path, step_dir
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: Path, corpus: Corpus, vocab: Vocab, resume_from: Path | None = None):
+        self.cfg, self.run_dir, self.vocab = cfg, run_dir, vocab
+        tc = cfg.train
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        self.device = resolve_device(tc.device)
+        self.train_seqs = encode_split(corpus, vocab, "train")
+        self.val_seqs = encode_split(corpus, vocab, "val")
+        if not self.train_seqs:
+            raise TrainError("the training split is empty: give more poems or lower --val-fraction/--test-fraction")
+        self.lengths = np.array([len(s) for s in self.train_seqs])
+        self.epoch_tokens = int(self.lengths.sum() + len(self.lengths))
+        torch.manual_seed(tc.seed)
+        cfg.model.vocab_size = len(vocab)
+        self.model = CharRNN(cfg.model).to(self.device)
+        self.optimizer = make_optimizer(self.model, tc)
+        self.state = TrainState()
+        resume_step = None
+        if resume_from is not None:
+            self._restore(resume_from)
+            resume_step = self.state.step
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = Metrics(run_dir, tc.metrics_format, resume_step)
+        self._batches: list[np.ndarray] = []
+
+    # -- resume
+
+    def _restore(self, folder: Path) -> None:
+        ckpt = checkpoint.load(folder, device=self.device, with_trainer=True)
+        if len(ckpt.vocab) != len(self.vocab):
+            raise TrainError(f"{folder}: vocabulary has {len(ckpt.vocab)} tokens, expected {len(self.vocab)}")
+        self.model.load_state_dict(ckpt.model.state_dict())
+        t, tensors = ckpt.trainer, ckpt.trainer_tensors
+        self.state = TrainState.from_dict(t["state"])
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                opt_state.setdefault(int(idx), {})[name] = value.to(self.device)
+        self.optimizer.load_state_dict({"state": opt_state, "param_groups": t["param_groups"]})
+        torch.set_rng_state(tensors["rng.cpu"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+
+    def _trainer_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        sd = self.optimizer.state_dict()
+        tensors = {"rng.cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        for idx, per_param in sd["state"].items():
+            for name, value in per_param.items():
+                v = value if torch.is_tensor(value) else torch.tensor(value)
+                tensors[f"optim.{idx}.{name}"] = v.detach().cpu().contiguous()
+        return {"state": self.state.to_dict(), "param_groups": sd["param_groups"]}, tensors
+
+    # -- checkpoints
+
+    def save_step(self) -> Path:
+        trainer, tensors = self._trainer_state()
+        folder = checkpoint.write(
+            self.run_dir / f"step-{self.state.step:06d}", self.model, self.vocab, self.cfg, trainer, tensors
+        )
+        steps = sorted(p for p in self.run_dir.iterdir() if checkpoint.STEP_DIR.match(p.name))
+        for old in steps[: -self.cfg.train.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    def validate(self) -> float:
+        loss, _ = mean_loss(self.model, self.val_seqs, device=self.device)
+        s = self.state
+        self.metrics.add(
+            kind="val",
+            step=s.step,
+            epoch=round(s.tokens / self.epoch_tokens, 4),
+            elapsed=round(s.elapsed, 2),
+            val_loss=round(loss, 5),
+            val_ppl=round(math.exp(loss), 3),
+        )
+        if loss < s.best_val:
+            s.best_val, s.best_step, s.evals_since_best = loss, s.step, 0
+            checkpoint.write(self.run_dir / "best", self.model, self.vocab, self.cfg)
+        else:
+            s.evals_since_best += 1
+        self.metrics.plot(self.run_dir / "loss.png", f"{self.cfg.preset}: {self.cfg.model.cell}")
+        return loss
+
+    # -- loop
+
+    def progress(self) -> float:
+        tc, s = self.cfg.train, self.state
+        shares = [0.0]
+        if tc.max_steps:
+            shares.append(s.step / tc.max_steps)
+        if tc.max_minutes:
+            shares.append(s.elapsed / (60 * tc.max_minutes))
+        if tc.max_epochs:
+            shares.append(s.tokens / self.epoch_tokens / tc.max_epochs)
+        return max(shares)
+
+    def _next_batch(self) -> np.ndarray:
+        s, tc = self.state, self.cfg.train
+        while True:
+            if not self._batches:
+                self._batches = epoch_batches(self.lengths, tc.batch_size, tc.bucket, tc.seed, s.epoch)
+            if s.batch_in_epoch < len(self._batches):
+                return self._batches[s.batch_in_epoch]
+            s.epoch, s.batch_in_epoch, self._batches = s.epoch + 1, 0, []
+
+    def _should_stop(self) -> str:
+        tc, s = self.cfg.train, self.state
+        if tc.max_steps and s.step >= tc.max_steps:
+            return "max_steps"
+        if tc.max_minutes and s.elapsed >= 60 * tc.max_minutes:
+            return "max_minutes"
+        if tc.max_epochs and s.tokens >= tc.max_epochs * self.epoch_tokens:
+            return "max_epochs"
+        if tc.patience and s.evals_since_best >= tc.patience:
+            return "early_stopping"
+        return ""
+
+    def run(self) -> TrainState:
+        from tqdm import tqdm
+
+        tc, s = self.cfg.train, self.state
+        if not (tc.max_steps or tc.max_minutes or tc.max_epochs or tc.patience):
+            raise TrainError("give a limit: --max-steps, --max-minutes, --max-epochs or --patience")
+        self.model.train()
+        bar = tqdm(
+            total=tc.max_steps or None,
+            initial=s.step,
+            disable=not tc.progress,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        window_loss, window_tokens, window_steps = 0.0, 0, 0
+        t_last = time.perf_counter()
+        try:
+            while not (reason := self._should_stop()):
+                t0 = time.perf_counter()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr_at(tc, s.step, self.progress())
+                inputs, targets = collate(self.train_seqs, self._next_batch())
+                loss, n = batch_loss(self.model, inputs.to(self.device), targets.to(self.device))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if tc.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad)
+                self.optimizer.step()
+                s.step, s.batch_in_epoch, s.tokens = s.step + 1, s.batch_in_epoch + 1, s.tokens + n
+                window_loss += float(loss.detach()) * n
+                window_tokens += n
+                window_steps += 1
+                s.elapsed += time.perf_counter() - t0
+                if s.step % tc.log_every == 0:
+                    now = time.perf_counter()
+                    rate = window_tokens / max(now - t_last, 1e-9)
+                    train_loss = window_loss / window_tokens
+                    self.metrics.add(
+                        kind="train",
+                        step=s.step,
+                        epoch=round(s.tokens / self.epoch_tokens, 4),
+                        elapsed=round(s.elapsed, 2),
+                        tokens=s.tokens,
+                        lr=self.optimizer.param_groups[0]["lr"],
+                        loss=round(train_loss, 5),
+                        tokens_per_s=round(rate, 1),
+                    )
+                    bar.set_postfix(
+                        loss=f"{train_loss:.3f}", tok_s=f"{rate:,.0f}", val=f"{s.best_val:.3f}", refresh=False
+                    )
+                    window_loss, window_tokens, window_steps = 0.0, 0, 0
+                    t_last = now
+                bar.update(1)
+                t0 = time.perf_counter()
+                if s.step % tc.eval_every == 0:
+                    self.validate()
+                if s.step % tc.checkpoint_every == 0:
+                    self.save_step()
+                s.elapsed += time.perf_counter() - t0
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        finally:
+            bar.close()
+        s.stopped = reason
+        last_val = [r for r in self.metrics.rows if r["kind"] == "val"]
+        if not last_val or last_val[-1]["step"] != s.step:
+            self.validate()
+        self.save_step()
+        return s
+
+
+def resume_plan(path: str | Path) -> tuple[Path, Path, RunConfig, list[str]]:
+    """(run folder, checkpoint folder, its config, its data paths) for `--resume PATH`."""
+    run_dir, step_dir = find_resume_dir(Path(path))
+    ckpt = checkpoint.load(step_dir, with_trainer=True)
+    return run_dir, step_dir, ckpt.config, list(ckpt.trainer.get("state", {}).get("data", []))
+
+
+def train(
+    cfg: RunConfig,
+    data: list[str],
+    run_dir: str | Path,
+    resume_from: Path | None = None,
+    cache_dir: Path | None = None,
+) -> Trainer:
+    """Prepare the corpus, build (or restore from `resume_from`) the trainer and run it."""
+    run_dir = Path(run_dir)
+    cfg.validate()
+    if resume_from is None and run_dir.exists() and any(checkpoint.STEP_DIR.match(p.name) for p in run_dir.iterdir()):
+        raise TrainError(f"--out {run_dir} already holds a run: use --resume {run_dir} or another --out")
+    corpus = load_corpus(data, cfg.data, cache_dir=cache_dir)
+    vocab = checkpoint.load(resume_from).vocab if resume_from is not None else corpus.vocab
+    trainer = Trainer(cfg, run_dir, corpus, vocab, resume_from)
+    trainer.state.data = [str(Path(p).resolve()) for p in data]
+    trainer.run()
+    return trainer

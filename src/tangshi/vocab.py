@@ -1,0 +1,120 @@
+"""Characters <-> ids: special tokens, frequency order, save/load as JSON.
+
+Ids 0-3 are the special tokens <pad>, <unk>, <bos>, <eos>; characters follow by descending
+training frequency (ties by code point), so the id order is also a frequency order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+
+
+class VocabError(ValueError):
+    """A vocabulary file that cannot be used; the message names the file."""
+
+
+class Vocab:
+    def __init__(self, tokens: list[str]):
+        if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
+            raise VocabError(f"a vocabulary must start with {', '.join(SPECIALS)}")
+        self.tokens = list(tokens)
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+        if len(self.index) != len(self.tokens):
+            dup = next(t for t, n in Counter(self.tokens).items() if n > 1)
+            raise VocabError(f"token {dup!r} appears twice in the vocabulary")
+        self._table: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, char: str) -> bool:
+        return char in self.index and self.index[char] >= len(SPECIALS)
+
+    @classmethod
+    def build(cls, texts: Iterable[str], min_count: int = 1, max_size: int = 0) -> Vocab:
+        counts = Counter()
+        for t in texts:
+            counts.update(t)
+        chars = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
+        if max_size:
+            chars = chars[:max_size]
+        return cls([*SPECIALS, *chars])
+
+    def id(self, char: str) -> int:
+        return self.index.get(char, UNK)
+
+    def _lookup(self) -> np.ndarray:
+        if self._table is None:
+            top = max((ord(t) for t in self.tokens[len(SPECIALS) :]), default=0)
+            table = np.full(top + 1, UNK, dtype=np.int32)
+            for i, t in enumerate(self.tokens[len(SPECIALS) :], len(SPECIALS)):
+                table[ord(t)] = i
+            self._table = table
+        return self._table
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index.get(c, UNK) for c in text]
+
+    def encode_many(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """All texts as one int32 id array and (N + 1,) offsets; vectorised over code points."""
+        table = self._lookup()
+        points = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+        ids = np.full(len(points), UNK, dtype=np.int32)
+        inside = points < len(table)
+        ids[inside] = table[points[inside]]
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum([len(t) for t in texts], out=offsets[1:])
+        return torch.from_numpy(ids), torch.from_numpy(offsets)
+
+    def decode(self, ids: Iterable[int], keep_special: bool = False) -> str:
+        out = []
+        for i in ids:
+            if i >= len(SPECIALS) or keep_special:
+                out.append(self.tokens[i])
+        return "".join(out)
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, {"tokens": self.tokens})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocab:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            raise VocabError(f"{path}: no such file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise VocabError(f"{path}: not valid JSON ({e})") from None
+        tokens = raw.get("tokens") if isinstance(raw, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise VocabError(f'{path}: expected {{"tokens": [...strings]}}')
+        try:
+            return cls(tokens)
+        except VocabError as e:
+            raise VocabError(f"{path}: {e}") from None
+
+
+def write_json_atomic(path: str | Path, obj: object) -> None:
+    """Write JSON to a temp file beside `path`, then rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, ensure_ascii=False, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,19 @@
+from conftest import POEMS
+from tangshi import Poet
+
+
+def test_load_write_and_score(tiny_run):
+    poet = Poet.load(tiny_run / "best")
+    poems = poet.write(["月", "東"], num=2, seed=1)
+    assert len(poems) == 4 and poems[2].begin == "東" and poems[2].text.startswith("东")
+    assert "variant" not in " ".join(poet.notes)  # 東 -> 东 is plain t2s normalisation
+    report = poet.loss([POEMS[0][1]])
+    assert report["loss"] > 0 and report["tokens"] == len(POEMS[0][1]) + 1
+
+
+def test_bundled_model_writes(tmp_path):
+    poet = Poet.load()
+    poems = poet.write(list("日红山夜湖海月"), seed=1)
+    assert [p.text[0] for p in poems] == list("日红山夜湖海月")
+    assert all(len(p.text) > 5 and p.ended for p in poems)
+    assert poet.ckpt.card and "validation loss" in poet.ckpt.card

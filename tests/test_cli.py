@@ -1,0 +1,72 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tangshi.cli import main
+
+
+def run(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "tangshi", *args], capture_output=True, text=True)
+    if check_rc is not None:
+        assert out.returncode == check_rc, out.stderr
+    assert "Traceback" not in out.stderr
+    return out
+
+
+def test_data_stats_prints_counts(poems_txt, capsys):
+    assert main(["data", "stats", str(poems_txt), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["read"] == stats["kept"] == 12 and stats["dropped_long"] == 0
+    assert main(["data", "stats", str(poems_txt)]) == 0
+    out = capsys.readouterr().out
+    assert "kept" in out and "length histogram" in out
+
+
+def test_write_json_lines_and_pretty_output(tiny_run, capsys):
+    ck = str(tiny_run / "best")
+    assert main(["write", "月", "山", "--checkpoint", ck, "--seed", "3", "--num", "2", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["begin"] for r in rows] == ["月", "月", "山", "山"]
+    assert all({"text", "lines", "begin", "seed"} <= set(r) for r in rows)
+    assert main(["write", "月", "--checkpoint", ck, "--seed", "3"]) == 0
+    assert capsys.readouterr().out.strip() == "\n".join(rows[0]["lines"])
+
+
+def test_eval_json(tiny_run, poems_txt, capsys):
+    assert main(["eval", "--checkpoint", str(tiny_run / "best"), "--data", str(poems_txt), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"loss", "perplexity", "tokens", "poems"} and report["poems"] == 12
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["write", "龘", "--checkpoint", "{run}/best"], "begin character '龘' is not in the model's vocabulary"),
+        (["write", "月", "--checkpoint", "{run}/best", "--temperature", "0"], "--temperature must be > 0, got 0"),
+        (["write", "月", "--checkpoint", "{run}/nowhere"], "no such checkpoint folder"),
+        (["eval", "--checkpoint", "{run}/best", "--data", "{run}/missing.txt"], "missing.txt: no such file or folder"),
+        (["train", "--data", "{run}/missing.txt", "--out", "{run}/x"], "missing.txt: no such file or folder"),
+        (["train", "--resume", "{run}/best", "--max-steps", "3"], "missing trainer.json"),
+        (["train", "--data", "x", "--out", "{run}/y", "--preset", "huge"], "unknown preset 'huge'"),
+        (["train", "--data", "x", "--out", "{run}/y", "--cell", "tcn"], "--cell must be one of rnn, lstm, gru"),
+    ],
+)
+def test_bad_input_gets_a_message_and_exit_2(tiny_run, args, message, capsys):
+    rc = main([a.replace("{run}", str(tiny_run)) for a in args])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.startswith("tangshi: error:")
+
+
+def test_non_utf8_corpus_from_the_real_command_line(tmp_path):
+    bad = tmp_path / "poems.txt"
+    bad.write_bytes("题:床前明月光".encode("gb18030"))
+    out = run("data", "stats", str(bad), check_rc=2)
+    assert "poems.txt: not UTF-8 text" in out.stderr
+
+
+def test_presets_list_and_help():
+    out = run("presets").stdout
+    assert "seed-tf" in out and "seed-pytorch" in out and "default" in out
+    assert "--hidden-size" in run("train", "--help").stdout

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from tangshi import checkpoint, compose
+from tangshi.compose import UnknownCharacterError, resolve_begin, sentences, write
+from tangshi.vocab import Vocab
+
+
+def test_sentences_one_a_line():
+    assert sentences("床前明月光，疑是地上霜。举头望明月！低头") == ["床前明月光，疑是地上霜。", "举头望明月！", "低头"]
+
+
+def test_resolve_begin_uses_a_variant_or_names_the_character():
+    vocab = Vocab.build(["東風月"])
+    assert resolve_begin(vocab, "東", "traditional") == ("東", [])
+    text, notes = resolve_begin(vocab, "东", "traditional")
+    assert text == "東" and "variant" in notes[0]
+    with pytest.raises(UnknownCharacterError, match="begin character '龘' is not in the model's vocabulary"):
+        resolve_begin(vocab, "龘", "traditional")
+
+
+def test_poems_start_with_the_begin_and_hold_no_special_tokens(tiny_run):
+    ck = checkpoint.load(tiny_run / "best")
+    poems = write(ck.model, ck.vocab, ["月", "山"], num=3, seed=7, max_length=30)
+    assert [p.begin for p in poems] == ["月"] * 3 + ["山"] * 3
+    assert [p.seed for p in poems] == list(range(7, 13))
+    for p in poems:
+        assert p.text.startswith(p.begin) and "<" not in p.text and len(p.text) <= 30
+        assert "".join(p.lines) == p.text
+
+
+def test_same_seed_same_poem_whatever_the_batch(tiny_run):
+    ck = checkpoint.load(tiny_run / "best")
+    alone = write(ck.model, ck.vocab, ["月"], num=1, seed=5)
+    again = write(ck.model, ck.vocab, ["月"], num=1, seed=5)
+    in_batch = write(ck.model, ck.vocab, ["月", "山"], num=1, seed=5)
+    assert alone[0].text == again[0].text == in_batch[0].text
+
+
+def test_seed_tf_style_runs_exactly_max_length_steps(tiny_run, monkeypatch):
+    ck = checkpoint.load(tiny_run / "best")
+    calls = []
+
+    def end_every_other(self, logits, uniforms):
+        calls.append(1)
+        return torch.full((logits.shape[0],), 3 if len(calls) % 2 else 5, dtype=torch.long)
+
+    monkeypatch.setattr(compose.Sampler, "__call__", end_every_other)
+    poem = write(ck.model, ck.vocab, ["月"], max_length=50, stop_at_end=False, random_state=True, seed=1)[0]
+    assert len(calls) == 50 and poem.text == "月" + ck.vocab.tokens[5] * 25
+    calls.clear()
+    assert write(ck.model, ck.vocab, ["月"], max_length=50, seed=1)[0].text == "月" + ck.vocab.tokens[5]
+
+
+def test_stops_at_the_end_token(tiny_run, monkeypatch):
+    ck = checkpoint.load(tiny_run / "best")
+
+    def always_end(self, logits, uniforms):
+        return torch.full((logits.shape[0],), 3, dtype=torch.long)
+
+    monkeypatch.setattr(compose.Sampler, "__call__", always_end)
+    poems = write(ck.model, ck.vocab, ["明月"], max_length=40)
+    assert poems[0].text == "明月" and poems[0].ended

@@ -1,0 +1,127 @@
+import json
+
+import pytest
+
+from conftest import POEMS
+from tangshi import corpus
+from tangshi.config import DataConfig
+from tangshi.corpus import CorpusError, load_corpus, normalise
+
+
+def test_poems_txt_title_and_content_with_colon(tmp_path):
+    path = tmp_path / "poems.txt"
+    path.write_text("题:床前明月光，疑是地上霜：举头望明月。\n无冒号的一行\n\n空:\n", "utf-8")
+    c = load_corpus([path], use_cache=False)
+    assert c.texts == ["床前明月光，疑是地上霜：举头望明月。"]
+    assert [str(m) for m in c.malformed] == [
+        "poems.txt line 2: no ':' between title and content",
+        "poems.txt line 4: empty content",
+    ]
+    assert c.counts["malformed"] == 2
+
+
+def test_json_folder_reads_tang_and_ci_and_skips_authors(json_dir):
+    c = load_corpus([json_dir], DataConfig(val_fraction=0, test_fraction=0), use_cache=False)
+    assert sorted(c.texts) == sorted(content for _, content in POEMS)
+    assert c.counts["read"] == len(POEMS)
+
+
+def test_plain_text_one_poem_a_line(tmp_path):
+    path = tmp_path / "plain.txt"
+    path.write_text("\n".join(content for _, content in POEMS[:3]), "utf-8")
+    assert load_corpus([path], use_cache=False).texts == [content for _, content in POEMS[:3]]
+
+
+def test_normalise_simplifies_fullwidths_and_strips_space():
+    assert normalise("秦川雄帝宅, 函谷壯皇居.\u3000 ") == "秦川雄帝宅，函谷壮皇居。"
+    assert normalise("函谷壯皇居", script="traditional") == "函谷壯皇居"
+
+
+def test_filters_are_counted_per_rule(tmp_path):
+    lines = [
+        "a:床前明月光，疑是地上霜。",
+        "b:床前明月光，疑是地上霜。",
+        "c:短",
+        "d:" + "长" * 81,
+        "e:春眠《不觉》晓，处处闻啼鸟。",
+    ]
+    path = tmp_path / "poems.txt"
+    path.write_text("\n".join(lines), "utf-8")
+    c = load_corpus([path], use_cache=False)
+    assert c.counts == {
+        "read": 5,
+        "dropped_chars": 1,
+        "dropped_short": 1,
+        "dropped_long": 1,
+        "dropped_duplicate": 1,
+        "kept": 1,
+        "malformed": 0,
+    }
+    loose = load_corpus([path], DataConfig(min_length=1, max_length=100, drop_chars="", dedupe=False), use_cache=False)
+    assert loose.counts["kept"] == 5
+
+
+def test_split_is_by_text_and_stable_when_the_corpus_grows():
+    cfg = DataConfig(val_fraction=0.3, test_fraction=0.3)
+    texts = [f"诗{i}首，月明{i}。" for i in range(300)]
+    before = {t: corpus.split_of(t, cfg) for t in texts}
+    assert set(before.values()) == {0, 1, 2}
+    grown = texts + [f"新{i}" for i in range(50)]
+    assert all(corpus.split_of(t, cfg) == before[t] for t in grown[:300])
+
+
+def test_cache_is_used_on_the_second_run(poems_txt, tmp_path, monkeypatch):
+    first = load_corpus([poems_txt], cache_dir=tmp_path / "c")
+    monkeypatch.setattr(corpus, "read_file", lambda *a: pytest.fail("the cache was not used"))
+    second = load_corpus([poems_txt], cache_dir=tmp_path / "c")
+    assert second.texts == first.texts and second.vocab.tokens == first.vocab.tokens
+    assert second.ids.tolist() == first.ids.tolist()
+
+
+def test_cache_key_changes_with_options_and_files(poems_txt, tmp_path):
+    a = load_corpus([poems_txt], cache_dir=tmp_path / "c")
+    b = load_corpus([poems_txt], DataConfig(max_length=30), cache_dir=tmp_path / "c")
+    assert len(b.texts) < len(a.texts)
+    poems_txt.write_text(poems_txt.read_text("utf-8") + "新:孤帆远影碧空尽，唯见长江天际流。\n", "utf-8")
+    assert len(load_corpus([poems_txt], cache_dir=tmp_path / "c").texts) == len(a.texts) + 1
+
+
+def test_stats_report_counts_and_histogram(poems_txt):
+    s = load_corpus([poems_txt], use_cache=False).stats()
+    assert s["kept"] == len(POEMS) and s["vocabulary"] > 4
+    assert sum(s["length_histogram"].values()) == len(POEMS)
+    assert sum(s["splits"].values()) == len(POEMS)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, "no such file or folder"),
+        (lambda p: p.write_bytes("床前明月光".encode("gbk")), "not UTF-8 text"),
+        (lambda p: p.write_text("短:一\n", "utf-8"), "no poems left"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path, make, message):
+    path = tmp_path / "poems.txt"
+    make(path)
+    with pytest.raises(CorpusError, match=message) as e:
+        load_corpus([path], use_cache=False)
+    assert "poems.txt" in str(e.value)
+
+
+def test_invalid_json_names_file_and_line(tmp_path):
+    path = tmp_path / "poet.tang.0.json"
+    path.write_text('[\n{"title": "x",\n "paragraphs": [}\n]', "utf-8")
+    with pytest.raises(CorpusError, match=r"poet.tang.0.json line 3 column \d+: invalid JSON"):
+        load_corpus([path], use_cache=False)
+
+
+def test_json_entry_without_paragraphs_is_malformed(tmp_path):
+    path = tmp_path / "poet.tang.0.json"
+    path.write_text(json.dumps([{"title": "x"}, {"title": "y", "paragraphs": [POEMS[0][1]]}]), "utf-8")
+    c = load_corpus([path], use_cache=False)
+    assert [str(m) for m in c.malformed] == ["poet.tang.0.json poem 0: no 'paragraphs' list of strings"]
+
+
+def test_variants_finds_simplified_and_traditional():
+    assert "東" in corpus.variants("东") and "东" in corpus.variants("東")

@@ -1,0 +1,38 @@
+"""Behaviour that depends on the real corpus in ../shared/data."""
+
+import json
+import subprocess
+import sys
+import time
+
+from conftest import TANG, need_shared_data
+from tangshi.corpus import load_corpus
+
+
+def test_tang_corpus_counts_and_cache(tmp_path):
+    need_shared_data()
+    t0 = time.perf_counter()
+    cold = load_corpus([TANG], cache_dir=tmp_path)
+    cold_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    warm = load_corpus([TANG], cache_dir=tmp_path)
+    warm_s = time.perf_counter() - t0
+    assert cold.counts == warm.counts
+    c = cold.counts
+    assert c["read"] + c["malformed"] == 56_496
+    assert c["dropped_chars"] == 5_078 and c["dropped_short"] + c["dropped_long"] + c["malformed"] == 6_794
+    assert c["kept"] + c["dropped_duplicate"] == 44_624  # the seed's count, which kept duplicates
+    assert 7_000 < len(cold.vocab) < 7_200
+    assert warm_s < 0.5 < cold_s  # a cached corpus loads in well under a second
+
+
+def test_bundled_model_on_real_poems():
+    need_shared_data()
+    out = subprocess.run(
+        [sys.executable, "-m", "tangshi", "eval", "--data", str(TANG / "poet.tang.0.json"), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["poems"] > 500 and 2.0 < report["loss"] < 5.5

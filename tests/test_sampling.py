@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from tangshi.sampling import Sampler, SamplingError, mask_ids, sample, top_k_filter, top_p_filter
+
+
+def test_top_k_keeps_k():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
+    assert torch.isinf(top_k_filter(logits, 2)).tolist() == [[True, False, False, True]]
+
+
+def test_top_p_keeps_the_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    kept = ~torch.isinf(top_p_filter(probs.log(), 0.75))
+    assert kept.tolist() == [[True, True, False, False]]
+    assert (~torch.isinf(top_p_filter(probs.log(), 0.01))).sum() == 1
+
+
+def test_inverse_cdf_sampling_follows_the_uniforms():
+    logits = torch.tensor([[0.25, 0.25, 0.5]]).log().repeat(3, 1)
+    assert sample(logits, torch.tensor([0.1, 0.3, 0.9])).tolist() == [0, 1, 2]
+
+
+def test_sampling_never_picks_a_masked_id():
+    logits = mask_ids(torch.zeros(64, 10), [0, 1, 2])
+    ids = Sampler(temperature=1.0, top_p=1.0)(logits, torch.rand(64))
+    assert ids.min() >= 3
+
+
+def test_greedy_is_argmax():
+    logits = torch.tensor([[0.0, 5.0, 1.0]])
+    assert Sampler(greedy=True)(logits, torch.tensor([0.99])).tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [({"temperature": 0}, "--temperature must be > 0, got 0"), ({"top_k": -1}, "--top-k"), ({"top_p": 0}, "--top-p")],
+)
+def test_bad_options_are_named(kw, message):
+    with pytest.raises(SamplingError, match=message):
+        Sampler(**kw).validate()

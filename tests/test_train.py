@@ -1,0 +1,166 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_config
+from tangshi import train as T
+from tangshi.config import TrainConfig
+from tangshi.train import TrainError, collate, epoch_batches, lr_at, train
+
+
+def test_epoch_batches_cover_every_poem_once_and_repeat_by_seed():
+    lengths = np.random.default_rng(0).integers(5, 80, size=1000)
+    for bucket in (False, True):
+        batches = epoch_batches(lengths, 32, bucket, seed=3, epoch=0)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        again = epoch_batches(lengths, 32, bucket, seed=3, epoch=0)
+        assert all((a == b).all() for a, b in zip(batches, again, strict=False))
+        assert not all((a == b).all() for a, b in zip(batches, epoch_batches(lengths, 32, bucket, 3, 1), strict=False))
+
+
+def test_bucketing_removes_most_padding():
+    lengths = np.random.default_rng(0).integers(5, 80, size=3200)
+
+    def padding(bs):
+        return sum(len(b) * lengths[b].max() - lengths[b].sum() for b in bs) / lengths.sum()
+
+    assert padding(epoch_batches(lengths, 32, True, 0, 0)) < 0.1 < padding(epoch_batches(lengths, 32, False, 0, 0))
+
+
+def test_collate_wraps_in_begin_and_end_and_pads():
+    inputs, targets = collate([np.array([5, 6, 7]), np.array([8])], np.array([0, 1]))
+    assert inputs.tolist() == [[2, 5, 6, 7], [2, 8, 0, 0]]
+    assert targets.tolist() == [[5, 6, 7, 3], [8, 3, 0, 0]]
+
+
+def test_schedule_warms_up_and_decays():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_at(cfg, 0, 0.0) == pytest.approx(0.1)
+    assert lr_at(cfg, 10, 0.0) == pytest.approx(1.0)
+    assert lr_at(cfg, 50, 0.5) == pytest.approx(0.55)
+    assert lr_at(cfg, 99, 1.0) == pytest.approx(0.1)
+    assert lr_at(TrainConfig(lr=1.0, schedule="constant"), 5, 0.9) == 1.0
+
+
+def test_training_lowers_the_loss_and_writes_metrics_and_plot(tiny_run):
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == list(range(1, 11))
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
+    assert all(r["tokens_per_s"] > 0 for r in train_rows)
+    assert [r["step"] for r in rows if r["kind"] == "val"] == [5, 10]
+    assert (tiny_run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tiny_run.glob("step-*")) == ["step-000005", "step-000010"]
+
+
+def test_same_seed_same_weights(tmp_path, poems_txt):
+    a = train(tiny_config(), [str(poems_txt)], tmp_path / "a")
+    b = train(tiny_config(), [str(poems_txt)], tmp_path / "b")
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_resume_continues_exactly(tmp_path, poems_txt, cell):
+    def cfg(steps):
+        c = tiny_config(max_steps=steps, optimizer="adamw", schedule="cosine")
+        c.model.cell, c.model.dropout, c.model.num_layers = cell, 0.2, 2
+        return c
+
+    straight = train(cfg(10), [str(poems_txt)], tmp_path / "straight")
+    # a run killed right after its step-5 checkpoint: the same folder without what came later
+    shutil.copytree(tmp_path / "straight", tmp_path / "split", ignore=shutil.ignore_patterns("step-000010", "best"))
+    _, step_dir, resumed_cfg, data = T.resume_plan(tmp_path / "split")
+    assert step_dir.name == "step-000005" and resumed_cfg.train == cfg(10).train
+    resumed = train(resumed_cfg, data, tmp_path / "split", resume_from=step_dir)
+    assert resumed.state.step == 10
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    steps = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(x)["kind"] == "train"
+    ]
+    assert steps == list(range(1, 11))
+
+
+def test_early_stopping_and_refusing_to_overwrite(tmp_path, poems_txt):
+    cfg = tiny_config(max_steps=0, patience=1, lr=5.0, eval_every=1, optimizer="sgd")
+    t = train(cfg, [str(poems_txt)], tmp_path / "r")
+    assert t.state.stopped == "early_stopping"
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(tiny_config(), [str(poems_txt)], tmp_path / "r")
+    with pytest.raises(TrainError, match="give a limit"):
+        train(tiny_config(max_steps=0), [str(poems_txt)], tmp_path / "other")
+
+
+def test_sigkill_mid_run_then_resume(tmp_path, poems_txt):
+    run = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "tangshi",
+        "train",
+        "--data",
+        str(poems_txt),
+        "--out",
+        str(run),
+        "--preset",
+        "default",
+        "--cell",
+        "gru",
+        "--embedding-size",
+        "8",
+        "--hidden-size",
+        "8",
+        "--num-layers",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "100000",
+        "--checkpoint-every",
+        "3",
+        "--eval-every",
+        "1000",
+        "--val-fraction",
+        "0.2",
+        "--test-fraction",
+        "0",
+        "--no-progress",
+    ]
+    env = {**os.environ, "TANGSHI_NO_MALLOC_TUNING": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(run.glob("step-*"))) < 2:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _, step_dir, _, data = T.resume_plan(run)
+    last = int(step_dir.name.split("-")[1])
+    assert last >= 3 and last % 3 == 0
+    for folder in run.glob("step-*"):  # every folder that has its final name is complete
+        assert {"config.json", "vocab.json", "model.safetensors", "trainer.json", "trainer.safetensors"} <= {
+            p.name for p in folder.iterdir()
+        }
+        load_file(str(folder / "model.safetensors"))
+    out = subprocess.run(
+        [sys.executable, "-m", "tangshi", "train", "--resume", str(run), "--max-steps", str(last + 4), "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"at step {last + 4}" in out.stdout
+    trainer = json.loads((run / f"step-{last + 4:06d}" / "trainer.json").read_text())
+    assert trainer["state"]["step"] == last + 4

@@ -1,0 +1,41 @@
+import pytest
+
+from tangshi.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab, VocabError
+
+
+def test_specials_first_then_by_frequency():
+    v = Vocab.build(["月月月山山水"])
+    assert v.tokens[:4] == list(SPECIALS) and (PAD, UNK, BOS, EOS) == (0, 1, 2, 3)
+    assert v.tokens[4:] == ["月", "山", "水"]
+
+
+def test_min_count_and_max_size():
+    assert Vocab.build(["月月山山水"], min_count=2).tokens[4:] == ["山", "月"]
+    assert Vocab.build(["月月月山山水"], max_size=1).tokens[4:] == ["月"]
+
+
+def test_encode_many_matches_encode_and_unknown_is_unk():
+    v = Vocab.build(["床前明月光"])
+    texts = ["明月", "光𠂇龘", ""]
+    ids, offsets = v.encode_many(texts)
+    assert offsets.tolist() == [0, 2, 5, 5]
+    assert ids.tolist() == v.encode("明月") + v.encode("光𠂇龘")
+    assert v.encode("龘") == [UNK]
+    assert v.decode([BOS, *v.encode("明月"), EOS]) == "明月"
+
+
+def test_save_load_roundtrip(tmp_path):
+    v = Vocab.build(["床前明月光"])
+    v.save(tmp_path / "vocab.json")
+    assert Vocab.load(tmp_path / "vocab.json").tokens == v.tokens
+
+
+@pytest.mark.parametrize(
+    "content, message", [("{", "not valid JSON"), ('{"tokens": ["a"]}', "must start with"), ('{"x": 1}', "expected")]
+)
+def test_bad_vocab_file_is_named(tmp_path, content, message):
+    path = tmp_path / "vocab.json"
+    path.write_text(content, "utf-8")
+    with pytest.raises(VocabError, match=message) as e:
+        Vocab.load(path)
+    assert "vocab.json" in str(e.value)
