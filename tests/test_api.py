@@ -4,9 +4,9 @@ from tangshi import Poet
 
 def test_load_write_and_score(tiny_run):
     poet = Poet.load(tiny_run / "best")
-    poems = poet.write(["月", "東"], num=2, seed=1)
-    assert len(poems) == 4 and poems[2].begin == "東" and poems[2].text.startswith("东")
-    assert "variant" not in " ".join(poet.notes)  # 東 -> 东 is plain t2s normalisation
+    poems = poet.write(["月", "風"], num=2, seed=1)
+    assert len(poems) == 4 and poems[2].begin == "風" and poems[2].text.startswith("风")
+    assert "variant" not in " ".join(poet.notes)  # 風 -> 风 is plain t2s normalisation
     report = poet.loss([POEMS[0][1]])
     assert report["loss"] > 0 and report["tokens"] == len(POEMS[0][1]) + 1
 
@@ -17,3 +17,8 @@ def test_bundled_model_writes(tmp_path):
     assert [p.text[0] for p in poems] == list("日红山夜湖海月")
     assert all(len(p.text) > 5 and p.ended for p in poems)
     assert poet.ckpt.card and "validation loss" in poet.ckpt.card
+
+
+def test_free_poems_without_a_begin(tiny_run):
+    poems = Poet.load(tiny_run / "best").write("", num=2, seed=4)
+    assert len(poems) == 2 and all(p.text and p.begin == "" for p in poems)

@@ -39,3 +39,14 @@ def test_greedy_is_argmax():
 def test_bad_options_are_named(kw, message):
     with pytest.raises(SamplingError, match=message):
         Sampler(**kw).validate()
+
+
+def test_repetition_penalty_lowers_only_seen_ids():
+    from tangshi.sampling import penalise_repeats
+
+    logits = torch.tensor([[2.0, -1.0, 2.0, -1.0]])
+    seen = torch.tensor([[True, True, False, False]])
+    assert penalise_repeats(logits, seen, 2.0).tolist() == [[1.0, -2.0, 2.0, -1.0]]
+    assert Sampler(greedy=True, repetition_penalty=3.0)(
+        torch.tensor([[3.0, 2.0]]), torch.zeros(1), torch.tensor([[True, False]])
+    ).tolist() == [1]

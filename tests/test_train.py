@@ -164,3 +164,20 @@ def test_sigkill_mid_run_then_resume(tmp_path, poems_txt):
     assert f"at step {last + 4}" in out.stdout
     trainer = json.loads((run / f"step-{last + 4:06d}" / "trainer.json").read_text())
     assert trainer["state"]["step"] == last + 4
+
+
+def test_csv_metrics_and_resume_trims_rows(tmp_path, poems_txt):
+    cfg = tiny_config(metrics_format="csv", max_steps=6, checkpoint_every=3, eval_every=3)
+    train(cfg, [str(poems_txt)], tmp_path / "c")
+    lines = (tmp_path / "c" / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("kind,step,epoch") and len(lines) == 1 + 6 + 2
+    shutil.rmtree(tmp_path / "c" / "step-000006")  # as if killed before the last checkpoint
+    _, step_dir, resumed_cfg, data = T.resume_plan(tmp_path / "c")
+    resumed_cfg.train.max_steps = 8
+    train(resumed_cfg, data, tmp_path / "c", resume_from=step_dir)
+    steps = [
+        int(x.split(",")[1])
+        for x in (tmp_path / "c" / "metrics.csv").read_text().splitlines()[1:]
+        if x.startswith("train")
+    ]
+    assert steps == list(range(1, 9))

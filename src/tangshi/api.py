@@ -52,6 +52,7 @@ class Poet:
         top_k: int = 0,
         top_p: float = 0.9,
         greedy: bool = False,
+        repetition_penalty: float = 1.0,
         max_length: int = 80,
         stop_at_end: bool = True,
         random_state: bool = False,
@@ -60,10 +61,12 @@ class Poet:
         begins = [begins] if isinstance(begins, str) else list(begins)
         resolved, self.notes = [], []
         for b in begins:
-            text, notes = compose.resolve_begin(self.vocab, b, self.ckpt.config.data.script)
+            text, notes = compose.resolve_begin(self.vocab, b, self.ckpt.config.data.script) if b else ("", [])
             resolved.append(text)
             self.notes += notes
-        sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
+        sampler = Sampler(
+            temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, repetition_penalty=repetition_penalty
+        )
         poems = compose.write(
             self.model,
             self.vocab,

@@ -80,8 +80,10 @@ def write(
         if card:
             (tmp / "README.md").write_text(card, "utf-8")
         for f in tmp.iterdir():
+            os.chmod(f, 0o644)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)
         _swap_into_place(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

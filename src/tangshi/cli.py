@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("--top-k", type=int, default=0, help="sample from the k most likely (0 = all)")
     wr.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (1 = off)")
     wr.add_argument("--greedy", action="store_true", help="always the most likely character (the seeds' argmax)")
+    wr.add_argument("--repetition-penalty", type=float, default=1.0, help=">= 1; discourage repeated characters")
     wr.add_argument("--max-length", type=int, default=80, help="hard limit on characters")
     wr.add_argument("--ignore-end", action="store_true", help="seed-tf style: run exactly --max-length steps")
     wr.add_argument("--random-state", action="store_true", help="seed-tf style: random initial state")
@@ -217,6 +218,7 @@ def cmd_write(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
         greedy=args.greedy,
+        repetition_penalty=args.repetition_penalty,
         max_length=args.max_length,
         stop_at_end=not args.ignore_end,
         random_state=args.random_state,

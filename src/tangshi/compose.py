@@ -113,13 +113,14 @@ def write(
     nll = torch.zeros(batch, device=device)
     steps = torch.zeros(batch, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
+    seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device)
     was_training = model.training
     model.eval()
     for t in range(max_length):
         logits, state = model(x, state)  # (B, 1, V)
         logits = logits[:, -1].float()  # (B, V)
         logits[:, never] = float("-inf")
-        next_ids = sampler(logits, uniforms[:, t])
+        next_ids = sampler(logits, uniforms[:, t], seen)
         if t < longest:
             force = forced[:, t] >= 0
             next_ids = torch.where(force, forced[:, t], next_ids)
@@ -128,6 +129,7 @@ def write(
         nll += torch.where(live, -logp, torch.zeros_like(logp))
         steps += live.float()
         out[:, t] = torch.where(live, next_ids, torch.full_like(next_ids, PAD))
+        seen[torch.arange(batch, device=device), next_ids] = True
         if stop_at_end:
             done |= next_ids == EOS
             if bool(done.all()):

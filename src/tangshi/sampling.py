@@ -24,6 +24,7 @@ class Sampler:
     top_k: int = 0  # keep the k most likely characters (0 = all)
     top_p: float = 0.9  # keep the smallest set with this much probability (1 = all)
     greedy: bool = False  # always take the most likely character
+    repetition_penalty: float = 1.0  # > 1 discourages characters already in the poem (1 = off)
 
     def validate(self) -> None:
         if not self.temperature > 0:
@@ -32,9 +33,13 @@ class Sampler:
             raise SamplingError(f"--top-k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise SamplingError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty < 1:
+            raise SamplingError(f"--repetition-penalty must be >= 1, got {self.repetition_penalty}")
 
-    def __call__(self, logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-        """logits (B, V), uniforms (B,) in [0, 1) -> ids (B,)."""
+    def __call__(self, logits: torch.Tensor, uniforms: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+        """logits (B, V), uniforms (B,) in [0, 1), seen (B, V) bool of ids already used -> ids (B,)."""
+        if seen is not None and self.repetition_penalty != 1:
+            logits = penalise_repeats(logits, seen, self.repetition_penalty)
         if self.greedy:
             return logits.argmax(dim=-1)
         logits = logits / self.temperature
@@ -50,6 +55,12 @@ def mask_ids(logits: torch.Tensor, ids: list[int] | torch.Tensor) -> torch.Tenso
     out = logits.clone()
     out[:, ids] = NEG_INF
     return out
+
+
+def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL-style: a seen id's logit is divided by `penalty` when positive, multiplied when negative."""
+    scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, scaled, logits)
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:

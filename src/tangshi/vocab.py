@@ -114,6 +114,7 @@ def write_json_atomic(path: str | Path, obj: object) -> None:
             json.dump(obj, f, ensure_ascii=False, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

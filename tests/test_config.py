@@ -1,0 +1,56 @@
+import dataclasses
+
+import pytest
+
+from tangshi.config import ConfigError, RunConfig, apply_overrides, load_preset, preset_names
+
+
+def test_presets_reproduce_the_seeds():
+    assert {"seed-tf", "seed-pytorch", "default"} <= set(preset_names())
+    tf = load_preset("seed-tf")
+    assert (tf.model.cell, tf.model.embedding_size, tf.model.hidden_size, tf.model.num_layers) == ("rnn", 64, 128, 1)
+    assert (tf.train.optimizer, tf.train.lr, tf.train.batch_size, tf.train.schedule) == ("adam", 5e-4, 100, "constant")
+    pt = load_preset("seed-pytorch")
+    assert (pt.model.cell, pt.model.embedding_size, pt.model.hidden_size, pt.model.num_layers) == ("lstm", 100, 128, 2)
+    assert (pt.train.optimizer, pt.train.lr, pt.train.clip_grad, pt.train.checkpoint_every) == (
+        "rmsprop",
+        0.01,
+        1.0,
+        20,
+    )
+    for name in preset_names():
+        load_preset(name).validate()
+
+
+def test_overrides_land_in_their_section_and_roundtrip():
+    cfg = apply_overrides(load_preset("default"), {"cell": "rnn", "lr": 0.5, "min_length": 7})
+    assert (cfg.model.cell, cfg.train.lr, cfg.data.min_length) == ("rnn", 0.5, 7)
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown option --colour"):
+        apply_overrides(cfg, {"colour": 1})
+
+
+def test_config_json_errors_name_the_field():
+    raw = RunConfig().to_dict()
+    raw["model"]["hidden"] = 3
+    with pytest.raises(ConfigError, match="model: unknown field 'hidden'"):
+        RunConfig.from_dict(raw)
+    raw = RunConfig().to_dict()
+    raw["train"]["lr"] = "fast"
+    with pytest.raises(ConfigError, match="'lr' must be float"):
+        RunConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("lr", 0.0, "--lr must be > 0"),
+        ("batch_size", 0, "--batch-size must be >= 1"),
+        ("optimizer", "lion", "--optimizer must be one of"),
+    ],
+)
+def test_validation_names_the_option(field, value, message):
+    cfg = RunConfig()
+    cfg.train = dataclasses.replace(cfg.train, **{field: value})
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
