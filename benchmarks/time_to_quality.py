@@ -18,9 +18,9 @@ from pathlib import Path
 RUNS = {
     "seed-tf": ["--preset", "seed-tf"],
     "seed-pytorch": ["--preset", "seed-pytorch"],
-    "default-rnn": ["--preset", "default", "--cell", "rnn"],
     "default-lstm": ["--preset", "default", "--cell", "lstm"],
     "default-gru": ["--preset", "default", "--cell", "gru"],
+    "default-rnn": ["--preset", "default", "--cell", "rnn"],
 }
 
 

@@ -181,3 +181,8 @@ def test_csv_metrics_and_resume_trims_rows(tmp_path, poems_txt):
         if x.startswith("train")
     ]
     assert steps == list(range(1, 9))
+
+
+def test_decay_only_over_the_last_share():
+    cfg = TrainConfig(lr=1.0, schedule="linear", decay_fraction=0.5, min_lr_ratio=0.0)
+    assert [lr_at(cfg, 0, p) for p in (0.0, 0.4, 0.5, 0.75, 1.0)] == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.0])

@@ -87,6 +87,7 @@ class TrainConfig:
     schedule: str = _f("cosine", "learning-rate schedule after warm-up: constant, cosine, linear")
     warmup_steps: int = _f(0, "linear warm-up steps")
     min_lr_ratio: float = _f(0.0, "final learning rate as a share of --lr (cosine/linear)")
+    decay_fraction: float = _f(1.0, "decay over this last share of the budget, constant before (1 = all)")
     batch_size: int = _f(64, "poems per batch")
     bucket: bool = _f(True, "batch poems of similar length together (less padding)")
     clip_grad: float = _f(1.0, "clip the gradient norm to this (0 = off)")
@@ -111,6 +112,8 @@ class TrainConfig:
             raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if not 0 < self.decay_fraction <= 1:
+            raise ConfigError(f"--decay-fraction must be in (0, 1], got {self.decay_fraction}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.metrics_format not in ("jsonl", "csv"):

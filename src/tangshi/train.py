@@ -117,7 +117,8 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     """Learning rate for `step` (0-based) given the share of the budget used, in [0, 1]."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = min(max(progress, 0.0), 1.0)
+    start = 1 - cfg.decay_fraction  # constant until then, then the decay over what is left
+    p = min(max((progress - start) / cfg.decay_fraction, 0.0), 1.0)
     low = cfg.min_lr_ratio
     if cfg.schedule == "cosine":
         return cfg.lr * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * p)))
