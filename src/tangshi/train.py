@@ -472,7 +472,7 @@ def train(
     if resume_from is None and run_dir.exists() and any(checkpoint.STEP_DIR.match(p.name) for p in run_dir.iterdir()):
         raise TrainError(f"--out {run_dir} already holds a run: use --resume {run_dir} or another --out")
     corpus = load_corpus(data, cfg.data, cache_dir=cache_dir)
-    vocab = checkpoint.load(resume_from).vocab if resume_from is not None else corpus.vocab
+    vocab = Vocab.load(resume_from / "vocab.json") if resume_from is not None else corpus.vocab
     trainer = Trainer(cfg, run_dir, corpus, vocab, resume_from)
     trainer.state.data = [str(Path(p).resolve()) for p in data]
     trainer.run()
