@@ -113,7 +113,8 @@ def write(
     nll = torch.zeros(batch, device=device)
     steps = torch.zeros(batch, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device)
+    # which ids each poem has used; only tracked when the sampler penalises repeats
+    seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device) if sampler.repetition_penalty != 1 else None
     was_training = model.training
     model.eval()
     for t in range(max_length):
@@ -129,7 +130,8 @@ def write(
         nll += torch.where(live, -logp, torch.zeros_like(logp))
         steps += live.float()
         out[:, t] = torch.where(live, next_ids, torch.full_like(next_ids, PAD))
-        seen[torch.arange(batch, device=device), next_ids] = True
+        if seen is not None:
+            seen[torch.arange(batch, device=device), next_ids] = True
         if stop_at_end:
             done |= next_ids == EOS
             if bool(done.all()):
