@@ -54,3 +54,27 @@ def test_validation_names_the_option(field, value, message):
     cfg.train = dataclasses.replace(cfg.train, **{field: value})
     with pytest.raises(ConfigError, match=message):
         cfg.validate()
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ({"output": "hierarchical"}, "--output must be one of full, adaptive"),
+        ({"output": "adaptive", "cutoffs": "3000,1000"}, "--cutoffs must be increasing integers"),
+        ({"output": "adaptive", "cutoffs": "a,b"}, "--cutoffs must be increasing integers"),
+        ({"output": "adaptive", "tie_weights": True}, "--tie-weights works with --output full only"),
+        ({"output": "adaptive", "hidden_size": 8, "div_value": 4.0}, "--div-value 4: the rarest of 2 clusters"),
+    ],
+)
+def test_output_layer_options_name_the_option(model, message):
+    cfg = RunConfig()
+    cfg.model = dataclasses.replace(cfg.model, **model)
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
+
+
+def test_precision_must_be_known():
+    cfg = RunConfig()
+    cfg.train.precision = "fp8"
+    with pytest.raises(ConfigError, match="--precision must be one of fp32, bf16, fp16, auto"):
+        cfg.validate()

@@ -41,3 +41,33 @@ def test_tied_weights_share_the_embedding():
 def test_bad_config_names_the_option():
     with pytest.raises(Exception, match="--cell must be one of"):
         CharRNN(ModelConfig(cell="transformer", vocab_size=20))
+
+
+def test_adaptive_output_is_a_distribution_and_its_loss_matches():
+    model = make("lstm", output="adaptive", cutoffs="8,14", div_value=2.0)
+    assert model.adaptive
+    ids = torch.randint(4, 20, (3, 6))
+    logp, _ = model(ids)
+    assert logp.shape == (3, 6, 20)
+    assert torch.allclose(logp.logsumexp(-1), torch.zeros(3, 6), atol=1e-5)
+    targets = torch.randint(4, 20, (3, 6))
+    targets[0, 4:] = 0  # padding
+    loss, n = model.nll(ids, targets, ignore=0)
+    keep = targets != 0
+    expected = -logp[keep].gather(1, targets[keep][:, None]).mean()
+    assert n == int(keep.sum()) and torch.allclose(loss, expected, atol=1e-5)
+
+
+def test_full_output_loss_matches_cross_entropy():
+    model = make("gru")
+    ids, targets = torch.randint(4, 20, (2, 5)), torch.randint(4, 20, (2, 5))
+    targets[1, 3:] = 0
+    loss, n = model.nll(ids, targets, ignore=0)
+    logits, _ = model(ids)
+    keep = targets != 0
+    assert n == 8 and torch.allclose(loss, torch.nn.functional.cross_entropy(logits[keep], targets[keep]))
+
+
+def test_adaptive_cutoffs_past_the_vocabulary_fall_back_to_full():
+    assert not make("rnn", output="adaptive", cutoffs="100,200").adaptive
+    assert make("rnn", output="adaptive", cutoffs="10,100").head.cutoffs == [10, 20]

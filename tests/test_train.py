@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_config
+from tangshi import checkpoint
 from tangshi import train as T
 from tangshi.config import TrainConfig
 from tangshi.train import TrainError, collate, epoch_batches, lr_at, train
@@ -37,9 +38,11 @@ def test_bucketing_removes_most_padding():
 
 
 def test_collate_wraps_in_begin_and_end_and_pads():
-    inputs, targets = collate([np.array([5, 6, 7]), np.array([8])], np.array([0, 1]))
+    inputs, targets = collate([np.array([5, 6, 7]), np.array([8])], np.array([0, 1]), multiple=1)
     assert inputs.tolist() == [[2, 5, 6, 7], [2, 8, 0, 0]]
     assert targets.tolist() == [[5, 6, 7, 3], [8, 3, 0, 0]]
+    inputs, _ = collate([np.array([5] * 9)], np.array([0]))  # 10 positions, rounded up to 16
+    assert inputs.shape == (1, 16) and inputs[0, 10:].eq(0).all()
 
 
 def test_schedule_warms_up_and_decays():
@@ -124,6 +127,8 @@ def test_sigkill_mid_run_then_resume(tmp_path, poems_txt):
         "8",
         "--num-layers",
         "1",
+        "--output",
+        "full",
         "--batch-size",
         "2",
         "--max-steps",
@@ -186,3 +191,61 @@ def test_csv_metrics_and_resume_trims_rows(tmp_path, poems_txt):
 def test_decay_only_over_the_last_share():
     cfg = TrainConfig(lr=1.0, schedule="linear", decay_fraction=0.5, min_lr_ratio=0.0)
     assert [lr_at(cfg, 0, p) for p in (0.0, 0.4, 0.5, 0.75, 1.0)] == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.0])
+
+
+def test_precision_choice_per_device():
+    cpu = torch.device("cpu")
+    assert T.autocast_dtype("fp32", cpu) is None
+    with pytest.raises(TrainError, match="--precision fp16 needs --device cuda"):
+        T.autocast_dtype("fp16", cpu)
+    if T.cpu_has_bf16():
+        assert T.autocast_dtype("bf16", cpu) is torch.bfloat16
+    else:
+        with pytest.raises(TrainError, match="no bf16 instructions"):
+            T.autocast_dtype("bf16", cpu)
+
+
+@pytest.mark.skipif(not T.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
+def test_bf16_adaptive_training_learns_and_saves_fp32(tmp_path, poems_txt):
+    cfg = tiny_config(precision="bf16", max_steps=30, lr=2e-2, optimizer="adam")
+    cfg.model.output, cfg.model.cutoffs, cfg.model.div_value = "adaptive", "20,40", 2.0
+    t = train(cfg, [str(poems_txt)], tmp_path / "r")
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert t.model.adaptive and losses[-1] < losses[0] - 0.5
+    ckpt = checkpoint.load(tmp_path / "r" / "best")
+    assert all(p.dtype == torch.float32 for p in ckpt.model.parameters())
+    report = t.report()
+    assert report["peak_rss_mb"] > 10 and 0 <= report["outside_model_share"] < 1
+
+
+def test_device_choice_without_and_with_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert T.resolve_device("auto").type == "cpu"
+    with pytest.raises(TrainError, match="--device cuda: no CUDA device is available"):
+        T.resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert T.resolve_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    cuda = torch.device("cuda")
+    assert T.autocast_dtype("auto", cuda) is None and T.autocast_dtype("fp16", cuda) is torch.float16
+    with pytest.raises(TrainError, match="this GPU has no bf16"):
+        T.autocast_dtype("bf16", cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert T.autocast_dtype("auto", cuda) is torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_training_learns_resumes_and_loads_on_cpu(tmp_path, poems_txt, precision):
+    cfg = tiny_config(device="cuda", precision=precision, max_steps=30, lr=2e-2, optimizer="adam")
+    cfg.model.cell = "lstm"
+    t = train(cfg, [str(poems_txt)], tmp_path / "r")
+    assert t.device.type == "cuda" and next(t.model.parameters()).is_cuda
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert losses[-1] < losses[0] - 0.5
+    _, step_dir, resumed_cfg, data = T.resume_plan(tmp_path / "r")
+    resumed_cfg.train.max_steps = 40
+    assert train(resumed_cfg, data, tmp_path / "r", resume_from=step_dir).state.step == 40
+    assert checkpoint.load(tmp_path / "r" / "best", device="cpu").model.head.weight.device.type == "cpu"

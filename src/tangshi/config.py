@@ -53,6 +53,7 @@ class DataConfig:
 
 
 CELLS = ("rnn", "lstm", "gru")
+OUTPUTS = ("full", "adaptive")
 
 
 @dataclass
@@ -63,6 +64,9 @@ class ModelConfig:
     num_layers: int = _f(2, "number of stacked recurrent layers")
     dropout: float = _f(0.0, "dropout on embeddings, between layers and before the output layer")
     tie_weights: bool = _f(False, "share the embedding matrix with the output layer")
+    output: str = _f("full", "output layer: full softmax, or adaptive (smaller clusters for rare characters)")
+    cutoffs: str = _f("1000,3000", "adaptive output: vocabulary ranks where the rarer clusters start")
+    div_value: float = _f(4.0, "adaptive output: each rarer cluster's size shrinks by this factor")
     vocab_size: int = _f(0, "set from the vocabulary; not an option", cli=False)
 
     def validate(self) -> None:
@@ -73,10 +77,35 @@ class ModelConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"--output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        if self.output == "adaptive":
+            if self.tie_weights:
+                raise ConfigError("--tie-weights works with --output full only")
+            clusters = len(self.cutoff_list())
+            if self.div_value < 1:
+                raise ConfigError(f"--div-value must be >= 1, got {self.div_value}")
+            if self.hidden_size // self.div_value**clusters < 1:
+                raise ConfigError(
+                    f"--div-value {self.div_value:g}: the rarest of {clusters} clusters would get a "
+                    f"{self.hidden_size}/{self.div_value:g}^{clusters} < 1 wide projection; lower it or fewer --cutoffs"
+                )
+
+    def cutoff_list(self) -> list[int]:
+        """The adaptive cut-offs as integers, those at or past the vocabulary size left out."""
+        bad = f"--cutoffs must be increasing integers such as 1000,3000, got {self.cutoffs!r}"
+        try:
+            cuts = [int(c) for c in self.cutoffs.split(",") if c.strip()]
+        except ValueError:
+            raise ConfigError(bad) from None
+        if not cuts or cuts != sorted(set(cuts)) or cuts[0] < 1:
+            raise ConfigError(bad)
+        return [c for c in cuts if not self.vocab_size or c < self.vocab_size - 1]
 
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass
@@ -102,6 +131,9 @@ class TrainConfig:
     metrics_format: str = _f("jsonl", "metrics file format: jsonl or csv")
     seed: int = _f(1234, "random seed: the same seed repeats the run exactly")
     device: str = _f("auto", "auto, cpu or cuda")
+    precision: str = _f(
+        "fp32", "fp32, or autocast to bf16 (CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA); auto = bf16 if any"
+    )
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)")
     progress: bool = _f(True, "show a progress bar")
 
@@ -120,6 +152,8 @@ class TrainConfig:
             raise ConfigError(f"--metrics-format must be jsonl or csv, got {self.metrics_format!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("eval_every", "checkpoint_every", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")

@@ -3,14 +3,22 @@
 `forward(ids, state) -> logits, state`. Softmax, loss and sampling live with the caller. With
 `keep` (a bool mask over positions) the output layer runs only on those positions: the output
 layer is most of the work, and padding positions need none of it.
+
+The output layer is a full softmax over the vocabulary, or (`output = "adaptive"`) PyTorch's
+adaptive softmax: the frequent characters in a head, the rare ones in smaller clusters behind it.
+Both give a proper distribution; with the adaptive one `forward` returns log-probabilities, which
+sampling and softmax treat exactly like logits.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tangshi.config import ModelConfig
+
+ROW_MULTIPLE = 256  # see CharRNN.nll
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -40,14 +48,21 @@ class CharRNN(nn.Module):
             if cfg.tie_weights and cfg.hidden_size != cfg.embedding_size
             else None
         )
-        self.head = nn.Linear(out_size, cfg.vocab_size)
+        cutoffs = cfg.cutoff_list() if cfg.output == "adaptive" else []
+        self.adaptive = bool(cutoffs)
+        self.head: nn.Module
+        if self.adaptive:
+            self.head = nn.AdaptiveLogSoftmaxWithLoss(out_size, cfg.vocab_size, cutoffs, div_value=cfg.div_value)
+        else:
+            self.head = nn.Linear(out_size, cfg.vocab_size)
         if cfg.tie_weights:
             self.head.weight = self.embed.weight
         self._init()
 
     def _init(self) -> None:
         nn.init.normal_(self.embed.weight, std=0.05 if self.cfg.tie_weights else 1.0)
-        nn.init.zeros_(self.head.bias)
+        if not self.adaptive:
+            nn.init.zeros_(self.head.bias)
         if self.cfg.cell == "lstm":  # forget-gate bias 1: remember by default
             h = self.cfg.hidden_size
             for name, p in self.rnn.named_parameters():
@@ -70,7 +85,31 @@ class CharRNN(nn.Module):
         out, state = self.features(ids, state)
         if keep is not None:
             out = out[keep]  # (N, H)
+        if self.adaptive:
+            flat = out.reshape(-1, out.shape[-1])
+            return self.head.log_prob(flat).reshape(*out.shape[:-1], -1), state
         return self.head(out), state
+
+    def nll(self, inputs: torch.Tensor, targets: torch.Tensor, ignore: int) -> tuple[torch.Tensor, int]:
+        """Mean negative log-likelihood of `targets` over positions whose target is not `ignore`."""
+        keep = targets != ignore  # (B, T)
+        out, _ = self.features(inputs)
+        out, gold = out[keep], targets[keep]
+        n = int(gold.numel())
+        # Under autocast, round the rows up with zero rows whose target is `ignore` (a frequent id):
+        # the output layer then sees few distinct shapes, so oneDNN's per-shape kernels are reused.
+        extra = -n % ROW_MULTIPLE if torch.is_autocast_enabled(out.device.type) else 0
+        if extra:
+            out = torch.cat([out, out.new_zeros(extra, out.shape[1])])
+            gold = torch.cat([gold, gold.new_full((extra,), ignore)])
+        if self.adaptive:
+            if torch.is_autocast_enabled(out.device.type):
+                # the adaptive layer needs its input in the dtype its log_softmax returns under
+                # autocast: the low precision on CPUs, fp32 on CUDA
+                low = torch.get_autocast_dtype(out.device.type)
+                out = out.to(torch.log_softmax(out[:1, :1].to(low), dim=-1).dtype)
+            return -self.head(out, gold).output[:n].float().mean(), n
+        return F.cross_entropy(self.head(out).float(), gold, ignore_index=ignore), n
 
     def initial_state(
         self, batch: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from tangshi import checkpoint
+from tangshi import checkpoint, distributed
 from tangshi.config import RunConfig, TrainConfig
 from tangshi.corpus import Corpus, encode_split, load_corpus
+from tangshi.distributed import World
 from tangshi.model import CharRNN
 from tangshi.vocab import BOS, EOS, PAD, Vocab
 
@@ -57,9 +57,13 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, bucket: bool, seed: int,
     return [batches[i] for i in perm]
 
 
-def collate(seqs: Seqs, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """inputs = <bos> + poem, targets = poem + <eos>, padded: both (B, T) int64."""
-    longest = max(len(seqs[i]) for i in index) + 1
+def collate(seqs: Seqs, index: np.ndarray, multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """inputs = <bos> + poem, targets = poem + <eos>, padded: both (B, T) int64.
+
+    T is rounded up to a `multiple`: padding sits after the real positions, so it changes no
+    result, and few distinct shapes keep oneDNN's per-shape kernel cache (and memory) small.
+    """
+    longest = -(-(max(len(seqs[i]) for i in index) + 1) // multiple) * multiple
     inputs = np.full((len(index), longest), PAD, dtype=np.int64)
     targets = np.full((len(index), longest), PAD, dtype=np.int64)
     for row, i in enumerate(index):
@@ -73,9 +77,20 @@ def collate(seqs: Seqs, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 def batch_loss(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over real (non-pad) target positions, and their count."""
-    keep = targets != PAD  # (B, T)
-    logits, _ = model(inputs, keep=keep)  # (N, V)
-    return F.cross_entropy(logits, targets[keep]), int(keep.sum())
+    return model.nll(inputs, targets, ignore=PAD)
+
+
+class Objective(torch.nn.Module):
+    """The training loss as a module (what DistributedDataParallel wraps): returns the loss to
+    back-propagate (the mean times `scale`), the mean itself, detached, and the token count."""
+
+    def __init__(self, model: CharRNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, _ = self.model.nll(inputs, targets, ignore=PAD)
+        return loss * scale if scale != 1.0 else loss, loss.detach()
 
 
 @torch.no_grad()
@@ -136,13 +151,14 @@ CSV_COLUMNS = ("kind", "step", "epoch", "elapsed", "tokens", "lr", "loss", "toke
 class Metrics:
     """Rows appended to metrics.jsonl or metrics.csv; a resumed run drops rows past its step."""
 
-    def __init__(self, run_dir: Path, fmt: str, resume_step: int | None):
+    def __init__(self, run_dir: Path, fmt: str, resume_step: int | None, write: bool = True):
         self.path = run_dir / f"metrics.{fmt}"
-        self.fmt = fmt
+        self.fmt, self.write = fmt, write
         self.rows: list[dict[str, Any]] = self._read() if resume_step is not None else []
         if resume_step is not None:
             self.rows = [r for r in self.rows if int(r["step"]) <= resume_step]
-        self._rewrite()
+        if write:
+            self._rewrite()
 
     def _read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -172,10 +188,13 @@ class Metrics:
 
     def add(self, **row: Any) -> None:
         self.rows.append(row)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(self._line(row))
+        if self.write:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(self._line(row))
 
     def plot(self, path: Path, title: str) -> None:
+        if not self.write:
+            return
         import matplotlib
 
         matplotlib.use("Agg")
@@ -241,6 +260,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `--precision` on `device` (None = fp32), or a TrainError saying why not."""
+    if precision == "auto":
+        has_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+        return torch.bfloat16 if has_bf16 else None
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise TrainError("--precision fp16 needs --device cuda; on a CPU use bf16 (or fp32)")
+        return torch.float16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TrainError("--precision bf16: this GPU has no bf16; use fp16 or fp32")
+    if device.type == "cpu" and not cpu_has_bf16():
+        raise TrainError("--precision bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX); use fp32")
+    return torch.bfloat16
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix multiplies in hardware (oneDNN's own test)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def find_resume_dir(path: Path) -> tuple[Path, Path]:
     """(run folder, checkpoint folder) for `--resume PATH` (a run folder or a step folder)."""
     if not path.is_dir():
@@ -260,12 +305,25 @@ def find_resume_dir(path: Path) -> tuple[Path, Path]:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: Path, corpus: Corpus, vocab: Vocab, resume_from: Path | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        corpus: Corpus,
+        vocab: Vocab,
+        resume_from: Path | None = None,
+        world: World | None = None,
+    ):
         self.cfg, self.run_dir, self.vocab = cfg, run_dir, vocab
+        self.world = world = world or World()
         tc = cfg.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
         self.device = resolve_device(tc.device)
+        if self.device.type == "cuda" and world.active:
+            self.device = torch.device("cuda", world.local_rank)
+        if world.active and tc.batch_size < world.size:
+            raise TrainError(f"--batch-size {tc.batch_size} is smaller than the {world.size} processes")
         self.train_seqs = encode_split(corpus, vocab, "train")
         self.val_seqs = encode_split(corpus, vocab, "val")
         if not self.train_seqs:
@@ -276,14 +334,29 @@ class Trainer:
         cfg.model.vocab_size = len(vocab)
         self.model = CharRNN(cfg.model).to(self.device)
         self.optimizer = make_optimizer(self.model, tc)
+        self.amp_dtype = autocast_dtype(tc.precision, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.state = TrainState()
         resume_step = None
         if resume_from is not None:
             self._restore(resume_from)
             resume_step = self.state.step
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics = Metrics(run_dir, tc.metrics_format, resume_step)
+        if world.rank:  # dropout masks differ across ranks
+            torch.manual_seed(tc.seed + world.rank + 7919 * self.state.step)
+        self.objective: torch.nn.Module = Objective(self.model)
+        if world.active:
+            self.objective = torch.nn.parallel.DistributedDataParallel(
+                self.objective,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.model.adaptive,  # rare-character clusters a rank did not see
+            )
+        if world.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        world.barrier()
+        self.metrics = Metrics(run_dir, tc.metrics_format, resume_step, write=world.main)
         self._batches: list[np.ndarray] = []
+        self.model_seconds = 0.0  # forward, backward and optimizer step
+        self.step_seconds = 0.0  # the whole of each step, data and logging included
 
     # -- resume
 
@@ -300,6 +373,8 @@ class Trainer:
                 _, idx, name = key.split(".", 2)
                 opt_state.setdefault(int(idx), {})[name] = value.to(self.device)
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": t["param_groups"]})
+        if t.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(t["scaler"])
         torch.set_rng_state(tensors["rng.cpu"])
         if self.device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"])
@@ -313,11 +388,17 @@ class Trainer:
             for name, value in per_param.items():
                 v = value if torch.is_tensor(value) else torch.tensor(value)
                 tensors[f"optim.{idx}.{name}"] = v.detach().cpu().contiguous()
-        return {"state": self.state.to_dict(), "param_groups": sd["param_groups"]}, tensors
+        trainer = {"state": self.state.to_dict(), "param_groups": sd["param_groups"]}
+        if self.scaler.is_enabled():
+            trainer["scaler"] = self.scaler.state_dict()
+        return trainer, tensors
 
     # -- checkpoints
 
     def save_step(self) -> Path:
+        folder = self.run_dir / f"step-{self.state.step:06d}"
+        if not self.world.main:
+            return folder
         trainer, tensors = self._trainer_state()
         folder = checkpoint.write(
             self.run_dir / f"step-{self.state.step:06d}", self.model, self.vocab, self.cfg, trainer, tensors
@@ -328,7 +409,11 @@ class Trainer:
         return folder
 
     def validate(self) -> float:
-        loss, _ = mean_loss(self.model, self.val_seqs, device=self.device)
+        w = self.world
+        loss, count = mean_loss(self.model, self.val_seqs[w.rank :: w.size], device=self.device)
+        if w.active:
+            total, count = w.sum(loss * count if count else 0.0, count)
+            loss = total / count
         s = self.state
         self.metrics.add(
             kind="val",
@@ -340,7 +425,8 @@ class Trainer:
         )
         if loss < s.best_val:
             s.best_val, s.best_step, s.evals_since_best = loss, s.step, 0
-            checkpoint.write(self.run_dir / "best", self.model, self.vocab, self.cfg)
+            if w.main:
+                checkpoint.write(self.run_dir / "best", self.model, self.vocab, self.cfg)
         else:
             s.evals_since_best += 1
         self.metrics.plot(self.run_dir / "loss.png", f"{self.cfg.preset}: {self.cfg.model.cell}")
@@ -360,19 +446,24 @@ class Trainer:
         return max(shares)
 
     def _next_batch(self) -> np.ndarray:
+        """The next global batch (every rank sees the same one and takes its share)."""
         s, tc = self.state, self.cfg.train
         while True:
             if not self._batches:
                 self._batches = epoch_batches(self.lengths, tc.batch_size, tc.bucket, tc.seed, s.epoch)
             if s.batch_in_epoch < len(self._batches):
-                return self._batches[s.batch_in_epoch]
+                batch = self._batches[s.batch_in_epoch]
+                if len(batch) >= self.world.size:
+                    return batch
+                s.batch_in_epoch += 1  # an epoch's last scraps, too few to deal out to every rank
+                continue
             s.epoch, s.batch_in_epoch, self._batches = s.epoch + 1, 0, []
 
     def _should_stop(self) -> str:
         tc, s = self.cfg.train, self.state
         if tc.max_steps and s.step >= tc.max_steps:
             return "max_steps"
-        if tc.max_minutes and s.elapsed >= 60 * tc.max_minutes:
+        if tc.max_minutes and self.world.from_main("max_minutes" if s.elapsed >= 60 * tc.max_minutes else ""):
             return "max_minutes"
         if tc.max_epochs and s.tokens >= tc.max_epochs * self.epoch_tokens:
             return "max_epochs"
@@ -381,41 +472,65 @@ class Trainer:
         return ""
 
     def run(self) -> TrainState:
+        """Train until a limit, then validate and write the last checkpoint."""
+        tc, s, w = self.cfg.train, self.state, self.world
+        if not (tc.max_steps or tc.max_minutes or tc.max_epochs or tc.patience):
+            raise TrainError("give a limit: --max-steps, --max-minutes, --max-epochs or --patience")
+        s.stopped = self.run_steps()
+        last_val = [r for r in self.metrics.rows if r["kind"] == "val"]
+        if not last_val or last_val[-1]["step"] != s.step:
+            self.validate()
+        self.save_step()
+        w.barrier()
+        return s
+
+    def run_steps(self) -> str:
+        """The training steps (with their periodic validation and checkpoints) until a limit; the reason."""
         from tqdm import tqdm
 
         tc, s = self.cfg.train, self.state
-        if not (tc.max_steps or tc.max_minutes or tc.max_epochs or tc.patience):
-            raise TrainError("give a limit: --max-steps, --max-minutes, --max-epochs or --patience")
         self.model.train()
+        w = self.world
         bar = tqdm(
             total=tc.max_steps or None,
             initial=s.step,
-            disable=not tc.progress,
+            disable=not (tc.progress and w.main),
             unit="step",
             dynamic_ncols=True,
             mininterval=1.0,
         )
-        window_loss, window_tokens, window_steps = 0.0, 0, 0
+        window_loss, window_tokens = 0.0, 0
         t_last = time.perf_counter()
         try:
             while not (reason := self._should_stop()):
                 t0 = time.perf_counter()
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr_at(tc, s.step, self.progress())
-                inputs, targets = collate(self.train_seqs, self._next_batch())
-                loss, n = batch_loss(self.model, inputs.to(self.device), targets.to(self.device))
+                batch = self._next_batch()
+                mine = batch[w.rank :: w.size]
+                n = int(self.lengths[mine].sum()) + len(mine)  # real target tokens, <eos> included
+                n_all = int(self.lengths[batch].sum()) + len(batch)
+                inputs, targets = collate(self.train_seqs, mine)
+                inputs, targets = inputs.to(self.device), targets.to(self.device)
+                t_model = time.perf_counter()
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    # scaled so that DDP's mean over ranks is the mean over the global batch's tokens
+                    scaled, loss = self.objective(inputs, targets, n * w.size / n_all)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                self.scaler.scale(scaled).backward()
                 if tc.clip_grad:
+                    self.scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad)
-                self.optimizer.step()
-                s.step, s.batch_in_epoch, s.tokens = s.step + 1, s.batch_in_epoch + 1, s.tokens + n
-                window_loss += float(loss.detach()) * n
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                loss_sum = float(loss) * n
+                self.model_seconds += time.perf_counter() - t_model
+                s.step, s.batch_in_epoch, s.tokens = s.step + 1, s.batch_in_epoch + 1, s.tokens + n_all
+                window_loss += loss_sum
                 window_tokens += n
-                window_steps += 1
-                s.elapsed += time.perf_counter() - t0
                 if s.step % tc.log_every == 0:
                     now = time.perf_counter()
+                    window_loss, window_tokens = w.sum(window_loss, window_tokens)
                     rate = window_tokens / max(now - t_last, 1e-9)
                     train_loss = window_loss / window_tokens
                     self.metrics.add(
@@ -431,9 +546,12 @@ class Trainer:
                     bar.set_postfix(
                         loss=f"{train_loss:.3f}", tok_s=f"{rate:,.0f}", val=f"{s.best_val:.3f}", refresh=False
                     )
-                    window_loss, window_tokens, window_steps = 0.0, 0, 0
+                    window_loss, window_tokens = 0.0, 0
                     t_last = now
                 bar.update(1)
+                step_time = time.perf_counter() - t0
+                s.elapsed += step_time
+                self.step_seconds += step_time
                 t0 = time.perf_counter()
                 if s.step % tc.eval_every == 0:
                     self.validate()
@@ -444,12 +562,15 @@ class Trainer:
             reason = "interrupted"
         finally:
             bar.close()
-        s.stopped = reason
-        last_val = [r for r in self.metrics.rows if r["kind"] == "val"]
-        if not last_val or last_val[-1]["step"] != s.step:
-            self.validate()
-        self.save_step()
-        return s
+        return reason
+
+    def report(self) -> dict[str, float]:
+        """Peak resident memory of this process and the share of step time outside the model."""
+        import resource
+
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        outside = 1 - self.model_seconds / self.step_seconds if self.step_seconds else 0.0
+        return {"peak_rss_mb": round(peak_kb / 1024, 1), "outside_model_share": round(outside, 4)}
 
 
 def resume_plan(path: str | Path) -> tuple[Path, Path, RunConfig, list[str]]:
@@ -471,9 +592,17 @@ def train(
     cfg.validate()
     if resume_from is None and run_dir.exists() and any(checkpoint.STEP_DIR.match(p.name) for p in run_dir.iterdir()):
         raise TrainError(f"--out {run_dir} already holds a run: use --resume {run_dir} or another --out")
-    corpus = load_corpus(data, cfg.data, cache_dir=cache_dir)
-    vocab = Vocab.load(resume_from / "vocab.json") if resume_from is not None else corpus.vocab
-    trainer = Trainer(cfg, run_dir, corpus, vocab, resume_from)
-    trainer.state.data = [str(Path(p).resolve()) for p in data]
-    trainer.run()
+    world = distributed.init(resolve_device(cfg.train.device).type)
+    try:
+        if not world.main:
+            world.barrier()  # rank 0 prepares (and caches) the corpus first
+        corpus = load_corpus(data, cfg.data, cache_dir=cache_dir)
+        if world.main:
+            world.barrier()
+        vocab = Vocab.load(resume_from / "vocab.json") if resume_from is not None else corpus.vocab
+        trainer = Trainer(cfg, run_dir, corpus, vocab, resume_from, world=world)
+        trainer.state.data = [str(Path(p).resolve()) for p in data]
+        trainer.run()
+    finally:
+        distributed.shutdown(world)
     return trainer

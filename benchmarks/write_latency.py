@@ -1,0 +1,94 @@
+"""Time to write a poem with a checkpoint (default: the bundled model), on this machine.
+
+    python benchmarks/write_latency.py [--checkpoint DIR] [--threads 2] [--repeats 15]
+
+Writes exactly 24 characters (a 五绝 with its punctuation) and 64 (a 七律), one poem alone and 64
+poems at once, with tangshi's writer (the recurrent state carried from step to step) and with the
+seed's way of re-running the whole prefix at every step. Greedy decoding so every variant does the
+same work; one warm-up call, then the median of --repeats calls. The last line is machine-readable:
+`write_latency: wujue_ms=<ms> qilv_ms=<ms> qilv64_ms=<ms>` (tangshi, medians; qilv64 is the whole
+batch of 64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tangshi.api import Poet
+from tangshi.cli import tune_process
+from tangshi.compose import write
+from tangshi.sampling import Sampler
+from tangshi.vocab import BOS
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+@torch.no_grad()
+def rerun_prefix(model, begin_id: int, batch: int, length: int) -> torch.Tensor:
+    """The seed's way: feed the whole poem so far through the network for every new character."""
+    ids = torch.tensor([[BOS, begin_id]] * batch)
+    while ids.shape[1] - 1 < length:
+        logits, _ = model(ids)
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled model")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--begin", default="月")
+    args = ap.parse_args()
+    tune_process([__file__, *sys.argv[1:]])  # the allocator settings `tangshi train` runs with
+    torch.set_num_threads(args.threads)
+    poet = Poet.load(args.checkpoint)
+    model, vocab = poet.model.eval(), poet.vocab
+    begin_id = vocab.encode(args.begin)[0]
+    greedy = Sampler(greedy=True)
+
+    def ours(batch: int, length: int):
+        return lambda: write(
+            model, vocab, [args.begin], greedy, num=batch, seed=0, max_length=length, stop_at_end=False
+        )
+
+    def seeds(batch: int, length: int):
+        return lambda: rerun_prefix(model, begin_id, batch, length)
+
+    # both ways write the same characters
+    mine = ours(1, 24)()[0].text.replace("\n", "")
+    theirs = vocab.decode(rerun_prefix(model, begin_id, 1, 24)[0, 1:].tolist())
+    assert mine == theirs[: len(mine)], (mine, theirs)
+
+    results = {}
+    print(f"checkpoint: {args.checkpoint or 'bundled'}  threads: {args.threads}  repeats: {args.repeats}")
+    print("| poems | characters | state carried (tangshi) | prefix re-run (seed) | ratio |")
+    print("|---:|---:|---:|---:|---:|")
+    for batch, length in [(1, 24), (1, 64), (64, 24), (64, 64)]:
+        carried = median_ms(ours(batch, length), args.repeats)
+        rerun = median_ms(seeds(batch, length), max(3, args.repeats // 3))
+        results[(batch, length)] = carried
+        print(f"| {batch} | {length} | {carried:.1f} ms | {rerun:.1f} ms | {rerun / carried:.1f}x |", flush=True)
+    print(
+        f"write_latency: wujue_ms={results[(1, 24)]:.2f} qilv_ms={results[(1, 64)]:.2f} "
+        f"qilv64_ms={results[(64, 64)]:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
