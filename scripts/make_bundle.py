@@ -62,7 +62,7 @@ def main() -> int:
 | | |
 |---|---|
 | data | {", ".join(f"`{Path(d).name}`" for d in data)} ({len(best.vocab) - 4:,} characters + 4 special tokens), simplified with OpenCC, the seed's filters, duplicates dropped, 95 / 2.5 / 2.5 % split by text hash |
-| preset | `{best.config.preset}`: {m.cell.upper()} {m.num_layers} × {m.hidden_size}, embedding {m.embedding_size}, {count_parameters(best.model):,} parameters; {t.optimizer} lr {t.lr:g}, {t.schedule}, warm-up {t.warmup_steps}, batch {t.batch_size}, clip {t.clip_grad:g}, seed {t.seed} |
+| preset | `{best.config.preset}`: {m.cell.upper()} {m.num_layers} × {m.hidden_size}, embedding {m.embedding_size}, dropout {m.dropout:g}, {m.output} softmax, {count_parameters(best.model):,} parameters; {t.optimizer} lr {t.lr:g}, {t.schedule} over the last {t.decay_fraction:.0%}, warm-up {t.warmup_steps}, batch {t.batch_size}, clip {t.clip_grad:g}, precision {t.precision}, seed {t.seed} |
 | command | `{args.command}` |
 | steps | {best_row["step"]:,} (best validation loss; the run stopped at {trainer["step"]:,}), {best_row["epoch"]:.2f} epochs |
 | training time | {best_row["elapsed"] / 60:.1f} minutes on a 2-core CPU (torch {torch.__version__}) |

@@ -71,3 +71,18 @@ def test_full_output_loss_matches_cross_entropy():
 def test_adaptive_cutoffs_past_the_vocabulary_fall_back_to_full():
     assert not make("rnn", output="adaptive", cutoffs="100,200").adaptive
     assert make("rnn", output="adaptive", cutoffs="10,100").head.cutoffs == [10, 20]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("output", ["full", "adaptive"])
+def test_step_equals_forward(cell, output):
+    model = make(cell, output=output, cutoffs="8,14", div_value=2.0)
+    ids = torch.randint(4, 20, (3, 6))
+    full, full_state = model(ids)
+    state, steps = None, []
+    for t in range(6):
+        logits, state = model.step(ids[:, t], state)
+        steps.append(logits)
+    assert torch.allclose(torch.stack(steps, dim=1), full, atol=1e-5)
+    for a, b in zip(state if cell == "lstm" else [state], full_state if cell == "lstm" else [full_state], strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("presets", help="show the named presets")
     pr.add_argument("name", nargs="?", help="show one preset in full")
+
+    ps = sub.add_parser("prosody", help="form, rhyme and tones (平水韵) of poems")
+    ps_sub = ps.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ck = ps_sub.add_parser("check", help="score poems: texts, '-' for stdin, or corpus files/folders")
+    ck.add_argument("inputs", nargs="+", help="poem texts, '-' (one poem a line on stdin), or paths")
+    ck.add_argument("--json", action="store_true", help="JSON: one report a poem (texts) or the summary (paths)")
+    ck.add_argument("--format", default="auto", choices=["auto", "json", "poems-txt", "plain"])
     return p
 
 
@@ -271,7 +278,65 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "write": cmd_write, "eval": cmd_eval, "presets": cmd_presets}
+def _poem_texts(inputs: list[str], fmt: str) -> tuple[list[str], bool]:
+    """(poem texts, whether they came from corpus paths) for `prosody check`."""
+    from tangshi.corpus import CorpusError, find_files, normalise, read_file
+
+    if inputs == ["-"]:
+        return [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()], False
+    paths = [s for s in inputs if Path(s).exists()]
+    for s in inputs:
+        if s not in paths and ("/" in s or s.endswith((".json", ".txt"))):
+            raise CorpusError(f"{s}: no such file or folder")
+    if not paths:
+        return [normalise(s) for s in inputs], False
+    if len(paths) != len(inputs):
+        missing = next(s for s in inputs if s not in paths)
+        raise CorpusError(f"{missing}: no such file or folder (give either poem texts or paths, not both)")
+    bad: list = []
+    raw = [p for f in find_files(paths) for p in read_file(f, fmt, bad)]
+    return [normalise(p.content) for p in raw], True
+
+
+def cmd_prosody(args: argparse.Namespace) -> int:
+    from tangshi.prosody import Summary, check
+
+    texts, from_paths = _poem_texts(args.inputs, args.format)
+    reports = [check(t) for t in texts]
+    if from_paths or len(reports) > 20:
+        summary = Summary.of(reports)
+        if args.json:
+            print(
+                json.dumps({"poems": summary.poems, "other": summary.other, "rows": summary.rows}, ensure_ascii=False)
+            )
+        else:
+            print(summary.table())
+        return 0
+    for i, r in enumerate(reports):
+        if args.json:
+            print(json.dumps(r.to_dict(), ensure_ascii=False))
+            continue
+        marks = r.actual or [""] * len(r.lines)
+        print(("\n" if i else "") + "\n".join(f"{ln}  {m}".rstrip() for ln, m in zip(r.lines, marks, strict=True)))
+        if r.form == "other":
+            print(f"form: other ({len(r.lines)} lines of {', '.join(str(len(ln)) for ln in r.lines)} characters)")
+            continue
+        rhyme = f"rhymes in {r.rhyme_group}" if r.rhyme else "does not rhyme"
+        print(
+            f"{r.form}; {rhyme}; {r.template_name}; tones relaxed {r.relaxed:.3f}, strict {r.strict:.3f}, "
+            f"wildcards {100 * r.wildcard:.0f} %" + (f"; unknown: {''.join(r.unknown)}" if r.unknown else "")
+        )
+    return 0
+
+
+COMMANDS = {
+    "data": cmd_data,
+    "train": cmd_train,
+    "write": cmd_write,
+    "eval": cmd_eval,
+    "presets": cmd_presets,
+    "prosody": cmd_prosody,
+}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

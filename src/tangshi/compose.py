@@ -18,6 +18,8 @@ from tangshi.model import CharRNN
 from tangshi.sampling import Sampler, SamplingError
 from tangshi.vocab import BOS, EOS, PAD, UNK, Vocab
 
+SMALL_BATCH = 4  # fewer poems than this are written on one CPU thread
+
 _SENTENCE_END = re.compile(r"(?<=[。！？])")
 
 
@@ -108,7 +110,7 @@ def write(
     forced = forced.to(device)
     never = torch.tensor([PAD, UNK, BOS], device=device)
     state = model.initial_state(batch, device, torch.Generator().manual_seed(seed)) if random_state else None
-    x = torch.full((batch, 1), BOS, dtype=torch.long, device=device)
+    x = torch.full((batch,), BOS, dtype=torch.long, device=device)
     out = torch.full((batch, max_length), PAD, dtype=torch.long, device=device)
     nll = torch.zeros(batch, device=device)
     steps = torch.zeros(batch, device=device)
@@ -117,26 +119,34 @@ def write(
     seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device) if sampler.repetition_penalty != 1 else None
     was_training = model.training
     model.eval()
-    for t in range(max_length):
-        logits, state = model(x, state)  # (B, 1, V)
-        logits = logits[:, -1].float()  # (B, V)
-        logits[:, never] = float("-inf")
-        next_ids = sampler(logits, uniforms[:, t], seen)
-        if t < longest:
-            force = forced[:, t] >= 0
-            next_ids = torch.where(force, forced[:, t], next_ids)
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
-        live = ~done
-        nll += torch.where(live, -logp, torch.zeros_like(logp))
-        steps += live.float()
-        out[:, t] = torch.where(live, next_ids, torch.full_like(next_ids, PAD))
-        if seen is not None:
-            seen[torch.arange(batch, device=device), next_ids] = True
-        if stop_at_end:
-            done |= next_ids == EOS
-            if bool(done.all()):
-                break
-        x = next_ids.unsqueeze(-1)
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and batch < SMALL_BATCH:
+        # one row: each step is a few small matrix-vector products, and waking a second
+        # thread for every one of them costs more than it saves
+        torch.set_num_threads(1)
+    try:
+        for t in range(max_length):
+            logits, state = model.step(x, state)  # (B, V)
+            logits = logits.float()
+            logits[:, never] = float("-inf")
+            next_ids = sampler(logits, uniforms[:, t], seen)
+            if t < longest:
+                force = forced[:, t] >= 0
+                next_ids = torch.where(force, forced[:, t], next_ids)
+            logp = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
+            live = ~done
+            nll += torch.where(live, -logp, torch.zeros_like(logp))
+            steps += live.float()
+            out[:, t] = torch.where(live, next_ids, torch.full_like(next_ids, PAD))
+            if seen is not None:
+                seen[torch.arange(batch, device=device), next_ids] = True
+            if stop_at_end:
+                done |= next_ids == EOS
+                if bool(done.all()):
+                    break
+            x = next_ids
+    finally:
+        torch.set_num_threads(threads)
     model.train(was_training)
     poems = []
     for r, begin in enumerate(rows):

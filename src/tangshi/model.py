@@ -90,6 +90,48 @@ class CharRNN(nn.Module):
             return self.head.log_prob(flat).reshape(*out.shape[:-1], -1), state
         return self.head(out), state
 
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """One decoding step: ids (B,) -> logits (B, V), the state carried (inference only).
+
+        The same function as `forward` on one position, run cell by cell: for one step the fused
+        multi-layer kernel costs several times more in per-call set-up than the arithmetic.
+        """
+        cfg = self.cfg
+        batch = ids.shape[0]
+        if state is None:
+            state = self.initial_state(batch, ids.device)
+        x = self.embed(ids)
+        if cfg.cell == "lstm":
+            h_all, c_all = state
+            hs, cs = [], []
+            for i in range(cfg.num_layers):
+                h, c = torch.lstm_cell(x, (h_all[i], c_all[i]), *self._layer_weights(i))
+                hs.append(h)
+                cs.append(c)
+                x = h
+            new_state: State = (torch.stack(hs), torch.stack(cs))
+        else:
+            cell = torch.gru_cell if cfg.cell == "gru" else torch.rnn_tanh_cell
+            hs = []
+            for i in range(cfg.num_layers):
+                x = cell(x, state[i], *self._layer_weights(i))
+                hs.append(x)
+            new_state = torch.stack(hs)
+        if self.proj is not None:
+            x = self.proj(x)
+        logits = self.head.log_prob(x) if self.adaptive else self.head(x)
+        return logits, new_state
+
+    def _layer_weights(self, i: int) -> tuple[torch.Tensor, ...]:
+        rnn = self.rnn
+        return (
+            getattr(rnn, f"weight_ih_l{i}"),
+            getattr(rnn, f"weight_hh_l{i}"),
+            getattr(rnn, f"bias_ih_l{i}"),
+            getattr(rnn, f"bias_hh_l{i}"),
+        )
+
     def nll(self, inputs: torch.Tensor, targets: torch.Tensor, ignore: int) -> tuple[torch.Tensor, int]:
         """Mean negative log-likelihood of `targets` over positions whose target is not `ignore`."""
         keep = targets != ignore  # (B, T)

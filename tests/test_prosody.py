@@ -1,0 +1,99 @@
+"""The prosody checker: readings with their repairs, forms, templates, rhyme, tone scores, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TANG, need_shared_data
+from tangshi import prosody as P
+from tangshi.cli import main
+
+CHUNWANG = "国破山河在，城春草木深。感时花溅泪，恨别鸟惊心。烽火连三月，家书抵万金。白头搔更短，浑欲不胜簪。"
+
+
+def test_readings_through_variants_and_repairs():
+    assert P.readings("东") == {P.Reading("平", "上平声一东")}  # simplified, found through 東
+    assert P.Reading("平", "下平声一先") in P.readings("先")  # missing from the table's 一先
+    assert P.tones("啼") == {"平"} and P.tones("溪") == {"平"}  # missing characters
+    assert "平" in P.tones("槎")  # listed as 仄 only
+    assert P.tones("看") == {"平", "仄"}  # a polyphone: a wildcard
+    assert not any(ch.isascii() for ch in P._table())  # the stray ASCII inside 入声十七洽 is skipped
+    assert P.readings("A") == frozenset()
+
+
+def test_lines_and_forms():
+    assert P.split_lines("床前明月光（一作看月光），“疑是”地上霜。") == ["床前明月光", "疑是地上霜"]
+    assert P.classify(["白日依山尽", "黄河入海流", "欲穷千里目", "更上一层楼"]) == "五绝"
+    assert P.classify(P.split_lines(CHUNWANG)) == "五律"
+    assert P.classify(["白日依山尽", "黄河入海流", "欲穷千里", "更上一层楼"]) == "other"
+    assert P.classify(["白日依山尽", "黄河入海流", "欲穷千里a", "更上一层楼"]) == "other"
+
+
+def test_templates_follow_dui_and_nian():
+    assert P.template("a", 4) == ["a", "B", "b", "A"]
+    assert P.template("A", 8) == ["A", "B", "b", "A", "a", "B", "b", "A"]
+    assert P.template("b", 4) == ["b", "A", "a", "B"]
+    assert P.template("B", 8) == ["B", "A", "a", "B", "b", "A", "a", "B"]
+    assert P.line_pattern("a", 7) == "平平仄仄平平仄" and P.line_pattern("B", 7) == "仄仄平平仄仄平"
+    assert P.checked_positions(5, strict=False) == [1, 3, 4] and P.checked_positions(7, strict=False) == [1, 3, 5, 6]
+
+
+def test_check_a_regular_poem():
+    r = P.check(CHUNWANG)
+    assert (r.form, r.rhyme, r.rhyme_group, r.first_line_rhymes) == ("五律", True, "下平声十二侵", False)
+    assert r.template == "a" and r.relaxed == 1.0 and r.relaxed_ok and 0.85 < r.strict < 1
+    assert 0 < r.wildcard < 0.5 and r.unknown == []
+    assert r.actual[0] == "仄仄平平仄"
+
+
+def test_rhyme_failures():
+    # 时 (支) and 飞 (微): neighbouring groups mixed in one poem fail
+    assert P.rhyme_of(["白日依山尽", "春风入此时", "欲穷千里目", "孤鸿天外飞"])[0] is False
+    # a 仄 final on an even line fails
+    assert P.rhyme_of(["白日依山尽", "黄河入海去", "欲穷千里目", "更上一层楼"])[0] is False
+    ok, group, first = P.rhyme_of(["青山横北郭", "白水绕东城", "此地一为别", "孤蓬万里征"])
+    assert ok and group == "下平声八庚" and not first
+
+
+def test_find_group_by_name_short_name_or_character():
+    assert P.find_group("下平声七阳") == P.find_group("阳") == P.find_group("陽") == "下平声七阳"
+    assert P.find_group("光") == "下平声七阳"
+    assert P.find_group("zz") is None
+    assert len(P.group_names()) == 30
+
+
+def test_cli_check_texts_and_errors(capsys):
+    assert main(["prosody", "check", CHUNWANG]) == 0
+    out = capsys.readouterr().out
+    assert "五律; rhymes in 下平声十二侵" in out and "仄仄平平仄" in out
+    assert main(["prosody", "check", "--json", CHUNWANG]) == 0
+    assert json.loads(capsys.readouterr().out)["relaxed"] == 1.0
+    assert main(["prosody", "check", "no/such/file.txt"]) == 2
+    assert "no/such/file.txt: no such file or folder" in capsys.readouterr().err
+
+
+def test_reproduces_the_human_baseline_on_the_tang_corpus(capsys):
+    need_shared_data()
+    assert main(["prosody", "check", "--json", str(TANG)]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    baseline = {  # prosody.md: rhyme %, relaxed mean, relaxed = 1 %, strict mean
+        "all regular": (89.6, 0.942, 66.5, 0.861),
+        "五绝": (75.7, 0.873, 46.9, 0.818),
+        "七绝": (93.8, 0.958, 78.5, 0.865),
+        "五律": (89.0, 0.935, 58.3, 0.867),
+        "七律": (92.3, 0.967, 75.6, 0.866),
+    }
+    for name, (rhyme, relaxed, full, strict) in baseline.items():
+        r = rows[name]
+        assert abs(100 * r["rhyme"] - rhyme) <= 2, name
+        assert abs(r["relaxed_mean"] - relaxed) <= 0.02, name
+        assert abs(100 * r["relaxed_full"] - full) <= 2, name
+        assert abs(r["strict_mean"] - strict) <= 0.02, name
+    assert abs(rows["all regular"]["poems"] - 38_155) < 200
+
+
+@pytest.mark.parametrize("ch", ["日", "月", "山"])
+def test_common_characters_have_one_tone(ch):
+    assert len(P.tones(ch)) == 1
