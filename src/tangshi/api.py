@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from tangshi import checkpoint, compose, evaluate
+from tangshi import checkpoint, compose, evaluate, forms, prosody
 from tangshi.checkpoint import Checkpoint, CheckpointError
 from tangshi.sampling import Sampler
 
@@ -26,6 +26,7 @@ class Poet:
     def __init__(self, ckpt: Checkpoint):
         self.ckpt = ckpt
         self.notes: list[str] = []  # what resolve_begin changed in the last call
+        self._prosody: forms.VocabProsody | None = None
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu") -> Poet:
@@ -56,14 +57,35 @@ class Poet:
         max_length: int = 80,
         stop_at_end: bool = True,
         random_state: bool = False,
+        form: str | None = None,
+        acrostic: str = "",
+        rhyme: str | None = None,
+        tones: str = "relaxed",
+        allow_repeat: bool = False,
     ) -> list[compose.Poem]:
-        """`num` poems for each begin character or phrase."""
+        """`num` poems for each begin character or phrase; with `form` (五绝 七绝 五律 七律) in that
+        form, rhyming and keeping the tone template (`tones`), `acrostic` heads at the line starts."""
         begins = [begins] if isinstance(begins, str) else list(begins)
         resolved, self.notes = [], []
+        script = self.ckpt.config.data.script
         for b in begins:
-            text, notes = compose.resolve_begin(self.vocab, b, self.ckpt.config.data.script) if b else ("", [])
+            text, notes = compose.resolve_begin(self.vocab, b, script) if b else ("", [])
             resolved.append(text)
             self.notes += notes
+        heads = ""
+        if acrostic:
+            heads, notes = compose.resolve_begin(self.vocab, acrostic, script)
+            self.notes += notes
+        mask = None
+        if form is not None or heads:
+            if form is None:
+                raise forms.FormError("--acrostic needs --form (五绝, 七绝, 五律 or 七律)")
+            shape = forms.get_form(form)
+            if self._prosody is None:
+                self._prosody = forms.VocabProsody(self.vocab)
+            rows = len(begins) * num
+            mask = forms.FormMask(self._prosody, shape, rows, [heads] * rows, rhyme, tones, allow_repeat)
+            max_length, stop_at_end, random_state = shape.length + 1, True, False
         sampler = Sampler(
             temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, repetition_penalty=repetition_penalty
         )
@@ -77,9 +99,13 @@ class Poet:
             max_length=max_length,
             stop_at_end=stop_at_end,
             random_state=random_state,
+            form=mask,
         )
         for poem, asked in zip(poems, [b for b in begins for _ in range(num)], strict=False):
             poem.begin = asked
+            if mask is not None:
+                poem.extra["prosody"] = prosody.check(poem.text).to_dict()
+                poem.extra["acrostic"] = heads
         return poems
 
     def loss(self, texts: str | list[str]) -> dict[str, float | int]:

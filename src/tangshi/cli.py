@@ -120,7 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("--max-length", type=int, default=80, help="hard limit on characters")
     wr.add_argument("--ignore-end", action="store_true", help="seed-tf style: run exactly --max-length steps")
     wr.add_argument("--random-state", action="store_true", help="seed-tf style: random initial state")
-    wr.add_argument("--json", action="store_true", help="one JSON object a poem")
+    wr.add_argument("--json", action="store_true", help="one JSON object a poem (with its prosody report in a form)")
+    wr.add_argument("--form", choices=["五绝", "七绝", "五律", "七律"], help="write in this regular form")
+    wr.add_argument("--acrostic", default="", help="藏头诗: these characters start the lines (needs --form)")
+    wr.add_argument("--rhyme", help="rhyme group: 阳, 下平声七阳 or a character of it (default: the model's choice)")
+    wr.add_argument("--tones", default="relaxed", choices=["relaxed", "strict", "off"], help="tone template rule")
+    wr.add_argument("--allow-repeat", action="store_true", help="let a character appear twice in a poem")
+    wr.add_argument("--explain", action="store_true", help="print each line's tones and the rhyme group")
     wr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
 
     ev = sub.add_parser("eval", help="per-character loss and perplexity of a corpus")
@@ -237,6 +243,11 @@ def cmd_write(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         stop_at_end=not args.ignore_end,
         random_state=args.random_state,
+        form=args.form,
+        acrostic=args.acrostic,
+        rhyme=args.rhyme,
+        tones=args.tones,
+        allow_repeat=args.allow_repeat,
     )
     for note in poet.notes:
         print(f"tangshi: note: {note}", file=sys.stderr)
@@ -245,7 +256,25 @@ def cmd_write(args: argparse.Namespace) -> int:
             print(json.dumps(poem.to_dict(), ensure_ascii=False))
         else:
             print(("\n" if i else "") + "\n".join(poem.lines))
+            if args.explain:
+                _explain(poem.text)
     return 0
+
+
+def _explain(text: str) -> None:
+    from tangshi.prosody import check
+
+    r = check(text)
+    print("  --")
+    marks, needs = r.actual or [""] * len(r.lines), r.patterns or [""] * len(r.lines)
+    for line, mark, need in zip(r.lines, marks, needs, strict=True):
+        print(f"  {line}  {mark}" + (f"  (template {need})" if need else ""))
+    if r.form == "other":
+        print("  form: other")
+        return
+    rhyme = f"rhyme {r.rhyme_group}" if r.rhyme else "no rhyme"
+    tones = f"tones relaxed {r.relaxed:.2f}, strict {r.strict:.2f} (* = either tone)"
+    print(f"  {r.form}, {rhyme}, {r.template_name}; {tones}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -343,6 +372,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tangshi.checkpoint import CheckpointError
     from tangshi.compose import UnknownCharacterError
     from tangshi.corpus import CorpusError
+    from tangshi.forms import FormError
     from tangshi.sampling import SamplingError
     from tangshi.train import TrainError
     from tangshi.vocab import VocabError
@@ -354,6 +384,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         VocabError,
         TrainError,
         SamplingError,
+        FormError,
         UnknownCharacterError,
         OSError,
     )

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from tangshi.corpus import normalise, variants
+from tangshi.forms import FormMask
 from tangshi.model import CharRNN
 from tangshi.sampling import Sampler, SamplingError
 from tangshi.vocab import BOS, EOS, PAD, UNK, Vocab
@@ -81,11 +82,14 @@ def write(
     max_length: int = 80,
     stop_at_end: bool = True,
     random_state: bool = False,
+    form: FormMask | None = None,
 ) -> list[Poem]:
     """Write `num` poems for each begin phrase (already resolved to known characters).
 
     `stop_at_end=False` and `random_state=True` give the seed-tf way: a random initial state and
-    exactly `max_length` steps, end tokens dropped from the text.
+    exactly `max_length` steps, end tokens dropped from the text. With `form`, the logits are
+    masked at each step to what the form allows (the sampler sees only those ids); `nll` stays the
+    model's own, unmasked log-likelihood.
     """
     sampler = sampler or Sampler()
     sampler.validate()
@@ -129,10 +133,23 @@ def write(
             logits, state = model.step(x, state)  # (B, V)
             logits = logits.float()
             logits[:, never] = float("-inf")
-            next_ids = sampler(logits, uniforms[:, t], seen)
+            choose = logits
+            if form is not None:
+                allowed = form.allowed().to(device)
+                stuck = ~allowed.any(dim=-1)
+                if bool(stuck.any()):  # nothing left that fits (e.g. no unused rhyme): any character
+                    allowed[stuck] = form.vp.char.to(device)
+                choose = logits.masked_fill(~allowed, float("-inf"))
+            next_ids = sampler(choose, uniforms[:, t], seen)
             if t < longest:
                 force = forced[:, t] >= 0
                 next_ids = torch.where(force, forced[:, t], next_ids)
+            if form is not None:
+                heads = [form.head_at(r) for r in range(batch)]
+                if any(h is not None for h in heads):
+                    head_ids = torch.tensor([-1 if h is None else h for h in heads], device=device)
+                    next_ids = torch.where(head_ids >= 0, head_ids, next_ids)
+                form.update(next_ids)
             logp = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
             live = ~done
             nll += torch.where(live, -logp, torch.zeros_like(logp))

@@ -214,7 +214,10 @@ def template(first: str, n_lines: int) -> list[str]:
     return kinds
 
 
-TEMPLATE_NAMES = {"a": "仄起，首句不入韵", "A": "仄起，首句入韵", "b": "平起，首句不入韵", "B": "平起，首句入韵"}
+def template_name(first: str, chars: int) -> str:
+    """平起 / 仄起 (the tone of line 1's second character), 首句入韵 or not (line 1 ends 平)."""
+    start = "平起" if line_pattern(first, chars)[1] == PING else "仄起"
+    return start + ("，首句入韵" if first in "AB" else "，首句不入韵")
 
 
 def checked_positions(chars: int, strict: bool) -> list[int]:
@@ -295,17 +298,17 @@ def check(text: str) -> Report:
     report.actual = ["".join(tone_mark(ch) for ch in ln) for ln in lines]
     report.rhyme, report.rhyme_group, report.first_line_rhymes = rhyme_of(lines)
     best = None
-    for first in "aAbB":
+    for first in "aAbB":  # the best relaxed score; among equals, the best strict one
         kinds = template(first, len(lines))
         m, c, w = tone_score(lines, kinds, strict=False)
-        score = m / c if c else 1.0
-        if best is None or score > best[0]:
-            best = (score, first, kinds, w / c if c else 0.0)
-    score, first, kinds, wild = best
-    m, c, _ = tone_score(lines, kinds, strict=True)
+        sm, sc, _ = tone_score(lines, kinds, strict=True)
+        key = (m / c if c else 1.0, sm / sc if sc else 1.0)
+        if best is None or key > best[0]:
+            best = (key, first, kinds, w / c if c else 0.0)
+    (score, strict), first, kinds, wild = best
     report.relaxed, report.relaxed_ok, report.wildcard = score, score == 1.0, wild
-    report.strict = m / c if c else 1.0
-    report.template, report.template_name = first, TEMPLATE_NAMES[first]
+    report.strict = strict
+    report.template, report.template_name = first, template_name(first, len(lines[0]))
     report.patterns = [line_pattern(k, len(lines[0])) for k in kinds]
     return report
 
