@@ -50,3 +50,21 @@ def test_repetition_penalty_lowers_only_seen_ids():
     assert Sampler(greedy=True, repetition_penalty=3.0)(
         torch.tensor([[3.0, 2.0]]), torch.zeros(1), torch.tensor([[True, False]])
     ).tolist() == [1]
+
+
+def test_one_sort_nucleus_draws_the_filtered_distribution():
+    from tangshi.sampling import sample_top_p, top_p_filter
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 30)
+    logits[0, 5] = float("-inf")
+    kept = torch.isfinite(top_p_filter(logits, 0.7))[0]
+    u = torch.rand(20000)
+    ids = sample_top_p(logits.expand(20000, -1), u, 0.7)
+    assert kept[ids].all()  # never outside the nucleus
+    freq = torch.bincount(ids, minlength=30).float() / len(ids)
+    expected = torch.softmax(logits.masked_fill(~kept, float("-inf")), dim=-1)[0]
+    assert torch.allclose(freq, expected, atol=0.01)
+    # p = 1 keeps everything finite; tiny p keeps the most likely id only
+    assert sample_top_p(logits, torch.tensor([0.999]), 1.0).item() != 5
+    assert sample_top_p(logits, torch.tensor([0.5]), 1e-6).item() == int(logits.argmax())

@@ -19,8 +19,6 @@ from tangshi.model import CharRNN
 from tangshi.sampling import Sampler, SamplingError
 from tangshi.vocab import BOS, EOS, PAD, UNK, Vocab
 
-SMALL_BATCH = 4  # fewer poems than this are written on one CPU thread
-
 _SENTENCE_END = re.compile(r"(?<=[。！？])")
 
 
@@ -123,11 +121,6 @@ def write(
     seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device) if sampler.repetition_penalty != 1 else None
     was_training = model.training
     model.eval()
-    threads = torch.get_num_threads()
-    if device.type == "cpu" and batch < SMALL_BATCH:
-        # one row: each step is a few small matrix-vector products, and waking a second
-        # thread for every one of them costs more than it saves
-        torch.set_num_threads(1)
     try:
         for t in range(max_length):
             logits, state = model.step(x, state)  # (B, V)
@@ -163,8 +156,7 @@ def write(
                     break
             x = next_ids
     finally:
-        torch.set_num_threads(threads)
-    model.train(was_training)
+        model.train(was_training)
     poems = []
     for r, begin in enumerate(rows):
         ids = [i for i in out[r].tolist() if i != PAD]

@@ -46,7 +46,7 @@ class Sampler:
         if self.top_k:
             logits = top_k_filter(logits, self.top_k)
         if self.top_p < 1:
-            logits = top_p_filter(logits, self.top_p)
+            return sample_top_p(logits, uniforms, self.top_p)
         return sample(logits, uniforms)
 
 
@@ -79,6 +79,21 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     drop_sorted = before >= p  # the first id is always kept
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, NEG_INF)
+
+
+def sample_top_p(logits: torch.Tensor, uniforms: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus sampling in one sort: the kept ids are a prefix of the ids sorted by probability, so
+    the inverse-CDF draw runs on that prefix's cumulative sum (the same distribution as
+    `top_p_filter` followed by `sample`, with ids visited in order of probability)."""
+    sorted_logits, order = torch.sort(logits.float(), dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    cdf = torch.cumsum(probs, dim=-1)  # (B, V)
+    kept = ((cdf - probs) < p).sum(dim=-1, keepdim=True).clamp(min=1)  # the first id is always kept
+    total = cdf.gather(-1, kept - 1)  # (B, 1): the mass of the nucleus
+    target = uniforms.to(cdf.dtype).unsqueeze(-1) * total
+    idx = torch.searchsorted(cdf, target, right=True)
+    idx = torch.minimum(idx, kept - 1)
+    return order.gather(-1, idx).squeeze(-1)
 
 
 def sample(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
