@@ -402,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tangshi: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`tangshi write ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         if isinstance(e, _user_errors()):
             print(f"tangshi: error: {e}", file=sys.stderr)
