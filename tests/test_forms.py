@@ -30,9 +30,7 @@ def decode(mask: FormMask, seed: int) -> list[str]:
         scores = torch.rand(mask.batch, len(vocab), generator=g)
         allowed = mask.allowed()
         assert allowed.any(dim=-1).all()
-        ids = scores.masked_fill(~allowed, -1).argmax(dim=-1)
-        heads = [mask.head_at(r) for r in range(mask.batch)]
-        ids = torch.tensor([h if h is not None else int(i) for h, i in zip(heads, ids, strict=True)])
+        ids = mask.with_heads(scores.masked_fill(~allowed, -1).argmax(dim=-1))
         mask.update(ids)
         for r, i in enumerate(ids.tolist()):
             out[r].append(i)

@@ -128,20 +128,13 @@ def write(
             logits[:, never] = float("-inf")
             choose = logits
             if form is not None:
-                allowed = form.allowed().to(device)
-                stuck = ~allowed.any(dim=-1)
-                if bool(stuck.any()):  # nothing left that fits (e.g. no unused rhyme): any character
-                    allowed[stuck] = form.vp.char.to(device)
-                choose = logits.masked_fill(~allowed, float("-inf"))
+                choose = logits.masked_fill(~form.allowed().to(device), float("-inf"))
             next_ids = sampler(choose, uniforms[:, t], seen)
             if t < longest:
                 force = forced[:, t] >= 0
                 next_ids = torch.where(force, forced[:, t], next_ids)
             if form is not None:
-                heads = [form.head_at(r) for r in range(batch)]
-                if any(h is not None for h in heads):
-                    head_ids = torch.tensor([-1 if h is None else h for h in heads], device=device)
-                    next_ids = torch.where(head_ids >= 0, head_ids, next_ids)
+                next_ids = form.with_heads(next_ids)
                 form.update(next_ids)
             logp = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
             live = ~done

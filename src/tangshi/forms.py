@@ -173,8 +173,16 @@ class FormMask:
                     may_rhyme = bool(self.open_types[r, [1, 3]].any())
                     may_not = bool(self.open_types[r, [0, 2]].any())
                     m &= (rhymes if may_rhyme else torch.zeros_like(m)) | (vp.ze if may_not else torch.zeros_like(m))
-            out[r] = m
+            out[r] = m if m.any() else vp.char  # nothing left that fits (e.g. no unused rhyme): any character
         return out
+
+    def with_heads(self, ids: torch.Tensor) -> torch.Tensor:
+        """`ids` with each row's acrostic head put in where its line starts."""
+        heads = [self.head_at(r) for r in range(self.batch)]
+        if all(h is None for h in heads):
+            return ids
+        forced = torch.tensor([-1 if h is None else h for h in heads], device=ids.device)
+        return torch.where(forced >= 0, forced, ids)
 
     # -- after each step
 

@@ -138,14 +138,15 @@ class CharRNN(nn.Module):
         out, _ = self.features(inputs)
         out, gold = out[keep], targets[keep]
         n = int(gold.numel())
+        amp = torch.is_autocast_enabled(out.device.type)
         # Under autocast, round the rows up with zero rows whose target is `ignore` (a frequent id):
         # the output layer then sees few distinct shapes, so oneDNN's per-shape kernels are reused.
-        extra = -n % ROW_MULTIPLE if torch.is_autocast_enabled(out.device.type) else 0
+        extra = -n % ROW_MULTIPLE if amp else 0
         if extra:
             out = torch.cat([out, out.new_zeros(extra, out.shape[1])])
             gold = torch.cat([gold, gold.new_full((extra,), ignore)])
         if self.adaptive:
-            if torch.is_autocast_enabled(out.device.type):
+            if amp:
                 # the adaptive layer needs its input in the dtype its log_softmax returns under
                 # autocast: the low precision on CPUs, fp32 on CUDA
                 low = torch.get_autocast_dtype(out.device.type)

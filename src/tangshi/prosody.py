@@ -91,12 +91,12 @@ def _guangyun(ch: str) -> frozenset[Reading]:
         import tshet_uinh
     except ImportError:
         return frozenset()
+    from tangshi.corpus import normalise
+
     out = set()
     for hit in tshet_uinh.資料.query字頭(ch):
         status = hit.音韻地位
         tone = PING if status.聲 == "平" else ZE
-        from tangshi.corpus import normalise
-
         out.add(Reading(tone, _groups_by_rhyme().get((tone, normalise(status.韻)), "")))
     return frozenset(out)
 
@@ -107,15 +107,12 @@ def readings(ch: str) -> frozenset[Reading]:
     from tangshi.corpus import _opencc
 
     table = _table()
+    trad = _opencc("s2t.json").convert(ch)
     found = set(table.get(ch, ()))
-    for trad in {_opencc("s2t.json").convert(ch), *_variant_index().get(ch, ())}:
-        found |= table.get(trad, frozenset())
+    for form in {trad, *_variant_index().get(ch, ())}:
+        found |= table.get(form, frozenset())
     if not found:
-        found |= _guangyun(ch)
-        if not found:
-            trad = _opencc("s2t.json").convert(ch)
-            if trad != ch:
-                found |= _guangyun(trad)
+        found = set(_guangyun(ch)) or set(_guangyun(trad) if trad != ch else ())
     return frozenset(found)
 
 

@@ -89,7 +89,7 @@ class Objective(torch.nn.Module):
         self.model = model
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, _ = self.model.nll(inputs, targets, ignore=PAD)
+        loss, _ = batch_loss(self.model, inputs, targets)
         return loss * scale if scale != 1.0 else loss, loss.detach()
 
 
@@ -400,9 +400,7 @@ class Trainer:
         if not self.world.main:
             return folder
         trainer, tensors = self._trainer_state()
-        folder = checkpoint.write(
-            self.run_dir / f"step-{self.state.step:06d}", self.model, self.vocab, self.cfg, trainer, tensors
-        )
+        folder = checkpoint.write(folder, self.model, self.vocab, self.cfg, trainer, tensors)
         steps = sorted(p for p in self.run_dir.iterdir() if checkpoint.STEP_DIR.match(p.name))
         for old in steps[: -self.cfg.train.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
