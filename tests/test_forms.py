@@ -3,16 +3,17 @@ the tone template; impossible requests are named."""
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tangshi import prosody as P
 from tangshi.api import bundled_path
-from tangshi.forms import FormError, FormMask, VocabProsody, get_form
+from tangshi.forms import FREE_MAX, FREE_MIN, FormError, FormMask, VocabProsody, free_form, get_form
 from tangshi.vocab import EOS, Vocab
 
 
@@ -30,7 +31,7 @@ def decode(mask: FormMask, seed: int) -> list[str]:
         scores = torch.rand(mask.batch, len(vocab), generator=g)
         allowed = mask.allowed()
         assert allowed.any(dim=-1).all()
-        ids = mask.with_heads(scores.masked_fill(~allowed, -1).argmax(dim=-1))
+        ids = scores.masked_fill(~allowed, -1).argmax(dim=-1)
         mask.update(ids)
         for r, i in enumerate(ids.tolist()):
             out[r].append(i)
@@ -43,17 +44,21 @@ def decode(mask: FormMask, seed: int) -> list[str]:
     seed=st.integers(0, 2**31 - 1),
     form=st.sampled_from(list(P.FORMS)),
     tones=st.sampled_from(["relaxed", "strict"]),
-    heads=st.sampled_from(["", "春夏秋冬", "日月"]),
+    heads=st.sampled_from(["", "春夏秋冬", "日月", "春夏日天"]),
 )
 def test_any_poem_under_the_mask_has_the_form_rhyme_and_tones(seed, form, tones, heads):
     shape = get_form(form)
-    mask = FormMask(vp(), shape, 3, heads=[heads] * 3, tones=tones)
-    for text in decode(mask, seed):
+    try:
+        mask = FormMask(vp(), shape, 3, heads=[heads] * 3, tones=tones)
+    except FormError as e:  # heads whose tones no strict template takes are refused up front
+        assert tones == "strict" and "cannot be met" in str(e)
+        assume(False)
+    for row, text in enumerate(decode(mask, seed)):
         r = P.check(text)
         assert r.form == form, text
         assert r.rhyme, text
         assert r.relaxed == 1.0, (text, r.actual)
-        if tones == "strict" and not heads:  # acrostic heads are forced, whatever their tone
+        if tones == "strict" and mask.failures[row] is None:
             assert r.strict == 1.0, (text, r.actual)
         assert [line[0] for line in r.lines[: len(heads)]] == list(heads)
         chars = [c for c in text if P.is_han(c)]
@@ -74,8 +79,51 @@ def test_impossible_requests_are_named():
         FormMask(vp(), get_form("五绝"), 1, heads=["春夏秋冬春"])
     with pytest.raises(FormError, match="--rhyme xyz: not a 平水韵"):
         FormMask(vp(), get_form("五绝"), 1, rhyme="xyz")
+    with pytest.raises(FormError, match="acrostic head '，' is not a Chinese character the model knows"):
+        FormMask(vp(), get_form("五绝"), 1, heads=["春，"])
+    with pytest.raises(FormError, match="--rhyme needs --form"):
+        FormMask(vp(), free_form(3), 1, heads=["春夏秋"], rhyme="阳")
     with pytest.raises(FormError, match="--tones must be one of"):
         FormMask(vp(), get_form("五绝"), 1, tones="loose")
     small = VocabProsody(Vocab(["<pad>", "<unk>", "<bos>", "<eos>", "，", "。", "光", "长", "月"]))
     with pytest.raises(FormError, match="the model knows only 2 characters of 下平声七阳"):
         FormMask(small, get_form("五律"), 1, rhyme="阳")
+
+
+def test_strict_tones_refuse_heads_no_template_takes():
+    # 五绝 line starts are 仄平平仄 (仄起) or 平仄仄平 (平起); 春 夏 秋 冬 are 平 仄 平 平
+    with pytest.raises(FormError, match="head '秋' \\(平\\) starts line 3, .* starts with 仄; use --tones relaxed"):
+        FormMask(vp(), get_form("五绝"), 1, heads=["春夏秋冬"], tones="strict")
+    FormMask(vp(), get_form("五绝"), 1, heads=["春夏秋冬"], tones="relaxed")  # relaxed leaves position 1 free
+    FormMask(vp(), get_form("五绝"), 1, heads=["春夏日天"], tones="strict")
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), heads=st.sampled_from(["春", "春夏秋", "风花雪月夜"]))
+def test_free_acrostic_lines_start_with_the_heads(seed, heads):
+    mask = FormMask(vp(), free_form(len(heads)), 2, heads=[heads] * 2)
+    for text in decode(mask, seed):
+        lines = P.split_lines(text)
+        assert [ln[0] for ln in lines] == list(heads)
+        assert all(FREE_MIN <= len(ln) <= FREE_MAX for ln in lines)
+        assert text.endswith("。") and text.count("，") == len(heads) // 2
+
+
+def test_a_rule_that_cannot_be_met_is_named():
+    # a vocabulary whose 阳 rhymes run out after two lines
+    chars = "光长" + "明月清风白日青山红花天寒" + "黄河入海流"
+    small = VocabProsody(Vocab(["<pad>", "<unk>", "<bos>", "<eos>", "，", "。", *chars]))
+    mask = FormMask(small, get_form("五律"), 1, tones="off")
+    mask.open_groups[:] = False
+    mask.open_groups[0, small.groups.index("下平声七阳")] = True
+    decode(mask, 3)
+    assert re.fullmatch("line [2468], character 5: no unused character rhymes in 阳", mask.failures[0] or "")
+
+
+def test_select_reorders_and_copies_rows():
+    mask = FormMask(vp(), get_form("五绝"), 2, heads=["春夏", "秋冬"], tones="off")
+    mask.update(torch.tensor([vp().vocab.id("春"), vp().vocab.id("秋")]))
+    mask.select([1, 1, 0])
+    assert mask.batch == 3 and mask.heads == ["秋冬", "秋冬", "春夏"] and mask.pos == [1, 1, 1]
+    assert bool(mask.used[0, vp().vocab.id("秋")]) and not bool(mask.used[2, vp().vocab.id("秋")])
+    assert mask.allowed().shape == (3, len(vp().vocab))

@@ -5,6 +5,7 @@
     model.safetensors     the weights (a tied output matrix is stored once)
     trainer.json          step, epoch, position in the epoch, best loss, timing, optimizer groups
     trainer.safetensors   optimizer tensors and RNG states
+    lines.safetensors     hashes of the training corpus's lines (copied lines are rejected)
 
 A folder is written under a temporary name and renamed into place when complete, so a reader
 (or a resumed run after SIGKILL) never sees a half-written checkpoint. Nothing is unpickled.
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from tangshi import __version__
 from tangshi.config import ConfigError, RunConfig
+from tangshi.lineindex import LineIndex
 from tangshi.model import CharRNN
 from tangshi.vocab import Vocab, VocabError, write_json_atomic
 
@@ -47,6 +49,7 @@ class Checkpoint:
     trainer: dict[str, Any] | None = None  # trainer.json
     trainer_tensors: dict[str, torch.Tensor] | None = None  # trainer.safetensors
     card: str = ""
+    lines: LineIndex | None = None  # lines.safetensors: the training corpus's lines, hashed
 
 
 def model_tensors(model: CharRNN) -> dict[str, torch.Tensor]:
@@ -64,6 +67,7 @@ def write(
     trainer: dict[str, Any] | None = None,
     trainer_tensors: dict[str, torch.Tensor] | None = None,
     card: str | None = None,
+    lines: LineIndex | None = None,
 ) -> Path:
     """Write a complete checkpoint folder atomically (temp folder, fsync, rename)."""
     folder = Path(folder)
@@ -77,6 +81,8 @@ def write(
         if trainer is not None:
             save_file(trainer_tensors or {}, str(tmp / "trainer.safetensors"))
             write_json_atomic(tmp / "trainer.json", trainer)
+        if lines is not None:
+            lines.save(tmp)
         if card:
             (tmp / "README.md").write_text(card, "utf-8")
         for f in tmp.iterdir():
@@ -164,6 +170,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu", with_trainer: b
     _load_weights(model, _load_safetensors(folder / "model.safetensors"), folder / "model.safetensors")
     model.to(device).eval()
     ckpt = Checkpoint(model, vocab, config, folder)
+    ckpt.lines = LineIndex.load(folder)
     if (folder / "README.md").is_file():
         ckpt.card = (folder / "README.md").read_text("utf-8")
     if with_trainer:

@@ -122,11 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("--random-state", action="store_true", help="seed-tf style: random initial state")
     wr.add_argument("--json", action="store_true", help="one JSON object a poem (with its prosody report in a form)")
     wr.add_argument("--form", choices=["五绝", "七绝", "五律", "七律"], help="write in this regular form")
-    wr.add_argument("--acrostic", default="", help="藏头诗: these characters start the lines (needs --form)")
+    wr.add_argument(
+        "--acrostic", default="", help="藏头诗: these characters start the lines (without --form: free-length lines)"
+    )
     wr.add_argument("--rhyme", help="rhyme group: 阳, 下平声七阳 or a character of it (default: the model's choice)")
     wr.add_argument("--tones", default="relaxed", choices=["relaxed", "strict", "off"], help="tone template rule")
     wr.add_argument("--allow-repeat", action="store_true", help="let a character appear twice in a poem")
     wr.add_argument("--explain", action="store_true", help="print each line's tones and the rhyme group")
+    wr.add_argument("--beam", type=int, default=0, help="beam search with this many hypotheses (0 = sample)")
+    wr.add_argument("--rerank", type=int, default=1, help="sample N candidates a poem, keep the best")
+    wr.add_argument(
+        "--prosody-weight", type=float, default=1.0, help="reranking: weight of the prosody score (0..1) beside log-lik"
+    )
+    wr.add_argument("--budget", type=int, default=20, help="tries per poem when a rule or the copy check fails")
+    wr.add_argument("--allow-copies", action="store_true", help="keep lines copied verbatim from the training corpus")
     wr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
 
     ev = sub.add_parser("eval", help="per-character loss and perplexity of a corpus")
@@ -136,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     _common(ev)
+
+    ix = sub.add_parser("index", help="(re)build a checkpoint's index of corpus lines (copied lines are rejected)")
+    ix.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
+    ix.add_argument("--data", nargs="+", required=True, help="the corpus the model was trained on")
+    _common(ix)
 
     pr = sub.add_parser("presets", help="show the named presets")
     pr.add_argument("name", nargs="?", help="show one preset in full")
@@ -248,6 +262,11 @@ def cmd_write(args: argparse.Namespace) -> int:
         rhyme=args.rhyme,
         tones=args.tones,
         allow_repeat=args.allow_repeat,
+        beam=args.beam,
+        rerank=args.rerank,
+        prosody_weight=args.prosody_weight,
+        budget=args.budget,
+        allow_copies=args.allow_copies,
     )
     for note in poet.notes:
         print(f"tangshi: note: {note}", file=sys.stderr)
@@ -258,6 +277,13 @@ def cmd_write(args: argparse.Namespace) -> int:
             print(("\n" if i else "") + "\n".join(poem.lines))
             if args.explain:
                 _explain(poem.text)
+            for key, what in (("failure", "a rule could not be met at"), ("copied", "copied from the corpus:")):
+                if poem.extra.get(key):
+                    value = poem.extra[key]
+                    print(
+                        f"tangshi: note: {what} {value if isinstance(value, str) else '，'.join(value)}",
+                        file=sys.stderr,
+                    )
     return 0
 
 
@@ -289,6 +315,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"loss {report['loss']:.4f} nats/char  perplexity {report['perplexity']:.2f}  "
             f"({report['tokens']:,} tokens, {report['poems']:,} poems)"
         )
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from tangshi import checkpoint
+    from tangshi.corpus import load_corpus
+    from tangshi.lineindex import FILE, LineIndex
+
+    ckpt = checkpoint.load(args.checkpoint)
+    corpus = load_corpus(args.data, ckpt.config.data, fmt=args.format, cache_dir=args.cache_dir)
+    index = LineIndex.of_texts(corpus.texts)
+    index.save(args.checkpoint)
+    print(f"{len(index):,} distinct lines of {len(corpus.texts):,} poems -> {args.checkpoint / FILE}")
     return 0
 
 
@@ -363,6 +402,7 @@ COMMANDS = {
     "train": cmd_train,
     "write": cmd_write,
     "eval": cmd_eval,
+    "index": cmd_index,
     "presets": cmd_presets,
     "prosody": cmd_prosody,
 }

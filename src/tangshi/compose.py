@@ -15,8 +15,10 @@ import torch
 
 from tangshi.corpus import normalise, variants
 from tangshi.forms import FormMask
+from tangshi.lineindex import LineIndex
 from tangshi.model import CharRNN
-from tangshi.sampling import Sampler, SamplingError
+from tangshi.prosody import split_lines
+from tangshi.sampling import Sampler, SamplingError, penalise_repeats
 from tangshi.vocab import BOS, EOS, PAD, UNK, Vocab
 
 _SENTENCE_END = re.compile(r"(?<=[。！？])")
@@ -47,12 +49,14 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(text) if s]
 
 
-def resolve_begin(vocab: Vocab, begin: str, script: str = "simplified") -> tuple[str, list[str]]:
+def resolve_begin(
+    vocab: Vocab, begin: str, script: str = "simplified", what: str = "begin character"
+) -> tuple[str, list[str]]:
     """Normalise a begin phrase to the model's script; unknown characters are replaced by a known
     simplified/traditional variant (noted) or refused with a message that names them."""
     text = normalise(begin, script)
     if not text:
-        raise UnknownCharacterError(f"empty begin phrase {begin!r}")
+        raise UnknownCharacterError(f"empty {what} {begin!r}")
     out, notes = [], []
     for char in text:
         if char in vocab:
@@ -61,7 +65,7 @@ def resolve_begin(vocab: Vocab, begin: str, script: str = "simplified") -> tuple
         known = [v for v in variants(char) if v in vocab]
         if not known:
             raise UnknownCharacterError(
-                f"begin character '{char}' is not in the model's vocabulary"
+                f"{what} '{char}' is not in the model's vocabulary"
                 + (f" (nor its variant {'/'.join(variants(char))})" if variants(char) else "")
             )
         out.append(known[0])
@@ -81,8 +85,11 @@ def write(
     stop_at_end: bool = True,
     random_state: bool = False,
     form: FormMask | None = None,
+    seeds: list[int] | None = None,
 ) -> list[Poem]:
     """Write `num` poems for each begin phrase (already resolved to known characters).
+
+    Row r (begin r // num) draws from seed `seed + r`, or from `seeds[r]` when given.
 
     `stop_at_end=False` and `random_state=True` give the seed-tf way: a random initial state and
     exactly `max_length` steps, end tokens dropped from the text. With `form`, the logits are
@@ -95,23 +102,27 @@ def write(
         raise SamplingError(f"--num must be >= 1, got {num}")
     if max_length < 1:
         raise SamplingError(f"--max-length must be >= 1, got {max_length}")
-    seed = secrets.randbits(31) if seed is None else seed
     rows = [b for b in begins for _ in range(num)]
+    if seeds is None:
+        seed = secrets.randbits(31) if seed is None else seed
+        seeds = [seed + r for r in range(len(rows))]
+    elif len(seeds) != len(rows):
+        raise ValueError(f"{len(seeds)} seeds for {len(rows)} poems")
     prefixes = [vocab.encode(b) for b in rows]
     if any(UNK in p for p in prefixes):
         raise UnknownCharacterError("begin phrases must be resolved with resolve_begin first")
     device = next(model.parameters()).device
     batch = len(rows)
-    uniforms = torch.stack(
-        [torch.rand(max_length, generator=torch.Generator().manual_seed(seed + r)) for r in range(batch)]
-    ).to(device)  # (B, L)
+    uniforms = torch.stack([torch.rand(max_length, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(
+        device
+    )  # (B, L)
     longest = max(len(p) for p in prefixes)
     forced = torch.full((batch, max(longest, 1)), -1, dtype=torch.long)
     for r, p in enumerate(prefixes):
         forced[r, : len(p)] = torch.tensor(p, dtype=torch.long)
     forced = forced.to(device)
     never = torch.tensor([PAD, UNK, BOS], device=device)
-    state = model.initial_state(batch, device, torch.Generator().manual_seed(seed)) if random_state else None
+    state = model.initial_state(batch, device, torch.Generator().manual_seed(seeds[0])) if random_state else None
     x = torch.full((batch,), BOS, dtype=torch.long, device=device)
     out = torch.full((batch, max_length), PAD, dtype=torch.long, device=device)
     nll = torch.zeros(batch, device=device)
@@ -134,7 +145,6 @@ def write(
                 force = forced[:, t] >= 0
                 next_ids = torch.where(force, forced[:, t], next_ids)
             if form is not None:
-                next_ids = form.with_heads(next_ids)
                 form.update(next_ids)
             logp = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
             live = ~done
@@ -157,7 +167,129 @@ def write(
         if stop_at_end and ended:
             ids = ids[: ids.index(EOS)]
         text = vocab.decode(ids)
-        poems.append(
-            Poem(text, sentences(text), begin, seed + r, ended, round(float(nll[r] / steps[r].clamp(min=1)), 4))
-        )
+        poem = Poem(text, sentences(text), begin, seeds[r], ended, round(float(nll[r] / steps[r].clamp(min=1)), 4))
+        if form is not None and form.failures[r]:
+            poem.extra["failure"] = form.failures[r]
+        poems.append(poem)
     return poems
+
+
+COPY_PENALTY = 1e4  # a hypothesis with a copied line sinks below every other, but the search goes on
+
+
+@torch.no_grad()
+def beam_write(
+    model: CharRNN,
+    vocab: Vocab,
+    begins: list[str],
+    width: int,
+    num: int = 1,
+    max_length: int = 80,
+    form: FormMask | None = None,
+    lines: LineIndex | None = None,
+    repetition_penalty: float = 1.0,
+) -> list[Poem]:
+    """Beam search: for each begin phrase, the `num` most likely poems found with `width` hypotheses.
+
+    `form` is a mask over len(begins) * width rows (hypothesis k of begin g is row g * width + k).
+    A hypothesis that completes a line found in `lines` is pushed below every other. Poems in a form
+    all have one length; free poems are ranked by mean log-likelihood per token.
+    """
+    if width < 1:
+        raise SamplingError(f"--beam must be >= 1, got {width}")
+    if not 1 <= num <= width:
+        raise SamplingError(f"--num {num} must be between 1 and --beam {width}")
+    if repetition_penalty < 1:
+        raise SamplingError(f"--repetition-penalty must be >= 1, got {repetition_penalty}")
+    device = next(model.parameters()).device
+    groups, k, v = len(begins), width, len(vocab)
+    batch = groups * k
+    prefixes = [vocab.encode(b) for b in begins]
+    longest = max(len(p) for p in prefixes)
+    forced = torch.full((batch, max(longest, 1)), -1, dtype=torch.long)
+    for g, p in enumerate(prefixes):
+        forced[g * k : (g + 1) * k, : len(p)] = torch.tensor(p, dtype=torch.long)
+    forced = forced.to(device)
+    score = torch.zeros(groups, k, device=device)
+    score[:, 1:] = float("-inf")  # all hypotheses start equal: expand only the first
+    steps = torch.zeros(batch, device=device)
+    copies = torch.zeros(batch, device=device)  # lines found in the corpus, per hypothesis
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    seqs = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    seen = torch.zeros(batch, v, dtype=torch.bool, device=device)
+    never = torch.tensor([PAD, UNK, BOS], device=device)
+    pad_only = torch.full((v,), float("-inf"), device=device)
+    pad_only[PAD] = 0.0
+    x, state = torch.full((batch,), BOS, dtype=torch.long, device=device), None
+    punct = torch.tensor([vocab.id(c) for c in "，。！？；" if c in vocab], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for t in range(max_length):
+            logits, state = model.step(x, state)
+            logits = logits.float()
+            if repetition_penalty != 1:
+                logits = penalise_repeats(logits, seen, repetition_penalty)
+            logp = torch.log_softmax(logits, dim=-1)
+            logp[:, never] = float("-inf")
+            if form is not None:
+                logp = logp.masked_fill(~form.allowed().to(device), float("-inf"))
+            if t < longest:
+                f = forced[:, t]
+                only = torch.full_like(logp, float("-inf")).scatter(1, f.clamp(min=0)[:, None], 0.0)
+                logp = torch.where((f >= 0)[:, None], logp + only, logp)
+            logp = torch.where(done[:, None], pad_only, logp)  # a finished poem stays as it is
+            cand = (score.reshape(batch, 1) + logp).reshape(groups, k * v)
+            score, flat = cand.topk(k, dim=-1)  # (G, K)
+            rows = (torch.arange(groups, device=device)[:, None] * k + flat // v).flatten()
+            ids = (flat % v).flatten()
+            state = tuple(s[:, rows] for s in state) if isinstance(state, tuple) else state[:, rows]
+            seqs = torch.cat([seqs[rows], ids[:, None]], dim=1)
+            seen = seen[rows]
+            seen[torch.arange(batch, device=device), ids] = True
+            live = ~done[rows]
+            steps = steps[rows] + live.float()
+            copies = copies[rows]
+            done = done[rows] | (ids == EOS)
+            if form is not None:
+                form.select(rows.tolist())
+                form.update(ids)
+                ended = torch.tensor(form.ended_line, device=device)
+            else:
+                ended = live & (torch.isin(ids, punct) | (ids == EOS))
+            if lines is not None and bool(ended.any()):
+                flat_score = score.flatten()
+                for r in ended.nonzero().flatten().tolist():
+                    last = _last_line(vocab, seqs[r].tolist())
+                    if last in lines:
+                        flat_score[r] -= COPY_PENALTY
+                        copies[r] += 1
+                score = flat_score.reshape(groups, k)
+            if bool(done.all()):
+                break
+            x = torch.where(done, torch.full_like(ids, EOS), ids)
+    finally:
+        model.train(was_training)
+    loglik = score.flatten() + COPY_PENALTY * copies  # (B,) the model's own, without the penalty
+    mean = loglik / steps.clamp(min=1)
+    rank = score if form is not None else mean.reshape(groups, k) - COPY_PENALTY * copies.reshape(groups, k)
+    poems = []
+    for g, begin in enumerate(begins):
+        for j in rank[g].argsort(descending=True)[:num].tolist():
+            r = g * k + j
+            ids = [i for i in seqs[r].tolist() if i != PAD]
+            ended = EOS in ids
+            ids = ids[: ids.index(EOS)] if ended else ids
+            text = vocab.decode(ids)
+            poem = Poem(text, sentences(text), begin, 0, ended, round(float(-mean[r]), 4))
+            if form is not None and form.failures[r]:
+                poem.extra["failure"] = form.failures[r]
+            poems.append(poem)
+    return poems
+
+
+def _last_line(vocab: Vocab, ids: list[int]) -> str:
+    """The line a sequence has just closed (its text before the final punctuation or end token)."""
+    text = vocab.decode([i for i in ids if i not in (PAD, EOS, BOS)])
+    parts = split_lines(text)
+    return parts[-1] if parts else ""

@@ -12,7 +12,13 @@ ids allowed next:
   to the model: every template still consistent with the characters written so far stays open;
 - no character twice in a poem unless `allow_repeat`.
 Only characters with a known reading are written inside lines, so every checked position counts.
-Any sampler works on the masked logits.
+Any sampler works on the masked logits, and beam search too (`select` reorders the rows).
+
+A free form (`free_form(n)`, an acrostic without --form) has n lines whose length the model
+chooses (4 to 9 characters), with the heads, punctuation, end token and repeats ruled as above.
+
+When a rule cannot be met (every character that fits is used up, or a forced head or begin
+character has the wrong tone) the row writes any character and `failures[row]` says where.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from tangshi.vocab import EOS, Vocab
 
 FIRST_TYPES = "aAbB"  # the four templates, by the type of line 1
 TONES = ("relaxed", "strict", "off")
+FREE_MIN, FREE_MAX = 4, 9  # characters per line of a free form
 
 
 class FormError(ValueError):
@@ -36,12 +43,16 @@ class FormError(ValueError):
 class Form:
     name: str
     lines: int
-    chars: int
+    chars: int  # characters per line; 0 for a free form (FREE_MIN to FREE_MAX, the model's choice)
+
+    @property
+    def free(self) -> bool:
+        return self.chars == 0
 
     @property
     def length(self) -> int:
-        """Tokens of a poem: characters and punctuation (the end token not counted)."""
-        return self.lines * (self.chars + 1)
+        """Most tokens of a poem: characters and punctuation (the end token not counted)."""
+        return self.lines * ((self.chars or FREE_MAX) + 1)
 
 
 def get_form(name: str) -> Form:
@@ -49,6 +60,12 @@ def get_form(name: str) -> Form:
         raise FormError(f"--form must be one of {', '.join(P.FORMS)}, got {name!r}")
     lines, chars = P.FORMS[name]
     return Form(name, lines, chars)
+
+
+def free_form(lines: int) -> Form:
+    if lines < 1:
+        raise FormError("an acrostic needs at least one head character")
+    return Form("free", lines, 0)
 
 
 class VocabProsody:
@@ -79,11 +96,16 @@ class VocabProsody:
                     self.ze[i] = True
         self.comma, self.period = vocab.id("，"), vocab.id("。")
 
+    def tone_name(self, i: int) -> str:
+        return {(True, False): P.PING, (False, True): P.ZE, (True, True): "平 or 仄"}.get(
+            (bool(self.ping[i]), bool(self.ze[i])), "of unknown tone"
+        )
+
 
 def _requirements(form: Form, tones: str) -> torch.Tensor:
     """(4 templates, lines, chars, 2) bool: which tones (平, 仄) each position accepts."""
-    req = torch.ones(4, form.lines, form.chars, 2, dtype=torch.bool)
-    if tones == "off":
+    req = torch.ones(4, form.lines, max(form.chars, 1), 2, dtype=torch.bool)
+    if tones == "off" or form.free:
         return req
     checked = P.checked_positions(form.chars, strict=tones == "strict")
     for k, first in enumerate(FIRST_TYPES):
@@ -92,6 +114,12 @@ def _requirements(form: Form, tones: str) -> torch.Tensor:
             for j in checked:
                 req[k, i, j] = torch.tensor([pattern[j] == P.PING, pattern[j] == P.ZE])
     return req
+
+
+def _need(req: torch.Tensor) -> str:
+    """What a (templates, 2) requirement asks for, in words."""
+    ping, ze = bool(req[:, 0].any()), bool(req[:, 1].any())
+    return P.PING if ping and not ze else P.ZE if ze and not ping else "平 or 仄"
 
 
 class FormMask:
@@ -109,13 +137,15 @@ class FormMask:
     ):
         if tones not in TONES:
             raise FormError(f"--tones must be one of {', '.join(TONES)}, got {tones!r}")
+        if form.free and rhyme:
+            raise FormError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)")
         self.vp, self.form, self.batch = vp, form, batch
         self.allow_repeat = allow_repeat
-        self.req = _requirements(form, tones)
+        self.tones = "off" if form.free else tones
+        self.req = _requirements(form, self.tones)
         self.heads = heads or [""] * batch
-        for h in self.heads:
-            if len(h) > form.lines:
-                raise FormError(f"acrostic '{h}' has {len(h)} heads but a {form.name} has {form.lines} lines")
+        for h in set(self.heads):
+            self._check_heads(h)
         groups = torch.ones(batch, len(vp.groups), dtype=torch.bool)
         if rhyme:
             g = P.find_group(rhyme)
@@ -137,6 +167,28 @@ class FormMask:
         self.line = [0] * batch
         self.pos = [0] * batch  # 0..chars-1 a character, chars the punctuation
         self.finished = [False] * batch
+        self.ended_line = [False] * batch  # the last update closed a line
+        self.failures: list[str | None] = [None] * batch  # where a rule could not be met, first only
+
+    def _check_heads(self, heads: str) -> None:
+        vp, f = self.vp, self.form
+        if len(heads) > f.lines:
+            raise FormError(f"acrostic '{heads}' has {len(heads)} heads but a {f.name} has {f.lines} lines")
+        for ch in heads:
+            if ch not in vp.vocab or not P.is_han(ch):
+                raise FormError(f"acrostic head '{ch}' is not a Chinese character the model knows")
+        if self.tones != "strict" or not heads:
+            return
+        # strict tones check line starts too: some template must take every head's tone
+        tone = torch.tensor([[bool(vp.ping[vp.vocab.id(ch)]), bool(vp.ze[vp.vocab.id(ch)])] for ch in heads])
+        fits = (self.req[:, : len(heads), 0] & tone).any(dim=-1)  # (4 templates, heads)
+        if not fits.all(dim=1).any():
+            i = next(k for k in range(len(heads)) if not fits[:, : k + 1].all(dim=1).any())
+            raise FormError(
+                f"--tones strict cannot be met: acrostic head '{heads[i]}' ({vp.tone_name(vp.vocab.id(heads[i]))}) "
+                f"starts line {i + 1}, which every {f.name} tone template consistent with the heads before it "
+                f"starts with {_need(self.req[fits[:, :i].all(dim=1), i, 0])}; use --tones relaxed"
+            )
 
     # -- what may come next
 
@@ -147,6 +199,9 @@ class FormMask:
             return self.vp.vocab.id(h[self.line[r]])
         return None
 
+    def _punctuation(self, i: int) -> int:
+        return self.vp.comma if i % 2 == 0 and i < self.form.lines - 1 else self.vp.period
+
     def allowed(self) -> torch.Tensor:
         """(B, V) bool: the ids each poem may write next."""
         vp, f = self.vp, self.form
@@ -156,16 +211,28 @@ class FormMask:
             if self.finished[r] or i >= f.lines:
                 out[r, EOS] = True
                 continue
+            head = self.head_at(r)
+            if head is not None:
+                out[r, head] = True
+                continue
+            if f.free:
+                if j < FREE_MAX:
+                    out[r] = vp.char if self.allow_repeat else vp.char & ~self.used[r]
+                if j >= FREE_MIN or not out[r].any():
+                    out[r, self._punctuation(i)] = True
+                continue
             if j == f.chars:
-                out[r, vp.comma if i % 2 == 0 else vp.period] = True
+                out[r, self._punctuation(i)] = True
                 continue
             m = vp.char.clone()
             if not self.allow_repeat:
                 m &= ~self.used[r]
-            tones = self.req[self.open_types[r], i, j].any(dim=0)  # (2,) over the open templates
+            need = self.req[self.open_types[r], i, j]  # (open templates, 2)
+            tones = need.any(dim=0)
             if not tones.all():
                 m &= vp.ping if tones[0] else vp.ze
-            if j == f.chars - 1 and (i % 2 == 1 or i == 0):
+            rhyming = j == f.chars - 1 and (i % 2 == 1 or i == 0)
+            if rhyming:
                 rhymes = (self.open_groups[r, :, None] & vp.in_group).any(dim=0)  # 平 chars of open groups
                 if i % 2 == 1:
                     m &= rhymes
@@ -173,38 +240,59 @@ class FormMask:
                     may_rhyme = bool(self.open_types[r, [1, 3]].any())
                     may_not = bool(self.open_types[r, [0, 2]].any())
                     m &= (rhymes if may_rhyme else torch.zeros_like(m)) | (vp.ze if may_not else torch.zeros_like(m))
-            out[r] = m if m.any() else vp.char  # nothing left that fits (e.g. no unused rhyme): any character
+            if not m.any():  # nothing left that fits (e.g. every rhyme used): any character, noted
+                if self.failures[r] is None:
+                    groups = "/".join(vp.groups[g][-1] for g in self.open_groups[r].nonzero().flatten().tolist())
+                    rules = [f"is {_need(need)}"] if not tones.all() else []
+                    rules += [f"rhymes in {groups}"] if rhyming and i % 2 == 1 else []
+                    self.failures[r] = f"line {i + 1}, character {j + 1}: no unused character {' and '.join(rules)}"
+                m = vp.char
+            out[r] = m
         return out
-
-    def with_heads(self, ids: torch.Tensor) -> torch.Tensor:
-        """`ids` with each row's acrostic head put in where its line starts."""
-        heads = [self.head_at(r) for r in range(self.batch)]
-        if all(h is None for h in heads):
-            return ids
-        forced = torch.tensor([-1 if h is None else h for h in heads], device=ids.device)
-        return torch.where(forced >= 0, forced, ids)
 
     # -- after each step
 
     def update(self, ids: torch.Tensor) -> None:
         vp, f = self.vp, self.form
         for r, c in enumerate(ids.tolist()):
+            self.ended_line[r] = False
             if self.finished[r]:
                 continue
             i, j = self.line[r], self.pos[r]
             if i >= f.lines:
                 self.finished[r] = True
                 continue
+            if f.free:
+                if c in (vp.comma, vp.period):
+                    self.line[r], self.pos[r], self.ended_line[r] = i + 1, 0, True
+                else:
+                    self.used[r, c] = True
+                    self.pos[r] += 1
+                continue
             if j < f.chars:
                 self.used[r, c] = True
                 tones = torch.tensor([bool(vp.ping[c]), bool(vp.ze[c])])
                 fits = (self.req[:, i, j] & tones).any(dim=1) & self.open_types[r]
-                if fits.any():  # a forced head or begin character that fits no template is let be
+                if fits.any():
                     self.open_types[r] = fits
+                elif self.failures[r] is None:  # a forced head or begin character that fits no template
+                    self.failures[r] = (
+                        f"line {i + 1}, character {j + 1}: '{vp.vocab.tokens[c]}' is {vp.tone_name(c)} where the "
+                        f"tone template needs {_need(self.req[self.open_types[r], i, j])}"
+                    )
                 if j == f.chars - 1 and (i % 2 == 1 or (i == 0 and not bool(vp.ze[c]))):
                     narrowed = self.open_groups[r] & vp.in_group[:, c]
                     if narrowed.any():
                         self.open_groups[r] = narrowed
                 self.pos[r] += 1
             else:
-                self.line[r], self.pos[r] = i + 1, 0
+                self.line[r], self.pos[r], self.ended_line[r] = i + 1, 0, True
+
+    def select(self, rows: list[int]) -> None:
+        """Keep these rows, in this order (beam search reorders and copies its hypotheses)."""
+        idx = torch.tensor(rows, dtype=torch.long)
+        self.open_groups, self.open_types, self.used = self.open_groups[idx], self.open_types[idx], self.used[idx]
+        for name in ("heads", "line", "pos", "finished", "ended_line", "failures"):
+            values = getattr(self, name)
+            setattr(self, name, [values[r] for r in rows])
+        self.batch = len(rows)

@@ -26,6 +26,7 @@ from tangshi import checkpoint, distributed
 from tangshi.config import RunConfig, TrainConfig
 from tangshi.corpus import Corpus, encode_split, load_corpus
 from tangshi.distributed import World
+from tangshi.lineindex import LineIndex
 from tangshi.model import CharRNN
 from tangshi.vocab import BOS, EOS, PAD, Vocab
 
@@ -326,6 +327,8 @@ class Trainer:
             raise TrainError(f"--batch-size {tc.batch_size} is smaller than the {world.size} processes")
         self.train_seqs = encode_split(corpus, vocab, "train")
         self.val_seqs = encode_split(corpus, vocab, "val")
+        # the corpus's lines, hashed, go into every checkpoint: writing rejects copied lines
+        self.lines = LineIndex.of_texts(corpus.texts) if world.main else None
         if not self.train_seqs:
             raise TrainError("the training split is empty: give more poems or lower --val-fraction/--test-fraction")
         self.lengths = np.array([len(s) for s in self.train_seqs])
@@ -400,7 +403,7 @@ class Trainer:
         if not self.world.main:
             return folder
         trainer, tensors = self._trainer_state()
-        folder = checkpoint.write(folder, self.model, self.vocab, self.cfg, trainer, tensors)
+        folder = checkpoint.write(folder, self.model, self.vocab, self.cfg, trainer, tensors, lines=self.lines)
         steps = sorted(p for p in self.run_dir.iterdir() if checkpoint.STEP_DIR.match(p.name))
         for old in steps[: -self.cfg.train.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
@@ -424,7 +427,7 @@ class Trainer:
         if loss < s.best_val:
             s.best_val, s.best_step, s.evals_since_best = loss, s.step, 0
             if w.main:
-                checkpoint.write(self.run_dir / "best", self.model, self.vocab, self.cfg)
+                checkpoint.write(self.run_dir / "best", self.model, self.vocab, self.cfg, lines=self.lines)
         else:
             s.evals_since_best += 1
         self.metrics.plot(self.run_dir / "loss.png", f"{self.cfg.preset}: {self.cfg.model.cell}")

@@ -1,0 +1,29 @@
+import pytest
+
+from conftest import POEMS
+from tangshi import checkpoint
+from tangshi.checkpoint import CheckpointError
+from tangshi.lineindex import FILE, LineIndex
+
+
+def test_lines_of_the_corpus_are_found_and_others_not(tmp_path):
+    index = LineIndex.of_texts([c for _, c in POEMS])
+    assert "床前明月光" in index and "举头望明月" in index
+    assert "床前明月白" not in index and "春风" not in index  # a changed line; a line too short to count
+    assert index.copied("床前明月白，疑是地上霜。") == ["疑是地上霜"]
+    index.save(tmp_path)
+    again = LineIndex.load(tmp_path)
+    assert again is not None and len(again) == len(index) and "白日依山尽" in again
+    assert LineIndex.load(tmp_path / "nothing-here") is None
+
+
+def test_training_ships_the_index_with_every_checkpoint(tiny_run):
+    for folder in [tiny_run / "best", checkpoint.latest_step_dir(tiny_run)]:
+        ck = checkpoint.load(folder)
+        assert ck.lines is not None and "春眠不觉晓" in ck.lines
+
+
+def test_an_unreadable_index_is_named(tiny_run):
+    (tiny_run / "best" / FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match=f"{FILE}: not a readable line index"):
+        checkpoint.load(tiny_run / "best")

@@ -1,0 +1,97 @@
+"""Beam search, sample-then-rerank, rejected copies, free acrostics and the messages of impossible
+requests, with the bundled model."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+
+from tangshi import Poet, prosody
+from tangshi.compose import UnknownCharacterError
+from tangshi.forms import FormError
+from tangshi.lineindex import LineIndex
+from tangshi.sampling import SamplingError
+
+
+@cache
+def poet() -> Poet:
+    return Poet.load()
+
+
+def test_beam_search_writes_the_form_and_repeats_exactly():
+    a = poet().write(["月", "山"], form="五绝", beam=4, num=2)
+    b = poet().write(["月", "山"], form="五绝", beam=4, num=2)
+    assert [p.text for p in a] == [p.text for p in b] and len(a) == 4
+    assert [p.begin for p in a] == ["月", "月", "山", "山"] and a[0].text != a[1].text
+    for p in a:
+        r = prosody.check(p.text)
+        assert r.form == "五绝" and r.rhyme and r.relaxed == 1.0 and p.text.startswith(p.begin)
+    assert a[0].nll <= a[1].nll  # the best hypothesis first
+
+
+def test_beam_search_avoids_lines_of_the_corpus():
+    first = poet().write("月", form="五律", beam=4, allow_copies=True)[0]
+    index = LineIndex.of_texts([first.text])
+    saved, poet().ckpt.lines = poet().ckpt.lines, index
+    try:
+        again = poet().write("月", form="五律", beam=4)[0]
+    finally:
+        poet().ckpt.lines = saved
+    assert again.text != first.text and not index.copied(again.text)
+    assert prosody.check(again.text).form == "五律"
+
+
+def test_sampling_rejects_copied_lines_and_writes_again():
+    first = poet().write("日", form="五绝", seed=11, allow_copies=True)[0]
+    index = LineIndex.of_texts([first.text])
+    saved, poet().ckpt.lines = poet().ckpt.lines, index
+    try:
+        again = poet().write("日", form="五绝", seed=11)[0]
+    finally:
+        poet().ckpt.lines = saved
+    assert first.seed == 11 and again.seed != 11  # a later try's seed, so it can be written again
+    assert not index.copied(again.text) and prosody.check(again.text).form == "五绝"
+
+
+def test_rerank_keeps_the_best_scored_candidate():
+    n, seed = 4, 20
+    best = poet().write("湖", form="七绝", seed=seed, rerank=n, allow_copies=True)[0]
+    singles = [poet().write("湖", form="七绝", seed=seed + c, allow_copies=True)[0] for c in range(n)]
+
+    def score(p):
+        r = prosody.check(p.text)
+        return -p.nll + (r.rhyme + r.relaxed + r.strict) / 3
+
+    assert best.text == max(singles, key=score).text
+
+
+def test_acrostic_without_a_form_has_free_length_lines():
+    heads = "春夏秋冬夜"
+    for p in poet().write("", acrostic=heads, num=3, seed=5):
+        lines = prosody.split_lines(p.text)
+        assert [ln[0] for ln in lines] == list(heads) and all(4 <= len(ln) <= 9 for ln in lines)
+        assert p.extra["acrostic"] == heads and p.ended
+
+
+def test_strict_tones_that_cannot_be_met_name_the_line():
+    # 明 is 平, so the line takes 平起 templates, whose character 2 is 平; 月 is 仄
+    with pytest.raises(FormError, match="could not be met in 3 tries .* line 1, character 2: '月' is 仄 where"):
+        poet().write("明月", form="五绝", tones="strict", budget=3, seed=1)
+    poem = poet().write("明月", form="五绝", tones="relaxed", seed=1)[0]  # character 1 is free: a 仄起 line
+    assert "failure" not in poem.extra and poem.extra["prosody"]["relaxed"] == 1.0
+
+
+def test_impossible_requests_are_named():
+    with pytest.raises(UnknownCharacterError, match="acrostic head '龘' is not in the model's vocabulary"):
+        poet().write("", acrostic="春龘", form="五绝")
+    with pytest.raises(FormError, match="acrostic '春夏秋冬春' has 5 heads but a 五绝 has 4 lines"):
+        poet().write("", acrostic="春夏秋冬春", form="五绝")
+    with pytest.raises(FormError, match="begin '月' and --acrostic '春夏': the first line must start with '春'"):
+        poet().write("月", acrostic="春夏")
+    with pytest.raises(FormError, match="--rhyme needs --form"):
+        poet().write("月", rhyme="阳")
+    with pytest.raises(SamplingError, match="--num 3 must be between 1 and --beam 2"):
+        poet().write("月", beam=2, num=3)
+    with pytest.raises(SamplingError, match="--rerank must be >= 1"):
+        poet().write("月", rerank=0)
