@@ -51,7 +51,7 @@ class Poet:
     def write(
         self,
         begins: str | list[str],
-        num: int = 1,
+        num: int | list[int] = 1,
         seed: int | None = None,
         temperature: float = 0.8,
         top_k: int = 0,
@@ -71,6 +71,7 @@ class Poet:
         prosody_weight: float = 1.0,
         budget: int = 20,
         allow_copies: bool = False,
+        seeds: list[int] | None = None,
     ) -> list[compose.Poem]:
         """`num` poems for each begin character or phrase.
 
@@ -82,8 +83,16 @@ class Poet:
         line copied from the training corpus (the checkpoint's line index) or one where a rule could
         not be met is rejected and written again, up to `budget` tries; `--tones strict` that still
         fails raises FormError naming the line.
+
+        `num` may be a list (poems per begin) and `seeds` one seed per begin: the i-th poem of a
+        begin with seed s is the poem `write(begin, seed=s)` writes i-th, whatever else is in the call.
         """
         begins = [begins] if isinstance(begins, str) else list(begins)
+        nums = list(num) if isinstance(num, list | tuple) else [num] * len(begins)
+        if len(nums) != len(begins) or (seeds is not None and len(seeds) != len(begins)):
+            raise ValueError("num and seeds must give one value per begin")
+        if any(n < 1 for n in nums):
+            raise SamplingError(f"--num must be >= 1, got {min(nums)}")
         if rerank < 1:
             raise SamplingError(f"--rerank must be >= 1, got {rerank}")
         if budget < 1:
@@ -102,7 +111,9 @@ class Poet:
             self.notes += notes
         for b in resolved:
             if heads and b and b[0] != heads[0]:
-                raise forms.FormError(f"begin '{b}' and --acrostic '{heads}': the first line must start with '{heads[0]}'")
+                raise forms.FormError(
+                    f"begin '{b}' and --acrostic '{heads}': the first line must start with '{heads[0]}'"
+                )
         shape = forms.get_form(form) if form else forms.free_form(len(heads)) if heads else None
         if shape is None and rhyme:
             raise forms.FormError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)")
@@ -120,7 +131,7 @@ class Poet:
         lines = None if allow_copies else self.ckpt.lines
         if beam:
             poems = compose.beam_write(
-                self.model, self.vocab, resolved, beam, num, max_length, mask(len(resolved) * beam), lines,
+                self.model, self.vocab, resolved, beam, nums, max_length, mask(len(resolved) * beam), lines,
                 repetition_penalty,
             )  # fmt: skip
             for p in poems:
@@ -134,17 +145,20 @@ class Poet:
             sampler = Sampler(
                 temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, repetition_penalty=repetition_penalty
             )
-            seed = secrets.randbits(31) if seed is None else seed
-            rows = [b for b in resolved for _ in range(num)]
+            if seeds is None:
+                seed = secrets.randbits(31) if seed is None else seed
+                seeds = [seed + sum(nums[:b]) * rerank for b in range(len(begins))]
+            rows = [b for b, n in zip(resolved, nums, strict=True) for _ in range(n)]
+            bases = [s + i * rerank for s, n in zip(seeds, nums, strict=True) for i in range(n)]
             best: list[compose.Poem | None] = [None] * len(rows)
             for attempt in range(budget):
                 todo = [r for r, p in enumerate(best) if p is None or p.extra["rejected"]]
                 if not todo:
                     break
                 cand_rows = [r for r in todo for _ in range(rerank)]
-                seeds = [seed + r * rerank + c + attempt * RETRY_STRIDE for r in todo for c in range(rerank)]
+                tries = [bases[r] + c + attempt * RETRY_STRIDE for r in todo for c in range(rerank)]
                 written = compose.write(
-                    self.model, self.vocab, [rows[r] for r in cand_rows], sampler, num=1, seeds=seeds,
+                    self.model, self.vocab, [rows[r] for r in cand_rows], sampler, num=1, seeds=tries,
                     max_length=max_length, stop_at_end=stop_at_end, random_state=random_state,
                     form=mask(len(cand_rows)),
                 )  # fmt: skip
@@ -164,7 +178,7 @@ class Poet:
                         f"--tones strict could not be met in {budget} tries (--budget): the poem for "
                         f"'{p.begin}' failed at {p.extra['failure']}; use --tones relaxed"
                     )
-        for poem, b in zip(poems, [b for b in begins for _ in range(num)], strict=True):
+        for poem, b in zip(poems, [b for b, n in zip(begins, nums, strict=True) for _ in range(n)], strict=True):
             poem.begin = b
             poem.extra.pop("rejected", None)
             poem.extra.pop("score", None)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tangshi import __version__
-from tangshi.config import SECTIONS, ConfigError, apply_overrides, load_preset, preset_names
+from tangshi.config import SECTIONS, ConfigError, ServeConfig, apply_overrides, load_preset, preset_names
 
 # glibc returns every step's activations to the kernel and faults them back in; these settings
 # make its heap recycle them instead (1.6-1.9x faster training on CPU, see README).
@@ -150,6 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
     ix.add_argument("--data", nargs="+", required=True, help="the corpus the model was trained on")
     _common(ix)
+
+    sv = sub.add_parser("serve", help="serve poems over HTTP: JSON API, OpenAPI docs at /docs, web page at /")
+    sv.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="a checkpoint to serve, repeatable; the first is the default (none: the bundled model)",
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=8000)
+    for f in dataclasses.fields(ServeConfig):
+        sv.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default, help=f"(default {f.default})")
 
     pr = sub.add_parser("presets", help="show the named presets")
     pr.add_argument("name", nargs="?", help="show one preset in full")
@@ -331,6 +344,35 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tangshi.checkpoint import CheckpointError
+    from tangshi.serve import run
+
+    checkpoints: dict[str, Path | None] = {}
+    for spec in args.checkpoint:
+        name, _, path = spec.rpartition("=")
+        folder = Path(path)
+        if not name:  # runs/tang/best -> tang
+            name = (
+                folder.resolve().parent.name
+                if folder.name == "best" or folder.name.startswith("step-")
+                else folder.name
+            )
+        if name in checkpoints:
+            raise ConfigError(f"--checkpoint {spec}: the name '{name}' is given twice")
+        if not folder.is_dir():
+            raise CheckpointError(f"--checkpoint {spec}: {folder} is not a checkpoint folder")
+        checkpoints[name] = folder
+    settings = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
+    for f in dataclasses.fields(ServeConfig):
+        if getattr(settings, f.name) < (0 if f.name == "threads" else 1):
+            raise ConfigError(f"--{f.name.replace('_', '-')} must be >= 1, got {getattr(settings, f.name)}")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be 1-65535, got {args.port}")
+    run(checkpoints or {"bundled": None}, args.host, args.port, settings)
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     names = [args.name] if args.name else preset_names()
     for name in names:
@@ -403,6 +445,7 @@ COMMANDS = {
     "write": cmd_write,
     "eval": cmd_eval,
     "index": cmd_index,
+    "serve": cmd_serve,
     "presets": cmd_presets,
     "prosody": cmd_prosody,
 }

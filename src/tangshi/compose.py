@@ -183,13 +183,14 @@ def beam_write(
     vocab: Vocab,
     begins: list[str],
     width: int,
-    num: int = 1,
+    num: int | list[int] = 1,
     max_length: int = 80,
     form: FormMask | None = None,
     lines: LineIndex | None = None,
     repetition_penalty: float = 1.0,
 ) -> list[Poem]:
-    """Beam search: for each begin phrase, the `num` most likely poems found with `width` hypotheses.
+    """Beam search: for each begin phrase, the `num` most likely poems found with `width` hypotheses
+    (`num` may be a list: poems per begin).
 
     `form` is a mask over len(begins) * width rows (hypothesis k of begin g is row g * width + k).
     A hypothesis that completes a line found in `lines` is pushed below every other. Poems in a form
@@ -197,8 +198,10 @@ def beam_write(
     """
     if width < 1:
         raise SamplingError(f"--beam must be >= 1, got {width}")
-    if not 1 <= num <= width:
-        raise SamplingError(f"--num {num} must be between 1 and --beam {width}")
+    nums = list(num) if isinstance(num, list | tuple) else [num] * len(begins)
+    for n in nums:
+        if not 1 <= n <= width:
+            raise SamplingError(f"--num {n} must be between 1 and --beam {width}")
     if repetition_penalty < 1:
         raise SamplingError(f"--repetition-penalty must be >= 1, got {repetition_penalty}")
     device = next(model.parameters()).device
@@ -275,7 +278,7 @@ def beam_write(
     rank = score if form is not None else mean.reshape(groups, k) - COPY_PENALTY * copies.reshape(groups, k)
     poems = []
     for g, begin in enumerate(begins):
-        for j in rank[g].argsort(descending=True)[:num].tolist():
+        for j in rank[g].argsort(descending=True)[: nums[g]].tolist():
             r = g * k + j
             ids = [i for i in seqs[r].tolist() if i != PAD]
             ended = EOS in ids

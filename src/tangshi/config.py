@@ -233,3 +233,17 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         else:
             raise ConfigError(f"unknown option --{key.replace('_', '-')}")
     return cfg
+
+
+@dataclass
+class ServeConfig:
+    """`tangshi serve`: request limits and batching."""
+
+    max_num: int = 16  # poems per request
+    max_begin: int = 16  # characters of a begin phrase or of the acrostic heads
+    max_length: int = 200  # characters of a free poem
+    max_body: int = 16 * 1024  # bytes of a request body
+    max_beam: int = 16  # beam width
+    max_rerank: int = 16  # candidates a poem
+    batch_max: int = 64  # poems written in one batch
+    threads: int = 0  # torch threads for inference (0: torch's default)
