@@ -203,6 +203,11 @@ def normalise(text: str, script: str = "simplified") -> str:
     return text
 
 
+def to_script(text: str, script: str) -> str:
+    """The text in simplified (OpenCC t2s) or traditional (s2t) characters."""
+    return _opencc("t2s" if script == "simplified" else "s2t").convert(text)
+
+
 def variants(char: str) -> list[str]:
     """The simplified and traditional forms of a character other than itself."""
     out = []

@@ -37,6 +37,7 @@ from tangshi import prosody
 from tangshi.api import Poet
 from tangshi.compose import UnknownCharacterError
 from tangshi.config import ServeConfig as Settings
+from tangshi.corpus import to_script
 from tangshi.forms import FormError
 from tangshi.sampling import SamplingError
 
@@ -261,7 +262,10 @@ def _settle(future: asyncio.Future, result: Any) -> None:
 
 def _poem_out(p, script: str) -> dict[str, Any]:
     report = p.extra.get("prosody") or prosody.check(p.text).to_dict()
-    convert = _to_traditional if script == "traditional" else (lambda s: s)
+
+    def convert(text: str) -> str:
+        return to_script(text, script)
+
     steps = len(p.text) + (1 if p.ended else 0)
     return {
         "text": convert(p.text),
@@ -276,12 +280,6 @@ def _poem_out(p, script: str) -> dict[str, Any]:
         "failure": p.extra.get("failure"),
         "prosody": {**report, "lines": [convert(x) for x in report.get("lines", [])]},
     }
-
-
-def _to_traditional(text: str) -> str:
-    from tangshi.corpus import normalise
-
-    return normalise(text, "traditional")
 
 
 # ---------------------------------------------------------------- the app

@@ -41,7 +41,7 @@ function render(poem) {
     }).join("");
     const tones = regular && $("marks").checked && p.actual[i]
       ? `<span class="marks" aria-label="tones">${[...p.actual[i]].map((t) => MARK[t] || t).join("")}</span>` : "";
-    return `<div class="line">${body}${tones}</div>`;
+    return `<div class="line"><span class="text">${body}</span>${tones}</div>`;
   });
   const box = $("poem");
   box.className = $("vertical").checked ? "vertical" : "";

@@ -1,0 +1,98 @@
+"""The web page in a real browser: Debian's Chromium driven by Playwright writes a 七律 through the
+page, in vertical layout, and copies it. Skipped where /usr/bin/chromium is missing, except in CI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("TANGSHI_CHROMIUM", "/usr/bin/chromium"))
+# as root in a closed network Chromium needs no sandbox and no background connections
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing (.ci/run installs Debian's chromium)")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    import uvicorn
+
+    from tangshi.serve import create_app
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not srv.started:
+        assert time.time() < deadline, "the server did not start"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_the_page_writes_a_qilv_in_vertical_layout(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone's width
+            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server)
+            page = context.new_page()
+            page.goto(server + "/")
+            page.fill("#begin", "月")
+            page.select_option("#form", "七律")
+            page.check("#vertical")
+            page.click("#write")
+            page.wait_for_selector("body[data-poems='1']", timeout=30000)
+            lines = page.locator("#poem .line")
+            assert lines.count() == 8
+            texts = [lines.nth(i).inner_text() for i in range(8)]
+            assert texts[0].startswith("月")
+            assert page.locator("#poem").get_attribute("class") == "vertical"
+            assert page.evaluate("getComputedStyle(document.querySelector('#poem')).writingMode") == "vertical-rl"
+            assert page.locator("#poem .rhyme").count() >= 4  # the even lines' rhymes are marked
+            assert "七律" in page.inner_text("#info")
+            # no horizontal overflow of the page on a phone
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+            page.screenshot(path=str(tmp_path / "qilv.png"), full_page=True)
+            shots = os.environ.get("TANGSHI_SCREENSHOTS")
+            if shots:
+                page.screenshot(path=str(Path(shots) / "qilv-vertical-phone.png"), full_page=True)
+            page.click("#copy")
+            copied = page.evaluate("navigator.clipboard.readText()")
+            assert copied.splitlines()[0].startswith("月") and len(copied.splitlines()) == 4
+            first = page.inner_text("#poem")
+            page.click("#another")
+            page.wait_for_selector("body[data-poems='2']", timeout=30000)
+            assert page.inner_text("#poem") != first
+            # a bad request shows the server's message, naming the field
+            page.fill("#begin", "龘")
+            page.click("#write")
+            page.wait_for_selector("#error:not([hidden])", timeout=30000)
+            assert "begin" in page.inner_text("#error") and "龘" in page.inner_text("#error")
+        finally:
+            browser.close()
