@@ -68,3 +68,16 @@ def test_one_sort_nucleus_draws_the_filtered_distribution():
     # p = 1 keeps everything finite; tiny p keeps the most likely id only
     assert sample_top_p(logits, torch.tensor([0.999]), 1.0).item() != 5
     assert sample_top_p(logits, torch.tensor([0.5]), 1e-6).item() == int(logits.argmax())
+
+
+def test_nucleus_from_the_top_ids_equals_the_full_sort():
+    from tangshi.sampling import sample_top_p
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(200, 500, generator=g) * 3
+    logits[:, 400:] = float("-inf")  # masked ids, as under a form
+    u = torch.rand(200, generator=g)
+    for p in (0.5, 0.9, 0.999):
+        full = sample_top_p(logits, u, p, stages=())
+        for stages in ((8,), (8, 64), (64, 256), (2, 16, 128)):  # rows whose nucleus is wider go on
+            assert torch.equal(sample_top_p(logits, u, p, stages=stages), full)

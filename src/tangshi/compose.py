@@ -73,7 +73,7 @@ def resolve_begin(
     return "".join(out), notes
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def write(
     model: CharRNN,
     vocab: Vocab,
@@ -177,7 +177,7 @@ def write(
 COPY_PENALTY = 1e4  # a hypothesis with a copied line sinks below every other, but the search goes on
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_write(
     model: CharRNN,
     vocab: Vocab,
@@ -257,7 +257,7 @@ def beam_write(
             if form is not None:
                 form.select(rows.tolist())
                 form.update(ids)
-                ended = torch.tensor(form.ended_line, device=device)
+                ended = form.ended_line.to(device)
             else:
                 ended = live & (torch.isin(ids, punct) | (ids == EOS))
             if lines is not None and bool(ended.any()):

@@ -245,5 +245,7 @@ class ServeConfig:
     max_body: int = 16 * 1024  # bytes of a request body
     max_beam: int = 16  # beam width
     max_rerank: int = 16  # candidates a poem
+    max_candidates: int = 64  # num x rerank: poems sampled for one request
+    budget: int = 5  # tries a poem when a rule or the copy check fails
     batch_max: int = 64  # poems written in one batch
     threads: int = 0  # torch threads for inference (0: torch's default)

@@ -161,14 +161,20 @@ class FormMask:
         self.open_groups = groups  # (B, G)
         self.open_types = torch.ones(batch, 4, dtype=torch.bool)  # (B, 4)
         self.used = torch.zeros(batch, len(vp.vocab), dtype=torch.bool)
+        self.head_ids = torch.full((batch, form.lines), -1, dtype=torch.long)  # (B, lines): -1 no head
         for r, h in enumerate(self.heads):  # the heads are reserved for their lines
-            for ch in h:
+            for k, ch in enumerate(h):
                 self.used[r, vp.vocab.id(ch)] = True
-        self.line = [0] * batch
-        self.pos = [0] * batch  # 0..chars-1 a character, chars the punctuation
-        self.finished = [False] * batch
-        self.ended_line = [False] * batch  # the last update closed a line
+                self.head_ids[r, k] = vp.vocab.id(ch)
+        self.line = torch.zeros(batch, dtype=torch.long)
+        self.pos = torch.zeros(batch, dtype=torch.long)  # 0..chars-1 a character, chars the punctuation
+        self.finished = torch.zeros(batch, dtype=torch.bool)
+        self.ended_line = torch.zeros(batch, dtype=torch.bool)  # the last update closed a line
         self.failures: list[str | None] = [None] * batch  # where a rule could not be met, first only
+        # (lines, chars, 4 templates, 2 tones): the requirement of a position, gathered per row
+        self._req = self.req.permute(1, 2, 0, 3).contiguous()
+        self._ping_ze = torch.stack([vp.ping, vp.ze], dim=1)  # (V, 2)
+        self._groups_f = vp.in_group.float()  # (G, V)
 
     def _check_heads(self, heads: str) -> None:
         vp, f = self.vp, self.form
@@ -192,107 +198,108 @@ class FormMask:
 
     # -- what may come next
 
-    def head_at(self, r: int) -> int | None:
-        """The id forced at row r's current position by its acrostic, if any."""
-        h = self.heads[r]
-        if self.pos[r] == 0 and self.line[r] < len(h) and not self.finished[r]:
-            return self.vp.vocab.id(h[self.line[r]])
-        return None
-
-    def _punctuation(self, i: int) -> int:
-        return self.vp.comma if i % 2 == 0 and i < self.form.lines - 1 else self.vp.period
+    def _punctuation(self, line: torch.Tensor) -> torch.Tensor:
+        """，after odd lines, 。after even ones and after the last."""
+        comma = (line % 2 == 0) & (line < self.form.lines - 1)
+        return torch.where(comma, self.vp.comma, self.vp.period)
 
     def allowed(self) -> torch.Tensor:
         """(B, V) bool: the ids each poem may write next."""
         vp, f = self.vp, self.form
-        out = torch.zeros(self.batch, len(vp.vocab), dtype=torch.bool)
-        for r in range(self.batch):
-            i, j = self.line[r], self.pos[r]
-            if self.finished[r] or i >= f.lines:
-                out[r, EOS] = True
-                continue
-            head = self.head_at(r)
-            if head is not None:
-                out[r, head] = True
-                continue
-            if f.free:
-                if j < FREE_MAX:
-                    out[r] = vp.char if self.allow_repeat else vp.char & ~self.used[r]
-                if j >= FREE_MIN or not out[r].any():
-                    out[r, self._punctuation(i)] = True
-                continue
-            if j == f.chars:
-                out[r, self._punctuation(i)] = True
-                continue
-            m = vp.char.clone()
-            if not self.allow_repeat:
-                m &= ~self.used[r]
-            need = self.req[self.open_types[r], i, j]  # (open templates, 2)
-            tones = need.any(dim=0)
-            if not tones.all():
-                m &= vp.ping if tones[0] else vp.ze
-            rhyming = j == f.chars - 1 and (i % 2 == 1 or i == 0)
-            if rhyming:
-                rhymes = (self.open_groups[r, :, None] & vp.in_group).any(dim=0)  # 平 chars of open groups
-                if i % 2 == 1:
-                    m &= rhymes
-                else:  # line 1 rhymes (A, B) or ends 仄 (a, b)
-                    may_rhyme = bool(self.open_types[r, [1, 3]].any())
-                    may_not = bool(self.open_types[r, [0, 2]].any())
-                    m &= (rhymes if may_rhyme else torch.zeros_like(m)) | (vp.ze if may_not else torch.zeros_like(m))
-            if not m.any():  # nothing left that fits (e.g. every rhyme used): any character, noted
-                if self.failures[r] is None:
-                    groups = "/".join(vp.groups[g][-1] for g in self.open_groups[r].nonzero().flatten().tolist())
-                    rules = [f"is {_need(need)}"] if not tones.all() else []
-                    rules += [f"rhymes in {groups}"] if rhyming and i % 2 == 1 else []
-                    self.failures[r] = f"line {i + 1}, character {j + 1}: no unused character {' and '.join(rules)}"
-                m = vp.char
-            out[r] = m
+        rows = torch.arange(self.batch)
+        done = self.finished | (self.line >= f.lines)
+        i = self.line.clamp(max=f.lines - 1)
+        j = self.pos
+        head = torch.where((j == 0) & ~done, self.head_ids[rows, i], -1)
+        m = vp.char.expand(self.batch, -1)
+        if not self.allow_repeat:
+            m = m & ~self.used
+        if f.free:
+            m = m & (j < FREE_MAX)[:, None]
+            punct = (j >= FREE_MIN) | ~m.any(dim=1)
+        else:
+            punct = j >= f.chars
+            jj = j.clamp(max=f.chars - 1)
+            need = (self._req[i, jj] & self.open_types[:, :, None]).any(dim=1)  # (B, 2) tones the templates allow
+            m = m & ((need[:, :1] & vp.ping) | (need[:, 1:] & vp.ze))
+            last = (jj == f.chars - 1) & ~punct & ~done
+            even = last & (i % 2 == 1)
+            first = last & (i == 0)
+            if bool(last.any()):  # rhyme positions: only these rows pay for the group look-up
+                rhymes = (self.open_groups.float() @ self._groups_f) > 0  # (B, V) 平 chars of the open groups
+                m = torch.where(even[:, None], m & rhymes, m)
+                if bool(first.any()):
+                    may_rhyme = self.open_types[:, [1, 3]].any(dim=1, keepdim=True)  # line 1 rhymes (A, B)...
+                    may_not = self.open_types[:, [0, 2]].any(dim=1, keepdim=True)  # ...or ends 仄 (a, b)
+                    m = torch.where(first[:, None], m & ((rhymes & may_rhyme) | (vp.ze & may_not)), m)
+            stuck = ~m.any(dim=1) & ~punct & ~done & (head < 0)
+            if bool(stuck.any()):  # nothing left that fits (e.g. every rhyme used): any character, noted
+                for r in stuck.nonzero().flatten().tolist():
+                    self._note_stuck(r, int(i[r]), int(j[r]), need[r], bool(even[r]))
+                m = torch.where(stuck[:, None], vp.char, m)
+        special = punct | (head >= 0) | done
+        if not bool(special.any()):
+            return m
+        out = m & ~special[:, None]
+        out[rows[punct], self._punctuation(i[punct])] = True
+        forced = head >= 0
+        out[rows[forced], head[forced]] = True
+        out[done] = False
+        out[done, EOS] = True
         return out
+
+    def _note_stuck(self, r: int, i: int, j: int, need: torch.Tensor, rhyming: bool) -> None:
+        if self.failures[r] is not None:
+            return
+        vp = self.vp
+        groups = "/".join(vp.groups[g][-1] for g in self.open_groups[r].nonzero().flatten().tolist())
+        rules = [f"is {_need(need[None])}"] if not need.all() else []
+        rules += [f"rhymes in {groups}"] if rhyming else []
+        self.failures[r] = f"line {i + 1}, character {j + 1}: no unused character {' and '.join(rules)}"
 
     # -- after each step
 
     def update(self, ids: torch.Tensor) -> None:
         vp, f = self.vp, self.form
-        for r, c in enumerate(ids.tolist()):
-            self.ended_line[r] = False
-            if self.finished[r]:
-                continue
-            i, j = self.line[r], self.pos[r]
-            if i >= f.lines:
-                self.finished[r] = True
-                continue
-            if f.free:
-                if c in (vp.comma, vp.period):
-                    self.line[r], self.pos[r], self.ended_line[r] = i + 1, 0, True
-                else:
-                    self.used[r, c] = True
-                    self.pos[r] += 1
-                continue
-            if j < f.chars:
-                self.used[r, c] = True
-                tones = torch.tensor([bool(vp.ping[c]), bool(vp.ze[c])])
-                fits = (self.req[:, i, j] & tones).any(dim=1) & self.open_types[r]
-                if fits.any():
-                    self.open_types[r] = fits
-                elif self.failures[r] is None:  # a forced head or begin character that fits no template
+        c = ids.to("cpu", torch.long)
+        rows = torch.arange(self.batch)
+        self.ended_line = torch.zeros(self.batch, dtype=torch.bool)
+        live = ~self.finished
+        over = live & (self.line >= f.lines)
+        self.finished = self.finished | over
+        live = live & ~over
+        if f.free:
+            closes = live & ((c == vp.comma) | (c == vp.period))
+            writes = live & ~closes
+        else:
+            closes = live & (self.pos >= f.chars)
+            writes = live & ~closes
+            i, jj = self.line.clamp(max=f.lines - 1), self.pos.clamp(max=f.chars - 1)
+            fits = (self._req[i, jj] & self._ping_ze[c][:, None, :]).any(dim=-1) & self.open_types  # (B, 4)
+            ok = fits.any(dim=1)
+            self.open_types = torch.where((writes & ok)[:, None], fits, self.open_types)
+            for r in (writes & ~ok).nonzero().flatten().tolist():  # a forced head or begin character
+                if self.failures[r] is None:
+                    cr = int(c[r])
                     self.failures[r] = (
-                        f"line {i + 1}, character {j + 1}: '{vp.vocab.tokens[c]}' is {vp.tone_name(c)} where the "
-                        f"tone template needs {_need(self.req[self.open_types[r], i, j])}"
+                        f"line {int(i[r]) + 1}, character {int(jj[r]) + 1}: '{vp.vocab.tokens[cr]}' is "
+                        f"{vp.tone_name(cr)} where the tone template needs "
+                        f"{_need(self.req[self.open_types[r], i[r], jj[r]])}"
                     )
-                if j == f.chars - 1 and (i % 2 == 1 or (i == 0 and not bool(vp.ze[c]))):
-                    narrowed = self.open_groups[r] & vp.in_group[:, c]
-                    if narrowed.any():
-                        self.open_groups[r] = narrowed
-                self.pos[r] += 1
-            else:
-                self.line[r], self.pos[r], self.ended_line[r] = i + 1, 0, True
+            ends = writes & (jj == f.chars - 1) & ((i % 2 == 1) | ((i == 0) & ~vp.ze[c]))
+            narrowed = self.open_groups & vp.in_group[:, c].T  # (B, G)
+            keep = ends & narrowed.any(dim=1)
+            self.open_groups = torch.where(keep[:, None], narrowed, self.open_groups)
+        self.used[rows[writes], c[writes]] = True
+        self.pos = torch.where(writes, self.pos + 1, torch.where(closes, 0, self.pos))
+        self.line = torch.where(closes, self.line + 1, self.line)
+        self.ended_line = closes
 
     def select(self, rows: list[int]) -> None:
         """Keep these rows, in this order (beam search reorders and copies its hypotheses)."""
         idx = torch.tensor(rows, dtype=torch.long)
-        self.open_groups, self.open_types, self.used = self.open_groups[idx], self.open_types[idx], self.used[idx]
-        for name in ("heads", "line", "pos", "finished", "ended_line", "failures"):
-            values = getattr(self, name)
-            setattr(self, name, [values[r] for r in rows])
+        for name in ("open_groups", "open_types", "used", "head_ids", "line", "pos", "finished", "ended_line"):
+            setattr(self, name, getattr(self, name)[idx])
+        self.heads = [self.heads[r] for r in rows]
+        self.failures = [self.failures[r] for r in rows]
         self.batch = len(rows)

@@ -90,7 +90,7 @@ class CharRNN(nn.Module):
             return self.head.log_prob(flat).reshape(*out.shape[:-1], -1), state
         return self.head(out), state
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """One decoding step: ids (B,) -> logits (B, V), the state carried (inference only).
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 NEG_INF = float("-inf")
+MIN_TEMPERATURE = 1e-4  # below this, sampling is the argmax it tends to
 
 
 class SamplingError(ValueError):
@@ -40,7 +41,7 @@ class Sampler:
         """logits (B, V), uniforms (B,) in [0, 1), seen (B, V) bool of ids already used -> ids (B,)."""
         if seen is not None and self.repetition_penalty != 1:
             logits = penalise_repeats(logits, seen, self.repetition_penalty)
-        if self.greedy:
+        if self.greedy or self.temperature < MIN_TEMPERATURE:  # logits / 1e-300 would overflow to inf
             return logits.argmax(dim=-1)
         logits = logits / self.temperature
         if self.top_k:
@@ -81,18 +82,42 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, NEG_INF)
 
 
-def sample_top_p(logits: torch.Tensor, uniforms: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus sampling in one sort: the kept ids are a prefix of the ids sorted by probability, so
-    the inverse-CDF draw runs on that prefix's cumulative sum (the same distribution as
-    `top_p_filter` followed by `sample`, with ids visited in order of probability)."""
-    sorted_logits, order = torch.sort(logits.float(), dim=-1, descending=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
-    cdf = torch.cumsum(probs, dim=-1)  # (B, V)
+TOP_STAGES = (32, 256, 1024)  # ids sorted first; rows whose nucleus reaches further take the next stage
+
+
+def sample_top_p(
+    logits: torch.Tensor, uniforms: torch.Tensor, p: float, stages: tuple[int, ...] = TOP_STAGES
+) -> torch.Tensor:
+    """Nucleus sampling by inverse CDF over the ids sorted by probability: the kept ids are a
+    prefix of that order, so the draw runs on the prefix's cumulative sum (the same distribution as
+    `top_p_filter` followed by `sample`). A row sorts only its k most likely ids (`topk`, k from
+    `stages`) once they hold mass p, which the first stage nearly always does; a row that no stage
+    covers sorts everything."""
+    logits = logits.float()
+    v = logits.shape[-1]
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, 1): probabilities over the whole row
+    ids = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+    todo = torch.arange(logits.shape[0], device=logits.device)
+    for k in [k for k in stages if k < v] + [v]:
+        rows = logits[todo]
+        top, order = torch.topk(rows, k, dim=-1) if k < v else torch.sort(rows, dim=-1, descending=True)
+        done = torch.exp(top - lse[todo]).sum(dim=-1) >= p if k < v else torch.ones_like(todo, dtype=torch.bool)
+        if bool(done.any()):
+            ids[todo[done]] = _draw(top[done], order[done], lse[todo[done]], uniforms[todo[done]], p)
+        todo = todo[~done]
+        if todo.numel() == 0:
+            break
+    return ids
+
+
+def _draw(top: torch.Tensor, order: torch.Tensor, lse: torch.Tensor, uniforms: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverse-CDF draw from the nucleus of logits sorted descending (`top`, their ids `order`)."""
+    probs = torch.exp(top - lse)
+    cdf = torch.cumsum(probs, dim=-1)
     kept = ((cdf - probs) < p).sum(dim=-1, keepdim=True).clamp(min=1)  # the first id is always kept
     total = cdf.gather(-1, kept - 1)  # (B, 1): the mass of the nucleus
     target = uniforms.to(cdf.dtype).unsqueeze(-1) * total
-    idx = torch.searchsorted(cdf, target, right=True)
-    idx = torch.minimum(idx, kept - 1)
+    idx = torch.minimum(torch.searchsorted(cdf, target, right=True), kept - 1)
     return order.gather(-1, idx).squeeze(-1)
 
 

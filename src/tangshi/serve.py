@@ -14,8 +14,6 @@ multiplies throughput under load. Each poem draws from its own seeded generator,
 with a seed gets the poem it would get alone.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import queue
@@ -31,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from tangshi import prosody
 from tangshi.api import Poet
@@ -47,7 +45,7 @@ FORM_NAMES = ("free", "五绝", "七绝", "五律", "七律")
 class PoemRequest(BaseModel):
     """What `tangshi write` takes, as JSON. Unknown fields are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no true -> 1, no "5" -> 5
 
     model: str | None = Field(None, description="a loaded checkpoint's name (GET /v1/models); default: the first")
     begin: str = Field("", description="begin character or phrase (empty: the model's choice)")
@@ -69,6 +67,21 @@ class PoemRequest(BaseModel):
     seed: Annotated[int | None, Field(ge=0, lt=2**31)] = None
     max_length: Annotated[int, Field(ge=1)] = 80
     script: Literal["simplified", "traditional"] = "simplified"
+
+
+def request_model(settings: Settings) -> type[PoemRequest]:
+    """PoemRequest with this server's limits in its schema (and so in /docs and its 422s)."""
+    s = settings
+    return create_model(
+        "PoemRequest",
+        __base__=PoemRequest,
+        begin=(Annotated[str, Field(max_length=s.max_begin, description="begin character or phrase")], ""),
+        acrostic=(Annotated[str, Field(max_length=s.max_begin, description="藏头诗: one head a line")], ""),
+        num=(Annotated[int, Field(ge=1, le=s.max_num)], 1),
+        max_length=(Annotated[int, Field(ge=1, le=s.max_length)], 80),
+        beam=(Annotated[int, Field(ge=0, le=s.max_beam)], 0),
+        rerank=(Annotated[int, Field(ge=1, le=s.max_rerank)], 1),
+    )
 
 
 class PoemOut(BaseModel):
@@ -223,6 +236,7 @@ class Worker:
             rerank=req.rerank,
             prosody_weight=req.prosody_weight,
             allow_copies=req.allow_copies,
+            budget=self.settings.budget,
         )
         notes = list(poet.notes)
         out, start = [], 0
@@ -361,21 +375,26 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
             )
         return {"models": out}
 
-    @app.post("/v1/poems", response_model=PoemsOut)
-    async def poems(req: PoemRequest):
-        s = settings
-        for name, value, limit, what in (
-            ("num", req.num, s.max_num, "poems a request"),
-            ("begin", len(req.begin), s.max_begin, "characters"),
-            ("acrostic", len(req.acrostic), s.max_begin, "heads"),
-            ("max_length", req.max_length, s.max_length, "characters"),
-            ("beam", req.beam, s.max_beam, "hypotheses"),
-            ("rerank", req.rerank, s.max_rerank, "candidates"),
-        ):
-            if value > limit:
-                return _unprocessable(name, f"at most {limit} {what} (server limit), got {value}", value)
+    Request_ = request_model(settings)
+
+    @app.post(
+        "/v1/poems",
+        response_model=PoemsOut,
+        responses={
+            400: {"description": "the body could not be read (not UTF-8 JSON)"},
+            413: {"description": "the body is larger than the server's --max-body"},
+            422: {"description": "a field is invalid or cannot be served; `detail[].loc` names it"},
+        },
+    )
+    async def poems(req: Request_):  # type: ignore[valid-type]
         if req.model is not None and req.model not in app.state.poets:
             return _unprocessable("model", f"no model '{req.model}'; loaded: {', '.join(app.state.poets)}", req.model)
+        if req.num * req.rerank > settings.max_candidates:
+            return _unprocessable(
+                "rerank",
+                f"num x rerank is {req.num * req.rerank}, over the server's {settings.max_candidates}",
+                req.rerank,
+            )
         if req.beam and req.num > req.beam:
             return _unprocessable("num", f"num {req.num} must be at most beam {req.beam}", req.num)
         try:
