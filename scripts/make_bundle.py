@@ -48,7 +48,7 @@ def main() -> int:
     fp32 = losses(best, data)
 
     tmp = Path(tempfile.mkdtemp())
-    checkpoint.write(tmp / "m", best.model, best.vocab, best.config)
+    checkpoint.write(tmp / "m", best.model, best.vocab, best.config, lines=best.lines)
     shipped, dtype = fp32, "float32"
     if (tmp / "m" / "model.safetensors").stat().st_size > LIMIT:
         half = {k: v.half() for k, v in model_tensors(best.model).items()}
