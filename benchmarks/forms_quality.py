@@ -50,24 +50,25 @@ def main() -> int:
     print(f"{len(train_lines):,} distinct lines in the training split")
 
     rows, summary = [], {}
-    for form, (n_lines, _) in FORMS.items():
+    for f, (form, (n_lines, _)) in enumerate(FORMS.items()):
+        seed = args.seed + 10_000 * f  # each form its own seeds: a 五律 would otherwise open as the 五绝 did
         poems = []
         for i, begin in enumerate(BEGINS):
             if args.beam:  # beam search is deterministic: one begin, ten poems of the beam
                 poems += poet.write([begin], num=10, form=form, beam=max(args.beam, 10))
             else:
-                poems += poet.write([begin], num=10, seed=args.seed + 100 * i, form=form, rerank=args.rerank)
+                poems += poet.write([begin], num=10, seed=seed + 100 * i, form=form, rerank=args.rerank)
         heads = HEADS4 if n_lines == 4 else HEADS4 + HEADS8
         for i in range(30):
             h = heads[i % len(heads)]
             h = h if len(h) <= n_lines else h[:n_lines]
             poems += poet.write(
-                [""], num=1, seed=args.seed + 1000 + i, form=form, acrostic=h, beam=args.beam, rerank=args.rerank
+                [""], num=1, seed=seed + 1000 + i, form=form, acrostic=h, beam=args.beam, rerank=args.rerank
             )
         free = []
         length = len(poems[0].text)  # characters and punctuation of one poem in this form
         for i, begin in enumerate(BEGINS):
-            free += poet.write([begin], num=10, seed=args.seed + 100 * i, max_length=length, stop_at_end=False)
+            free += poet.write([begin], num=10, seed=seed + 100 * i, max_length=length, stop_at_end=False)
         reports = [check(p.text) for p in poems]
         lines = [ln for r in reports for ln in r.lines]
         acro = [p for p in poems if p.extra.get("acrostic")]
