@@ -86,3 +86,26 @@ def test_step_equals_forward(cell, output):
     assert torch.allclose(torch.stack(steps, dim=1), full, atol=1e-5)
     for a, b in zip(state if cell == "lstm" else [state], full_state if cell == "lstm" else [full_state], strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_linear_cross_entropy_equals_the_unfused_loss_and_gradients(bias):
+    import torch.nn.functional as F
+
+    from tangshi.model import linear_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(300, 16, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(50, 16, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(50, dtype=torch.float64, generator=g, requires_grad=True) if bias else None
+    t = torch.randint(0, 50, (300,), generator=g)
+    params = [x for x in (h, w, b) if x is not None]
+    ref = F.cross_entropy(F.linear(h, w, b), t)
+    expected = torch.autograd.grad(3 * ref, params)
+    got_loss = linear_cross_entropy(h, w, b, t, chunk=64)  # 300 rows: four full chunks and a partial one
+    got = torch.autograd.grad(3 * got_loss, params)
+    assert torch.allclose(got_loss, ref, atol=1e-12)
+    for a, e in zip(got, expected, strict=True):
+        assert torch.allclose(a, e, atol=1e-12)
+    with torch.no_grad():  # no gradient wanted: the loss alone
+        assert torch.allclose(linear_cross_entropy(h, w, b, t, chunk=64), ref, atol=1e-12)
