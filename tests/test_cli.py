@@ -35,9 +35,10 @@ def test_write_json_lines_and_pretty_output(tiny_run, capsys):
 
 
 def test_eval_json(tiny_run, poems_txt, capsys):
-    assert main(["eval", "--checkpoint", str(tiny_run / "best"), "--data", str(poems_txt), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"loss", "perplexity", "tokens", "poems"} and report["poems"] == 12
+    args = ["eval", "--checkpoint", str(tiny_run / "best"), "--data", str(poems_txt), "--split", "all"]
+    assert main([*args, "--poems", "0", "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)["models"]
+    assert {"loss", "perplexity", "bits_per_char", "tokens", "poems"} <= set(report) and report["poems"] == 12
 
 
 @pytest.mark.parametrize(

@@ -48,5 +48,7 @@ def test_prepare_train_write(tmp_path, poems_txt):
     first = tangshi("write", "月", "山", "--checkpoint", str(run / "best"), "--seed", "2")
     assert first == tangshi("write", "月", "山", "--checkpoint", str(run / "best"), "--seed", "2")
     assert first.startswith("月")
-    report = json.loads(tangshi("eval", "--checkpoint", str(run / "best"), "--data", str(poems_txt), "--json"))
-    assert report["poems"] == 12
+    report = json.loads(
+        tangshi("eval", "--checkpoint", str(run / "best"), "--data", str(poems_txt), "--split", "all", "--json")
+    )
+    assert report["models"][0]["poems"] == 12 and report["models"][0]["settings"]["七律"]["form"] == 1.0

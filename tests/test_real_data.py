@@ -27,10 +27,14 @@ def test_tang_corpus_counts_and_cache(tmp_path, monkeypatch):
 def test_bundled_model_on_real_poems():
     need_shared_data()
     out = subprocess.run(
-        [sys.executable, "-m", "tangshi", "eval", "--data", str(TANG / "poet.tang.0.json"), "--json"],
+        [sys.executable, "-m", "tangshi", "eval", "--data", str(TANG / "poet.tang.0.json"), "--split", "all", "--json"],
         capture_output=True,
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+    result = json.loads(out.stdout)
+    report = result["models"][0]
     assert report["poems"] > 500 and 2.0 < report["loss"] < 5.5
+    free = report["settings"]["free"]
+    assert free["poems"] == 100 and free["end_rate"] > 0.9 and free["line_repeat"] < 0.05
+    assert report["settings"]["七律"]["form"] == 1.0 and result["human"]["settings"]["human"]["poems"] == 100

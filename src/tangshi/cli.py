@@ -19,6 +19,8 @@ from typing import Any
 from tangshi import __version__
 from tangshi.config import SECTIONS, ConfigError, ServeConfig, apply_overrides, load_preset, preset_names
 
+SETTINGS = ("free", "begin", "五绝", "七绝", "五律", "七律", "acrostic")  # tangshi.suite.SETTINGS, without torch
+
 # glibc returns every step's activations to the kernel and faults them back in; these settings
 # make its heap recycle them instead (1.6-1.9x faster training on CPU, see README).
 _MALLOC_ENV = {
@@ -138,11 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("--allow-copies", action="store_true", help="keep lines copied verbatim from the training corpus")
     wr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
 
-    ev = sub.add_parser("eval", help="per-character loss and perplexity of a corpus")
-    ev.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
+    ev = sub.add_parser(
+        "eval", help="the evaluation suite: loss on a split, and metrics of generated poems against human ones"
+    )
+    ev.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="a checkpoint to measure, repeatable (default: the bundled model)",
+    )
     ev.add_argument("--data", nargs="+", required=True, help="corpus files or folders")
-    ev.add_argument("--split", default="all", choices=["all", "train", "val", "test"])
-    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.add_argument("--split", default="test", choices=["all", "train", "val", "test"], help="split for the loss")
+    ev.add_argument("--poems", type=int, default=100, help="poems per setting (0: the loss only)")
+    ev.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, from: " + ", ".join(SETTINGS))
+    ev.add_argument("--seed", type=int, default=1)
+    ev.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
+    ev.add_argument("--plots", type=Path, help="write PNG plots (loss curves, compliance, diversity) here")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     _common(ev)
 
@@ -316,18 +330,44 @@ def _explain(text: str) -> None:
     print(f"  {r.form}, {rhyme}, {r.template_name}; {tones}")
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from tangshi.evaluate import corpus_loss
+def _named_checkpoints(specs: list[str]) -> dict[str, Path | None]:
+    """[NAME=]DIR options -> {name: folder}; none given: the bundled model."""
+    from tangshi.checkpoint import CheckpointError
 
-    poet = _load_poet(args.checkpoint, args.device)
-    report = corpus_loss(poet.ckpt, args.data, split=args.split, fmt=args.format, cache_dir=args.cache_dir)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(
-            f"loss {report['loss']:.4f} nats/char  perplexity {report['perplexity']:.2f}  "
-            f"({report['tokens']:,} tokens, {report['poems']:,} poems)"
-        )
+    out: dict[str, Path | None] = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=")
+        folder = Path(path)
+        if not name:  # runs/tang/best -> tang
+            run = folder.name == "best" or folder.name.startswith("step-")
+            name = folder.resolve().parent.name if run else folder.name
+        if name in out:
+            raise ConfigError(f"--checkpoint {spec}: the name '{name}' is given twice")
+        if not folder.is_dir():
+            raise CheckpointError(f"--checkpoint {spec}: {folder} is not a checkpoint folder")
+        out[name] = folder
+    return out or {"bundled": None}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tangshi.suite import markdown, plots, run_suite
+    from tangshi.train import resolve_device
+
+    settings = [x.strip() for x in args.settings.split(",") if x.strip()]
+    for x in settings:
+        if x not in SETTINGS:
+            raise ConfigError(f"--settings: unknown setting '{x}'; choose from {', '.join(SETTINGS)}")
+    if args.poems < 0:
+        raise ConfigError(f"--poems must be >= 0, got {args.poems}")
+    checkpoints = _named_checkpoints(args.checkpoint)
+    result = run_suite(
+        checkpoints, args.data, args.split, args.poems, settings, args.seed, str(resolve_device(args.device)),
+        fmt=args.format, cache_dir=args.cache_dir,
+    )  # fmt: skip
+    if args.plots is not None:
+        runs = {n: p.resolve().parent for n, p in checkpoints.items() if p is not None}
+        result["plots"] = [str(p) for p in plots(result, args.plots, runs)]
+    print(json.dumps(result, ensure_ascii=False, indent=1) if args.json else markdown(result))
     return 0
 
 
@@ -345,31 +385,16 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tangshi.checkpoint import CheckpointError
     from tangshi.serve import run
 
-    checkpoints: dict[str, Path | None] = {}
-    for spec in args.checkpoint:
-        name, _, path = spec.rpartition("=")
-        folder = Path(path)
-        if not name:  # runs/tang/best -> tang
-            name = (
-                folder.resolve().parent.name
-                if folder.name == "best" or folder.name.startswith("step-")
-                else folder.name
-            )
-        if name in checkpoints:
-            raise ConfigError(f"--checkpoint {spec}: the name '{name}' is given twice")
-        if not folder.is_dir():
-            raise CheckpointError(f"--checkpoint {spec}: {folder} is not a checkpoint folder")
-        checkpoints[name] = folder
+    checkpoints = _named_checkpoints(args.checkpoint)
     settings = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
     for f in dataclasses.fields(ServeConfig):
         if getattr(settings, f.name) < (0 if f.name == "threads" else 1):
             raise ConfigError(f"--{f.name.replace('_', '-')} must be >= 1, got {getattr(settings, f.name)}")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")
-    run(checkpoints or {"bundled": None}, args.host, args.port, settings)
+    run(checkpoints, args.host, args.port, settings)
     return 0
 
 
