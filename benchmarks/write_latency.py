@@ -4,10 +4,12 @@
 
 Writes exactly 24 characters (a 五绝 with its punctuation) and 64 (a 七律), one poem alone and 64
 poems at once, with tangshi's writer (the recurrent state carried from step to step) and with the
-seed's way of re-running the whole prefix at every step. Greedy decoding so every variant does the
-same work; one warm-up call, then the median of --repeats calls. The last line is machine-readable:
-`write_latency: wujue_ms=<ms> qilv_ms=<ms> qilv64_ms=<ms>` (tangshi, medians; qilv64 is the whole
-batch of 64).
+seed's way of re-running the whole prefix at every step, greedy, so every variant does the same
+work. Then the same lengths as real forms with their masks on (`Poet.write(form=...)`: 五绝 and
+七律 with rhyme, relaxed tones, no repeats, the copy check), default sampler. One warm-up call,
+then the median of --repeats calls. The last line is machine-readable:
+`write_latency: wujue_ms=<ms> qilv_ms=<ms> qilv64_ms=<ms> form_wujue_ms=<ms> form_qilv_ms=<ms>
+form_qilv64_ms=<ms>` (medians; the 64s are a whole batch).
 """
 
 from __future__ import annotations
@@ -83,9 +85,18 @@ def main() -> int:
         rerun = median_ms(seeds(batch, length), max(3, args.repeats // 3))
         results[(batch, length)] = carried
         print(f"| {batch} | {length} | {carried:.1f} ms | {rerun:.1f} ms | {rerun / carried:.1f}x |", flush=True)
+    print()
+    print("| poems | form (tokens) | masks on, sampled |")
+    print("|---:|---|---:|")
+    masked = {}
+    for batch, form in [(1, "五绝"), (1, "七律"), (64, "五绝"), (64, "七律")]:
+        ms = median_ms(lambda b=batch, f=form: poet.write([args.begin], num=b, seed=0, form=f), args.repeats)
+        masked[(batch, form)] = ms
+        print(f"| {batch} | {form} ({24 if form == '五绝' else 64}) | {ms:.1f} ms |", flush=True)
     print(
         f"write_latency: wujue_ms={results[(1, 24)]:.2f} qilv_ms={results[(1, 64)]:.2f} "
-        f"qilv64_ms={results[(64, 64)]:.2f}"
+        f"qilv64_ms={results[(64, 64)]:.2f} form_wujue_ms={masked[(1, '五绝')]:.2f} "
+        f"form_qilv_ms={masked[(1, '七律')]:.2f} form_qilv64_ms={masked[(64, '七律')]:.2f}"
     )
     return 0
 
