@@ -30,28 +30,28 @@ def test_beam_search_writes_the_form_and_repeats_exactly():
     assert a[0].nll <= a[1].nll  # the best hypothesis first
 
 
-def test_beam_search_avoids_lines_of_the_corpus():
-    first = poet().write("月", form="五律", beam=4, allow_copies=True)[0]
+def written_twice(begin: str, form: str, **options) -> tuple:
+    """(a poem written with copies allowed, the same request again with that poem's lines as the
+    corpus index, the index)."""
+    first = poet().write(begin, form=form, allow_copies=True, **options)[0]
     index = LineIndex.of_texts([first.text])
     saved, poet().ckpt.lines = poet().ckpt.lines, index
     try:
-        again = poet().write("月", form="五律", beam=4)[0]
+        again = poet().write(begin, form=form, **options)[0]
     finally:
         poet().ckpt.lines = saved
-    assert again.text != first.text and not index.copied(again.text)
-    assert prosody.check(again.text).form == "五律"
+    assert not index.copied(again.text) and prosody.check(again.text).form == form
+    return first, again, index
+
+
+def test_beam_search_avoids_lines_of_the_corpus():
+    first, again, _ = written_twice("月", "五律", beam=4)
+    assert again.text != first.text
 
 
 def test_sampling_rejects_copied_lines_and_writes_again():
-    first = poet().write("日", form="五绝", seed=11, allow_copies=True)[0]
-    index = LineIndex.of_texts([first.text])
-    saved, poet().ckpt.lines = poet().ckpt.lines, index
-    try:
-        again = poet().write("日", form="五绝", seed=11)[0]
-    finally:
-        poet().ckpt.lines = saved
+    first, again, _ = written_twice("日", "五绝", seed=11)
     assert first.seed == 11 and again.seed != 11  # a later try's seed, so it can be written again
-    assert not index.copied(again.text) and prosody.check(again.text).form == "五绝"
 
 
 def test_rerank_keeps_the_best_scored_candidate():
