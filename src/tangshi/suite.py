@@ -298,7 +298,8 @@ def plots(result: dict, folder: Path, runs: dict[str, Path] | None = None) -> li
             values = [(r["settings"].get(setting) or {}).get(key) or 0 for r in result["models"]]
             ax.bar([i + k * width for i in range(len(models))], values, width, label=key)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(models))], models, rotation=20, fontsize=8)
-        ax.set_title(f"{'compliance' if 'rhyme' in keys else 'diversity and copying'} ({setting} poems)")
+        what = "compliance" if "rhyme" in keys else "diversity and copying"
+        ax.set_title(f"{what} ({'qijue, --form' if setting == '七绝' else setting} poems)")  # DejaVu has no CJK
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(folder / fname, dpi=110)
