@@ -125,3 +125,25 @@ def test_json_entry_without_paragraphs_is_malformed(tmp_path):
 
 def test_variants_finds_simplified_and_traditional():
     assert "東" in corpus.variants("东") and "东" in corpus.variants("東")
+
+
+def test_train_max_length_adds_long_poems_to_training_only(tmp_path):
+    cfg = DataConfig(max_length=12, val_fraction=0.3, test_fraction=0.3)
+    short = [f"月明{i:03d}，山高。" for i in range(60)]
+    long = [f"春江花月夜{i:03d}，海上明月共潮生。" for i in range(60)]
+    path = tmp_path / "poems.txt"
+    path.write_text("\n".join(f"t{i}:{p}" for i, p in enumerate(short + long)), "utf-8")
+    base = load_corpus([path], cfg, use_cache=False)
+    wide = load_corpus(
+        [path], DataConfig(max_length=12, val_fraction=0.3, test_fraction=0.3, train_max_length=40), use_cache=False
+    )
+    for split in ("val", "test"):
+        assert wide.texts_of(split) == base.texts_of(split)
+    extra = set(wide.texts_of("train")) - set(base.texts_of("train"))
+    assert extra and extra <= set(long) and all(corpus.split_of(t, cfg) == 0 for t in extra)
+    assert wide.counts["dropped_long"] == 60 - len(extra)
+
+
+def test_train_max_length_below_max_length_is_refused():
+    with pytest.raises(Exception, match="--train-max-length"):
+        DataConfig(max_length=80, train_max_length=50).validate()

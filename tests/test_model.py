@@ -109,3 +109,47 @@ def test_fused_linear_cross_entropy_equals_the_unfused_loss_and_gradients(bias):
         assert torch.allclose(a, e, atol=1e-12)
     with torch.no_grad():  # no gradient wanted: the loss alone
         assert torch.allclose(linear_cross_entropy(h, w, b, t, chunk=64), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_layer_by_layer_training_pass_equals_the_fused_one_without_dropout(cell):
+    model = make(cell, variational=True).train()  # dropout 0: the masks are all ones
+    ids = torch.randint(4, 20, (3, 7))
+    fast = CharRNN(model.cfg)
+    fast.load_state_dict(model.state_dict())
+    fast.cfg = ModelConfig(**{**vars(model.cfg), "variational": False})
+    fast.train()
+    (a, sa), (b, sb) = model.features(ids), fast.features(ids)
+    assert torch.allclose(a, b, atol=1e-6)
+    for x, y in zip(sa if cell == "lstm" else [sa], sb if cell == "lstm" else [sb], strict=True):
+        assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_variational_dropout_shares_one_mask_across_time():
+    model = make("lstm", dropout=0.5, variational=True).train()
+    x = torch.ones(4, 9, 6)
+    out = model._dropout(x)
+    assert ((out == 0) | (out == 2)).all()
+    assert torch.equal(out, out[:, :1].expand_as(out))  # the same mask at every step
+    assert not torch.equal(out[0], out[1]) or not torch.equal(out[1], out[2])  # a mask a sequence
+
+
+def test_weight_drop_changes_training_outputs_but_not_evaluation():
+    model = make("lstm", weight_drop=0.5)
+    ids = torch.randint(4, 20, (2, 6))
+    before = model(ids)[0]
+    model.train()
+    torch.manual_seed(1)
+    dropped = model.features(ids)[0]
+    model.eval()
+    assert torch.equal(model(ids)[0], before)
+    assert not torch.allclose(dropped, model.features(ids)[0])
+    w_hh = model.rnn.weight_hh_l0
+    loss = model.train().features(ids)[0].sum()
+    loss.backward()
+    assert w_hh.grad is not None and w_hh.grad.abs().sum() > 0
+
+
+def test_weight_drop_out_of_range_names_the_option():
+    with pytest.raises(Exception, match="--weight-drop"):
+        make("lstm", weight_drop=1.0)

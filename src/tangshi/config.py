@@ -28,6 +28,9 @@ class DataConfig:
     script: str = _f("simplified", "output script: simplified (OpenCC t2s) or traditional")
     min_length: int = _f(5, "drop poems shorter than this many characters (punctuation counts)")
     max_length: int = _f(80, "drop poems longer than this many characters (punctuation counts)")
+    train_max_length: int = _f(
+        0, "also train on longer poems, up to this many characters; validation and test keep --max-length (0 = off)"
+    )
     drop_chars: str = _f("_(（《[", "drop poems containing any of these characters")
     dedupe: bool = _f(True, "drop exact duplicate poems (after normalisation)")
     val_fraction: float = _f(0.025, "share of poems in the validation split (by text hash)")
@@ -46,6 +49,10 @@ class DataConfig:
             raise ConfigError("--val-fraction and --test-fraction must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("--val-fraction + --test-fraction must be < 1")
+        if self.train_max_length and self.train_max_length < self.max_length:
+            raise ConfigError(
+                f"--train-max-length must be 0 or >= --max-length ({self.max_length}), got {self.train_max_length}"
+            )
         if self.min_count < 1:
             raise ConfigError(f"--min-count must be >= 1, got {self.min_count}")
         if self.max_vocab < 0:
@@ -63,6 +70,8 @@ class ModelConfig:
     hidden_size: int = _f(256, "size of each recurrent layer")
     num_layers: int = _f(2, "number of stacked recurrent layers")
     dropout: float = _f(0.0, "dropout on embeddings, between layers and before the output layer")
+    variational: bool = _f(False, "variational dropout: one dropout mask a sequence, shared by all its time steps")
+    weight_drop: float = _f(0.0, "DropConnect on the hidden-to-hidden weights while training (AWD-LSTM)")
     tie_weights: bool = _f(False, "share the embedding matrix with the output layer")
     output: str = _f("full", "output layer: full softmax, or adaptive (smaller clusters for rare characters)")
     cutoffs: str = _f("1000,3000", "adaptive output: vocabulary ranks where the rarer clusters start")
@@ -77,6 +86,8 @@ class ModelConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.weight_drop < 1:
+            raise ConfigError(f"--weight-drop must be in [0, 1), got {self.weight_drop}")
         if self.output not in OUTPUTS:
             raise ConfigError(f"--output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         if self.output == "adaptive":

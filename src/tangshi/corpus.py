@@ -230,7 +230,11 @@ def split_of(text: str, cfg: DataConfig) -> int:
 
 
 def build(raw: list[RawPoem], cfg: DataConfig) -> tuple[list[str], dict[str, int]]:
-    """Normalise and filter; returns kept texts and the count of every rule."""
+    """Normalise and filter; returns kept texts and the count of every rule.
+
+    With `train_max_length`, poems longer than `max_length` are kept only when their hash puts
+    them in the training split: validation and test stay those of `max_length` alone.
+    """
     drop = set(cfg.drop_chars)
     counts = Counter({"read": len(raw)})
     seen: set[str] = set()
@@ -241,7 +245,7 @@ def build(raw: list[RawPoem], cfg: DataConfig) -> tuple[list[str], dict[str, int
             counts["dropped_chars"] += 1
         elif len(text) < cfg.min_length:
             counts["dropped_short"] += 1
-        elif len(text) > cfg.max_length:
+        elif len(text) > cfg.max_length and (len(text) > cfg.train_max_length or split_of(text, cfg) != 0):
             counts["dropped_long"] += 1
         elif cfg.dedupe and text in seen:
             counts["dropped_duplicate"] += 1

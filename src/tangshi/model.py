@@ -71,12 +71,51 @@ class CharRNN(nn.Module):
                         p[h : 2 * h].fill_(1.0)
 
     def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        x = self.drop(self.embed(ids))  # (B, T, E)
-        out, state = self.rnn(x, state)  # (B, T, H)
-        out = self.drop(out)
+        if self.training and (self.cfg.variational or self.cfg.weight_drop):
+            out, state = self._regularised(ids, state)
+        else:
+            x = self.drop(self.embed(ids))  # (B, T, E)
+            out, state = self.rnn(x, state)  # (B, T, H)
+            out = self.drop(out)
         if self.proj is not None:
             out = self.proj(out)  # (B, T, E)
         return out, state
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout on (B, T, F); with `variational`, one mask a sequence for all its time steps."""
+        p = self.cfg.dropout
+        if not p:
+            return x
+        if not self.cfg.variational:
+            return F.dropout(x, p, training=True)
+        keep = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p)
+        return x * keep / (1 - p)
+
+    def _regularised(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """Training pass layer by layer: variational dropout between layers, DropConnect on W_hh.
+
+        Runs the same kernels as `self.rnn`, on the same parameters, one layer a call."""
+        cfg = self.cfg
+        x = self._dropout(self.embed(ids))
+        if state is None:
+            state = self.initial_state(ids.shape[0], ids.device)
+        hs, cs = [], []
+        for i in range(cfg.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
+            if cfg.weight_drop:
+                w_hh = F.dropout(w_hh, cfg.weight_drop, training=True)
+            params = [w_ih, w_hh, b_ih, b_hh]
+            if cfg.cell == "lstm":
+                h0, c0 = state
+                x, h, c = torch.lstm(x, [h0[i : i + 1], c0[i : i + 1]], params, True, 1, 0.0, True, False, True)
+                cs.append(c)
+            else:
+                run = torch.gru if cfg.cell == "gru" else torch.rnn_tanh
+                x, h = run(x, state[i : i + 1], params, True, 1, 0.0, True, False, True)
+            hs.append(h)
+            x = self._dropout(x)
+        new_state: State = (torch.cat(hs), torch.cat(cs)) if cfg.cell == "lstm" else torch.cat(hs)
+        return x, new_state
 
     def forward(
         self, ids: torch.Tensor, state: State | None = None, keep: torch.Tensor | None = None
