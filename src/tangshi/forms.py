@@ -31,6 +31,8 @@ from tangshi import prosody as P
 from tangshi.vocab import EOS, Vocab
 
 FIRST_TYPES = "aAbB"  # the four templates, by the type of line 1
+ALL_TYPES = 0b1111  # a set of templates as bits: bit k for FIRST_TYPES[k]
+RHYMING_FIRST = 0b1010  # the templates whose line 1 rhymes (A, B)
 TONES = ("relaxed", "strict", "off")
 FREE_MIN, FREE_MAX = 4, 9  # characters per line of a free form
 
@@ -159,7 +161,7 @@ class FormMask:
             groups[:] = False
             groups[:, vp.groups.index(g)] = True
         self.open_groups = groups  # (B, G)
-        self.open_types = torch.ones(batch, 4, dtype=torch.bool)  # (B, 4)
+        self.types = torch.full((batch,), ALL_TYPES, dtype=torch.long)  # (B,): bit k set while template k is open
         self.used = torch.zeros(batch, len(vp.vocab), dtype=torch.bool)
         self.head_ids = torch.full((batch, form.lines), -1, dtype=torch.long)  # (B, lines): -1 no head
         for r, h in enumerate(self.heads):  # the heads are reserved for their lines
@@ -171,9 +173,18 @@ class FormMask:
         self.finished = torch.zeros(batch, dtype=torch.bool)
         self.ended_line = torch.zeros(batch, dtype=torch.bool)  # the last update closed a line
         self.failures: list[str | None] = [None] * batch  # where a rule could not be met, first only
-        # (lines, chars, 4 templates, 2 tones): the requirement of a position, gathered per row
-        self._req = self.req.permute(1, 2, 0, 3).contiguous()
-        self._ping_ze = torch.stack([vp.ping, vp.ze], dim=1)  # (V, 2)
+        # Tables that make a step a few look-ups. A set of open templates is a 4-bit number;
+        # a character's tone class is 1 (平), 2 (仄), 3 (both readings) or 0 (no reading).
+        bits = torch.tensor([1 << k for k in range(4)])
+        sets = (torch.arange(16)[:, None] & bits) > 0  # (16, 4): the templates in each set
+        per_pos = self.req.permute(1, 2, 0, 3)  # (lines, chars, 4 templates, 2 tones)
+        need = (per_pos[:, :, None] & sets[:, :, None]).any(dim=3)  # (lines, chars, 16 sets, 2 tones)
+        self._code = need[..., 0].long() + 2 * need[..., 1].long()  # tones some open template takes
+        self._tone_masks = torch.stack([torch.zeros_like(vp.char), vp.char & vp.ping, vp.char & vp.ze, vp.char])
+        classes = torch.tensor([[False, False], [True, False], [False, True], [True, True]])  # (4, 2)
+        takes = (per_pos[:, :, None] & classes[:, None]).any(dim=-1)  # (lines, chars, 4 classes, 4 templates)
+        self._fits = (takes.long() * bits).sum(dim=-1)  # (lines, chars, 4 classes): templates a class fits
+        self._class = vp.ping.long() + 2 * vp.ze.long()  # (V,)
         self._groups_f = vp.in_group.float()  # (G, V)
 
     def _check_heads(self, heads: str) -> None:
@@ -198,6 +209,11 @@ class FormMask:
 
     # -- what may come next
 
+    @property
+    def open_types(self) -> torch.Tensor:
+        """(B, 4) bool: the tone templates still open for each poem."""
+        return (self.types[:, None] >> torch.arange(4)) & 1 > 0
+
     def _punctuation(self, line: torch.Tensor) -> torch.Tensor:
         """，after odd lines, 。after even ones and after the last."""
         comma = (line % 2 == 0) & (line < self.form.lines - 1)
@@ -210,18 +226,19 @@ class FormMask:
         done = self.finished | (self.line >= f.lines)
         i = self.line.clamp(max=f.lines - 1)
         j = self.pos
-        head = torch.where((j == 0) & ~done, self.head_ids[rows, i], -1)
-        m = vp.char.expand(self.batch, -1)
-        if not self.allow_repeat:
-            m = m & ~self.used
+        head = torch.where((j == 0) & ~done, self.head_ids.gather(1, i[:, None]).squeeze(1), -1)
         if f.free:
-            m = m & (j < FREE_MAX)[:, None]
+            m = vp.char & (j < FREE_MAX)[:, None]
+            if not self.allow_repeat:
+                m = m & ~self.used
             punct = (j >= FREE_MIN) | ~m.any(dim=1)
         else:
             punct = j >= f.chars
             jj = j.clamp(max=f.chars - 1)
-            need = (self._req[i, jj] & self.open_types[:, :, None]).any(dim=1)  # (B, 2) tones the templates allow
-            m = m & ((need[:, :1] & vp.ping) | (need[:, 1:] & vp.ze))
+            code = self._code[i, jj, self.types]  # (B,): 1 平, 2 仄, 3 either
+            m = self._tone_masks[code]  # (B, V)
+            if not self.allow_repeat:
+                m = m & ~self.used
             last = (jj == f.chars - 1) & ~punct & ~done
             even = last & (i % 2 == 1)
             first = last & (i == 0)
@@ -229,13 +246,14 @@ class FormMask:
                 rhymes = (self.open_groups.float() @ self._groups_f) > 0  # (B, V) 平 chars of the open groups
                 m = torch.where(even[:, None], m & rhymes, m)
                 if bool(first.any()):
-                    may_rhyme = self.open_types[:, [1, 3]].any(dim=1, keepdim=True)  # line 1 rhymes (A, B)...
-                    may_not = self.open_types[:, [0, 2]].any(dim=1, keepdim=True)  # ...or ends 仄 (a, b)
+                    may_rhyme = (self.types & RHYMING_FIRST)[:, None] > 0  # line 1 rhymes (A, B)...
+                    may_not = (self.types & ~RHYMING_FIRST)[:, None] > 0  # ...or ends 仄 (a, b)
                     m = torch.where(first[:, None], m & ((rhymes & may_rhyme) | (vp.ze & may_not)), m)
             stuck = ~m.any(dim=1) & ~punct & ~done & (head < 0)
             if bool(stuck.any()):  # nothing left that fits (e.g. every rhyme used): any character, noted
                 for r in stuck.nonzero().flatten().tolist():
-                    self._note_stuck(r, int(i[r]), int(j[r]), need[r], bool(even[r]))
+                    need = torch.tensor([bool(code[r] & 1), bool(code[r] & 2)])
+                    self._note_stuck(r, int(i[r]), int(j[r]), need, bool(even[r]))
                 m = torch.where(stuck[:, None], vp.char, m)
         special = punct | (head >= 0) | done
         if not bool(special.any()):
@@ -275,9 +293,9 @@ class FormMask:
             closes = live & (self.pos >= f.chars)
             writes = live & ~closes
             i, jj = self.line.clamp(max=f.lines - 1), self.pos.clamp(max=f.chars - 1)
-            fits = (self._req[i, jj] & self._ping_ze[c][:, None, :]).any(dim=-1) & self.open_types  # (B, 4)
-            ok = fits.any(dim=1)
-            self.open_types = torch.where((writes & ok)[:, None], fits, self.open_types)
+            fits = self.types & self._fits[i, jj, self._class[c]]  # (B,): the open templates the character fits
+            ok = fits > 0
+            self.types = torch.where(writes & ok, fits, self.types)
             for r in (writes & ~ok).nonzero().flatten().tolist():  # a forced head or begin character
                 if self.failures[r] is None:
                     cr = int(c[r])
@@ -298,7 +316,7 @@ class FormMask:
     def select(self, rows: list[int]) -> None:
         """Keep these rows, in this order (beam search reorders and copies its hypotheses)."""
         idx = torch.tensor(rows, dtype=torch.long)
-        for name in ("open_groups", "open_types", "used", "head_ids", "line", "pos", "finished", "ended_line"):
+        for name in ("open_groups", "types", "used", "head_ids", "line", "pos", "finished", "ended_line"):
             setattr(self, name, getattr(self, name)[idx])
         self.heads = [self.heads[r] for r in rows]
         self.failures = [self.failures[r] for r in rows]

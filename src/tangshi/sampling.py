@@ -82,52 +82,48 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, NEG_INF)
 
 
-TOP_STAGES = (256, 2048)  # ids sorted first; rows whose nucleus reaches further take the next stage
+EXPONENT_BINS = 64  # probabilities binned by binary exponent: [1/2, 1), [1/4, 1/2), ... and the rest
 
 
-def sample_top_p(
-    logits: torch.Tensor, uniforms: torch.Tensor, p: float, stages: tuple[int, ...] = TOP_STAGES
-) -> torch.Tensor:
+def sample_top_p(logits: torch.Tensor, uniforms: torch.Tensor, p: float) -> torch.Tensor:
     """Nucleus sampling by inverse CDF over the ids sorted by probability: the kept ids are a
     prefix of that order, so the draw runs on the prefix's cumulative sum (the same distribution as
-    `top_p_filter` followed by `sample`). A row sorts only its k most likely ids (`topk`, k from
-    `stages`) once they hold mass p (under a form the nucleus has a median of ~80 ids and rarely
-    over 700); a row that no stage covers sorts everything."""
-    logits = logits.float()
-    v = logits.shape[-1]
-    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, 1): probabilities over the whole row
-    sizes = [k for k in stages if k < v] + [v]
-    todo: torch.Tensor | None = None  # rows still to draw (None: all)
-    ids = None
-    for k in sizes:
-        rows = logits if todo is None else logits[todo]
-        row_lse = lse if todo is None else lse[todo]
-        top, order = torch.topk(rows, k, dim=-1) if k < v else torch.sort(rows, dim=-1, descending=True)
-        covered = torch.exp(top - row_lse).sum(dim=-1) >= p if k < v else None
-        if covered is None or bool(covered.all()):
-            drawn = _draw(top, order, row_lse, uniforms if todo is None else uniforms[todo], p)
-            if todo is None:
-                return drawn
-            ids[todo] = drawn
-            return ids
-        if ids is None:
-            ids = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
-            todo = torch.arange(logits.shape[0], device=logits.device)
-        if bool(covered.any()):
-            ids[todo[covered]] = _draw(top[covered], order[covered], row_lse[covered], uniforms[todo[covered]], p)
-        todo = todo[~covered]
-    raise AssertionError("unreachable: the last stage sorts every id")
+    `top_p_filter` followed by `sample`), without sorting whole rows.
 
-
-def _draw(top: torch.Tensor, order: torch.Tensor, lse: torch.Tensor, uniforms: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverse-CDF draw from the nucleus of logits sorted descending (`top`, their ids `order`)."""
-    probs = torch.exp(top - lse)
-    cdf = torch.cumsum(probs, dim=-1)
-    kept = ((cdf - probs) < p).sum(dim=-1, keepdim=True).clamp(min=1)  # the first id is always kept
-    total = cdf.gather(-1, kept - 1)  # (B, 1): the mass of the nucleus
-    target = uniforms.to(cdf.dtype).unsqueeze(-1) * total
-    idx = torch.minimum(torch.searchsorted(cdf, target, right=True), kept - 1)
-    return order.gather(-1, idx).squeeze(-1)
+    A histogram of each row's probability mass by binary exponent (one pass) gives the power of two
+    t at which the ids with probability >= t first hold mass p: the nucleus lies among them, and
+    they are few (the nucleus and at most one octave more). Those candidates of every row are
+    sorted together in one flat sort by (row, -probability), and each row draws from its own
+    stretch of one running sum. Probabilities come from `softmax`, whose kernel takes the -inf of
+    masked ids at full speed (`exp` and `logsumexp` of -inf take a slow path on x86).
+    """
+    probs = torch.softmax(logits.float(), dim=-1)  # (B, V)
+    batch = probs.shape[0]
+    # 1. per row, the bin of the first octave where the mass from the top reaches p
+    # the IEEE-754 exponent field E of a probability in [2^(E-127), 2^(E-126)): bin 127 - E, lower edge 2^-bin
+    bins = (127 - (probs.view(torch.int32) >> 23)).clamp_(0, EXPONENT_BINS - 1).long()
+    mass = probs.new_zeros(batch, EXPONENT_BINS).scatter_add_(1, bins, probs)
+    edge_bin = (mass.cumsum(dim=1) < p).sum(dim=1)  # (B,)
+    # past the last bin but one, every id of non-zero probability is a candidate
+    exponent = (127 - edge_bin).clamp(min=127 - (EXPONENT_BINS - 2)).to(torch.int32) << 23
+    threshold = torch.where(edge_bin >= EXPONENT_BINS - 1, 1, exponent).view(torch.float32)  # 1: the least subnormal
+    # 2. the candidates of all rows, sorted by row, then by probability descending (ties: lower id first)
+    rows, ids = (probs >= threshold[:, None]).nonzero(as_tuple=True)
+    values = probs[rows, ids].double()
+    order = torch.sort(rows.double() + (1 - values), stable=True).indices
+    rows, ids, values = rows[order], ids[order], values[order]
+    # 3. inverse CDF on each row's stretch of one running sum
+    cdf = torch.cumsum(values, dim=0)
+    counts = torch.bincount(rows, minlength=batch)
+    starts = torch.cumsum(counts, dim=0) - counts
+    base = (cdf - values)[starts.clamp(max=len(values) - 1)]  # (B,): the sum before each row's stretch
+    before = cdf - values - base[rows]  # mass before each candidate within its row
+    kept = torch.bincount(rows, weights=(before < p).double(), minlength=batch).long().clamp(min=1)
+    end = starts + kept - 1  # the last id of each row's nucleus
+    total = cdf[end] - base  # (B,): the mass of each nucleus
+    target = base + uniforms.double() * total
+    idx = torch.searchsorted(cdf, target, right=True)
+    return ids[torch.minimum(torch.maximum(idx, starts), end)]
 
 
 def sample(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
