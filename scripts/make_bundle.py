@@ -4,7 +4,10 @@
 
 The weights are shipped as float32 when they fit in 15 MB, else as float16 (loaded back as
 float32). The card records the data, preset, steps, training time and the validation / test loss of
-the shipped weights; for float16 also their cost against float32, measured, not assumed.
+the shipped weights; for float16 also their cost against float32, measured, not assumed. Then the
+evaluation suite (`tangshi eval`, test split, 100 poems a setting) measures the shipped model: its
+tables go into the card, and its result, with the 7 begin-character samples, to
+docs/results/bundled.json, where `scripts/compare.py` finds it for the comparison table.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -23,10 +27,13 @@ from tangshi import checkpoint
 from tangshi.checkpoint import model_tensors
 from tangshi.corpus import encode_split, load_corpus
 from tangshi.model import count_parameters
+from tangshi.suite import BEGINS, markdown, run_suite
 from tangshi.train import mean_loss
 
 LIMIT = 15 * 10**6  # bytes the package may carry
-DEST = Path(__file__).resolve().parents[1] / "src" / "tangshi" / "bundled"
+ROOT = Path(__file__).resolve().parents[1]
+DEST = ROOT / "src" / "tangshi" / "bundled"
+RESULT = ROOT / "docs" / "results" / "bundled.json"
 
 
 def losses(ckpt: checkpoint.Checkpoint, data: list[str]) -> dict[str, float]:
@@ -55,14 +62,17 @@ def main() -> int:
         save_file(half, str(tmp / "m" / "model.safetensors"), metadata={"format": "pt", "dtype": "float16"})
         shipped, dtype = losses(checkpoint.load(tmp / "m"), data), "float16"
 
-    m, t = best.config.model, best.config.train
+    m, t, d = best.config.model, best.config.train, best.config.data
     size = (tmp / "m" / "model.safetensors").stat().st_size
+    regularised = f"dropout {m.dropout:g}{' (variational)' if m.variational else ''}"
+    regularised += f", DropConnect {m.weight_drop:g} on W_hh" if m.weight_drop else ""
+    longer = f"; training also on poems up to {d.train_max_length} characters" if d.train_max_length else ""
     card = f"""# The bundled tangshi model
 
 | | |
 |---|---|
-| data | {", ".join(f"`{Path(d).name}`" for d in data)} ({len(best.vocab) - 4:,} characters + 4 special tokens), simplified with OpenCC, the seed's filters, duplicates dropped, 95 / 2.5 / 2.5 % split by text hash |
-| preset | `{best.config.preset}`: {m.cell.upper()} {m.num_layers} × {m.hidden_size}, embedding {m.embedding_size}, dropout {m.dropout:g}, {m.output} softmax, {count_parameters(best.model):,} parameters; {t.optimizer} lr {t.lr:g}, {t.schedule} over the last {t.decay_fraction:.0%}, warm-up {t.warmup_steps}, batch {t.batch_size}, clip {t.clip_grad:g}, precision {t.precision}, seed {t.seed} |
+| data | {", ".join(f"`{Path(x).name}`" for x in data)} ({len(best.vocab) - 4:,} characters + 4 special tokens), simplified with OpenCC, the seed's filters (poems of {d.min_length}–{d.max_length} characters{longer}), duplicates dropped, 95 / 2.5 / 2.5 % split by text hash |
+| preset | `{best.config.preset}`: {m.cell.upper()} {m.num_layers} × {m.hidden_size}, embedding {m.embedding_size}, {regularised}, {m.output} softmax, {count_parameters(best.model):,} parameters; {t.optimizer} lr {t.lr:g}, {t.schedule} over the last {t.decay_fraction:.0%}, warm-up {t.warmup_steps}, batch {t.batch_size}, clip {t.clip_grad:g}, precision {t.precision}, seed {t.seed} |
 | command | `{args.command}` |
 | steps | {best_row["step"]:,} (best validation loss; the run stopped at {trainer["step"]:,}), {best_row["epoch"]:.2f} epochs |
 | training time | {best_row["elapsed"] / 60:.1f} minutes on a 2-core CPU (torch {torch.__version__}) |
@@ -78,6 +88,27 @@ Loss is the mean cross-entropy per predicted token: pad excluded, end token incl
         shutil.rmtree(DEST)
     shutil.copytree(tmp / "m", DEST)
     shutil.rmtree(tmp)
+
+    t0 = time.perf_counter()
+    result = run_suite({"bundled": DEST}, data)
+    seconds = time.perf_counter() - t0
+    card += (
+        f"\n## The evaluation suite\n\n`tangshi eval --data {' '.join(data)}` ({seconds:.0f} s on the machine above; "
+        "free poems at the default temperature 0.8, top-p 0.9):\n\n" + markdown(result)
+    )
+    (DEST / "README.md").write_text(card, "utf-8")
+    from tangshi.api import Poet
+
+    result["eval_seconds"] = round(seconds, 1)
+    result["samples"] = [p.text for p in Poet.load(DEST).write(list(BEGINS), seed=1)]
+    result["command"] = args.command
+    result["training"] = {k: trainer.get(k) for k in ("step", "tokens", "elapsed", "stopped", "best_val", "best_step")}
+    result["training"]["epochs"] = max((r.get("epoch", 0) for r in rows), default=0)
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(args.run / "metrics.jsonl", RESULT.with_suffix(".metrics.jsonl"))
+    tmp_result = RESULT.with_name(".bundled.json.tmp")
+    tmp_result.write_text(json.dumps(result, ensure_ascii=False, indent=1), "utf-8")
+    tmp_result.replace(RESULT)
     print(card)
     return 0
 
