@@ -125,8 +125,7 @@ def write(
     state = model.initial_state(batch, device, torch.Generator().manual_seed(seeds[0])) if random_state else None
     x = torch.full((batch,), BOS, dtype=torch.long, device=device)
     out = torch.full((batch, max_length), PAD, dtype=torch.long, device=device)
-    nll = torch.zeros(batch, device=device)
-    steps = torch.zeros(batch, device=device)
+    logps = torch.zeros(batch, max_length, device=device)  # log-likelihood of each written id
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     # which ids each poem has used; only tracked when the sampler penalises repeats
     seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device) if sampler.repetition_penalty != 1 else None
@@ -146,11 +145,8 @@ def write(
                 next_ids = torch.where(force, forced[:, t], next_ids)
             if form is not None:
                 form.update(next_ids)
-            logp = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
-            live = ~done
-            nll += torch.where(live, -logp, torch.zeros_like(logp))
-            steps += live.float()
-            out[:, t] = torch.where(live, next_ids, torch.full_like(next_ids, PAD))
+            logps[:, t] = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
+            out[:, t] = next_ids
             if seen is not None:
                 seen[torch.arange(batch, device=device), next_ids] = True
             if stop_at_end:
@@ -160,6 +156,13 @@ def write(
             x = next_ids
     finally:
         model.train(was_training)
+    if stop_at_end:  # what a row writes after its end token is padding
+        ends = (out == EOS).long()
+        after = (ends.cumsum(dim=1) - ends) > 0
+        out.masked_fill_(after, PAD)
+        logps.masked_fill_(after, 0.0)
+    written = (out != PAD).sum(dim=1)
+    nll = -logps.sum(dim=1)
     poems = []
     for r, begin in enumerate(rows):
         ids = [i for i in out[r].tolist() if i != PAD]
@@ -167,7 +170,7 @@ def write(
         if stop_at_end and ended:
             ids = ids[: ids.index(EOS)]
         text = vocab.decode(ids)
-        poem = Poem(text, sentences(text), begin, seeds[r], ended, round(float(nll[r] / steps[r].clamp(min=1)), 4))
+        poem = Poem(text, sentences(text), begin, seeds[r], ended, round(float(nll[r] / written[r].clamp(min=1)), 4))
         if form is not None and form.failures[r]:
             poem.extra["failure"] = form.failures[r]
         poems.append(poem)

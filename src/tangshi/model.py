@@ -163,13 +163,9 @@ class CharRNN(nn.Module):
         return logits, new_state
 
     def _layer_weights(self, i: int) -> tuple[torch.Tensor, ...]:
-        rnn = self.rnn
-        return (
-            getattr(rnn, f"weight_ih_l{i}"),
-            getattr(rnn, f"weight_hh_l{i}"),
-            getattr(rnn, f"bias_ih_l{i}"),
-            getattr(rnn, f"bias_hh_l{i}"),
-        )
+        """W_ih, W_hh, b_ih, b_hh of layer i: the recurrent module's own flat list, which it keeps
+        current through `.to()` and `load_state_dict` (four `getattr`s cost more than a step's gates)."""
+        return tuple(self.rnn._flat_weights[4 * i : 4 * i + 4])
 
     def nll(self, inputs: torch.Tensor, targets: torch.Tensor, ignore: int) -> tuple[torch.Tensor, int]:
         """Mean negative log-likelihood of `targets` over positions whose target is not `ignore`."""
