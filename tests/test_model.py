@@ -153,3 +153,16 @@ def test_weight_drop_changes_training_outputs_but_not_evaluation():
 def test_weight_drop_out_of_range_names_the_option():
     with pytest.raises(Exception, match="--weight-drop"):
         make("lstm", weight_drop=1.0)
+
+
+def test_fused_cross_entropy_keeps_a_target_whose_probability_underflows():
+    import torch.nn.functional as F
+
+    from tangshi.model import linear_cross_entropy
+
+    h = torch.tensor([[200.0, 0.0], [0.0, 1.0], [-150.0, 3.0]])  # row 0 and 2: p(target) ~ e^-200 in float32
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5]])
+    t = torch.tensor([2, 1, 0])
+    ref = F.cross_entropy(F.linear(h, w), t)
+    got = linear_cross_entropy(h, w, None, t, chunk=2)
+    assert torch.isfinite(got) and torch.allclose(got, ref, rtol=1e-6)

@@ -230,18 +230,33 @@ def _chunked_ce(h, weight, bias, targets, chunk, grads: bool):
     gh = torch.empty_like(h) if grads else None
     gw = torch.zeros_like(weight) if grads else None
     gb = torch.zeros_like(bias) if grads and bias is not None else None
+    width = min(chunk, n)
+    logits_buf = h.new_empty(width, weight.shape[0])  # reused by every chunk: no fresh pages to fault in
+    probs_buf = torch.empty_like(logits_buf)
     for s in range(0, n, chunk):
         hc, tc = h[s : s + chunk], targets[s : s + chunk]
-        logits = torch.addmm(bias, hc, weight.t()) if bias is not None else hc @ weight.t()  # (c, V)
-        lse = torch.logsumexp(logits, dim=1)
-        total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum(dtype=torch.float64)
-        if grads:  # d loss_sum / d logits = softmax - one_hot, made in place
-            logits.sub_(lse[:, None]).exp_()
-            logits[torch.arange(len(tc), device=h.device), tc] -= 1
-            torch.mm(logits, weight, out=gh[s : s + chunk])
-            gw.addmm_(logits.t(), hc)
+        c = len(tc)
+        logits, probs = logits_buf[:c], probs_buf[:c]
+        if bias is not None:
+            torch.addmm(bias, hc, weight.t(), out=logits)  # (c, V)
+        else:
+            torch.mm(hc, weight.t(), out=logits)
+        # softmax in one fused kernel (one exp a logit; logsumexp and then exp would take two), and
+        # the loss -log p[target]; a row whose p[target] underflows takes the logsumexp way
+        torch.softmax(logits, dim=1, out=probs)
+        rows = torch.arange(c, device=h.device)
+        p_target = probs[rows, tc]
+        loss = -torch.log(p_target)
+        tiny = p_target < 1e-30
+        if bool(tiny.any()):
+            loss[tiny] = torch.logsumexp(logits[tiny], dim=1) - logits[tiny, tc[tiny]]
+        total += loss.sum(dtype=torch.float64)
+        if grads:  # d loss_sum / d logits = softmax - one_hot
+            probs[rows, tc] -= 1
+            torch.mm(probs, weight, out=gh[s : s + chunk])
+            gw.addmm_(probs.t(), hc)
             if gb is not None:
-                gb += logits.sum(dim=0)
+                gb += probs.sum(dim=0)
     return (total / max(n, 1)).to(h.dtype), gh, gw, gb
 
 
