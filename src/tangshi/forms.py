@@ -23,6 +23,7 @@ character has the wrong tone) the row writes any character and `failures[row]` s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -97,6 +98,7 @@ class VocabProsody:
                 else:
                     self.ze[i] = True
         self.comma, self.period = vocab.id("，"), vocab.id("。")
+        self.groups_f = self.in_group.float()  # (G, V), for a matrix product over open groups
 
     def tone_name(self, i: int) -> str:
         return {(True, False): P.PING, (False, True): P.ZE, (True, True): "平 or 仄"}.get(
@@ -104,6 +106,7 @@ class VocabProsody:
         )
 
 
+@functools.lru_cache(maxsize=32)
 def _requirements(form: Form, tones: str) -> torch.Tensor:
     """(4 templates, lines, chars, 2) bool: which tones (平, 仄) each position accepts."""
     req = torch.ones(4, form.lines, max(form.chars, 1), 2, dtype=torch.bool)
@@ -116,6 +119,29 @@ def _requirements(form: Form, tones: str) -> torch.Tensor:
             for j in checked:
                 req[k, i, j] = torch.tensor([pattern[j] == P.PING, pattern[j] == P.ZE])
     return req
+
+
+@functools.lru_cache(maxsize=32)
+def _tables(vp: VocabProsody, form: Form, tones: str) -> tuple[torch.Tensor, ...]:
+    """Look-up tables that make a decoding step a few gathers, made once per vocabulary and form.
+
+    A set of open templates is a 4-bit number; a character's tone class is 1 (平), 2 (仄),
+    3 (both readings) or 0 (no reading). Returns
+    code (lines, chars, 16 sets): which tones (bit 1 平, bit 2 仄) some open template takes there;
+    tone_masks (4 codes, V): the characters each code allows;
+    fits (lines, chars, 4 classes): the set of templates a character of each class fits there;
+    classes (V,): each id's tone class."""
+    req = _requirements(form, tones)
+    bits = torch.tensor([1 << k for k in range(4)])
+    sets = (torch.arange(16)[:, None] & bits) > 0  # (16, 4): the templates in each set
+    per_pos = req.permute(1, 2, 0, 3)  # (lines, chars, 4 templates, 2 tones)
+    need = (per_pos[:, :, None] & sets[:, :, None]).any(dim=3)  # (lines, chars, 16 sets, 2 tones)
+    code = need[..., 0].long() + 2 * need[..., 1].long()
+    tone_masks = torch.stack([torch.zeros_like(vp.char), vp.char & vp.ping, vp.char & vp.ze, vp.char])
+    classes = torch.tensor([[False, False], [True, False], [False, True], [True, True]])  # (4, 2)
+    takes = (per_pos[:, :, None] & classes[:, None]).any(dim=-1)  # (lines, chars, 4 classes, 4 templates)
+    fits = (takes.long() * bits).sum(dim=-1)
+    return code, tone_masks, fits, vp.ping.long() + 2 * vp.ze.long()
 
 
 def _need(req: torch.Tensor) -> str:
@@ -144,7 +170,7 @@ class FormMask:
         self.vp, self.form, self.batch = vp, form, batch
         self.allow_repeat = allow_repeat
         self.tones = "off" if form.free else tones
-        self.req = _requirements(form, self.tones)
+        self.req = _requirements(form, self.tones)  # cached: never modify
         self.heads = heads or [""] * batch
         for h in set(self.heads):
             self._check_heads(h)
@@ -173,19 +199,8 @@ class FormMask:
         self.finished = torch.zeros(batch, dtype=torch.bool)
         self.ended_line = torch.zeros(batch, dtype=torch.bool)  # the last update closed a line
         self.failures: list[str | None] = [None] * batch  # where a rule could not be met, first only
-        # Tables that make a step a few look-ups. A set of open templates is a 4-bit number;
-        # a character's tone class is 1 (平), 2 (仄), 3 (both readings) or 0 (no reading).
-        bits = torch.tensor([1 << k for k in range(4)])
-        sets = (torch.arange(16)[:, None] & bits) > 0  # (16, 4): the templates in each set
-        per_pos = self.req.permute(1, 2, 0, 3)  # (lines, chars, 4 templates, 2 tones)
-        need = (per_pos[:, :, None] & sets[:, :, None]).any(dim=3)  # (lines, chars, 16 sets, 2 tones)
-        self._code = need[..., 0].long() + 2 * need[..., 1].long()  # tones some open template takes
-        self._tone_masks = torch.stack([torch.zeros_like(vp.char), vp.char & vp.ping, vp.char & vp.ze, vp.char])
-        classes = torch.tensor([[False, False], [True, False], [False, True], [True, True]])  # (4, 2)
-        takes = (per_pos[:, :, None] & classes[:, None]).any(dim=-1)  # (lines, chars, 4 classes, 4 templates)
-        self._fits = (takes.long() * bits).sum(dim=-1)  # (lines, chars, 4 classes): templates a class fits
-        self._class = vp.ping.long() + 2 * vp.ze.long()  # (V,)
-        self._groups_f = vp.in_group.float()  # (G, V)
+        self._code, self._tone_masks, self._fits, self._class = _tables(vp, form, self.tones)
+        self._groups_f = vp.groups_f  # (G, V)
 
     def _check_heads(self, heads: str) -> None:
         vp, f = self.vp, self.form
