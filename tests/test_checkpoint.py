@@ -1,5 +1,6 @@
 import json
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -66,3 +67,25 @@ def test_interrupted_swap_is_recovered(tiny_run):
 def test_resume_needs_trainer_state(tiny_run):
     with pytest.raises(CheckpointError, match="missing trainer.json"):
         checkpoint.load(tiny_run / "best", with_trainer=True)
+
+
+def test_int8_weights_load_back_close_to_float32(tiny_run, tmp_path):
+    from safetensors.torch import save_file
+
+    from tangshi.checkpoint import SCALE, model_tensors, quantize_int8
+
+    ck = checkpoint.load(tiny_run / "best")
+    folder = tmp_path / "int8"
+    shutil.copytree(tiny_run / "best", folder)
+    q = quantize_int8(model_tensors(ck.model))
+    assert q["embed.weight"].dtype == torch.int8 and ("embed.weight" + SCALE) in q
+    save_file(q, str(folder / "model.safetensors"))
+    back = checkpoint.load(folder)
+    for name, t in model_tensors(ck.model).items():
+        got = model_tensors(back.model)[name]
+        assert got.dtype == torch.float32
+        assert torch.allclose(got, t, atol=float(t.abs().max()) / 127 + 1e-3), name
+    del q["embed.weight" + SCALE]
+    save_file(q, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="no per-row scale"):
+        checkpoint.load(folder)

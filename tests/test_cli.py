@@ -71,3 +71,19 @@ def test_presets_list_and_help():
     out = run("presets").stdout
     assert "seed-tf" in out and "seed-pytorch" in out and "default" in out
     assert "--hidden-size" in run("train", "--help").stdout
+
+
+def test_diversity_needs_counts_and_index_adds_them_to_an_older_checkpoint(tiny_run, poems_txt, capsys):
+    ck = tiny_run / "best"
+    vocab = json.loads((ck / "vocab.json").read_text("utf-8"))
+    assert len(vocab["counts"]) == len(vocab["tokens"])  # training keeps them
+    (ck / "vocab.json").write_text(json.dumps({"tokens": vocab["tokens"]}, ensure_ascii=False), "utf-8")
+    assert main(["write", "月", "--checkpoint", str(ck), "--seed", "3", "--diversity", "0.3"]) == 2
+    assert "tangshi index --checkpoint" in capsys.readouterr().err
+    assert main(["index", "--checkpoint", str(ck), "--data", str(poems_txt)]) == 0
+    assert json.loads((ck / "vocab.json").read_text("utf-8"))["counts"] == vocab["counts"]
+    capsys.readouterr()
+    assert main(["write", "月", "--checkpoint", str(ck), "--seed", "3", "--diversity", "0.3", "--json"]) == 0
+    first = capsys.readouterr().out
+    assert main(["write", "月", "--checkpoint", str(ck), "--seed", "3", "--diversity", "0.3", "--json"]) == 0
+    assert capsys.readouterr().out == first  # seeded: the same poem

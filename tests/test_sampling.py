@@ -90,7 +90,21 @@ def test_nucleus_from_the_exponent_histogram_equals_the_full_sort(scale):
     logits[7, 42] = 0.0  # a row with one allowed id
     logits[8, :4] = 5.0  # ties at the top
     u = torch.rand(200, generator=g)
-    for p in (1e-6, 0.5, 0.9, 0.999, 1.0):
+    for p in (5e-324, 1e-6, 0.5, 0.9, 0.999, 1.0):  # 5e-324: 0 in float32
         ids = sample_top_p(logits, u, p)
         assert torch.equal(ids, full_sort_nucleus(logits, u, p)), p
         assert ids[7] == 42 and torch.isfinite(logits.gather(1, ids[:, None])).all()
+
+
+def test_diversity_lowers_the_commonest_ids_by_their_log_frequency():
+    from tangshi.sampling import Sampler, SamplingError
+
+    logits = torch.zeros(1, 3)
+    prior = torch.tensor([0.9, 0.09, 0.01]).log()
+    assert Sampler(greedy=True)(logits + torch.tensor([[0.1, 0, 0]]), torch.zeros(1)).item() == 0
+    # anti-LM: logit - 0.5 * log p(id): the rarest id now leads
+    assert Sampler(greedy=True, diversity=0.5)(logits, torch.zeros(1), None, prior).item() == 2
+    with pytest.raises(SamplingError, match="training data"):
+        Sampler(diversity=0.5)(logits, torch.zeros(1))
+    with pytest.raises(SamplingError, match="--diversity"):
+        Sampler(diversity=-1).validate()

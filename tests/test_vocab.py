@@ -39,3 +39,30 @@ def test_bad_vocab_file_is_named(tmp_path, content, message):
     with pytest.raises(VocabError, match=message) as e:
         Vocab.load(path)
     assert "vocab.json" in str(e.value)
+
+
+def test_build_keeps_training_counts_and_they_survive_a_save(tmp_path):
+    v = Vocab.build(["月月月山山水", "月山"], min_count=2)  # 水 left out: it counts for <unk>
+    assert v.tokens[4:] == ["月", "山"] and v.counts == [0, 1, 0, 2, 4, 3]
+    v.save(tmp_path / "vocab.json")
+    again = Vocab.load(tmp_path / "vocab.json")
+    assert again.counts == v.counts
+    prior = again.log_prior()
+    assert abs(float(prior.double().exp().sum()) - 1) < 1e-6 and prior[4] > prior[5] > prior[PAD]
+
+
+def test_counts_can_be_added_to_a_vocabulary_saved_without_them(tmp_path):
+    (tmp_path / "vocab.json").write_text('{"tokens": ["<pad>", "<unk>", "<bos>", "<eos>", "山", "月"]}', "utf-8")
+    old = Vocab.load(tmp_path / "vocab.json")
+    assert old.counts is None and old.log_prior() is None
+    counted = old.with_counts(["月月山", "云"])
+    assert counted.tokens == old.tokens and counted.counts == [0, 1, 0, 2, 1, 2]
+
+
+@pytest.mark.parametrize("counts", ["[1, 2]", '["a", 0, 0, 0, 0, 0]', "[0, 0, 0, 0, -1, 0]", "[true, 0, 0, 0, 0, 0]"])
+def test_bad_counts_are_named(tmp_path, counts):
+    path = tmp_path / "vocab.json"
+    tokens = '["<pad>", "<unk>", "<bos>", "<eos>", "山", "月"]'
+    path.write_text(f'{{"tokens": {tokens}, "counts": {counts}}}', "utf-8")
+    with pytest.raises(VocabError, match="vocab.json"):
+        Vocab.load(path)

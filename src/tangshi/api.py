@@ -58,6 +58,7 @@ class Poet:
         top_p: float = 0.9,
         greedy: bool = False,
         repetition_penalty: float = 1.0,
+        diversity: float = 0.0,
         max_length: int = 80,
         stop_at_end: bool = True,
         random_state: bool = False,
@@ -143,7 +144,12 @@ class Poet:
                     )
         else:
             sampler = Sampler(
-                temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, repetition_penalty=repetition_penalty
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                greedy=greedy,
+                repetition_penalty=repetition_penalty,
+                diversity=diversity,
             )
             if seeds is None:
                 seed = secrets.randbits(31) if seed is None else seed

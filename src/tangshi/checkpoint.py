@@ -59,6 +59,35 @@ def model_tensors(model: CharRNN) -> dict[str, torch.Tensor]:
     return state
 
 
+SCALE = ":scale"  # suffix of the per-row scales of an int8 matrix
+
+
+def quantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Matrices as int8 with one float32 scale a row (symmetric, round to nearest); vectors as float16.
+
+    A shipped model 4x smaller than float32; `_load_weights` turns them back into float32."""
+    out = {}
+    for name, t in tensors.items():
+        if t.dim() == 2 and t.is_floating_point():
+            scale = t.float().abs().amax(dim=1).clamp(min=1e-12) / 127
+            out[name] = torch.round(t.float() / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            out[name + SCALE] = scale.contiguous()
+        else:
+            out[name] = t.half() if t.is_floating_point() else t
+    return out
+
+
+def _dequantize(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    out = {k: v for k, v in tensors.items() if not k.endswith(SCALE)}
+    for name, t in out.items():
+        if t.dtype == torch.int8:
+            scale = tensors.get(name + SCALE)
+            if scale is None or scale.shape != (t.shape[0],):
+                raise CheckpointError(f"{path}: int8 tensor {name} has no per-row scale {name + SCALE}")
+            out[name] = t.float() * scale.float()[:, None]
+    return out
+
+
 def write(
     folder: str | Path,
     model: CharRNN,
@@ -183,6 +212,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu", with_trainer: b
 
 
 def _load_weights(model: CharRNN, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tensors = _dequantize(tensors, path)
     expected = model_tensors(model)
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))

@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (1 = off)")
     wr.add_argument("--greedy", action="store_true", help="always the most likely character (the seeds' argmax)")
     wr.add_argument("--repetition-penalty", type=float, default=1.0, help=">= 1; discourage repeated characters")
+    wr.add_argument(
+        "--diversity",
+        type=float,
+        default=0.0,
+        help="0-2; lower each character's score by this times its log training frequency (MMI anti-LM): "
+        "less generic poems",
+    )
     wr.add_argument("--max-length", type=int, default=80, help="hard limit on characters")
     wr.add_argument("--ignore-end", action="store_true", help="seed-tf style: run exactly --max-length steps")
     wr.add_argument("--random-state", action="store_true", help="seed-tf style: random initial state")
@@ -160,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     _common(ev)
 
-    ix = sub.add_parser("index", help="(re)build a checkpoint's index of corpus lines (copied lines are rejected)")
+    ix = sub.add_parser(
+        "index",
+        help="(re)build what a checkpoint knows of its corpus: the index of its lines (copied lines are rejected) "
+        "and its characters' training counts (for --diversity)",
+    )
     ix.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
     ix.add_argument("--data", nargs="+", required=True, help="the corpus the model was trained on")
     _common(ix)
@@ -281,6 +292,7 @@ def cmd_write(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         greedy=args.greedy,
         repetition_penalty=args.repetition_penalty,
+        diversity=args.diversity,
         max_length=args.max_length,
         stop_at_end=not args.ignore_end,
         random_state=args.random_state,
@@ -381,6 +393,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     index = LineIndex.of_texts(corpus.texts)
     index.save(args.checkpoint)
     print(f"{len(index):,} distinct lines of {len(corpus.texts):,} poems -> {args.checkpoint / FILE}")
+    counted = ckpt.vocab.with_counts(corpus.texts_of("train"))
+    counted.save(args.checkpoint / "vocab.json")
+    print(f"training counts of {len(counted) - 4:,} characters -> {args.checkpoint / 'vocab.json'}")
     return 0
 
 

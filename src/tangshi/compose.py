@@ -112,6 +112,13 @@ def write(
     if any(UNK in p for p in prefixes):
         raise UnknownCharacterError("begin phrases must be resolved with resolve_begin first")
     device = next(model.parameters()).device
+    log_prior = vocab.log_prior() if sampler.diversity else None
+    if sampler.diversity and log_prior is None:
+        raise SamplingError(
+            "--diversity needs the character counts of the training data, which this checkpoint's vocab.json "
+            "lacks; add them with `tangshi index --checkpoint DIR --data CORPUS`"
+        )
+    log_prior = log_prior.to(device) if log_prior is not None else None
     batch = len(rows)
     uniforms = torch.stack([torch.rand(max_length, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(
         device
@@ -139,7 +146,10 @@ def write(
             choose = logits
             if form is not None:
                 choose = logits.masked_fill(~form.allowed().to(device), float("-inf"))
-            next_ids = sampler(choose, uniforms[:, t], seen)
+            if log_prior is None:
+                next_ids = sampler(choose, uniforms[:, t], seen)
+            else:
+                next_ids = sampler(choose, uniforms[:, t], seen, log_prior=log_prior)
             if t < longest:
                 force = forced[:, t] >= 0
                 next_ids = torch.where(force, forced[:, t], next_ids)

@@ -30,7 +30,7 @@ from tangshi.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the vocabulary keeps its counts
 SPLITS = ("train", "val", "test")
 FORMATS = ("auto", "poems-txt", "json", "plain")
 

@@ -13,6 +13,7 @@ import torch
 
 NEG_INF = float("-inf")
 MIN_TEMPERATURE = 1e-4  # below this, sampling is the argmax it tends to
+MAX_DIVERSITY = 2.0
 
 
 class SamplingError(ValueError):
@@ -26,6 +27,9 @@ class Sampler:
     top_p: float = 0.9  # keep the smallest set with this much probability (1 = all)
     greedy: bool = False  # always take the most likely character
     repetition_penalty: float = 1.0  # > 1 discourages characters already in the poem (1 = off)
+    # >= 0: lowers each id's logit by diversity x its log training frequency (MMI anti-LM, Li et al.
+    # 2016): the commonest characters lose most, so poems are less generic (0 = off)
+    diversity: float = 0.0
 
     def validate(self) -> None:
         if not self.temperature > 0:
@@ -36,9 +40,22 @@ class Sampler:
             raise SamplingError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.repetition_penalty < 1:
             raise SamplingError(f"--repetition-penalty must be >= 1, got {self.repetition_penalty}")
+        if not 0 <= self.diversity <= MAX_DIVERSITY:
+            raise SamplingError(f"--diversity must be in [0, {MAX_DIVERSITY:g}], got {self.diversity}")
 
-    def __call__(self, logits: torch.Tensor, uniforms: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
-        """logits (B, V), uniforms (B,) in [0, 1), seen (B, V) bool of ids already used -> ids (B,)."""
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        uniforms: torch.Tensor,
+        seen: torch.Tensor | None = None,
+        log_prior: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """logits (B, V), uniforms (B,) in [0, 1), seen (B, V) bool of ids already used, log_prior (V,)
+        log unigram probabilities (needed when `diversity` > 0) -> ids (B,)."""
+        if self.diversity:
+            if log_prior is None:
+                raise SamplingError("--diversity needs the character counts of the training data")
+            logits = logits - self.diversity * log_prior
         if seen is not None and self.repetition_penalty != 1:
             logits = penalise_repeats(logits, seen, self.repetition_penalty)
         if self.greedy or self.temperature < MIN_TEMPERATURE:  # logits / 1e-300 would overflow to inf
@@ -107,6 +124,8 @@ def sample_top_p(logits: torch.Tensor, uniforms: torch.Tensor, p: float) -> torc
     # past the last bin but one, every id of non-zero probability is a candidate
     exponent = (127 - edge_bin).clamp(min=127 - (EXPONENT_BINS - 2)).to(torch.int32) << 23
     threshold = torch.where(edge_bin >= EXPONENT_BINS - 1, 1, exponent).view(torch.float32)  # 1: the least subnormal
+    # a p below float32's least value compares as 0: the most likely id is a candidate whatever p is
+    threshold = torch.minimum(threshold, probs.max(dim=1).values)
     # 2. the candidates of all rows, sorted by row, then by probability descending (ties: lower id first)
     rows, ids = (probs >= threshold[:, None]).nonzero(as_tuple=True)
     values = probs[rows, ids].double()

@@ -59,6 +59,7 @@ class PoemRequest(BaseModel):
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
     greedy: bool = False
     repetition_penalty: Annotated[float, Field(ge=1, le=10)] = 1.0
+    diversity: Annotated[float, Field(ge=0, le=2, description="anti-LM weight: less generic characters")] = 0.0
     beam: Annotated[int, Field(ge=0)] = 0
     rerank: Annotated[int, Field(ge=1)] = 1
     prosody_weight: Annotated[float, Field(ge=0, le=100)] = 1.0
@@ -226,6 +227,7 @@ class Worker:
             top_p=req.top_p,
             greedy=req.greedy,
             repetition_penalty=req.repetition_penalty,
+            diversity=req.diversity,
             max_length=req.max_length,
             form=None if req.form == "free" else req.form,
             acrostic=req.acrostic,

@@ -1,12 +1,15 @@
 """Characters <-> ids: special tokens, frequency order, save/load as JSON.
 
 Ids 0-3 are the special tokens <pad>, <unk>, <bos>, <eos>; characters follow by descending
-training frequency (ties by code point), so the id order is also a frequency order.
+training frequency (ties by code point), so the id order is also a frequency order. A vocabulary
+built from texts keeps each token's training count (<eos>: one a text; <unk>: the characters left
+out), saved beside the tokens, for the unigram prior of `log_prior`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections import Counter
@@ -25,10 +28,13 @@ class VocabError(ValueError):
 
 
 class Vocab:
-    def __init__(self, tokens: list[str]):
+    def __init__(self, tokens: list[str], counts: list[int] | None = None):
         if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
             raise VocabError(f"a vocabulary must start with {', '.join(SPECIALS)}")
+        if counts is not None and (len(counts) != len(tokens) or any(c < 0 for c in counts)):
+            raise VocabError(f"{len(counts)} counts for {len(tokens)} tokens, or a negative count")
         self.tokens = list(tokens)
+        self.counts = None if counts is None else [int(c) for c in counts]
         self.index = {t: i for i, t in enumerate(self.tokens)}
         if len(self.index) != len(self.tokens):
             dup = next(t for t, n in Counter(self.tokens).items() if n > 1)
@@ -44,12 +50,32 @@ class Vocab:
     @classmethod
     def build(cls, texts: Iterable[str], min_count: int = 1, max_size: int = 0) -> Vocab:
         counts = Counter()
+        n_texts = 0
         for t in texts:
             counts.update(t)
+            n_texts += 1
         chars = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
         if max_size:
             chars = chars[:max_size]
-        return cls([*SPECIALS, *chars])
+        unknown = sum(counts.values()) - sum(counts[c] for c in chars)
+        return cls([*SPECIALS, *chars], [0, unknown, 0, n_texts, *(counts[c] for c in chars)])
+
+    def with_counts(self, texts: Iterable[str]) -> Vocab:
+        """The same tokens, with their counts in `texts` (for a vocabulary saved without them)."""
+        counts = Counter()
+        n_texts = 0
+        for t in texts:
+            counts.update(t)
+            n_texts += 1
+        known = [counts.get(t, 0) for t in self.tokens[len(SPECIALS) :]]
+        return Vocab(self.tokens, [0, sum(counts.values()) - sum(known), 0, n_texts, *known])
+
+    def log_prior(self) -> torch.Tensor | None:
+        """(V,) log unigram probabilities of the training counts, add-one smoothed; None without counts."""
+        if self.counts is None:
+            return None
+        counts = torch.tensor(self.counts, dtype=torch.float64) + 1
+        return (counts.log() - math.log(float(counts.sum()))).float()
 
     def id(self, char: str) -> int:
         return self.index.get(char, UNK)
@@ -85,7 +111,7 @@ class Vocab:
         return "".join(out)
 
     def save(self, path: str | Path) -> None:
-        write_json_atomic(path, {"tokens": self.tokens})
+        write_json_atomic(path, {"tokens": self.tokens, **({"counts": self.counts} if self.counts else {})})
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
@@ -99,8 +125,13 @@ class Vocab:
         tokens = raw.get("tokens") if isinstance(raw, dict) else None
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise VocabError(f'{path}: expected {{"tokens": [...strings]}}')
+        counts = raw.get("counts")
+        if counts is not None and (
+            not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts)
+        ):
+            raise VocabError(f'{path}: "counts" must be a list of integers, one a token')
         try:
-            return cls(tokens)
+            return cls(tokens, counts)
         except VocabError as e:
             raise VocabError(f"{path}: {e}") from None
 
