@@ -16,7 +16,7 @@ from pathlib import Path
 from tangshi import checkpoint, compose, evaluate, forms, prosody
 from tangshi.checkpoint import Checkpoint, CheckpointError
 from tangshi.lineindex import LineIndex
-from tangshi.sampling import Sampler, SamplingError
+from tangshi.sampling import DEFAULT_DIVERSITY, Sampler, SamplingError
 
 RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
 
@@ -48,6 +48,12 @@ class Poet:
     def vocab(self):
         return self.ckpt.vocab
 
+    @property
+    def default_diversity(self) -> float:
+        """The sampler's anti-LM weight unless told: DEFAULT_DIVERSITY where the checkpoint keeps its
+        characters' training counts, 0 where it does not (older checkpoints; `tangshi index` adds them)."""
+        return DEFAULT_DIVERSITY if self.vocab.counts is not None else 0.0
+
     def write(
         self,
         begins: str | list[str],
@@ -58,7 +64,7 @@ class Poet:
         top_p: float = 0.9,
         greedy: bool = False,
         repetition_penalty: float = 1.0,
-        diversity: float = 0.0,
+        diversity: float | None = None,
         max_length: int = 80,
         stop_at_end: bool = True,
         random_state: bool = False,
@@ -149,7 +155,7 @@ class Poet:
                 top_p=top_p,
                 greedy=greedy,
                 repetition_penalty=repetition_penalty,
-                diversity=diversity,
+                diversity=self.default_diversity if diversity is None else diversity,
             )
             if seeds is None:
                 seed = secrets.randbits(31) if seed is None else seed

@@ -122,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument(
         "--diversity",
         type=float,
-        default=0.0,
+        default=None,
         help="0-2; lower each character's score by this times its log training frequency (MMI anti-LM): "
-        "less generic poems",
+        "less generic poems (default: 0.3 where the checkpoint keeps its character counts, else 0)",
     )
     wr.add_argument("--max-length", type=int, default=80, help="hard limit on characters")
     wr.add_argument("--ignore-end", action="store_true", help="seed-tf style: run exactly --max-length steps")

@@ -59,7 +59,9 @@ class PoemRequest(BaseModel):
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
     greedy: bool = False
     repetition_penalty: Annotated[float, Field(ge=1, le=10)] = 1.0
-    diversity: Annotated[float, Field(ge=0, le=2, description="anti-LM weight: less generic characters")] = 0.0
+    diversity: Annotated[float | None, Field(ge=0, le=2)] = Field(
+        None, description="anti-LM weight, less generic characters (default: the model's, 0.3 or 0)"
+    )
     beam: Annotated[int, Field(ge=0)] = 0
     rerank: Annotated[int, Field(ge=1)] = 1
     prosody_weight: Annotated[float, Field(ge=0, le=100)] = 1.0
