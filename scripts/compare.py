@@ -61,6 +61,14 @@ def run_one(name: str, data: list[str]) -> None:
             tangshi("train", "--resume", str(out))
     else:
         tangshi("train", "--data", *data, "--out", str(out), "--no-progress", *PLAN[name])
+    evaluate(name, data)
+
+
+def evaluate(name: str, data: list[str]) -> None:
+    """Measure a trained run's best checkpoint into docs/results/NAME.json."""
+    out = RUNS / name
+    if json.loads((out / "best" / "vocab.json").read_text("utf-8")).get("counts") is None:
+        tangshi("index", "--checkpoint", str(out / "best"), "--data", *data)  # counts for --diversity
     t0 = time.time()
     best = f"{name}={out / 'best'}"
     result = json.loads(tangshi("eval", "--checkpoint", best, "--data", *data, "--json", capture=True))
@@ -146,8 +154,15 @@ def main() -> int:
     ap.add_argument("--data", nargs="+", required=True)
     ap.add_argument("--only", choices=list(PLAN), help="run (or resume) just this one")
     ap.add_argument("--publish", action="store_true", help="only write docs/results.md from the results so far")
+    ap.add_argument(
+        "--reevaluate", action="store_true", help="measure the trained runs again (after the suite or decoding changed)"
+    )
     args = ap.parse_args()
-    if not args.publish:
+    if args.reevaluate:
+        for name in [args.only] if args.only else PLAN:
+            if (RESULTS / f"{name}.json").is_file():
+                evaluate(name, args.data)
+    elif not args.publish:
         for name in [args.only] if args.only else PLAN:
             if (RESULTS / f"{name}.json").is_file():
                 print(f"{name}: done", flush=True)
