@@ -61,7 +61,7 @@ class Poet:
         seed: int | None = None,
         temperature: float = 0.8,
         top_k: int = 0,
-        top_p: float = 0.9,
+        top_p: float = 1.0,
         greedy: bool = False,
         repetition_penalty: float = 1.0,
         diversity: float | None = None,

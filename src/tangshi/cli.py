@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("--seed", type=int, default=None, help="the same seed writes the same poems")
     wr.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is more conservative")
     wr.add_argument("--top-k", type=int, default=0, help="sample from the k most likely (0 = all)")
-    wr.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (1 = off)")
+    wr.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     wr.add_argument("--greedy", action="store_true", help="always the most likely character (the seeds' argmax)")
     wr.add_argument("--repetition-penalty", type=float, default=1.0, help=">= 1; discourage repeated characters")
     wr.add_argument(
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="0-2; lower each character's score by this times its log training frequency (MMI anti-LM): "
-        "less generic poems (default: 0.3 where the checkpoint keeps its character counts, else 0)",
+        "less generic poems (default: 0.35 where the checkpoint keeps its character counts, else 0)",
     )
     wr.add_argument("--max-length", type=int, default=80, help="hard limit on characters")
     wr.add_argument("--ignore-end", action="store_true", help="seed-tf style: run exactly --max-length steps")

@@ -14,7 +14,7 @@ import torch
 NEG_INF = float("-inf")
 MIN_TEMPERATURE = 1e-4  # below this, sampling is the argmax it tends to
 MAX_DIVERSITY = 2.0
-DEFAULT_DIVERSITY = 0.3  # what `write` uses unless told, where the checkpoint has its character counts
+DEFAULT_DIVERSITY = 0.35  # what `write` uses unless told, where the checkpoint has its character counts
 
 
 class SamplingError(ValueError):
@@ -25,7 +25,7 @@ class SamplingError(ValueError):
 class Sampler:
     temperature: float = 0.8  # > 0; lower is more conservative
     top_k: int = 0  # keep the k most likely characters (0 = all)
-    top_p: float = 0.9  # keep the smallest set with this much probability (1 = all)
+    top_p: float = 1.0  # keep the smallest set with this much probability (1 = all)
     greedy: bool = False  # always take the most likely character
     repetition_penalty: float = 1.0  # > 1 discourages characters already in the poem (1 = off)
     # >= 0: lowers each id's logit by diversity x its log training frequency (MMI anti-LM, Li et al.

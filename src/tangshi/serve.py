@@ -56,11 +56,11 @@ class PoemRequest(BaseModel):
     allow_repeat: bool = False
     temperature: Annotated[float, Field(gt=0, le=10)] = 0.8
     top_k: Annotated[int, Field(ge=0)] = 0
-    top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     greedy: bool = False
     repetition_penalty: Annotated[float, Field(ge=1, le=10)] = 1.0
     diversity: Annotated[float | None, Field(ge=0, le=2)] = Field(
-        None, description="anti-LM weight, less generic characters (default: the model's, 0.3 or 0)"
+        None, description="anti-LM weight, less generic characters (default: the model's, 0.35 or 0)"
     )
     beam: Annotated[int, Field(ge=0)] = 0
     rerank: Annotated[int, Field(ge=1)] = 1
