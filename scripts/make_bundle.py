@@ -28,6 +28,7 @@ from tangshi import checkpoint
 from tangshi.checkpoint import model_tensors, quantize_int8
 from tangshi.corpus import encode_split, load_corpus
 from tangshi.model import count_parameters
+from tangshi.sampling import DEFAULT_DIVERSITY, Sampler
 from tangshi.suite import BEGINS, markdown, run_suite
 from tangshi.train import mean_loss
 
@@ -93,6 +94,7 @@ def main() -> int:
 
 Loss is the mean cross-entropy per predicted token: pad excluded, end token included.
 """
+    (tmp / "m" / "model.safetensors").chmod(0o644)  # save_file keeps the temp folder's private mode
     (tmp / "m" / "README.md").write_text(card, "utf-8")
     (tmp / "m" / "README.md").chmod(0o644)
     if DEST.exists():
@@ -105,7 +107,8 @@ Loss is the mean cross-entropy per predicted token: pad excluded, end token incl
     seconds = time.perf_counter() - t0
     card += (
         f"\n## The evaluation suite\n\n`tangshi eval --data {' '.join(data)}` ({seconds:.0f} s on the machine above; "
-        "free poems at the default temperature 0.8, top-p 0.9):\n\n" + markdown(result)
+        f"free poems with the default sampler: temperature {Sampler.temperature:g}, top-p {Sampler.top_p:g}, "
+        f"diversity {DEFAULT_DIVERSITY:g}):\n\n" + markdown(result)
     )
     (DEST / "README.md").write_text(card, "utf-8")
     from tangshi.api import Poet
