@@ -78,3 +78,18 @@ def test_precision_must_be_known():
     cfg.train.precision = "fp8"
     with pytest.raises(ConfigError, match="--precision must be one of fp32, bf16, fp16, auto"):
         cfg.validate()
+
+
+def test_the_bundled_preset_is_the_recipe_of_the_shipped_model():
+    import dataclasses
+    import json
+
+    from tangshi.api import bundled_path
+
+    shipped = json.loads((bundled_path() / "config.json").read_text("utf-8"))
+    preset = load_preset("bundled")
+    model = {k: v for k, v in dataclasses.asdict(preset.model).items() if k != "vocab_size"}
+    assert model == {k: v for k, v in shipped["model"].items() if k != "vocab_size"}
+    assert dataclasses.asdict(preset.data) == shipped["data"]
+    for key in ("optimizer", "lr", "schedule", "decay_fraction", "warmup_steps", "batch_size", "max_minutes"):
+        assert getattr(preset.train, key) == shipped["train"][key], key
