@@ -406,7 +406,10 @@ class Trainer:
         folder = checkpoint.write(folder, self.model, self.vocab, self.cfg, trainer, tensors, lines=self.lines)
         steps = sorted(p for p in self.run_dir.iterdir() if checkpoint.STEP_DIR.match(p.name))
         for old in steps[: -self.cfg.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+            # out of the step-* names first, so a kill mid-delete never leaves a partial checkpoint
+            trash = old.parent / f".deleting-{old.name}"
+            os.replace(old, trash)
+            shutil.rmtree(trash, ignore_errors=True)
         return folder
 
     def validate(self) -> float:
