@@ -40,6 +40,7 @@ from tangshi.config import load_preset
 from tangshi.corpus import encode_split, load_corpus
 from tangshi.train import Trainer, cpu_has_bf16
 from tangshi.vocab import BOS, EOS
+from write_latency import median_ms  # this folder is on the path of a script run from it
 
 # ---------------------------------------------------------------- machine
 
@@ -80,16 +81,6 @@ def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def median_seconds(fn, repeats: int = 7) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def model_shapes(cfg, batch: int, length: int) -> list[tuple[str, float, float]]:
     """The exact model's two parts alone, forward and backward in fp32, on a batch of `batch` poems
     of `length` tokens: [(part, training FLOPs, seconds)]. What the recurrent layers reach with
@@ -114,8 +105,8 @@ def model_shapes(cfg, batch: int, length: int) -> list[tuple[str, float, float]]
     gates = {"rnn": 1, "gru": 3, "lstm": 4}[cfg.cell]
     rnn_flops = 6.0 * n * sum(gates * h * ((e if i == 0 else h) + h) for i in range(cfg.num_layers))
     return [
-        (f"recurrent layers ({cfg.cell} {cfg.num_layers} x {h}), fwd+bwd", rnn_flops, median_seconds(recurrent)),
-        (f"output layer + softmax cross-entropy ({h} x {v:,}), fwd+bwd", 6.0 * n * h * v, median_seconds(output)),
+        (f"recurrent layers ({cfg.cell} {cfg.num_layers} x {h}), fwd+bwd", rnn_flops, median_ms(recurrent, 7) / 1000),
+        (f"output layer + softmax cross-entropy ({h} x {v:,}), fwd+bwd", 6.0 * n * h * v, median_ms(output, 7) / 1000),
     ]
 
 

@@ -49,11 +49,7 @@ class Vocab:
 
     @classmethod
     def build(cls, texts: Iterable[str], min_count: int = 1, max_size: int = 0) -> Vocab:
-        counts = Counter()
-        n_texts = 0
-        for t in texts:
-            counts.update(t)
-            n_texts += 1
+        counts, n_texts = _count(texts)
         chars = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
         if max_size:
             chars = chars[:max_size]
@@ -62,11 +58,7 @@ class Vocab:
 
     def with_counts(self, texts: Iterable[str]) -> Vocab:
         """The same tokens, with their counts in `texts` (for a vocabulary saved without them)."""
-        counts = Counter()
-        n_texts = 0
-        for t in texts:
-            counts.update(t)
-            n_texts += 1
+        counts, n_texts = _count(texts)
         known = [counts.get(t, 0) for t in self.tokens[len(SPECIALS) :]]
         return Vocab(self.tokens, [0, sum(counts.values()) - sum(known), 0, n_texts, *known])
 
@@ -134,6 +126,16 @@ class Vocab:
             return cls(tokens, counts)
         except VocabError as e:
             raise VocabError(f"{path}: {e}") from None
+
+
+def _count(texts: Iterable[str]) -> tuple[Counter, int]:
+    """(occurrences of each character, number of texts)."""
+    counts: Counter = Counter()
+    n_texts = 0
+    for t in texts:
+        counts.update(t)
+        n_texts += 1
+    return counts, n_texts
 
 
 def write_json_atomic(path: str | Path, obj: object) -> None:
