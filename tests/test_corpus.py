@@ -54,6 +54,7 @@ def test_filters_are_counted_per_rule(tmp_path):
         "dropped_short": 1,
         "dropped_long": 1,
         "dropped_duplicate": 1,
+        "cleaned_notes": 0,
         "kept": 1,
         "malformed": 0,
     }
@@ -147,3 +148,26 @@ def test_train_max_length_adds_long_poems_to_training_only(tmp_path):
 def test_train_max_length_below_max_length_is_refused():
     with pytest.raises(Exception, match="--train-max-length"):
         DataConfig(max_length=80, train_max_length=50).validate()
+
+
+def test_clean_notes_strips_editors_marks():
+    assert corpus.clean_notes("钦惟大帝，[载]仰皇穹（一作苍）。童子解吟《长恨曲》。") == "钦惟大帝，载仰皇穹。童子解吟长恨曲。"
+
+
+def test_clean_notes_adds_cleaned_poems_to_training_only(tmp_path):
+    cfg = DataConfig(val_fraction=0.3, test_fraction=0.3)
+    plain = [f"月明{i:03d}，山高水长。" for i in range(60)]
+    noted = [f"春江{i:03d}（一作花），[海]上明月。" for i in range(60)]
+    broken = [f"秋风{i:03d}_，落叶满山。" for i in range(10)]  # a missing character: no cleaning helps
+    path = tmp_path / "poems.txt"
+    path.write_text("\n".join(f"t{i}:{p}" for i, p in enumerate(plain + noted + broken)), "utf-8")
+    base = load_corpus([path], cfg, use_cache=False)
+    clean = load_corpus([path], DataConfig(val_fraction=0.3, test_fraction=0.3, clean_notes=True), use_cache=False)
+    for split in ("val", "test"):
+        assert clean.texts_of(split) == base.texts_of(split)
+    extra = set(clean.texts_of("train")) - set(base.texts_of("train"))
+    cleaned = {corpus.clean_notes(normalise(t)) for t in noted}
+    assert extra and extra <= cleaned and all(corpus.split_of(t, cfg) == 0 for t in extra)
+    assert clean.counts["cleaned_notes"] == len(extra)
+    assert clean.counts["dropped_chars"] == 70 - len(extra)
+    assert not any(c in t for t in clean.texts for c in "（）[]《》_")

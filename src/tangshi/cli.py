@@ -226,6 +226,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         (f"dropped: contains one of {cfg.drop_chars}", stats["dropped_chars"]),
         (f"dropped: shorter than {cfg.min_length}", stats["dropped_short"]),
         (f"dropped: longer than {cfg.max_length}", stats["dropped_long"]),
+        *([("kept once cleaned of editors' notes", stats["cleaned_notes"])] if cfg.clean_notes else []),
         ("dropped: duplicate", stats["dropped_duplicate"]),
         ("kept", stats["kept"]),
         ("characters", stats["characters"]),

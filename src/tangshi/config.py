@@ -32,6 +32,11 @@ class DataConfig:
         0, "also train on longer poems, up to this many characters; validation and test keep --max-length (0 = off)"
     )
     drop_chars: str = _f("_(（《[", "drop poems containing any of these characters")
+    clean_notes: bool = _f(
+        False,
+        "also train on poems whose only fault is an editor's mark: notes in （…） removed, [字] and 《…》"
+        " unwrapped; validation and test keep --drop-chars",
+    )
     dedupe: bool = _f(True, "drop exact duplicate poems (after normalisation)")
     val_fraction: float = _f(0.025, "share of poems in the validation split (by text hash)")
     test_fraction: float = _f(0.025, "share of poems in the test split (by text hash)")

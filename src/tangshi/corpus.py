@@ -229,11 +229,21 @@ def split_of(text: str, cfg: DataConfig) -> int:
     return 0
 
 
+_NOTE = re.compile(r"（[^（）]*）")  # an editor's note (half-width brackets are full-width after normalise)
+_MARKS = str.maketrans("", "", "[]《》")  # a corrected character [字], a title 《…》: keep what they wrap
+
+
+def clean_notes(text: str) -> str:
+    """`text` without editors' notes and marks: 天[载]仰（一作俯）皇穹 -> 天载仰皇穹."""
+    return _NOTE.sub("", text).translate(_MARKS)
+
+
 def build(raw: list[RawPoem], cfg: DataConfig) -> tuple[list[str], dict[str, int]]:
     """Normalise and filter; returns kept texts and the count of every rule.
 
     With `train_max_length`, poems longer than `max_length` are kept only when their hash puts
-    them in the training split: validation and test stay those of `max_length` alone.
+    them in the training split; with `clean_notes`, so are the poems that pass `drop_chars` only
+    once cleaned. Validation and test stay those of the seed's filters alone.
     """
     drop = set(cfg.drop_chars)
     counts = Counter({"read": len(raw)})
@@ -241,19 +251,27 @@ def build(raw: list[RawPoem], cfg: DataConfig) -> tuple[list[str], dict[str, int
     kept = []
     for poem in raw:
         text = normalise(poem.content, cfg.script)
+        cleaned = False
         if drop and any(c in drop for c in text):
-            counts["dropped_chars"] += 1
-        elif len(text) < cfg.min_length:
+            text = clean_notes(text) if cfg.clean_notes else text
+            if not cfg.clean_notes or any(c in drop or c in "）]》" for c in text):
+                counts["dropped_chars"] += 1
+                continue
+            cleaned = True
+        if len(text) < cfg.min_length:
             counts["dropped_short"] += 1
         elif len(text) > cfg.max_length and (len(text) > cfg.train_max_length or split_of(text, cfg) != 0):
             counts["dropped_long"] += 1
+        elif cleaned and split_of(text, cfg) != 0:
+            counts["dropped_chars"] += 1  # cleaned, but hashed to validation or test
         elif cfg.dedupe and text in seen:
             counts["dropped_duplicate"] += 1
         else:
             seen.add(text)
             kept.append(text)
+            counts["cleaned_notes"] += cleaned
     counts["kept"] = len(kept)
-    for rule in ("dropped_chars", "dropped_short", "dropped_long", "dropped_duplicate"):
+    for rule in ("dropped_chars", "dropped_short", "dropped_long", "dropped_duplicate", "cleaned_notes"):
         counts.setdefault(rule, 0)
     return kept, dict(counts)
 
