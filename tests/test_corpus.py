@@ -151,7 +151,8 @@ def test_train_max_length_below_max_length_is_refused():
 
 
 def test_clean_notes_strips_editors_marks():
-    assert corpus.clean_notes("钦惟大帝，[载]仰皇穹（一作苍）。童子解吟《长恨曲》。") == "钦惟大帝，载仰皇穹。童子解吟长恨曲。"
+    noted = "钦惟大帝，[载]仰皇穹（一作苍）。童子解吟《长恨曲》。"
+    assert corpus.clean_notes(noted) == "钦惟大帝，载仰皇穹。童子解吟长恨曲。"
 
 
 def test_clean_notes_adds_cleaned_poems_to_training_only(tmp_path):
