@@ -79,6 +79,7 @@ def main() -> int:
     regularised = f"dropout {m.dropout:g}{' (variational)' if m.variational else ''}"
     regularised += f", DropConnect {m.weight_drop:g} on W_hh" if m.weight_drop else ""
     longer = f"; training also on poems up to {d.train_max_length} characters" if d.train_max_length else ""
+    longer += " and on the poems whose editors' notes and marks were removed (`--clean-notes`)" if d.clean_notes else ""
     card = f"""# The bundled tangshi model
 
 | | |

@@ -111,6 +111,28 @@ def test_fused_linear_cross_entropy_equals_the_unfused_loss_and_gradients(bias):
         assert torch.allclose(linear_cross_entropy(h, w, b, t, chunk=64), ref, atol=1e-12)
 
 
+def test_fused_adaptive_cross_entropy_equals_the_modules_loss_and_gradients():
+    from torch import nn
+
+    from tangshi.model import adaptive_cross_entropy
+
+    torch.manual_seed(0)
+    head = nn.AdaptiveLogSoftmaxWithLoss(16, 60, [10, 30], div_value=2.0).double()
+    h = torch.randn(300, 16, dtype=torch.float64, requires_grad=True)
+    t = torch.cat([torch.randint(0, 10, (250,)), torch.randint(10, 30, (50,))])  # the last cluster: no rows
+    params = [h, *head.parameters()]
+    ref = -head(h, t).output.mean()
+    expected = torch.autograd.grad(ref, params, allow_unused=True)
+    got_loss = adaptive_cross_entropy(h, head, t)
+    got = torch.autograd.grad(got_loss, params, allow_unused=True)
+    assert torch.allclose(got_loss, ref, atol=1e-12)
+    for a, e in zip(got, expected, strict=True):
+        if e is None:  # the unused cluster
+            assert a is None or not a.any()
+        else:
+            assert torch.allclose(a, e, atol=1e-12)
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_layer_by_layer_training_pass_equals_the_fused_one_without_dropout(cell):
     model = make(cell, variational=True).train()  # dropout 0: the masks are all ones

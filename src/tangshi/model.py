@@ -173,23 +173,25 @@ class CharRNN(nn.Module):
         out, _ = self.features(inputs)
         out, gold = out[keep], targets[keep]
         n = int(gold.numel())
-        amp = torch.is_autocast_enabled(out.device.type)
-        # Under autocast, round the rows up with zero rows whose target is `ignore` (a frequent id):
-        # the output layer then sees few distinct shapes, so oneDNN's per-shape kernels are reused.
-        extra = -n % ROW_MULTIPLE if amp else 0
-        if extra:
+        if torch.is_autocast_enabled(out.device.type):
+            # Round the rows up with zero rows whose target is `ignore` (a frequent id): the output
+            # layer then sees few distinct shapes, so oneDNN's per-shape kernels are reused.
+            extra = -n % ROW_MULTIPLE
             out = torch.cat([out, out.new_zeros(extra, out.shape[1])])
             gold = torch.cat([gold, gold.new_full((extra,), ignore)])
-        if self.adaptive:
-            if amp:
-                # the adaptive layer needs its input in the dtype its log_softmax returns under
-                # autocast: the low precision on CPUs, fp32 on CUDA
-                low = torch.get_autocast_dtype(out.device.type)
-                out = out.to(torch.log_softmax(out[:1, :1].to(low), dim=-1).dtype)
+            if not self.adaptive:
+                return F.cross_entropy(self.head(out).float(), gold, ignore_index=ignore), n
+            # the adaptive layer needs its input in the dtype its log_softmax returns under
+            # autocast: the low precision on CPUs, fp32 on CUDA
+            low = torch.get_autocast_dtype(out.device.type)
+            out = out.to(torch.log_softmax(out[:1, :1].to(low), dim=-1).dtype)
             return -self.head(out, gold).output[:n].float().mean(), n
-        if amp:
-            return F.cross_entropy(self.head(out).float(), gold, ignore_index=ignore), n
-        return linear_cross_entropy(out, self.head.weight, self.head.bias, gold), n
+        # fp32: the fused losses, which never write out the logits (on a GPU, the module's kernels)
+        if not self.adaptive:
+            return linear_cross_entropy(out, self.head.weight, self.head.bias, gold), n
+        if out.device.type == "cpu":
+            return adaptive_cross_entropy(out, self.head, gold), n
+        return -self.head(out, gold).output.mean(), n
 
     def initial_state(
         self, batch: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
@@ -273,6 +275,28 @@ class _LinearCrossEntropy(torch.autograd.Function):
         gh, gw, gb = ctx.saved_tensors
         scale = grad / ctx.n
         return gh * scale, gw * scale, None if gb is None else gb * scale, None, None
+
+
+def adaptive_cross_entropy(h: torch.Tensor, head: nn.AdaptiveLogSoftmaxWithLoss, targets: torch.Tensor) -> torch.Tensor:
+    """mean(-head(h, targets).output), exactly, each part by `linear_cross_entropy`.
+
+    The adaptive softmax's loss is the cross-entropy of the head (the frequent characters and one
+    entry a cluster; a rare character's target is its cluster) plus, for the rows whose character is
+    rare, the cross-entropy of its cluster's classifier on the projected features. PyTorch's module
+    writes each part's logits, log-softmax and their gradients out in full; here they stay in cache.
+    """
+    n = max(targets.numel(), 1)
+    edges = torch.tensor(head.cutoffs[:-1], device=targets.device)
+    cluster = torch.bucketize(targets, edges, right=True)  # 0: in the head, i: in tail i - 1
+    head_targets = torch.where(cluster == 0, targets, head.shortlist_size - 1 + cluster)
+    total = linear_cross_entropy(h, head.head.weight, head.head.bias, head_targets) * targets.numel()
+    for i, (proj, out) in enumerate(head.tail):
+        rows = (cluster == i + 1).nonzero().squeeze(1)
+        if rows.numel():
+            inner = targets.index_select(0, rows) - head.cutoffs[i]
+            low = proj(h.index_select(0, rows)).to(h.dtype)  # bf16 under autocast
+            total = total + linear_cross_entropy(low, out.weight, None, inner) * rows.numel()
+    return total / n
 
 
 def count_parameters(model: nn.Module) -> int:
