@@ -87,6 +87,53 @@ def evaluate(name: str, data: list[str]) -> None:
     tmp.replace(RESULTS / f"{name}.json")
 
 
+EQUAL_STEP = 2000  # where the cells are compared step for step
+
+
+def cells_section(results: dict) -> list[str]:
+    """RNN vs LSTM vs GRU at equal wall time: the table, and what the curves say about why."""
+    have = [(c, s) for s in SIZES for c in ("rnn", "lstm", "gru") if f"{c}-{s}" in results]
+    if len(have) < 6:
+        return []
+    out = [
+        "",
+        "## Which cell wins at equal time",
+        "",
+        f"Each run had 20 minutes. Tokens/s is the median of the run's logged windows; the validation loss at step"
+        f" {EQUAL_STEP:,} compares the cells step for step (each run's schedule decays over its last 40 % of *time*,",
+        "so the slower run is further into its decay there, which favours it).",
+        "",
+        "| size | cell | test loss | test perplexity | vs LSTM | tokens/s | steps "
+        f"| validation loss at step {EQUAL_STEP:,} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size in SIZES:
+        lstm = results[f"lstm-{size}"]["models"][0]["perplexity"]
+        for cell in ("rnn", "lstm", "gru"):
+            r = results[f"{cell}-{size}"]
+            rows = [json.loads(x) for x in (RESULTS / f"{cell}-{size}.metrics.jsonl").read_text().splitlines()]
+            speed = sorted(x["tokens_per_s"] for x in rows if x["kind"] == "train")
+            at = next((x["val_loss"] for x in rows if x["kind"] == "val" and x["step"] == EQUAL_STEP), None)
+            m = r["models"][0]
+            out.append(
+                f"| {size} | {cell.upper()} | {m['loss']:.4f} | {m['perplexity']:.1f} "
+                f"| {m['perplexity'] / lstm - 1:+.0%} | "
+                f"{speed[len(speed) // 2]:,.0f} | {r['training']['step']:,} | {'–' if at is None else f'{at:.3f}'} |"
+            )
+    out += [
+        "",
+        "**The LSTM wins at both sizes**, for two reasons the table separates. *Per step* it learns more: at equal",
+        "steps its validation loss is the lowest, though the GRU is as far or further into its decay. *Per second*",
+        "it runs more steps: on a CPU PyTorch runs the LSTM as oneDNN's fused layer kernel (`mkldnn_rnn_layer`, bf16",
+        "on AMX under autocast, one call forward and one backward a layer), while the GRU and the vanilla RNN are",
+        "unrolled into a matrix product and a few element-wise operations a time step, each recorded for autograd, so",
+        "the GRU, with three quarters of the LSTM's arithmetic, trains slower. The vanilla RNN is the fastest per step",
+        "and the worst: without gates its gradient through poems of up to 80 steps vanishes or explodes (clipped at",
+        "1); the wider one is worse than the smaller one, the sign of an optimisation problem rather than of capacity.",
+    ]
+    return out
+
+
 def publish() -> None:
     """docs/results.md and docs/results/*.png from every result so far."""
     sys.path.insert(0, str(ROOT / "src"))
@@ -132,6 +179,7 @@ def publish() -> None:
         f"{f(human['distinct_2'])} | {f(human['line_repeat'])} | {f(human['copied_lines'])} | "
         f"{f(human['copied_windows'])} | – |"
     )
+    lines += cells_section(results)
     lines += ["", "## Poems from 日 红 山 夜 湖 海 月 (seed 1)", ""]
     lines += ["| run | " + " | ".join(BEGINS) + " |", "|---|" + "---|" * 7]
     for name, r in results.items():

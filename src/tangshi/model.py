@@ -278,25 +278,31 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def adaptive_cross_entropy(h: torch.Tensor, head: nn.AdaptiveLogSoftmaxWithLoss, targets: torch.Tensor) -> torch.Tensor:
-    """mean(-head(h, targets).output), exactly, each part by `linear_cross_entropy`.
+    """mean(-head(h, targets).output), exactly, as one cross-entropy a part.
 
     The adaptive softmax's loss is the cross-entropy of the head (the frequent characters and one
     entry a cluster; a rare character's target is its cluster) plus, for the rows whose character is
-    rare, the cross-entropy of its cluster's classifier on the projected features. PyTorch's module
-    writes each part's logits, log-softmax and their gradients out in full; here they stay in cache.
+    rare, the cross-entropy of its cluster's classifier on the projected features. In fp32 each part
+    is `linear_cross_entropy` (its logits never written out); under autocast, the products are in
+    the low precision and each part's softmax in fp32. PyTorch's module instead gathers from
+    log-probabilities in the low precision, whose backward (a scatter) costs a sixth of a step on a CPU.
     """
-    n = max(targets.numel(), 1)
+    amp = torch.is_autocast_enabled(h.device.type)
+
+    def part(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gold: torch.Tensor) -> torch.Tensor:
+        if amp:
+            return F.cross_entropy(F.linear(x, weight, bias).float(), gold, reduction="sum")
+        return linear_cross_entropy(x.to(h.dtype), weight, bias, gold) * gold.numel()
+
     edges = torch.tensor(head.cutoffs[:-1], device=targets.device)
     cluster = torch.bucketize(targets, edges, right=True)  # 0: in the head, i: in tail i - 1
     head_targets = torch.where(cluster == 0, targets, head.shortlist_size - 1 + cluster)
-    total = linear_cross_entropy(h, head.head.weight, head.head.bias, head_targets) * targets.numel()
+    total = part(h, head.head.weight, head.head.bias, head_targets)
     for i, (proj, out) in enumerate(head.tail):
         rows = (cluster == i + 1).nonzero().squeeze(1)
         if rows.numel():
-            inner = targets.index_select(0, rows) - head.cutoffs[i]
-            low = proj(h.index_select(0, rows)).to(h.dtype)  # bf16 under autocast
-            total = total + linear_cross_entropy(low, out.weight, None, inner) * rows.numel()
-    return total / n
+            total = total + part(proj(h.index_select(0, rows)), out.weight, None, targets[rows] - head.cutoffs[i])
+    return total / max(targets.numel(), 1)
 
 
 def count_parameters(model: nn.Module) -> int:
