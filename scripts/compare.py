@@ -34,11 +34,12 @@ SIZES = {
     "small": ["--hidden-size", "256", "--embedding-size", "128"],
     "large": ["--hidden-size", "512", "--embedding-size", "256"],
 }
+CELLS = ("rnn", "lstm", "gru")
 PLAN: dict[str, list[str]] = {
     "seed-tf": ["--preset", "seed-tf", "--max-epochs", "10"],
     "seed-pytorch": ["--preset", "seed-pytorch", "--max-epochs", "30", "--max-minutes", "110"],
 }
-for _cell in ("rnn", "lstm", "gru"):
+for _cell in CELLS:
     for _size, _args in SIZES.items():
         PLAN[f"{_cell}-{_size}"] = ["--preset", "default", "--cell", _cell, "--num-layers", "2", *_args]
         PLAN[f"{_cell}-{_size}"] += ["--max-minutes", "20"]
@@ -92,8 +93,7 @@ EQUAL_STEP = 2000  # where the cells are compared step for step
 
 def cells_section(results: dict) -> list[str]:
     """RNN vs LSTM vs GRU at equal wall time: the table, and what the curves say about why."""
-    have = [(c, s) for s in SIZES for c in ("rnn", "lstm", "gru") if f"{c}-{s}" in results]
-    if len(have) < 6:
+    if not all(f"{c}-{s}" in results for c in CELLS for s in SIZES):
         return []
     out = [
         "",
@@ -109,7 +109,7 @@ def cells_section(results: dict) -> list[str]:
     ]
     for size in SIZES:
         lstm = results[f"lstm-{size}"]["models"][0]["perplexity"]
-        for cell in ("rnn", "lstm", "gru"):
+        for cell in CELLS:
             r = results[f"{cell}-{size}"]
             rows = [json.loads(x) for x in (RESULTS / f"{cell}-{size}.metrics.jsonl").read_text().splitlines()]
             speed = sorted(x["tokens_per_s"] for x in rows if x["kind"] == "train")

@@ -231,6 +231,7 @@ def split_of(text: str, cfg: DataConfig) -> int:
 
 _NOTE = re.compile(r"（[^（）]*）")  # an editor's note (half-width brackets are full-width after normalise)
 _MARKS = str.maketrans("", "", "[]《》")  # a corrected character [字], a title 《…》: keep what they wrap
+_CLOSERS = "）]》"  # left behind by a mark that did not close: the poem stays dropped
 
 
 def clean_notes(text: str) -> str:
@@ -253,8 +254,8 @@ def build(raw: list[RawPoem], cfg: DataConfig) -> tuple[list[str], dict[str, int
         text = normalise(poem.content, cfg.script)
         cleaned = False
         if drop and any(c in drop for c in text):
-            text = clean_notes(text) if cfg.clean_notes else text
-            if not cfg.clean_notes or any(c in drop or c in "）]》" for c in text):
+            text = clean_notes(text) if cfg.clean_notes else None
+            if text is None or any(c in drop or c in _CLOSERS for c in text):
                 counts["dropped_chars"] += 1
                 continue
             cleaned = True
