@@ -177,6 +177,49 @@ def test_weight_drop_out_of_range_names_the_option():
         make("lstm", weight_drop=1.0)
 
 
+def test_embedding_dropout_drops_whole_characters_while_training_only():
+    model = make("lstm", embed_drop=0.5)
+    ids = torch.tensor([[5, 6, 5, 7, 5, 6]])
+    model.train()
+    torch.manual_seed(3)
+    rows = model._embed(ids)[0]
+    table = model.embed.weight
+    for i, c in enumerate(ids[0].tolist()):  # a character is dropped everywhere or scaled by 2 everywhere
+        dropped = bool((rows[i] == 0).all())
+        assert dropped or torch.allclose(rows[i], 2 * table[c])
+        same = [j for j, d in enumerate(ids[0].tolist()) if d == c]
+        assert all(bool((rows[j] == 0).all()) == dropped for j in same)
+    model.eval()
+    assert torch.equal(model._embed(ids), model.embed(ids))
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_activation_penalties_add_to_the_objective_in_training_only(variational):
+    ids = torch.randint(4, 20, (3, 7))
+    targets = ids.clone()
+    targets[0, 5:] = 0  # padding trails
+    plain = make("lstm", variational=variational).train()
+    penalised = make("lstm", variational=variational, ar=2.0, tar=1.0).train()
+    total0, loss0 = plain.objective(ids, targets, ignore=0)
+    total, loss = penalised.objective(ids, targets, ignore=0)
+    assert torch.allclose(loss, loss0) and torch.allclose(total0, loss0)
+    keep = targets != 0
+    _, _, raw, dropped = penalised._features(ids, None)
+    ar = dropped[keep].pow(2).mean()
+    tar = (raw[:, 1:] - raw[:, :-1])[keep[:, 1:]].pow(2).mean()
+    assert torch.allclose(total, loss + 2.0 * ar + 1.0 * tar, atol=1e-6)
+    penalised.eval()
+    total_eval, loss_eval = penalised.objective(ids, targets, ignore=0)
+    assert torch.equal(total_eval, loss_eval)
+
+
+def test_new_regularisers_out_of_range_name_the_option():
+    with pytest.raises(Exception, match="--embed-drop"):
+        make("lstm", embed_drop=1.0)
+    with pytest.raises(Exception, match="--ar and --tar"):
+        make("lstm", tar=-1.0)
+
+
 def test_fused_cross_entropy_keeps_a_target_whose_probability_underflows():
     import torch.nn.functional as F
 

@@ -77,6 +77,13 @@ class ModelConfig:
     dropout: float = _f(0.0, "dropout on embeddings, between layers and before the output layer")
     variational: bool = _f(False, "variational dropout: one dropout mask a sequence, shared by all its time steps")
     weight_drop: float = _f(0.0, "DropConnect on the hidden-to-hidden weights while training (AWD-LSTM)")
+    embed_drop: float = _f(
+        0.0, "embedding dropout while training: drop whole characters (rows of the embedding) a batch (AWD-LSTM)"
+    )
+    ar: float = _f(0.0, "activation regularisation: add this x the mean squared (dropped) last-layer output to the loss")
+    tar: float = _f(
+        0.0, "temporal activation regularisation: add this x the mean squared step-to-step change of the last layer"
+    )
     tie_weights: bool = _f(False, "share the embedding matrix with the output layer")
     output: str = _f("full", "output layer: full softmax, or adaptive (smaller clusters for rare characters)")
     cutoffs: str = _f("1000,3000", "adaptive output: vocabulary ranks where the rarer clusters start")
@@ -93,6 +100,10 @@ class ModelConfig:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.weight_drop < 1:
             raise ConfigError(f"--weight-drop must be in [0, 1), got {self.weight_drop}")
+        if not 0 <= self.embed_drop < 1:
+            raise ConfigError(f"--embed-drop must be in [0, 1), got {self.embed_drop}")
+        if self.ar < 0 or self.tar < 0:
+            raise ConfigError(f"--ar and --tar must be >= 0, got {self.ar} and {self.tar}")
         if self.output not in OUTPUTS:
             raise ConfigError(f"--output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         if self.output == "adaptive":

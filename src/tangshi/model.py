@@ -71,15 +71,33 @@ class CharRNN(nn.Module):
                         p[h : 2 * h].fill_(1.0)
 
     def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if self.training and (self.cfg.variational or self.cfg.weight_drop):
-            out, state = self._regularised(ids, state)
-        else:
-            x = self.drop(self.embed(ids))  # (B, T, E)
-            out, state = self.rnn(x, state)  # (B, T, H)
-            out = self.drop(out)
-        if self.proj is not None:
-            out = self.proj(out)  # (B, T, E)
+        out, state, _, _ = self._features(ids, state)
         return out, state
+
+    def _features(
+        self, ids: torch.Tensor, state: State | None
+    ) -> tuple[torch.Tensor, State, torch.Tensor, torch.Tensor]:
+        """The output features, the state, and the last layer's output before and after its
+        dropout (what the activation penalties of `objective` look at)."""
+        if self.training and (self.cfg.variational or self.cfg.weight_drop):
+            raw, state = self._regularised(ids, state)
+            dropped = self._dropout(raw)
+        else:
+            x = self.drop(self._embed(ids))  # (B, T, E)
+            raw, state = self.rnn(x, state)  # (B, T, H)
+            dropped = self.drop(raw)
+        out = dropped if self.proj is None else self.proj(dropped)  # (B, T, H or E)
+        return out, state, raw, dropped
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """The embeddings of `ids`; while training with `embed_drop`, whole characters dropped (each
+        row of the table zeroed with that probability, for the whole batch) and the rest scaled up."""
+        p = self.cfg.embed_drop
+        if not (self.training and p):
+            return self.embed(ids)
+        weight = self.embed.weight
+        keep = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p)
+        return F.embedding(ids, weight * keep / (1 - p))
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
         """Dropout on (B, T, F); with `variational`, one mask a sequence for all its time steps."""
@@ -93,10 +111,11 @@ class CharRNN(nn.Module):
 
     def _regularised(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """Training pass layer by layer: variational dropout between layers, DropConnect on W_hh.
+        Returns the last layer's output before its dropout.
 
         Runs the same kernels as `self.rnn`, on the same parameters, one layer a call."""
         cfg = self.cfg
-        x = self._dropout(self.embed(ids))
+        x = self._dropout(self._embed(ids))
         if state is None:
             state = self.initial_state(ids.shape[0], ids.device)
         hs, cs = [], []
@@ -113,7 +132,8 @@ class CharRNN(nn.Module):
                 run = torch.gru if cfg.cell == "gru" else torch.rnn_tanh
                 x, h = run(x, state[i : i + 1], params, True, 1, 0.0, True, False, True)
             hs.append(h)
-            x = self._dropout(x)
+            if i < cfg.num_layers - 1:
+                x = self._dropout(x)
         new_state: State = (torch.cat(hs), torch.cat(cs)) if cfg.cell == "lstm" else torch.cat(hs)
         return x, new_state
 
@@ -171,7 +191,26 @@ class CharRNN(nn.Module):
         """Mean negative log-likelihood of `targets` over positions whose target is not `ignore`."""
         keep = targets != ignore  # (B, T)
         out, _ = self.features(inputs)
-        out, gold = out[keep], targets[keep]
+        return self._nll(out[keep], targets[keep], ignore)
+
+    def objective(self, inputs: torch.Tensor, targets: torch.Tensor, ignore: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What training minimises: the mean NLL plus, with `ar` / `tar`, AWD-LSTM's activation
+        penalties over the real positions; returns (objective, the NLL alone)."""
+        keep = targets != ignore  # (B, T)
+        out, _, raw, dropped = self._features(inputs, None)
+        loss, _ = self._nll(out[keep], targets[keep], ignore)
+        total = loss
+        cfg = self.cfg
+        if self.training and cfg.ar:
+            total = total + cfg.ar * dropped[keep].float().pow(2).mean()
+        if self.training and cfg.tar:
+            # h_t - h_{t-1} where position t is real (padding only trails, so t - 1 is real too)
+            step = (raw[:, 1:] - raw[:, :-1])[keep[:, 1:]]
+            if step.numel():
+                total = total + cfg.tar * step.float().pow(2).mean()
+        return total, loss
+
+    def _nll(self, out: torch.Tensor, gold: torch.Tensor, ignore: int) -> tuple[torch.Tensor, int]:
         n = int(gold.numel())
         if torch.is_autocast_enabled(out.device.type):
             # Round the rows up with zero rows whose target is `ignore` (a frequent id): the output

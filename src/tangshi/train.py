@@ -82,16 +82,17 @@ def batch_loss(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor) -> t
 
 
 class Objective(torch.nn.Module):
-    """The training loss as a module (what DistributedDataParallel wraps): returns the loss to
-    back-propagate (the mean times `scale`), the mean itself, detached, and the token count."""
+    """The training loss as a module (what DistributedDataParallel wraps): returns what to
+    back-propagate (the objective, with any activation penalties, times `scale`) and the mean
+    cross-entropy alone, detached (what the metrics report)."""
 
     def __init__(self, model: CharRNN):
         super().__init__()
         self.model = model
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, _ = batch_loss(self.model, inputs, targets)
-        return loss * scale if scale != 1.0 else loss, loss.detach()
+        total, loss = self.model.objective(inputs, targets, ignore=PAD)
+        return total * scale if scale != 1.0 else total, loss.detach()
 
 
 @torch.no_grad()
