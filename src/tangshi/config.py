@@ -80,7 +80,9 @@ class ModelConfig:
     embed_drop: float = _f(
         0.0, "embedding dropout while training: drop whole characters (rows of the embedding) a batch (AWD-LSTM)"
     )
-    ar: float = _f(0.0, "activation regularisation: add this x the mean squared (dropped) last-layer output to the loss")
+    ar: float = _f(
+        0.0, "activation regularisation: add this x the mean squared (dropped) last-layer output to the loss"
+    )
     tar: float = _f(
         0.0, "temporal activation regularisation: add this x the mean squared step-to-step change of the last layer"
     )
