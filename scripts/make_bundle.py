@@ -78,6 +78,8 @@ def main() -> int:
     size = (tmp / "m" / "model.safetensors").stat().st_size
     regularised = f"dropout {m.dropout:g}{' (variational)' if m.variational else ''}"
     regularised += f", DropConnect {m.weight_drop:g} on W_hh" if m.weight_drop else ""
+    regularised += f", embedding dropout {m.embed_drop:g}" if m.embed_drop else ""
+    regularised += f", activation penalties AR {m.ar:g} and TAR {m.tar:g}" if m.ar or m.tar else ""
     longer = f"; training also on poems up to {d.train_max_length} characters" if d.train_max_length else ""
     longer += " and on the poems whose editors' notes and marks were removed (`--clean-notes`)" if d.clean_notes else ""
     card = f"""# The bundled tangshi model
