@@ -97,7 +97,7 @@ def main() -> int:
             f"{100 * s['relaxed_full']:.0f} % | {s['strict_mean']:.3f} | {100 * s['copied_lines']:.1f} % | "
             f"{100 * s['heads']:.0f} % | {nll:.3f} / {nll_free:.3f} = {nll / nll_free:.2f} |"
         )
-        for p in poems[:: max(1, len(poems) // args.show)][: args.show]:
+        for p in poems[:: max(1, len(poems) // max(args.show, 1))][: args.show]:
             print(f"[{form}{' 藏头 ' + p.extra['acrostic'] if p.extra.get('acrostic') else ''}] {p.text}")
 
     print()
