@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tangshi.config import DataConfig
+from tangshi.text import normalise as normalise  # these three live in text, re-exported for older imports
+from tangshi.text import to_script as to_script
+from tangshi.text import variants as variants
 from tangshi.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -33,9 +35,6 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 2  # 2: the vocabulary keeps its counts
 SPLITS = ("train", "val", "test")
 FORMATS = ("auto", "poems-txt", "json", "plain")
-
-_HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "：", "(": "（", ")": "）"})
-_SPACE = re.compile(r"\s+")
 
 
 class CorpusError(ValueError):
@@ -186,36 +185,6 @@ def _read_json(path: Path, text: str, bad: list[Malformed]) -> list[RawPoem]:
 
 
 # ---------------------------------------------------------------- normalising
-
-
-@lru_cache(maxsize=4)
-def _opencc(config: str):
-    import opencc
-
-    return opencc.OpenCC(config)
-
-
-def normalise(text: str, script: str = "simplified") -> str:
-    """Whitespace removed, half-width punctuation made full-width, t2s unless traditional."""
-    text = _SPACE.sub("", text).translate(_HALF_TO_FULL)
-    if script == "simplified":
-        text = _opencc("t2s").convert(text)
-    return text
-
-
-def to_script(text: str, script: str) -> str:
-    """The text in simplified (OpenCC t2s) or traditional (s2t) characters."""
-    return _opencc("t2s" if script == "simplified" else "s2t").convert(text)
-
-
-def variants(char: str) -> list[str]:
-    """The simplified and traditional forms of a character other than itself."""
-    out = []
-    for config in ("t2s", "s2t"):
-        v = _opencc(config).convert(char)
-        if v != char and v not in out:
-            out.append(v)
-    return out
 
 
 def split_of(text: str, cfg: DataConfig) -> int:

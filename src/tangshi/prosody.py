@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
+from tangshi.text import converter, normalise
+
 PING, ZE = "平", "仄"
 
 # ---------------------------------------------------------------- readings
@@ -46,8 +48,6 @@ def _table_path() -> Path:
 @cache
 def _table() -> dict[str, frozenset[Reading]]:
     """Traditional character -> its readings."""
-    from tangshi.corpus import normalise
-
     raw = json.loads(_table_path().read_text("utf-8"))
     readings: dict[str, set[Reading]] = {}
     for tone_key, tone in (("ping", PING), ("ze", ZE)):
@@ -75,9 +75,7 @@ def _groups_by_rhyme() -> dict[tuple[str, str], str]:
 @cache
 def _variant_index() -> dict[str, frozenset[str]]:
     """Simplified form (OpenCC t2s) -> the table's traditional characters that simplify to it."""
-    from tangshi.corpus import _opencc
-
-    t2s = _opencc("t2s.json")
+    t2s = converter("t2s")
     index: dict[str, set[str]] = {}
     for ch in _table():
         s = t2s.convert(ch)
@@ -87,12 +85,14 @@ def _variant_index() -> dict[str, frozenset[str]]:
 
 
 def _guangyun(ch: str) -> frozenset[Reading]:
+    """The 廣韻 readings of a character the table lacks; never silently empty for want of the package."""
     try:
         import tshet_uinh
     except ImportError:
-        return frozenset()
-    from tangshi.corpus import normalise
-
+        raise RuntimeError(
+            "the tshet-uinh package is not installed (pip install tshet-uinh; it needs Python >= 3.11): "
+            "without it, characters missing from the 平水韵 table would get no reading"
+        ) from None
     out = set()
     for hit in tshet_uinh.資料.query字頭(ch):
         status = hit.音韻地位
@@ -104,10 +104,8 @@ def _guangyun(ch: str) -> frozenset[Reading]:
 @cache
 def readings(ch: str) -> frozenset[Reading]:
     """Every reading of a character (simplified or traditional); empty when unknown."""
-    from tangshi.corpus import _opencc
-
     table = _table()
-    trad = _opencc("s2t.json").convert(ch)
+    trad = converter("s2t").convert(ch)
     found = set(table.get(ch, ()))
     for form in {trad, *_variant_index().get(ch, ())}:
         found |= table.get(form, frozenset())
@@ -147,8 +145,6 @@ def group_names() -> list[str]:
 
 def find_group(name: str) -> str | None:
     """A 平 group by its full name (下平声七阳), its short name (阳) or a character that rhymes in it (光)."""
-    from tangshi.corpus import normalise
-
     name = normalise(name.strip())
     names = group_names()
     if name in names:

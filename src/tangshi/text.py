@@ -1,0 +1,49 @@
+"""Script and punctuation of Chinese text: OpenCC simplified <-> traditional, normalisation.
+
+Owns the cached OpenCC converters, `normalise` (whitespace out, half-width punctuation made
+full-width, simplified unless asked for traditional), `to_script` and `variants`. Pure text: no
+torch, no numpy, so prosody (and anything that only reads characters) imports it cheaply.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import opencc
+
+HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "：", "(": "（", ")": "）"})
+_SPACE = re.compile(r"\s+")
+
+
+@lru_cache(maxsize=4)
+def converter(config: str) -> opencc.OpenCC:
+    """The OpenCC converter of a configuration ("t2s", "s2t"), made once per process."""
+    import opencc  # its native library loads on first use, not on import
+
+    return opencc.OpenCC(config)
+
+
+def normalise(text: str, script: str = "simplified") -> str:
+    """Whitespace removed, half-width punctuation made full-width, t2s unless traditional."""
+    text = _SPACE.sub("", text).translate(HALF_TO_FULL)
+    if script == "simplified":
+        text = converter("t2s").convert(text)
+    return text
+
+
+def to_script(text: str, script: str) -> str:
+    """The text in simplified (OpenCC t2s) or traditional (s2t) characters."""
+    return converter("t2s" if script == "simplified" else "s2t").convert(text)
+
+
+def variants(char: str) -> list[str]:
+    """The simplified and traditional forms of a character other than itself."""
+    out = []
+    for config in ("t2s", "s2t"):
+        v = converter(config).convert(char)
+        if v != char and v not in out:
+            out.append(v)
+    return out
