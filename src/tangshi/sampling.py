@@ -1,4 +1,4 @@
-"""Logits -> next ids: greedy, temperature, top-k, top-p, and masks; pure functions.
+"""Logits -> next ids: greedy, temperature, top-k, top-p, repetition penalty, diversity; pure functions.
 
 Every function takes a batch of logits (B, V) and returns a new tensor. Sampling draws through
 inverse-CDF lookups of uniforms supplied by the caller, so each row can have its own seeded stream
@@ -67,13 +67,6 @@ class Sampler:
         if self.top_p < 1:
             return sample_top_p(logits, uniforms, self.top_p)
         return sample(logits, uniforms)
-
-
-def mask_ids(logits: torch.Tensor, ids: list[int] | torch.Tensor) -> torch.Tensor:
-    """Forbid the given ids in every row."""
-    out = logits.clone()
-    out[:, ids] = NEG_INF
-    return out
 
 
 def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
