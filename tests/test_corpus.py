@@ -3,9 +3,10 @@ import json
 import pytest
 
 from conftest import POEMS
-from tangshi import corpus
+from tangshi import corpus, text
 from tangshi.config import DataConfig
-from tangshi.corpus import CorpusError, load_corpus, normalise
+from tangshi.corpus import CorpusError, load_corpus
+from tangshi.text import normalise
 
 
 def test_poems_txt_title_and_content_with_colon(tmp_path):
@@ -125,7 +126,17 @@ def test_json_entry_without_paragraphs_is_malformed(tmp_path):
 
 
 def test_variants_finds_simplified_and_traditional():
-    assert "東" in corpus.variants("东") and "东" in corpus.variants("東")
+    assert "東" in text.variants("东") and "东" in text.variants("東")
+    assert text.variants("月") == []
+
+
+def test_to_script_both_ways():
+    assert text.to_script("函谷壯皇居", "simplified") == "函谷壮皇居"
+    assert text.to_script("函谷壮皇居", "traditional") == "函谷壯皇居"
+
+
+def test_corpus_still_exports_the_text_helpers():
+    assert (corpus.normalise, corpus.to_script, corpus.variants) == (text.normalise, text.to_script, text.variants)
 
 
 def test_train_max_length_adds_long_poems_to_training_only(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -21,6 +22,12 @@ def test_readings_through_variants_and_repairs():
     assert P.tones("看") == {"平", "仄"}  # a polyphone: a wildcard
     assert not any(ch.isascii() for ch in P._table())  # the stray ASCII inside 入声十七洽 is skipped
     assert P.readings("A") == frozenset()
+
+
+def test_missing_tshet_uinh_is_an_error_not_empty_readings(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tshet_uinh", None)  # import tshet_uinh now raises ImportError
+    with pytest.raises(RuntimeError, match="tshet-uinh"):
+        P._guangyun("A")
 
 
 def test_lines_and_forms():
