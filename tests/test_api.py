@@ -6,7 +6,7 @@ def test_load_write_and_score(tiny_run):
     poet = Poet.load(tiny_run / "best")
     poems = poet.write(["月", "風"], num=2, seed=1)
     assert len(poems) == 4 and poems[2].begin == "風" and poems[2].text.startswith("风")
-    assert "variant" not in " ".join(poet.notes)  # 風 -> 风 is plain t2s normalisation
+    assert "variant" not in " ".join(poems.notes)  # 風 -> 风 is plain t2s normalisation
     report = poet.loss([POEMS[0][1]])
     assert report["loss"] > 0 and report["tokens"] == len(POEMS[0][1]) + 1
 
@@ -22,3 +22,15 @@ def test_bundled_model_writes(tmp_path):
 def test_free_poems_without_a_begin(tiny_run):
     poems = Poet.load(tiny_run / "best").write("", num=2, seed=4)
     assert len(poems) == 2 and all(p.text and p.begin == "" for p in poems)
+
+
+def test_notes_belong_to_their_call_even_across_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    poet = Poet.load()
+    variant = poet.write("薴", seed=1)
+    assert variant.notes and "variant" in variant.notes[0] and variant[0].begin == "薴"
+    calls = ["薴" if i % 2 else "月" for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda b: (b, poet.write(b, seed=1, max_length=12).notes), calls))
+    assert all(bool(notes) == (b == "薴") for b, notes in results)

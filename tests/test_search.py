@@ -8,10 +8,9 @@ from functools import cache
 import pytest
 
 from tangshi import Poet, prosody
-from tangshi.compose import UnknownCharacterError
 from tangshi.forms import FormError
 from tangshi.lineindex import LineIndex
-from tangshi.sampling import SamplingError
+from tangshi.options import OptionError
 
 
 @cache
@@ -71,7 +70,7 @@ def test_acrostic_without_a_form_has_free_length_lines():
     for p in poet().write("", acrostic=heads, num=3, seed=5):
         lines = prosody.split_lines(p.text)
         assert [ln[0] for ln in lines] == list(heads) and all(4 <= len(ln) <= 9 for ln in lines)
-        assert p.extra["acrostic"] == heads and p.ended
+        assert p.acrostic == heads and p.ended
 
 
 def test_strict_tones_that_cannot_be_met_name_the_line():
@@ -79,19 +78,40 @@ def test_strict_tones_that_cannot_be_met_name_the_line():
     with pytest.raises(FormError, match="could not be met in 3 tries .* line 1, character 2: '月' is 仄 where"):
         poet().write("明月", form="五绝", tones="strict", budget=3, seed=1)
     poem = poet().write("明月", form="五绝", tones="relaxed", seed=1)[0]  # character 1 is free: a 仄起 line
-    assert "failure" not in poem.extra and poem.extra["prosody"]["relaxed"] == 1.0
+    assert poem.failure is None and poem.prosody["relaxed"] == 1.0
 
 
-def test_impossible_requests_are_named():
-    with pytest.raises(UnknownCharacterError, match="acrostic head '龘' is not in the model's vocabulary"):
-        poet().write("", acrostic="春龘", form="五绝")
-    with pytest.raises(FormError, match="acrostic '春夏秋冬春' has 5 heads but a 五绝 has 4 lines"):
-        poet().write("", acrostic="春夏秋冬春", form="五绝")
-    with pytest.raises(FormError, match="begin '月' and --acrostic '春夏': the first line must start with '春'"):
-        poet().write("月", acrostic="春夏")
-    with pytest.raises(FormError, match="--rhyme needs --form"):
-        poet().write("月", rhyme="阳")
-    with pytest.raises(SamplingError, match="--num 3 must be between 1 and --beam 2"):
-        poet().write("月", beam=2, num=3)
-    with pytest.raises(SamplingError, match="--rerank must be >= 1"):
-        poet().write("月", rerank=0)
+@pytest.mark.parametrize(
+    ("request_", "field", "message"),
+    [
+        ({"acrostic": "春龘", "form": "五绝"}, "acrostic", "acrostic head '龘' is not in the model's vocabulary"),
+        (
+            {"acrostic": "春夏秋冬春", "form": "五绝"},
+            "acrostic",
+            "acrostic '春夏秋冬春' has 5 heads but a 五绝 has 4 lines",
+        ),
+        (
+            {"acrostic": "春夏秋", "form": "五绝"},
+            "acrostic",
+            "has 3 heads but a 五绝 has 4 lines: give one head a line",
+        ),
+        (
+            {"begin": "月", "acrostic": "春夏"},
+            "acrostic",
+            "begin '月' and --acrostic '春夏': the first line must start",
+        ),
+        ({"begin": "月", "rhyme": "阳"}, "rhyme", "--rhyme needs --form"),
+        ({"begin": "月", "beam": 2, "num": 3}, "num", "--num 3 must be at most --beam 2"),
+        ({"begin": "月", "rerank": 0}, "rerank", "--rerank must be >= 1 and <= 64, got 0"),
+        ({"begin": "月", "temperature": float("inf")}, "temperature", "--temperature must be a finite number"),
+        ({"begin": "月", "repetition_penalty": float("nan")}, "repetition_penalty", "must be a finite number"),
+        ({"begin": "月" * 17}, "begin", "has 17 characters, at most 16"),
+        ({"begin": "月", "colour": "red"}, "colour", "unknown writing option 'colour'"),
+    ],
+)
+def test_impossible_requests_are_named(request_, field, message):
+    request_ = dict(request_)
+    begin = request_.pop("begin", "")
+    with pytest.raises(OptionError, match=message) as caught:
+        poet().write(begin, **request_)
+    assert caught.value.field == field

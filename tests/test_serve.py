@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from tangshi import Poet
 from tangshi.config import ServeConfig
-from tangshi.corpus import to_script
 from tangshi.serve import create_app
+from tangshi.text import to_script
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def test_health_models_docs_and_page(client):
     assert client.get("/health").json() == {"status": "ok", "models": ["bundled"]}
     models = client.get("/v1/models").json()["models"]
     assert models[0]["name"] == "bundled" and models[0]["cell"] == "lstm" and "validation loss" in models[0]["card"]
-    assert models[0]["line_index"] is True
+    assert models[0]["line_index"] is True and "path" not in models[0]  # no file-system paths
     assert "/v1/poems" in client.get("/openapi.json").json()["paths"]
     assert client.get("/docs").status_code == 200
     page = client.get("/")
@@ -71,7 +71,7 @@ def test_acrostic_num_and_traditional_script(client):
         ({"num": 2.0}, "num", "valid integer"),
         ({"seed": False}, "seed", "valid integer"),
         ({"begin": "月" * 17}, "begin", "at most 16 characters"),
-        ({"beam": 2, "num": 3}, "num", "at most beam 2"),
+        ({"beam": 2, "num": 3}, "num", "must be at most --beam 2"),
         ({"num": 8, "rerank": 9}, "rerank", "num x rerank is 72, over the server's 64"),
         ({"model": "nope"}, "model", "no model 'nope'; loaded: bundled"),
         ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
@@ -103,6 +103,6 @@ def test_several_checkpoints_chosen_per_request(tiny_run):
 
 def test_batched_requests_write_what_each_would_alone():
     poet = Poet.load()
-    together = poet.write(["月", "山", "湖"], num=[1, 2, 1], seeds=[5, 17, 40], form="五绝")
+    together = poet.write(["月", "山", "湖"], nums=[1, 2, 1], seeds=[5, 17, 40], form="五绝")
     alone = [poet.write(b, num=n, seed=s, form="五绝") for b, n, s in (("月", 1, 5), ("山", 2, 17), ("湖", 1, 40))]
     assert [p.text for p in together] == [p.text for group in alone for p in group]

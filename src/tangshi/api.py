@@ -1,24 +1,39 @@
 """The Python API: load a checkpoint (or the bundled model), write poems, score texts.
 
-from tangshi import Poet
-poet = Poet.load()                      # the bundled model
-for poem in poet.write("月", num=2, seed=1):
-    print(poem.text)
-poet.loss(["床前明月光，疑是地上霜。举头望明月，低头思故乡。"])
+    from tangshi import Poet
+    poet = Poet.load()                      # the bundled model
+    written = poet.write("月", num=2, seed=1, form="七绝")
+    for poem in written:                    # written.notes: what was changed in the request
+        print(poem.text)
+    poet.loss(["床前明月光，疑是地上霜。举头望明月，低头思故乡。"])
+
+Writing is three steps, each a function that can be read alone:
+`resolve` (the request -> a `Plan`: begin phrases in the model's characters, heads, form, seeds),
+`decode` (sample, rerank or beam search, writing again what `judge` rejects) and
+`judge` (copied lines, broken rules, the prosody report and the reranking score).
+`Poet.write` chains them; the options are `tangshi.options.WriteOptions`.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from tangshi import checkpoint, compose, evaluate, forms, prosody
 from tangshi.checkpoint import Checkpoint, CheckpointError
+from tangshi.compose import Poem
 from tangshi.lineindex import LineIndex
-from tangshi.sampling import DEFAULT_DIVERSITY, Sampler, SamplingError
+from tangshi.options import OptionError, WriteOptions, check_begin
+from tangshi.sampling import DEFAULT_DIVERSITY, Sampler
+from tangshi.text import to_script
 
 RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
+CHUNK = 32  # poems a batch when `Poet.stream` writes many
 
 
 def bundled_path() -> Path:
@@ -26,11 +41,56 @@ def bundled_path() -> Path:
     return Path(str(resources.files("tangshi") / "bundled"))
 
 
+@dataclass
+class Written:
+    """The poems of one call, and the notes on what was changed in the request (variants used)."""
+
+    poems: list[Poem]
+    notes: list[str] = field(default_factory=list)  # every note of the call, once
+    group_notes: list[list[str]] = field(default_factory=list)  # the notes of each begin (its heads' too)
+
+    def __iter__(self) -> Iterator[Poem]:
+        return iter(self.poems)
+
+    def __len__(self) -> int:
+        return len(self.poems)
+
+    def __getitem__(self, i: int) -> Poem:
+        return self.poems[i]
+
+
+@dataclass
+class Plan:
+    """A request resolved against the model: what `decode` writes."""
+
+    begins: list[str]  # one a group of poems, as asked
+    resolved: list[str]  # the same in the model's characters
+    nums: list[int]  # poems a group
+    seeds: list[int]  # each group's first seed
+    heads: str  # acrostic heads in the model's characters, or ""
+    shape: forms.Form | None  # the form the masks keep, None for free poems without heads
+    group_notes: list[list[str]]  # what was changed in each begin and in the heads
+
+    @property
+    def notes(self) -> list[str]:
+        return list(dict.fromkeys(n for notes in self.group_notes for n in notes))
+
+    def rows(self) -> list[tuple[int, str]]:
+        """(group, resolved begin) of every poem, in order."""
+        return [(g, b) for g, (b, n) in enumerate(zip(self.resolved, self.nums, strict=True)) for _ in range(n)]
+
+
+@dataclass
+class Verdict:
+    score: float  # mean log-likelihood + prosody_weight x prosody score
+    rejected: bool  # a copied line or a broken rule: written again while the budget lasts
+
+
 class Poet:
     def __init__(self, ckpt: Checkpoint):
         self.ckpt = ckpt
-        self.notes: list[str] = []  # what resolve_begin changed in the last call
         self._prosody: forms.VocabProsody | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu") -> Poet:
@@ -54,163 +114,49 @@ class Poet:
         characters' training counts, 0 where it does not (older checkpoints; `tangshi index` adds them)."""
         return DEFAULT_DIVERSITY if self.vocab.counts is not None else 0.0
 
-    def write(
-        self,
-        begins: str | list[str],
-        num: int | list[int] = 1,
-        seed: int | None = None,
-        temperature: float = 0.8,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
-        repetition_penalty: float = 1.0,
-        diversity: float | None = None,
-        max_length: int = 80,
-        stop_at_end: bool = True,
-        random_state: bool = False,
-        form: str | None = None,
-        acrostic: str = "",
-        rhyme: str | None = None,
-        tones: str = "relaxed",
-        allow_repeat: bool = False,
-        beam: int = 0,
-        rerank: int = 1,
-        prosody_weight: float = 1.0,
-        budget: int = 20,
-        allow_copies: bool = False,
-        seeds: list[int] | None = None,
-    ) -> list[compose.Poem]:
-        """`num` poems for each begin character or phrase.
-
-        With `form` (五绝 七绝 五律 七律) they are in that form, rhyme and keep the tone template
-        (`tones`); `acrostic` heads start the lines (without `form`: one free-length line a head).
-        `beam` > 0 searches with that many hypotheses instead of sampling; `rerank` N samples N
-        candidates a poem and keeps the best by mean log-likelihood plus `prosody_weight` times the
-        prosody score (rhyme, relaxed and strict tones, each 0..1, averaged). A candidate with a
-        line copied from the training corpus (the checkpoint's line index) or one where a rule could
-        not be met is rejected and written again, up to `budget` tries; `--tones strict` that still
-        fails raises FormError naming the line.
-
-        `num` may be a list (poems per begin) and `seeds` one seed per begin: the i-th poem of a
-        begin with seed s is the poem `write(begin, seed=s)` writes i-th, whatever else is in the call.
-        """
-        begins = [begins] if isinstance(begins, str) else list(begins)
-        nums = list(num) if isinstance(num, list | tuple) else [num] * len(begins)
-        if len(nums) != len(begins) or (seeds is not None and len(seeds) != len(begins)):
-            raise ValueError("num and seeds must give one value per begin")
-        if any(n < 1 for n in nums):
-            raise SamplingError(f"--num must be >= 1, got {min(nums)}")
-        if rerank < 1:
-            raise SamplingError(f"--rerank must be >= 1, got {rerank}")
-        if budget < 1:
-            raise SamplingError(f"--budget must be >= 1, got {budget}")
-        if beam < 0:
-            raise SamplingError(f"--beam must be >= 0, got {beam}")
-        resolved, self.notes = [], []
-        script = self.ckpt.config.data.script
-        for b in begins:
-            text, notes = compose.resolve_begin(self.vocab, b, script) if b else ("", [])
-            resolved.append(text)
-            self.notes += notes
-        heads = ""
-        if acrostic:
-            heads, notes = compose.resolve_begin(self.vocab, acrostic, script, what="acrostic head")
-            self.notes += notes
-        for b in resolved:
-            if heads and b and b[0] != heads[0]:
-                raise forms.FormError(
-                    f"begin '{b}' and --acrostic '{heads}': the first line must start with '{heads[0]}'"
-                )
-        shape = forms.get_form(form) if form else forms.free_form(len(heads)) if heads else None
-        if shape is None and rhyme:
-            raise forms.FormError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)")
-        if shape is not None:
-            max_length, stop_at_end, random_state = shape.length + 1, True, False
+    @property
+    def vocab_prosody(self) -> forms.VocabProsody:
+        with self._lock:
             if self._prosody is None:
                 self._prosody = forms.VocabProsody(self.vocab)
-            forms.FormMask(self._prosody, shape, 1, [heads], rhyme, tones, allow_repeat)  # checks the request
+            return self._prosody
 
-        def mask(rows: int) -> forms.FormMask | None:
-            if shape is None:
-                return None
-            return forms.FormMask(self._prosody, shape, rows, [heads] * rows, rhyme, tones, allow_repeat)
+    def write(
+        self,
+        begins: str | Sequence[str],
+        options: WriteOptions | None = None,
+        *,
+        nums: Sequence[int] | None = None,
+        seeds: Sequence[int] | None = None,
+        **changes: Any,
+    ) -> Written:
+        """`num` poems for each begin character or phrase ("" = the model's choice).
 
-        lines = None if allow_copies else self.ckpt.lines
-        if beam:
-            poems = compose.beam_write(
-                self.model, self.vocab, resolved, beam, nums, max_length, mask(len(resolved) * beam), lines,
-                repetition_penalty,
-            )  # fmt: skip
-            for p in poems:
-                self._judge(p, shape, heads, lines, prosody_weight)
-                if p.extra.get("failure") and tones == "strict" and shape is not None and not shape.free:
-                    raise forms.FormError(
-                        f"--tones strict could not be met by a beam of {beam}: poem for '{p.begin}' failed at "
-                        f"{p.extra['failure']}; use --tones relaxed or a wider --beam"
-                    )
-        else:
-            sampler = Sampler(
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                greedy=greedy,
-                repetition_penalty=repetition_penalty,
-                diversity=self.default_diversity if diversity is None else diversity,
-            )
-            if seeds is None:
-                seed = secrets.randbits(31) if seed is None else seed
-                seeds = [seed + sum(nums[:b]) * rerank for b in range(len(begins))]
-            rows = [b for b, n in zip(resolved, nums, strict=True) for _ in range(n)]
-            bases = [s + i * rerank for s, n in zip(seeds, nums, strict=True) for i in range(n)]
-            best: list[compose.Poem | None] = [None] * len(rows)
-            for attempt in range(budget):
-                todo = [r for r, p in enumerate(best) if p is None or p.extra["rejected"]]
-                if not todo:
-                    break
-                cand_rows = [r for r in todo for _ in range(rerank)]
-                tries = [bases[r] + c + attempt * RETRY_STRIDE for r in todo for c in range(rerank)]
-                written = compose.write(
-                    self.model, self.vocab, [rows[r] for r in cand_rows], sampler, num=1, seeds=tries,
-                    max_length=max_length, stop_at_end=stop_at_end, random_state=random_state,
-                    form=mask(len(cand_rows)),
-                )  # fmt: skip
-                for r, p in zip(cand_rows, written, strict=True):
-                    self._judge(p, shape, heads, lines, prosody_weight)
-                    if best[r] is None or (p.extra["rejected"], -p.extra["score"]) < (
-                        best[r].extra["rejected"],
-                        -best[r].extra["score"],
-                    ):
-                        best[r] = p
-                if greedy and not random_state:
-                    break  # greedy writes the same poem whatever the seed
-            poems = [p for p in best if p is not None]
-            for p in poems:
-                if p.extra.get("failure") and tones == "strict" and shape is not None and not shape.free:
-                    raise forms.FormError(
-                        f"--tones strict could not be met in {budget} tries (--budget): the poem for "
-                        f"'{p.begin}' failed at {p.extra['failure']}; use --tones relaxed"
-                    )
-        for poem, b in zip(poems, [b for b, n in zip(begins, nums, strict=True) for _ in range(n)], strict=True):
-            poem.begin = b
-            poem.extra.pop("rejected", None)
-            poem.extra.pop("score", None)
-            if poem.extra.get("copied") == []:
-                poem.extra.pop("copied")
-        return poems
+        `options` and keyword `changes` are `WriteOptions` fields (form, acrostic, rhyme, tones, seed,
+        temperature, beam, rerank...). `nums` and `seeds` give one count and one seed a begin: the i-th
+        poem of a begin with seed s is the poem `write(begin, seed=s)` writes i-th, whatever else is
+        in the call. Bad requests raise OptionError (or a subclass) whose `field` names the option.
+        """
+        opts = (options or WriteOptions()).replace(**changes).validate()
+        plan = resolve(self, begins, opts, nums, seeds)
+        poems = decode(self, plan, opts)
+        begins = [plan.begins[g] for g, _ in plan.rows()]
+        finished = [finish(p, b, opts.script) for p, b in zip(poems, begins, strict=True)]
+        return Written(finished, plan.notes, plan.group_notes)
 
-    @staticmethod
-    def _judge(p: compose.Poem, shape: forms.Form | None, heads: str, lines: LineIndex | None, weight: float) -> None:
-        """Score a candidate (mean log-likelihood + weight x prosody) and say whether it is rejected."""
-        score = -p.nll
-        if shape is not None and not shape.free:
-            report = prosody.check(p.text)
-            p.extra["prosody"] = report.to_dict()
-            score += weight * (report.rhyme + report.relaxed + report.strict) / 3
-        if heads:
-            p.extra["acrostic"] = heads
-        p.extra["copied"] = lines.copied(p.text) if lines is not None else []
-        p.extra["score"] = score
-        p.extra["rejected"] = bool(p.extra["copied"]) or bool(p.extra.get("failure"))
+    def stream(
+        self, begins: str | Sequence[str], options: WriteOptions | None = None, **changes: Any
+    ) -> Iterator[Written]:
+        """The poems of `write(begins, options)` a few at a time, as they are finished (the same poems)."""
+        opts = (options or WriteOptions()).replace(**changes).validate()
+        begins = [begins] if isinstance(begins, str) else list(begins)
+        seed = opts.seed if opts.seed is not None else secrets.randbits(31)
+        per = opts.num if opts.beam else CHUNK  # a beam's poems come from one search
+        for b, begin in enumerate(begins):
+            for start in range(0, opts.num, per):
+                n = min(per, opts.num - start)
+                first = seed + (b * opts.num + start) * opts.rerank
+                yield self.write([begin], opts.replace(num=n, seed=None), seeds=[first])
 
     def loss(self, texts: str | list[str]) -> dict[str, float | int]:
         """Per-character loss and perplexity of the given poem texts."""
@@ -218,3 +164,171 @@ class Poet:
 
     def corpus_loss(self, paths: list[str | Path], split: str = "all") -> dict[str, float | int]:
         return evaluate.corpus_loss(self.ckpt, paths, split=split)
+
+
+# ---------------------------------------------------------------- resolve
+
+
+def resolve(
+    poet: Poet,
+    begins: str | Sequence[str],
+    opts: WriteOptions,
+    nums: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> Plan:
+    """Check a request against the model: begin phrases and heads in its characters (variants noted),
+    the form and its masks' options, one seed a group."""
+    begins = [begins] if isinstance(begins, str) else list(begins)
+    if not begins:
+        raise OptionError('no begin given (use "" for the model\'s choice)', "begin")
+    nums = list(nums) if nums is not None else [opts.num] * len(begins)
+    if len(nums) != len(begins) or (seeds is not None and len(seeds) != len(begins)):
+        raise ValueError("nums and seeds must give one value per begin")
+    for n in nums:
+        WriteOptions(num=n, beam=opts.beam).validate()
+    script = poet.ckpt.config.data.script
+    resolved, notes = [], []
+    for b in begins:
+        check_begin(b)
+        text, why = compose.resolve_begin(poet.vocab, b, script) if b else ("", [])
+        resolved.append(text)
+        notes.append(why)
+    heads, head_notes = "", []
+    if opts.acrostic:
+        heads, head_notes = compose.resolve_begin(poet.vocab, opts.acrostic, script, what="acrostic head")
+    for b in resolved:
+        if heads and b and b[0] != heads[0]:
+            raise OptionError(
+                f"begin '{b}' and --acrostic '{heads}': the first line must start with '{heads[0]}'", "acrostic"
+            )
+    shape = forms.get_form(opts.form) if opts.regular else forms.free_form(len(heads)) if heads else None
+    if heads and shape is not None and 0 < len(heads) < shape.lines:
+        raise OptionError(
+            f"acrostic '{heads}' has {len(heads)} heads but a {shape.name} has {shape.lines} lines: "
+            "give one head a line",
+            "acrostic",
+        )
+    if shape is not None:  # the masks check heads, rhyme and tones now, before anything is written
+        forms.FormMask(poet.vocab_prosody, shape, 1, [heads], opts.rhyme, opts.tones, opts.allow_repeat)
+    if _diversity(poet, opts) and poet.vocab.log_prior() is None:
+        raise OptionError(
+            "--diversity needs the character counts of the training data, which this checkpoint's vocab.json "
+            "lacks; add them with `tangshi index --checkpoint DIR --data CORPUS`",
+            "diversity",
+        )
+    if seeds is None:
+        seed = opts.seed if opts.seed is not None else secrets.randbits(31)
+        seeds = [seed + sum(nums[:g]) * opts.rerank for g in range(len(begins))]
+    return Plan(begins, resolved, nums, list(seeds), heads, shape, [n + head_notes for n in notes])
+
+
+def _diversity(poet: Poet, opts: WriteOptions) -> float:
+    return poet.default_diversity if opts.diversity is None else opts.diversity
+
+
+# ---------------------------------------------------------------- decode
+
+
+def decode(poet: Poet, plan: Plan, opts: WriteOptions) -> list[Poem]:
+    """The poems of a plan, judged: by beam search, or sampled (best of `rerank`), rejected ones written again."""
+    return _beam(poet, plan, opts) if opts.beam else _sample(poet, plan, opts)
+
+
+def _mask(poet: Poet, plan: Plan, opts: WriteOptions, rows: int) -> forms.FormMask | None:
+    if plan.shape is None:
+        return None
+    return forms.FormMask(
+        poet.vocab_prosody, plan.shape, rows, [plan.heads] * rows, opts.rhyme, opts.tones, opts.allow_repeat
+    )
+
+
+def _lines(poet: Poet, opts: WriteOptions) -> LineIndex | None:
+    return None if opts.allow_copies else poet.ckpt.lines
+
+
+def _beam(poet: Poet, plan: Plan, opts: WriteOptions) -> list[Poem]:
+    lines = _lines(poet, opts)
+    rows = len(plan.resolved) * opts.beam
+    poems = compose.beam_write(
+        poet.model, poet.vocab, plan.resolved, opts.beam, plan.nums, _max_length(plan, opts),
+        _mask(poet, plan, opts, rows), lines, opts.repetition_penalty,
+    )  # fmt: skip
+    for p in poems:
+        judge(p, plan, lines, opts.prosody_weight)
+    _refuse_strict_failures(poems, opts, f"by a beam of {opts.beam}", "a wider --beam")
+    return poems
+
+
+def _sample(poet: Poet, plan: Plan, opts: WriteOptions) -> list[Poem]:
+    sampler = Sampler(
+        temperature=opts.temperature,
+        top_k=opts.top_k,
+        top_p=opts.top_p,
+        greedy=opts.greedy,
+        repetition_penalty=opts.repetition_penalty,
+        diversity=_diversity(poet, opts),
+    )
+    lines, k = _lines(poet, opts), opts.rerank
+    rows = plan.rows()
+    bases = [plan.seeds[g] + i * k for g, n in enumerate(plan.nums) for i in range(n)]
+    best: list[tuple[Poem, Verdict] | None] = [None] * len(rows)
+    for attempt in range(opts.budget):
+        todo = [r for r, b in enumerate(best) if b is None or b[1].rejected]
+        if not todo:
+            break
+        cand = [r for r in todo for _ in range(k)]
+        tries = [bases[r] + c + attempt * RETRY_STRIDE for r in todo for c in range(k)]
+        written = compose.write(
+            poet.model, poet.vocab, [rows[r][1] for r in cand], sampler, num=1, seeds=tries,
+            max_length=_max_length(plan, opts), stop_at_end=not (opts.ignore_end and plan.shape is None),
+            random_state=opts.random_state and plan.shape is None, form=_mask(poet, plan, opts, len(cand)),
+        )  # fmt: skip
+        for r, p in zip(cand, written, strict=True):
+            v = judge(p, plan, lines, opts.prosody_weight)
+            if best[r] is None or (v.rejected, -v.score) < (best[r][1].rejected, -best[r][1].score):
+                best[r] = (p, v)
+        if opts.greedy and not opts.random_state:
+            break  # greedy writes the same poem whatever the seed
+    poems = [b[0] for b in best if b is not None]
+    _refuse_strict_failures(poems, opts, f"in {opts.budget} tries (--budget)", "--tones relaxed")
+    return poems
+
+
+def _max_length(plan: Plan, opts: WriteOptions) -> int:
+    return plan.shape.length + 1 if plan.shape is not None else opts.max_length
+
+
+def _refuse_strict_failures(poems: list[Poem], opts: WriteOptions, how: str, instead: str) -> None:
+    if opts.tones != "strict" or not opts.regular:
+        return
+    for p in poems:
+        if p.failure:
+            raise forms.FormError(
+                f"--tones strict could not be met {how}: the poem for '{p.begin}' failed at {p.failure}; use {instead}",
+                "tones",
+            )
+
+
+# ---------------------------------------------------------------- judge
+
+
+def judge(p: Poem, plan: Plan, lines: LineIndex | None, weight: float) -> Verdict:
+    """Fill in a candidate's prosody report, heads and copied lines; score it and say whether it is rejected."""
+    score = -p.nll
+    if plan.shape is not None and not plan.shape.free:
+        report = prosody.check(p.text)
+        p.prosody = report.to_dict()
+        score += weight * (report.rhyme + report.relaxed + report.strict) / 3
+    p.acrostic = plan.heads
+    p.copied = lines.copied(p.text) if lines is not None else []
+    return Verdict(score, bool(p.copied) or bool(p.failure))
+
+
+def finish(p: Poem, begin: str, script: str) -> Poem:
+    """The poem as the caller asked: its begin as given, its prosody report, its text in `script`."""
+    report = p.prosody or prosody.check(p.text).to_dict()
+    p.begin = begin
+    p.text = to_script(p.text, script)
+    p.lines = [to_script(x, script) for x in p.lines]
+    p.prosody = {**report, "lines": [to_script(x, script) for x in report.get("lines", [])]}
+    return p

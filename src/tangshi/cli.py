@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 from tangshi import __version__
 from tangshi.config import SECTIONS, ConfigError, ServeConfig, apply_overrides, load_preset, preset_names
+from tangshi.options import MAX_BEGIN, NAMES, SPECS, OptionError, WriteOptions
 
 SETTINGS = ("free", "begin", "五绝", "七绝", "五律", "七律", "acrostic")  # tangshi.suite.SETTINGS, without torch
 
@@ -70,6 +72,27 @@ def _add_fields(parser: argparse.ArgumentParser, kind: type, title: str) -> None
             group.add_argument(flag, dest=f.name, type=kind_, default=None, metavar=kind_.__name__.upper(), help=help_)
 
 
+def _add_write_options(parser: argparse.ArgumentParser) -> None:
+    """Every WriteOptions field as a flag, with its default and bounds in --help."""
+    group = parser.add_argument_group("writing options")
+    for spec in SPECS:
+        shown = "none" if spec.default is None else spec.default
+        limits = spec.bounds()
+        help_ = f"{spec.help} (default: {shown}{'; ' + limits if limits else ''})"
+        if spec.kind is bool:
+            group.add_argument(spec.flag, dest=spec.name, action="store_true", default=spec.default, help=help_)
+            continue
+        metavar = None if spec.choices else spec.kind.__name__.upper()
+        group.add_argument(
+            spec.flag, dest=spec.name, type=spec.kind, default=spec.default, choices=spec.choices, metavar=metavar,
+            help=help_,
+        )  # fmt: skip
+
+
+def write_options(args: argparse.Namespace) -> WriteOptions:
+    return WriteOptions(**{name: getattr(args, name) for name in NAMES}).validate()
+
+
 def _overrides(args: argparse.Namespace, sections: tuple[str, ...]) -> dict[str, Any]:
     names = {f.name for s in sections for f in dataclasses.fields(SECTIONS[s])}
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -100,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--json", action="store_true", help="print JSON")
         _add_fields(a, SECTIONS["data"], "corpus options")
 
-    tr = sub.add_parser("train", help="train a model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tr = sub.add_parser("train", help="train a model")
     tr.add_argument("--data", nargs="+", help="corpus files or folders")
     tr.add_argument("--preset", default="default", help=f"one of: {', '.join(preset_names())}")
     tr.add_argument("--out", type=Path, help="run folder (checkpoints, metrics, loss.png)")
@@ -109,43 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, title in (("data", "corpus options"), ("model", "model options"), ("train", "training options")):
         _add_fields(tr, SECTIONS[name], title)
 
-    wr = sub.add_parser("write", help="write poems from begin characters")
-    wr.add_argument("begins", nargs="*", help="begin characters or phrases, one poem set each (none: free)")
+    wr = sub.add_parser(
+        "write",
+        help="write poems from begin characters",
+        description="Write poems. Poems are printed as they are finished. With --form and --acrostic, give one "
+        "head a line of the form (fewer heads are refused); without --form, each head starts one free line.",
+    )
+    wr.add_argument(
+        "begins", nargs="*", help=f"begin characters or phrases (at most {MAX_BEGIN} characters), one set of poems each"
+    )
     wr.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
-    wr.add_argument("--num", type=int, default=1, help="poems per begin")
-    wr.add_argument("--seed", type=int, default=None, help="the same seed writes the same poems")
-    wr.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is more conservative")
-    wr.add_argument("--top-k", type=int, default=0, help="sample from the k most likely (0 = all)")
-    wr.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    wr.add_argument("--greedy", action="store_true", help="always the most likely character (the seeds' argmax)")
-    wr.add_argument("--repetition-penalty", type=float, default=1.0, help=">= 1; discourage repeated characters")
-    wr.add_argument(
-        "--diversity",
-        type=float,
-        default=None,
-        help="0-2; lower each character's score by this times its log training frequency (MMI anti-LM): "
-        "less generic poems (default: 0.35 where the checkpoint keeps its character counts, else 0)",
-    )
-    wr.add_argument("--max-length", type=int, default=80, help="hard limit on characters")
-    wr.add_argument("--ignore-end", action="store_true", help="seed-tf style: run exactly --max-length steps")
-    wr.add_argument("--random-state", action="store_true", help="seed-tf style: random initial state")
-    wr.add_argument("--json", action="store_true", help="one JSON object a poem (with its prosody report in a form)")
-    wr.add_argument("--form", choices=["五绝", "七绝", "五律", "七律"], help="write in this regular form")
-    wr.add_argument(
-        "--acrostic", default="", help="藏头诗: these characters start the lines (without --form: free-length lines)"
-    )
-    wr.add_argument("--rhyme", help="rhyme group: 阳, 下平声七阳 or a character of it (default: the model's choice)")
-    wr.add_argument("--tones", default="relaxed", choices=["relaxed", "strict", "off"], help="tone template rule")
-    wr.add_argument("--allow-repeat", action="store_true", help="let a character appear twice in a poem")
+    wr.add_argument("--json", action="store_true", help="one JSON object a poem (with its prosody report)")
     wr.add_argument("--explain", action="store_true", help="print each line's tones and the rhyme group")
-    wr.add_argument("--beam", type=int, default=0, help="beam search with this many hypotheses (0 = sample)")
-    wr.add_argument("--rerank", type=int, default=1, help="sample N candidates a poem, keep the best")
-    wr.add_argument(
-        "--prosody-weight", type=float, default=1.0, help="reranking: weight of the prosody score (0..1) beside log-lik"
-    )
-    wr.add_argument("--budget", type=int, default=20, help="tries per poem when a rule or the copy check fails")
-    wr.add_argument("--allow-copies", action="store_true", help="keep lines copied verbatim from the training corpus")
     wr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    _add_write_options(wr)
 
     ev = sub.add_parser(
         "eval", help="the evaluation suite: loss on a split, and metrics of generated poems against human ones"
@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     sv.add_argument("--port", type=int, default=8000)
     for f in dataclasses.fields(ServeConfig):
-        sv.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default, help=f"(default {f.default})")
+        sv.add_argument(
+            "--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, help=f"(default {f.default})"
+        )
 
     pr = sub.add_parser("presets", help="show the named presets")
     pr.add_argument("name", nargs="?", help="show one preset in full")
@@ -277,54 +279,40 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load_poet(path: Path | None, device: str):
     from tangshi.api import Poet
-    from tangshi.train import resolve_device
+    from tangshi.device import resolve_device
 
     return Poet.load(path, device=str(resolve_device(device)))
 
 
 def cmd_write(args: argparse.Namespace) -> int:
+    opts = write_options(args)
     poet = _load_poet(args.checkpoint, args.device)
-    poems = poet.write(
-        args.begins or [""],
-        num=args.num,
-        seed=args.seed,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        greedy=args.greedy,
-        repetition_penalty=args.repetition_penalty,
-        diversity=args.diversity,
-        max_length=args.max_length,
-        stop_at_end=not args.ignore_end,
-        random_state=args.random_state,
-        form=args.form,
-        acrostic=args.acrostic,
-        rhyme=args.rhyme,
-        tones=args.tones,
-        allow_repeat=args.allow_repeat,
-        beam=args.beam,
-        rerank=args.rerank,
-        prosody_weight=args.prosody_weight,
-        budget=args.budget,
-        allow_copies=args.allow_copies,
-    )
-    for note in poet.notes:
-        print(f"tangshi: note: {note}", file=sys.stderr)
-    for i, poem in enumerate(poems):
-        if args.json:
-            print(json.dumps(poem.to_dict(), ensure_ascii=False))
-        else:
-            print(("\n" if i else "") + "\n".join(poem.lines))
-            if args.explain:
-                _explain(poem.text)
-            for key, what in (("failure", "a rule could not be met at"), ("copied", "copied from the corpus:")):
-                if poem.extra.get(key):
-                    value = poem.extra[key]
-                    print(
-                        f"tangshi: note: {what} {value if isinstance(value, str) else '，'.join(value)}",
-                        file=sys.stderr,
-                    )
+    noted: set[str] = set()
+    count = 0
+    for written in poet.stream(args.begins or [""], opts):
+        for note in written.notes:
+            if note not in noted:
+                noted.add(note)
+                _note(note)
+        for poem in written:
+            count += 1
+            if args.json:
+                print(json.dumps(poem.to_dict(), ensure_ascii=False), flush=True)
+            else:
+                print(("\n" if count > 1 else "") + "\n".join(poem.lines), flush=True)
+                if args.explain:
+                    _explain(poem.text)
+            if poem.failure:
+                _note(f"poem {count}: a rule could not be met at {poem.failure}")
+            if poem.copied:
+                _note(f"poem {count}: copied from the corpus: {'，'.join(poem.copied)}")
+            if not poem.ended and not opts.ignore_end:
+                _note(f"poem {count} was cut at --max-length {opts.max_length} before its end")
     return 0
+
+
+def _note(text: str) -> None:
+    print(f"tangshi: note: {text}", file=sys.stderr, flush=True)
 
 
 def _explain(text: str) -> None:
@@ -363,8 +351,8 @@ def _named_checkpoints(specs: list[str]) -> dict[str, Path | None]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from tangshi.device import resolve_device
     from tangshi.suite import markdown, plots, run_suite
-    from tangshi.train import resolve_device
 
     settings = [x.strip() for x in args.settings.split(",") if x.strip()]
     for x in settings:
@@ -406,7 +394,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     checkpoints = _named_checkpoints(args.checkpoint)
     settings = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
     for f in dataclasses.fields(ServeConfig):
-        if getattr(settings, f.name) < (0 if f.name == "threads" else 1):
+        value = getattr(settings, f.name)
+        if not math.isfinite(value) or value < (0 if f.name == "threads" else 1):
             raise ConfigError(f"--{f.name.replace('_', '-')} must be >= 1, got {getattr(settings, f.name)}")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")
@@ -431,7 +420,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def _poem_texts(inputs: list[str], fmt: str) -> tuple[list[str], bool]:
     """(poem texts, whether they came from corpus paths) for `prosody check`."""
-    from tangshi.corpus import CorpusError, find_files, normalise, read_file
+    from tangshi.corpus import CorpusError, find_files, read_file
+    from tangshi.text import normalise
 
     if inputs == ["-"]:
         return [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()], False
@@ -502,6 +492,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tangshi.vocab import VocabError
 
     return (
+        OptionError,
         ConfigError,
         CorpusError,
         CheckpointError,

@@ -10,22 +10,24 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
-from tangshi.corpus import normalise, variants
 from tangshi.forms import FormMask
 from tangshi.lineindex import LineIndex
 from tangshi.model import CharRNN
+from tangshi.options import OptionError
 from tangshi.prosody import split_lines
 from tangshi.sampling import Sampler, SamplingError, penalise_repeats
+from tangshi.text import normalise, variants
 from tangshi.vocab import BOS, EOS, PAD, UNK, Vocab
 
 _SENTENCE_END = re.compile(r"(?<=[。！？])")
 
 
-class UnknownCharacterError(ValueError):
-    """A begin character outside the model's vocabulary; the message names it."""
+class UnknownCharacterError(OptionError):
+    """A begin character outside the model's vocabulary; the message names it, `field` the option."""
 
 
 @dataclass
@@ -34,14 +36,20 @@ class Poem:
     lines: list[str]  # one sentence (up to 。！？) a line
     begin: str
     seed: int
-    ended: bool  # True when the model wrote the end token
+    ended: bool  # True when the model wrote the end token; False when cut at the length limit
     nll: float  # mean negative log-likelihood per generated token under the model (nats)
-    extra: dict = field(default_factory=dict)
+    acrostic: str = ""  # the heads that start the lines, if any
+    failure: str | None = None  # where a form rule could not be met, if anywhere
+    copied: list[str] = field(default_factory=list)  # lines found verbatim in the training corpus
+    prosody: dict[str, Any] | None = None  # the checker's report of a poem in a regular form
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.update(d.pop("extra"))
-        return d
+    @property
+    def log_likelihood(self) -> float:
+        """Total log-likelihood of the poem's tokens under the model (nats), the end token included."""
+        return round(-self.nll * (len(self.text) + (1 if self.ended else 0)), 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "log_likelihood": self.log_likelihood}
 
 
 def sentences(text: str) -> list[str]:
@@ -54,9 +62,10 @@ def resolve_begin(
 ) -> tuple[str, list[str]]:
     """Normalise a begin phrase to the model's script; unknown characters are replaced by a known
     simplified/traditional variant (noted) or refused with a message that names them."""
+    field_ = "acrostic" if what.startswith("acrostic") else "begin"
     text = normalise(begin, script)
     if not text:
-        raise UnknownCharacterError(f"empty {what} {begin!r}")
+        raise UnknownCharacterError(f"empty {what} {begin!r}", field_)
     out, notes = [], []
     for char in text:
         if char in vocab:
@@ -66,7 +75,8 @@ def resolve_begin(
         if not known:
             raise UnknownCharacterError(
                 f"{what} '{char}' is not in the model's vocabulary"
-                + (f" (nor its variant {'/'.join(variants(char))})" if variants(char) else "")
+                + (f" (nor its variant {'/'.join(variants(char))})" if variants(char) else ""),
+                field_,
             )
         out.append(known[0])
         notes.append(f"'{char}' is not in the vocabulary; using its variant '{known[0]}'")
@@ -110,7 +120,7 @@ def write(
         raise ValueError(f"{len(seeds)} seeds for {len(rows)} poems")
     prefixes = [vocab.encode(b) for b in rows]
     if any(UNK in p for p in prefixes):
-        raise UnknownCharacterError("begin phrases must be resolved with resolve_begin first")
+        raise UnknownCharacterError("begin phrases must be resolved with resolve_begin first", "begin")
     device = next(model.parameters()).device
     log_prior = vocab.log_prior() if sampler.diversity else None
     if sampler.diversity and log_prior is None:
@@ -146,10 +156,7 @@ def write(
             choose = logits
             if form is not None:
                 choose = logits.masked_fill(~form.allowed().to(device), float("-inf"))
-            if log_prior is None:
-                next_ids = sampler(choose, uniforms[:, t], seen)
-            else:
-                next_ids = sampler(choose, uniforms[:, t], seen, log_prior=log_prior)
+            next_ids = sampler(choose, uniforms[:, t], seen, log_prior=log_prior)
             if t < longest:
                 force = forced[:, t] >= 0
                 next_ids = torch.where(force, forced[:, t], next_ids)
@@ -180,10 +187,9 @@ def write(
         if stop_at_end and ended:
             ids = ids[: ids.index(EOS)]
         text = vocab.decode(ids)
-        poem = Poem(text, sentences(text), begin, seeds[r], ended, round(float(nll[r] / written[r].clamp(min=1)), 4))
-        if form is not None and form.failures[r]:
-            poem.extra["failure"] = form.failures[r]
-        poems.append(poem)
+        failure = form.failures[r] if form is not None else None
+        nll_r = round(float(nll[r] / written[r].clamp(min=1)), 4)
+        poems.append(Poem(text, sentences(text), begin, seeds[r], ended, nll_r, failure=failure))
     return poems
 
 
@@ -297,10 +303,8 @@ def beam_write(
             ended = EOS in ids
             ids = ids[: ids.index(EOS)] if ended else ids
             text = vocab.decode(ids)
-            poem = Poem(text, sentences(text), begin, 0, ended, round(float(-mean[r]), 4))
-            if form is not None and form.failures[r]:
-                poem.extra["failure"] = form.failures[r]
-            poems.append(poem)
+            failure = form.failures[r] if form is not None else None
+            poems.append(Poem(text, sentences(text), begin, 0, ended, round(float(-mean[r]), 4), failure=failure))
     return poems
 
 

@@ -266,15 +266,17 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 @dataclass
 class ServeConfig:
-    """`tangshi serve`: request limits and batching."""
+    """`tangshi serve`: request limits, the queue and batching. Each field is a `--option`."""
 
     max_num: int = 16  # poems per request
     max_begin: int = 16  # characters of a begin phrase or of the acrostic heads
     max_length: int = 200  # characters of a free poem
-    max_body: int = 16 * 1024  # bytes of a request body
+    max_body: int = 16 * 1024  # bytes of a request body, chunked or not
     max_beam: int = 16  # beam width
     max_rerank: int = 16  # candidates a poem
     max_candidates: int = 64  # num x rerank: poems sampled for one request
-    budget: int = 5  # tries a poem when a rule or the copy check fails
+    max_budget: int = 20  # tries a poem when a rule or the copy check fails
+    max_queue: int = 256  # requests waiting to be written; more get 503 with Retry-After
     batch_max: int = 64  # poems written in one batch
+    client_timeout: float = 10.0  # seconds a client may take to send its headers or its body
     threads: int = 0  # torch threads for inference (0: torch's default)

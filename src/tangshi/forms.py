@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from tangshi import prosody as P
+from tangshi.options import OptionError
 from tangshi.vocab import EOS, Vocab
 
 FIRST_TYPES = "aAbB"  # the four templates, by the type of line 1
@@ -38,8 +39,8 @@ TONES = ("relaxed", "strict", "off")
 FREE_MIN, FREE_MAX = 4, 9  # characters per line of a free form
 
 
-class FormError(ValueError):
-    """A form request that cannot be met; the message says why."""
+class FormError(OptionError):
+    """A form request that cannot be met; the message says why, `field` names the option."""
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,14 @@ class Form:
 
 def get_form(name: str) -> Form:
     if name not in P.FORMS:
-        raise FormError(f"--form must be one of {', '.join(P.FORMS)}, got {name!r}")
+        raise FormError(f"--form must be one of {', '.join(P.FORMS)}, got {name!r}", "form")
     lines, chars = P.FORMS[name]
     return Form(name, lines, chars)
 
 
 def free_form(lines: int) -> Form:
     if lines < 1:
-        raise FormError("an acrostic needs at least one head character")
+        raise FormError("an acrostic needs at least one head character", "acrostic")
     return Form("free", lines, 0)
 
 
@@ -164,9 +165,9 @@ class FormMask:
         allow_repeat: bool = False,
     ):
         if tones not in TONES:
-            raise FormError(f"--tones must be one of {', '.join(TONES)}, got {tones!r}")
+            raise FormError(f"--tones must be one of {', '.join(TONES)}, got {tones!r}", "tones")
         if form.free and rhyme:
-            raise FormError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)")
+            raise FormError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)", "rhyme")
         self.vp, self.form, self.batch = vp, form, batch
         self.allow_repeat = allow_repeat
         self.tones = "off" if form.free else tones
@@ -179,11 +180,12 @@ class FormMask:
             g = P.find_group(rhyme)
             if g is None:
                 raise FormError(
-                    f"--rhyme {rhyme}: not a 平水韵 平 group name (e.g. 阳 or 下平声七阳) or a rhyming character"
+                    f"--rhyme {rhyme}: not a 平水韵 平 group name (e.g. 阳 or 下平声七阳) or a rhyming character",
+                    "rhyme",
                 )
             known = int(vp.in_group[vp.groups.index(g)].sum())
             if known < form.lines // 2 + 1:
-                raise FormError(f"--rhyme {rhyme}: the model knows only {known} characters of {g}")
+                raise FormError(f"--rhyme {rhyme}: the model knows only {known} characters of {g}", "rhyme")
             groups[:] = False
             groups[:, vp.groups.index(g)] = True
         self.open_groups = groups  # (B, G)
@@ -205,10 +207,10 @@ class FormMask:
     def _check_heads(self, heads: str) -> None:
         vp, f = self.vp, self.form
         if len(heads) > f.lines:
-            raise FormError(f"acrostic '{heads}' has {len(heads)} heads but a {f.name} has {f.lines} lines")
+            raise FormError(f"acrostic '{heads}' has {len(heads)} heads but a {f.name} has {f.lines} lines", "acrostic")
         for ch in heads:
             if ch not in vp.vocab or not P.is_han(ch):
-                raise FormError(f"acrostic head '{ch}' is not a Chinese character the model knows")
+                raise FormError(f"acrostic head '{ch}' is not a Chinese character the model knows", "acrostic")
         if self.tones != "strict" or not heads:
             return
         # strict tones check line starts too: some template must take every head's tone
@@ -219,7 +221,8 @@ class FormMask:
             raise FormError(
                 f"--tones strict cannot be met: acrostic head '{heads[i]}' ({vp.tone_name(vp.vocab.id(heads[i]))}) "
                 f"starts line {i + 1}, which every {f.name} tone template consistent with the heads before it "
-                f"starts with {_need(self.req[fits[:, :i].all(dim=1), i, 0])}; use --tones relaxed"
+                f"starts with {_need(self.req[fits[:, :i].all(dim=1), i, 0])}; use --tones relaxed",
+                "tones",
             )
 
     # -- what may come next

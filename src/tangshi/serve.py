@@ -3,22 +3,28 @@
     tangshi serve                                  # the bundled model on http://127.0.0.1:8000
     tangshi serve --checkpoint tang=runs/a/best --checkpoint gru=runs/b/best --port 9000
 
-`POST /v1/poems` takes every option of `tangshi write`; `GET /v1/models` lists the loaded
-checkpoints with their model cards; `GET /health`; OpenAPI at `/docs`; the page at `/`.
+`POST /v1/poems` takes every writing option (`tangshi.options.WriteOptions`, with this server's
+limits on top) and a begin; `GET /v1/models` lists the loaded checkpoints with their model cards;
+`GET /health`; OpenAPI at `/docs`; the page at `/`.
 
-Models load once, in the app's lifespan. Inference runs on one worker thread per app, off the
-event loop, so a slow request never blocks the others' I/O. Requests that arrive while the worker
-is busy wait in a queue; the worker takes every waiting request that asks for the same options
-(model, form, sampler...) and writes them as one batch (`batch_max` rows at most), which
-multiplies throughput under load. Each poem draws from its own seeded generator, so a request
-with a seed gets the poem it would get alone.
+Models load once, in the app's lifespan. Inference runs on one writer thread, off the event loop.
+Requests wait in a bounded queue (503 with Retry-After when it is full); the writer takes the oldest
+waiting request together with every other waiting request that asks for the same options (they may
+differ in begin, num and seed) and writes them as one batch (`batch_max` poems at most). A request
+whose client has gone is dropped before it is written. Each poem draws from its own seeded
+generator, so a request with a seed gets the poem it would get alone.
+
+Transport limits: a request body (chunked or not) over `max_body` bytes gets 413 without being held
+in memory; a client that takes longer than `client_timeout` seconds to send its headers or body is
+disconnected (408 for a body).
 """
 
 import asyncio
 import contextlib
-import queue
-import re
+import json
+import secrets
 import threading
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,60 +37,61 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tangshi import prosody
 from tangshi.api import Poet
-from tangshi.compose import UnknownCharacterError
 from tangshi.config import ServeConfig as Settings
-from tangshi.corpus import to_script
-from tangshi.forms import FormError
-from tangshi.sampling import SamplingError
+from tangshi.options import NAMES, SPECS, OptionError, Spec, WriteOptions
 
-FORM_NAMES = ("free", "五绝", "七绝", "五律", "七律")
+MAX_MODEL_NAME = 64
+MAX_ECHO = 64  # characters of a bad value echoed back in a 422
 
 
-class PoemRequest(BaseModel):
-    """What `tangshi write` takes, as JSON. Unknown fields are refused."""
+# ---------------------------------------------------------------- the request schema
 
+
+def _limits(spec: Spec, s: Settings) -> dict[str, Any]:
+    """An option's bounds for this server: its own, tightened by the server's limits where it has one."""
+    upper = {"num": s.max_num, "max_length": s.max_length, "beam": s.max_beam, "rerank": s.max_rerank}
+    upper["budget"] = s.max_budget
+    le = spec.le
+    if spec.name in upper:
+        le = upper[spec.name] if le is None else min(le, upper[spec.name])
+    chars = spec.max_length
+    if spec.name == "acrostic":
+        chars = min(chars, s.max_begin)
+    limits = {"ge": spec.ge, "gt": spec.gt, "le": int(le) if spec.kind is int and le is not None else le}
+    limits["max_length"] = chars
+    if spec.kind is float:
+        limits["allow_inf_nan"] = False
+    return {k: v for k, v in limits.items() if v is not None}
+
+
+def _field(spec: Spec, s: Settings) -> tuple[Any, Any]:
+    """A pydantic field for one option: its type, default, bounds and help."""
+    kind: Any = Literal[spec.choices] if spec.choices else spec.kind  # type: ignore[valid-type]
+    if spec.nullable:
+        kind = kind | None
+    return Annotated[kind, Field(description=spec.help, **_limits(spec, s))], spec.default
+
+
+class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # no true -> 1, no "5" -> 5
 
-    model: str | None = Field(None, description="a loaded checkpoint's name (GET /v1/models); default: the first")
-    begin: str = Field("", description="begin character or phrase (empty: the model's choice)")
-    acrostic: str = Field("", description="藏头诗: one head character a line")
-    form: Literal["free", "五绝", "七绝", "五律", "七律"] = "free"
-    tones: Literal["relaxed", "strict", "off"] = "relaxed"
-    rhyme: str | None = Field(None, description="平水韵 group: 阳, 下平声七阳 or a character of it")
-    allow_repeat: bool = False
-    temperature: Annotated[float, Field(gt=0, le=10)] = 0.8
-    top_k: Annotated[int, Field(ge=0)] = 0
-    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    greedy: bool = False
-    repetition_penalty: Annotated[float, Field(ge=1, le=10)] = 1.0
-    diversity: Annotated[float | None, Field(ge=0, le=2)] = Field(
-        None, description="anti-LM weight, less generic characters (default: the model's, 0.35 or 0)"
-    )
-    beam: Annotated[int, Field(ge=0)] = 0
-    rerank: Annotated[int, Field(ge=1)] = 1
-    prosody_weight: Annotated[float, Field(ge=0, le=100)] = 1.0
-    allow_copies: bool = False
-    num: Annotated[int, Field(ge=1)] = 1
-    seed: Annotated[int | None, Field(ge=0, lt=2**31)] = None
-    max_length: Annotated[int, Field(ge=1)] = 80
-    script: Literal["simplified", "traditional"] = "simplified"
 
-
-def request_model(settings: Settings) -> type[PoemRequest]:
-    """PoemRequest with this server's limits in its schema (and so in /docs and its 422s)."""
-    s = settings
-    return create_model(
-        "PoemRequest",
-        __base__=PoemRequest,
-        begin=(Annotated[str, Field(max_length=s.max_begin, description="begin character or phrase")], ""),
-        acrostic=(Annotated[str, Field(max_length=s.max_begin, description="藏头诗: one head a line")], ""),
-        num=(Annotated[int, Field(ge=1, le=s.max_num)], 1),
-        max_length=(Annotated[int, Field(ge=1, le=s.max_length)], 80),
-        beam=(Annotated[int, Field(ge=0, le=s.max_beam)], 0),
-        rerank=(Annotated[int, Field(ge=1, le=s.max_rerank)], 1),
-    )
+def request_model(settings: Settings) -> type[BaseModel]:
+    """The body of POST /v1/poems: the begin, the model, and every writing option within this server's limits."""
+    fields: dict[str, Any] = {
+        "model": (
+            Annotated[str | None, Field(max_length=MAX_MODEL_NAME, description="a loaded checkpoint (GET /v1/models)")],
+            None,
+        ),
+        "begin": (
+            Annotated[str, Field(max_length=settings.max_begin, description="begin character or phrase (empty: any)")],
+            "",
+        ),
+    }
+    for spec in SPECS:
+        fields[spec.name] = _field(spec, settings)
+    return create_model("PoemRequest", __base__=_Base, **fields)
 
 
 class PoemOut(BaseModel):
@@ -92,7 +99,7 @@ class PoemOut(BaseModel):
     lines: list[str]
     begin: str
     seed: int
-    ended: bool
+    ended: bool = Field(description="false when the poem was cut at max_length before its end")
     nll: float = Field(description="mean negative log-likelihood per token under the model (nats)")
     log_likelihood: float = Field(description="total log-likelihood of the poem's tokens under the model (nats)")
     acrostic: str = ""
@@ -107,107 +114,96 @@ class PoemsOut(BaseModel):
     notes: list[str]
 
 
-class ServeError(ValueError):
-    """A request the model cannot serve; `field` names the request field at fault."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
+def _unprocessable(field_: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=422, content={"detail": [{"loc": ["body", field_], "msg": message, "type": "value_error"}]}
+    )
 
 
-# ---------------------------------------------------------------- errors -> fields
+# ---------------------------------------------------------------- the writer
 
 
-_OPTION = re.compile(r"--([a-z][a-z-]*)")
-
-
-def field_of(error: Exception) -> str:
-    """The request field a write error is about."""
-    message = str(error)
-    if isinstance(error, UnknownCharacterError):
-        return "acrostic" if "acrostic" in message else "begin"
-    if message.startswith("begin '"):
-        return "acrostic"
-    m = _OPTION.search(message)
-    if m:
-        name = m.group(1).replace("-", "_")
-        return {"acrostic": "acrostic"}.get(name, name if name in PoemRequest.model_fields else "form")
-    if "acrostic" in message:
-        return "acrostic"
-    return "form"
-
-
-def _unprocessable(field: str, message: str, value: Any = None) -> JSONResponse:
-    detail = {"loc": ["body", field], "msg": message, "type": "value_error"}
-    if value is not None:
-        detail["input"] = value
-    return JSONResponse(status_code=422, content={"detail": [detail]})
-
-
-# ---------------------------------------------------------------- the worker
+class QueueFull(Exception):
+    """The writer's queue holds `max_queue` requests."""
 
 
 @dataclass
-class _Job:
-    key: tuple
-    request: PoemRequest
+class Job:
+    model: str
+    begin: str
+    options: WriteOptions
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    abandoned: bool = False  # the client went away: not written
+
+    @property
+    def key(self) -> tuple:
+        """Jobs with equal keys are written as one batch: they differ only in begin, num and seed."""
+        return (self.model, self.options.replace(num=1, seed=None))
 
 
 @dataclass
 class Worker:
-    """One thread that writes poems; waiting requests with the same options are batched."""
+    """One thread that writes poems; waiting jobs with the same options are written as one batch."""
 
     poets: dict[str, Poet]
     settings: Settings
-    jobs: queue.Queue = field(default_factory=queue.Queue)
-    batches: int = 0  # batches written, for the load benchmark and tests
+    waiting: deque = field(default_factory=deque)
+    batches: int = 0  # batches written
+    dropped: int = 0  # jobs dropped because their clients went away
     thread: threading.Thread | None = None
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _stopping: bool = False
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name="tangshi-writer", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
-        self.jobs.put(None)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
         if self.thread is not None:
             self.thread.join(timeout=30)
 
-    async def submit(self, request: PoemRequest) -> tuple[str, list, list[str]]:
-        loop = asyncio.get_running_loop()
-        job = _Job(_batch_key(request), request, loop.create_future(), loop)
-        self.jobs.put(job)
-        return await job.future
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            if len(self.waiting) >= self.settings.max_queue:
+                raise QueueFull
+            self.waiting.append(job)
+            self._cond.notify()
+
+    def _next_batch(self) -> list[Job] | None:
+        """The oldest live job and every waiting job with its key (up to batch_max poems), or None to stop."""
+        with self._cond:
+            while True:
+                for job in [j for j in self.waiting if j.abandoned]:
+                    self.waiting.remove(job)
+                    self.dropped += 1
+                if self.waiting or self._stopping:
+                    break
+                self._cond.wait()
+            if not self.waiting:
+                return None
+            first = self.waiting.popleft()
+            batch, rows = [first], first.options.num
+            for job in list(self.waiting):
+                if job.key == first.key and rows + job.options.num <= self.settings.batch_max:
+                    batch.append(job)
+                    rows += job.options.num
+                    self.waiting.remove(job)
+            return batch
 
     def _run(self) -> None:
         if self.settings.threads:
             import torch
 
             torch.set_num_threads(self.settings.threads)
-        held: list[_Job] = []
-        while True:
-            job = held.pop(0) if held else self.jobs.get()
-            if job is None:
-                return
-            batch, rows = [job], job.request.num
-            while True:  # take what else is waiting: same options join the batch, others wait their turn
-                try:
-                    other = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if other is None:
-                    held.append(other)
-                    break
-                if other.key == job.key and rows + other.request.num <= self.settings.batch_max:
-                    batch.append(other)
-                    rows += other.request.num
-                else:
-                    held.append(other)
+        while (batch := self._next_batch()) is not None:
             self._write(batch)
             self.batches += 1
 
-    def _write(self, batch: list[_Job]) -> None:
+    def _write(self, batch: list[Job]) -> None:
         try:
             results = self._write_batch(batch)
         except Exception as e:  # noqa: BLE001 - one bad request must not fail the others: one by one
@@ -215,51 +211,19 @@ class Worker:
         for job, result in zip(batch, results, strict=True):
             job.loop.call_soon_threadsafe(_settle, job.future, result)
 
-    def _write_batch(self, batch: list[_Job]) -> list[Any]:
-        req = batch[0].request
-        name = req.model or next(iter(self.poets))
-        poet = self.poets[name]
-        seeds = [j.request.seed if j.request.seed is not None else _random_seed() for j in batch]
-        poems = poet.write(
-            [j.request.begin for j in batch],
-            num=[j.request.num for j in batch],
-            seeds=seeds,
-            temperature=req.temperature,
-            top_k=req.top_k,
-            top_p=req.top_p,
-            greedy=req.greedy,
-            repetition_penalty=req.repetition_penalty,
-            diversity=req.diversity,
-            max_length=req.max_length,
-            form=None if req.form == "free" else req.form,
-            acrostic=req.acrostic,
-            rhyme=req.rhyme,
-            tones=req.tones,
-            allow_repeat=req.allow_repeat,
-            beam=req.beam,
-            rerank=req.rerank,
-            prosody_weight=req.prosody_weight,
-            allow_copies=req.allow_copies,
-            budget=self.settings.budget,
+    def _write_batch(self, batch: list[Job]) -> list[dict[str, Any]]:
+        first = batch[0]
+        seeds = [j.options.seed if j.options.seed is not None else secrets.randbits(31) for j in batch]
+        written = self.poets[first.model].write(
+            [j.begin for j in batch], first.options, nums=[j.options.num for j in batch], seeds=seeds
         )
-        notes = list(poet.notes)
         out, start = [], 0
         for j in batch:
-            mine = poems[start : start + j.request.num]
-            start += j.request.num
-            out.append((name, [_poem_out(p, j.request.script) for p in mine], notes))
+            mine = written.poems[start : start + j.options.num]
+            start += j.options.num
+            notes = written.group_notes[len(out)]
+            out.append({"model": first.model, "poems": [p.to_dict() for p in mine], "notes": notes})
         return out
-
-
-def _batch_key(r: PoemRequest) -> tuple:
-    """Requests with equal keys can be written as one batch (they differ only in begin, num, seed)."""
-    return tuple((k, v) for k, v in r.model_dump().items() if k not in ("begin", "num", "seed", "script"))
-
-
-def _random_seed() -> int:
-    import secrets
-
-    return secrets.randbits(31)
 
 
 def _outcome(fn):
@@ -278,26 +242,102 @@ def _settle(future: asyncio.Future, result: Any) -> None:
         future.set_result(result)
 
 
-def _poem_out(p, script: str) -> dict[str, Any]:
-    report = p.extra.get("prosody") or prosody.check(p.text).to_dict()
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body is already read, so the next message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
-    def convert(text: str) -> str:
-        return to_script(text, script)
 
-    steps = len(p.text) + (1 if p.ended else 0)
-    return {
-        "text": convert(p.text),
-        "lines": [convert(x) for x in p.lines],
-        "begin": p.begin,
-        "seed": p.seed,
-        "ended": p.ended,
-        "nll": p.nll,
-        "log_likelihood": round(-p.nll * steps, 4),
-        "acrostic": p.extra.get("acrostic", ""),
-        "copied": p.extra.get("copied", []),
-        "failure": p.extra.get("failure"),
-        "prosody": {**report, "lines": [convert(x) for x in report.get("lines", [])]},
-    }
+# ---------------------------------------------------------------- transport limits
+
+
+class BodyLimit:
+    """ASGI middleware: read a request's body (chunked or not) up to `max_body` bytes, each part within
+    `timeout` seconds; 413 past the limit and 408 past the time, without holding more than the limit."""
+
+    def __init__(self, app, max_body: int, timeout: float):
+        self.app, self.max_body, self.timeout = app, max_body, timeout
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            return await _plain(send, 413, f"request body over {self.max_body} bytes (--max-body)")
+        parts, size = [], 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                return await _plain(send, 408, f"request body not received within {self.timeout:g} s")
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            if size > self.max_body:
+                return await _plain(send, 413, f"request body over {self.max_body} bytes (--max-body)")
+            parts.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body, sent = b"".join(parts), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+async def _plain(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header_timeout_protocol(timeout: float):
+    """uvicorn's h11 protocol, closing a connection whose request headers are not complete within `timeout` s."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # the headers are in
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(timeout, self._expire)
+
+        def _disarm(self) -> None:
+            timer = getattr(self, "_header_timer", None)
+            if timer is not None:
+                timer.cancel()
+                self._header_timer = None
+
+        def _expire(self) -> None:
+            busy = self.cycle is not None and not self.cycle.response_complete
+            if not busy and not self.transport.is_closing():
+                self.transport.close()
+
+    return Protocol
 
 
 # ---------------------------------------------------------------- the app
@@ -330,31 +370,29 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
         summary="Tang poems from recurrent networks: free, acrostic and regular forms (五绝 七绝 五律 七律).",
         lifespan=lifespan,
     )
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > settings.max_body):
-            return JSONResponse(
-                status_code=413, content={"detail": f"request body over {settings.max_body} bytes (--max-body)"}
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_body=settings.max_body, timeout=settings.client_timeout)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = []
         for e in exc.errors():
             e = {k: v for k, v in e.items() if k in ("loc", "msg", "type", "input")}
-            if isinstance(e.get("input"), bytes):
-                e["input"] = e["input"].decode("utf-8", "replace")
+            value = e.get("input")
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if isinstance(value, str) and len(value) > MAX_ECHO:
+                value = value[:MAX_ECHO] + "…"
+            try:
+                json.dumps(value)
+                e["input"] = value
+            except (TypeError, ValueError):
+                e.pop("input", None)
+            if not isinstance(value, str | int | float | bool | None):
+                e.pop("input", None)  # objects and lists are not echoed: they can be large
             details.append(e)
-        try:
-            content = {"detail": details}
-            JSONResponse(content=content)  # anything not JSON-encodable is dropped below
-        except (TypeError, ValueError):
-            content = {"detail": [{k: v for k, v in d.items() if k != "input"} for d in details]}
-        return JSONResponse(status_code=422, content=content)
+        return JSONResponse(status_code=422, content={"detail": details})
 
+    @app.head("/health", include_in_schema=False)
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "models": list(app.state.poets)}
@@ -367,7 +405,6 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
             out.append(
                 {
                     "name": name,
-                    "path": str(poet.ckpt.path),
                     "cell": cfg.model.cell,
                     "layers": cfg.model.num_layers,
                     "hidden_size": cfg.model.hidden_size,
@@ -379,37 +416,57 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
             )
         return {"models": out}
 
-    Request_ = request_model(settings)
+    Body = request_model(settings)
 
     @app.post(
         "/v1/poems",
         response_model=PoemsOut,
         responses={
-            400: {"description": "the body could not be read (not UTF-8 JSON)"},
+            408: {"description": "the body was not received within the server's --client-timeout"},
             413: {"description": "the body is larger than the server's --max-body"},
             422: {"description": "a field is invalid or cannot be served; `detail[].loc` names it"},
+            503: {"description": "the server's queue is full; retry after the Retry-After header's seconds"},
         },
     )
-    async def poems(req: Request_):  # type: ignore[valid-type]
-        if req.model is not None and req.model not in app.state.poets:
-            return _unprocessable("model", f"no model '{req.model}'; loaded: {', '.join(app.state.poets)}", req.model)
-        if req.num * req.rerank > settings.max_candidates:
-            return _unprocessable(
-                "rerank",
-                f"num x rerank is {req.num * req.rerank}, over the server's {settings.max_candidates}",
-                req.rerank,
-            )
-        if req.beam and req.num > req.beam:
-            return _unprocessable("num", f"num {req.num} must be at most beam {req.beam}", req.num)
+    async def poems(req: Body, request: Request):  # type: ignore[valid-type]
+        values = req.model_dump()
+        name = values.pop("model") or next(iter(app.state.poets))
+        if name not in app.state.poets:
+            return _unprocessable("model", f"no model '{name[:MAX_ECHO]}'; loaded: {', '.join(app.state.poets)}")
         try:
-            name, poems_, notes = await app.state.worker.submit(req)
-        except (UnknownCharacterError, FormError, SamplingError) as e:
-            return _unprocessable(field_of(e), str(e))
-        return {"model": name, "poems": poems_, "notes": notes}
+            options = WriteOptions(**{k: values[k] for k in NAMES}).validate()
+        except OptionError as e:
+            return _unprocessable(e.field, str(e))
+        if options.num * options.rerank > settings.max_candidates:
+            message = f"num x rerank is {options.num * options.rerank}, over the server's {settings.max_candidates}"
+            return _unprocessable("rerank", message)
+        loop = asyncio.get_running_loop()
+        job = Job(name, values["begin"], options, loop.create_future(), loop)
+        try:
+            app.state.worker.submit(job)
+        except QueueFull:
+            return JSONResponse(
+                status_code=503,
+                content={"detail": f"the server is busy: {settings.max_queue} requests are waiting (--max-queue)"},
+                headers={"Retry-After": "1"},
+            )
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not job.future.done():  # the client went away: the writer drops the job
+            job.abandoned = True
+            job.future.cancel()
+            return JSONResponse(status_code=499, content={"detail": "client closed the request"})
+        try:
+            return job.future.result()
+        except OptionError as e:
+            return _unprocessable(e.field, str(e))
 
     root = web_root()
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(root / "index.html")
 
@@ -420,4 +477,11 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
 def run(checkpoints: dict[str, str | Path | None], host: str, port: int, settings: Settings) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(checkpoints, settings), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(checkpoints, settings),
+        host=host,
+        port=port,
+        log_level="info",
+        http=header_timeout_protocol(settings.client_timeout),
+        timeout_keep_alive=int(max(1, settings.client_timeout)),
+    )

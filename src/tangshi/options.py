@@ -1,0 +1,169 @@
+"""Every option of writing, defined once: name, type, default, bounds, help.
+
+`tangshi write`'s flags, `Poet.write`'s keyword arguments, the HTTP request schema of
+`POST /v1/poems` (the server's limits applied on top) and the page's defaults are all made from
+`WriteOptions` below; `tests/test_options.py` checks that they agree. Nothing here imports torch.
+
+    opts = WriteOptions(form="七绝", seed=1)     # bad values raise OptionError naming the field
+    opts.validate()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMS = ("free", "五绝", "七绝", "五律", "七律")
+TONES = ("relaxed", "strict", "off")
+SCRIPTS = ("simplified", "traditional")
+MAX_BEGIN = 16  # characters of a begin phrase or of the acrostic heads
+MAX_SEED = 2**31 - 1
+
+
+class OptionError(ValueError):
+    """A writing request that cannot be met; `field` names the option (or `begin`) at fault."""
+
+    def __init__(self, message: str, field: str = "form"):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one option accepts; read from the field's metadata."""
+
+    name: str
+    kind: type  # bool, int, float or str
+    default: Any
+    help: str
+    nullable: bool = False  # None is allowed (and means: the model's or a random choice)
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    choices: tuple[str, ...] | None = None
+    max_length: int | None = None  # characters of a string
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def bounds(self) -> str:
+        """The accepted range in words, e.g. '> 0 and <= 10'."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        parts = [f"{op} {v:g}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le)) if v is not None]
+        if self.max_length is not None:
+            parts.append(f"at most {self.max_length} characters")
+        return " and ".join(parts)
+
+    def check(self, value: Any) -> None:
+        """Raise OptionError (naming the option) unless `value` is acceptable."""
+        if value is None:
+            if self.nullable:
+                return
+            raise OptionError(f"{self.flag} is required", self.name)
+        kind_ok = isinstance(value, self.kind) and not (self.kind is not bool and isinstance(value, bool))
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            kind_ok = True
+        if not kind_ok:
+            raise OptionError(f"{self.flag} must be {self.kind.__name__}, got {value!r}", self.name)
+        if self.kind is float and not math.isfinite(value):
+            raise OptionError(f"{self.flag} must be a finite number ({self.bounds()}), got {value}", self.name)
+        low = (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+        if self.kind in (int, float) and not (low and (self.le is None or value <= self.le)):
+            shown = f"{value:g}" if isinstance(value, float) else value
+            raise OptionError(f"{self.flag} must be {self.bounds()}, got {shown}", self.name)
+        if self.choices and value not in self.choices:
+            raise OptionError(f"{self.flag} must be {self.bounds()}, got {value!r}", self.name)
+        if self.max_length is not None and len(value) > self.max_length:
+            raise OptionError(f"{self.flag} must be at most {self.max_length} characters, got {len(value)}", self.name)
+
+
+def _o(default: Any, kind: type, help: str, **limits: Any) -> Any:
+    return field(default=default, metadata={"kind": kind, "help": help, **limits})
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How poems are written. Every field is an option of `tangshi write`, `Poet.write` and the HTTP API."""
+
+    num: int = _o(1, int, "poems per begin", ge=1, le=1000)
+    seed: int | None = _o(None, int, "the same seed writes the same poems (none: a random one)", ge=0, le=MAX_SEED)
+    form: str = _o("free", str, "free, or a regular form that rhymes and keeps its tone template", choices=FORMS)
+    acrostic: str = _o(
+        "", str, "藏头诗: one head character a line (with a form: one for each of its lines)", max_length=MAX_BEGIN
+    )
+    rhyme: str | None = _o(
+        None, str, "rhyme group: 阳, 下平声七阳 or a character of it (none: the model's choice)", max_length=MAX_BEGIN
+    )
+    tones: str = _o("relaxed", str, "tone template: relaxed (一三五不论), strict, or off", choices=TONES)
+    allow_repeat: bool = _o(False, bool, "in a form, let a character appear twice in a poem")
+    temperature: float = _o(0.8, float, "sampling temperature; lower is more conservative", gt=0, le=10)
+    top_k: int = _o(0, int, "sample from the k most likely characters (0 = all)", ge=0, le=100_000)
+    top_p: float = _o(1.0, float, "nucleus sampling: keep this much probability mass (1 = off)", gt=0, le=1)
+    greedy: bool = _o(False, bool, "always the most likely character (the seeds' argmax)")
+    repetition_penalty: float = _o(1.0, float, "discourage characters already in the poem (1 = off)", ge=1, le=10)
+    diversity: float | None = _o(
+        None,
+        float,
+        "lower each character's score by this times its log training frequency, less generic poems "
+        "(none: 0.35 where the checkpoint keeps its character counts, else 0)",
+        ge=0,
+        le=2,
+    )
+    beam: int = _o(0, int, "beam search with this many hypotheses instead of sampling (0 = sample)", ge=0, le=64)
+    rerank: int = _o(1, int, "sample this many candidates a poem and keep the best", ge=1, le=64)
+    prosody_weight: float = _o(
+        1.0, float, "reranking: weight of the prosody score beside the log-likelihood", ge=0, le=100
+    )
+    budget: int = _o(20, int, "tries a poem when a rule or the copy check fails", ge=1, le=100)
+    allow_copies: bool = _o(False, bool, "keep lines copied verbatim from the training corpus")
+    max_length: int = _o(80, int, "most characters of a free poem", ge=1, le=1000)
+    ignore_end: bool = _o(False, bool, "seed-tf style: run exactly --max-length steps, end tokens dropped")
+    random_state: bool = _o(False, bool, "seed-tf style: a random initial state")
+    script: str = _o("simplified", str, "script of the poems written: simplified or traditional", choices=SCRIPTS)
+
+    def validate(self) -> WriteOptions:
+        """Check every field, then the combinations; returns self."""
+        for spec in SPECS:
+            spec.check(getattr(self, spec.name))
+        if self.beam and self.num > self.beam:
+            raise OptionError(f"--num {self.num} must be at most --beam {self.beam}", "num")
+        if self.rhyme and self.form == "free":
+            raise OptionError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)", "rhyme")
+        return self
+
+    def replace(self, **changes: Any) -> WriteOptions:
+        unknown = sorted(set(changes) - set(NAMES))
+        if unknown:
+            raise OptionError(f"unknown writing option '{unknown[0]}'", unknown[0])
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def regular(self) -> bool:
+        return self.form != "free"
+
+
+def _spec(f: dataclasses.Field) -> Spec:
+    meta = dict(f.metadata)
+    return Spec(
+        name=f.name,
+        kind=meta.pop("kind"),
+        default=f.default,
+        help=meta.pop("help"),
+        nullable=f.default is None,
+        **meta,
+    )
+
+
+SPECS: tuple[Spec, ...] = tuple(_spec(f) for f in dataclasses.fields(WriteOptions))
+NAMES: tuple[str, ...] = tuple(s.name for s in SPECS)
+BY_NAME: dict[str, Spec] = {s.name: s for s in SPECS}
+
+
+def check_begin(begin: str, what: str = "begin") -> None:
+    """A begin phrase is at most MAX_BEGIN characters."""
+    if len(begin) > MAX_BEGIN:
+        raise OptionError(f"{what} '{begin[:MAX_BEGIN]}…' has {len(begin)} characters, at most {MAX_BEGIN}", "begin")
