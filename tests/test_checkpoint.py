@@ -89,3 +89,90 @@ def test_int8_weights_load_back_close_to_float32(tiny_run, tmp_path):
     save_file(q, str(folder / "model.safetensors"))
     with pytest.raises(CheckpointError, match="no per-row scale"):
         checkpoint.load(folder)
+
+
+def _set_model(folder, **fields):
+    path = folder / "config.json"
+    raw = json.loads(path.read_text("utf-8"))
+    raw["model"].update(fields)
+    path.write_text(json.dumps(raw), "utf-8")
+
+
+def _nothing_allocated(monkeypatch):
+    """Fail the test if a model is built off the meta device or a weights file is read."""
+    real = checkpoint.CharRNN
+
+    def meta_only(cfg):
+        model = real(cfg)
+        assert all(p.is_meta for p in model.parameters()), "a model was allocated before the check"
+        return model
+
+    monkeypatch.setattr(checkpoint, "CharRNN", meta_only)
+    monkeypatch.setattr(checkpoint, "load_file", lambda *a, **k: pytest.fail("weights read before the check"))
+
+
+def test_a_config_too_big_for_memory_is_refused_before_allocating(tiny_run, monkeypatch):
+    import resource
+    import time
+
+    folder = tiny_run / "best"
+    _set_model(folder, hidden_size=200000, num_layers=50)
+    _nothing_allocated(monkeypatch)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(
+        CheckpointError,
+        match=r"best/config.json: model.hidden_size 200000 x num_layers 50 \(vocab_size \d+, embedding_size 8\) "
+        r"needs [\d.]+ GB of weights; this machine has [\d.]+ GB$",
+    ):
+        checkpoint.load(folder)
+    assert time.perf_counter() - t0 < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KB: no gigabytes
+
+
+def test_the_memory_check_uses_this_machines_memory(tiny_run, monkeypatch):
+    monkeypatch.setattr(checkpoint, "physical_memory", lambda: 1000)
+    with pytest.raises(CheckpointError, match=r"needs 0.0 GB of weights; this machine has 0.0 GB"):
+        checkpoint.load(tiny_run / "best")
+    monkeypatch.setattr(checkpoint, "physical_memory", lambda: None)  # a system that does not say: no check
+    checkpoint.load(tiny_run / "best")
+
+
+def test_shapes_that_do_not_match_the_config_are_named_before_allocating(tiny_run, monkeypatch):
+    folder = tiny_run / "best"
+    _set_model(folder, hidden_size=16)  # the weights are for hidden_size 8
+    _nothing_allocated(monkeypatch)
+    with pytest.raises(CheckpointError, match=r"tensor rnn.weight_ih_l0 has shape \(24, 8\), config.json implies \(48, 8\)"):
+        checkpoint.load(folder)
+    _set_model(folder, hidden_size=8, num_layers=2)
+    with pytest.raises(CheckpointError, match=r"missing: rnn.bias_hh_l1, .*; unexpected: -"):
+        checkpoint.load(folder)
+
+
+def test_int8_scales_are_checked_from_the_header(tiny_run, tmp_path, monkeypatch):
+    from tangshi.checkpoint import SCALE, model_tensors, quantize_int8
+
+    folder = tmp_path / "int8"
+    shutil.copytree(tiny_run / "best", folder)
+    q = quantize_int8(model_tensors(checkpoint.load(folder).model))
+    q["embed.weight" + SCALE] = q["embed.weight" + SCALE][:3].contiguous()
+    save_file(q, str(folder / "model.safetensors"))
+    _nothing_allocated(monkeypatch)
+    with pytest.raises(CheckpointError, match=r"int8 tensor embed.weight has no per-row scale embed.weight:scale"):
+        checkpoint.load(folder)
+
+
+def test_the_bundled_int8_model_loads():
+    from importlib import resources
+
+    ck = checkpoint.load(resources.files("tangshi") / "bundled")
+    assert ck.config.model.output == "adaptive" and all(p.dtype == torch.float32 for p in ck.model.parameters())
+
+
+def test_an_unreadable_line_index_is_a_checkpoint_error_naming_the_file(tiny_run):
+    from tangshi.lineindex import FILE, LineIndexError
+
+    (tiny_run / "best" / FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match=f"best/{FILE}: not a readable line index") as e:
+        checkpoint.load(tiny_run / "best")
+    assert not isinstance(e.value, LineIndexError)

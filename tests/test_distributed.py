@@ -73,3 +73,22 @@ def test_two_processes_match_one_and_resume(tmp_path, poems_txt, output):
     c = _losses(split)
     assert sorted(c) == list(range(1, 9))
     assert max(abs(a[k] - c[k]) for k in a) < 1e-4
+
+
+def test_world_has_no_unused_collectives():
+    import ast
+
+    import tangshi
+
+    src = Path(tangshi.__file__).parent
+    methods = {
+        f.name
+        for node in ast.walk(ast.parse((src / "distributed.py").read_text("utf-8")))
+        if isinstance(node, ast.ClassDef) and node.name == "World"
+        for f in node.body
+        if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")
+    }
+    used = " ".join(p.read_text("utf-8") for p in src.glob("*.py") if p.name != "distributed.py")
+    assert "any" not in methods
+    for name in methods - {"main", "active"}:
+        assert f".{name}(" in used, f"World.{name} is used nowhere"

@@ -1,4 +1,8 @@
+import ast
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -6,6 +10,8 @@ import torch.nn.functional as F
 from conftest import POEMS
 from tangshi import checkpoint
 from tangshi.evaluate import corpus_loss, text_loss
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "tangshi"
 
 
 def test_text_loss_is_the_mean_over_characters_and_end_token(tiny_run):
@@ -28,3 +34,43 @@ def test_corpus_loss_in_any_format(tiny_run, poems_txt, json_dir):
     assert a["poems"] == b["poems"] == len(POEMS)
     assert abs(a["loss"] - b["loss"]) < 1e-4
     assert a["tokens"] == sum(len(c) + 1 for _, c in POEMS)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a source file imports, at the top or inside functions."""
+    tree = ast.parse(path.read_text("utf-8"))
+    return {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+        if not (isinstance(node, ast.ImportFrom) and node.module is None)
+    }
+
+
+def test_evaluate_imports_nothing_of_training():
+    assert not _imports(SRC / "evaluate.py") & {"tangshi.train", "tangshi.distributed"}
+    for path in SRC.glob("*.py"):  # the loss is evaluation's: nobody takes it from train
+        tree = ast.parse(path.read_text("utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "tangshi.train":
+                names = {a.name for a in node.names}
+                assert not names & {"mean_loss", "batch_loss", "collate"}, f"{path.name} imports {names} from train"
+
+
+def test_loading_a_poet_imports_neither_train_nor_distributed():
+    code = (
+        "import sys\n"
+        "from tangshi import Poet\n"
+        "import tangshi.evaluate, tangshi.api\n"
+        "print(sorted(m for m in ('tangshi.train', 'tangshi.distributed') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_mean_loss_is_the_one_training_validates_with():
+    from tangshi import evaluate, train
+
+    assert train.mean_loss is evaluate.mean_loss and train.collate is evaluate.collate
+    assert train.batch_loss is evaluate.batch_loss

@@ -27,3 +27,25 @@ def test_an_unreadable_index_is_named(tiny_run):
     (tiny_run / "best" / FILE).write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match=f"{FILE}: not a readable line index"):
         checkpoint.load(tiny_run / "best")
+
+
+def test_lineindex_imports_no_checkpoint_and_names_its_own_error(tmp_path):
+    import ast
+    import subprocess
+    import sys
+
+    import tangshi.lineindex as L
+
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(ast.parse(open(L.__file__, encoding="utf-8").read()))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert "tangshi.checkpoint" not in imported  # not even inside a function: no hidden cycle
+    code = "import sys, tangshi.lineindex; print('tangshi.checkpoint' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    (tmp_path / FILE).write_bytes(b"not safetensors")
+    with pytest.raises(L.LineIndexError, match=f"{FILE}: not a readable line index"):
+        LineIndex.load(tmp_path)
+    assert issubclass(L.LineIndexError, ValueError)

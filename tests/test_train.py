@@ -14,7 +14,9 @@ from safetensors.torch import load_file
 from conftest import tiny_config
 from tangshi import checkpoint
 from tangshi import train as T
+from tangshi import device as D
 from tangshi.config import TrainConfig
+from tangshi.device import DeviceError
 from tangshi.train import TrainError, collate, epoch_batches, lr_at, train
 
 
@@ -94,6 +96,34 @@ def test_resume_continues_exactly(tmp_path, poems_txt, cell):
         if json.loads(x)["kind"] == "train"
     ]
     assert steps == list(range(1, 11))
+
+
+def _train_rows(run) -> list[dict]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "train"]
+
+
+def test_resume_between_log_steps_gives_the_uninterrupted_loss_rows(tmp_path, poems_txt):
+    """A checkpoint at step 6 with a row every 4 steps: the resumed row at step 8 covers steps 5-8,
+    as in the uninterrupted run (the window of steps 5-6 is kept in the checkpoint)."""
+
+    def cfg(steps):
+        return tiny_config(max_steps=steps, log_every=4, checkpoint_every=6, eval_every=6, schedule="constant")
+
+    straight = train(cfg(12), [str(poems_txt)], tmp_path / "straight")
+    train(cfg(6), [str(poems_txt)], tmp_path / "split")
+    _, step_dir, resumed_cfg, data = T.resume_plan(tmp_path / "split")
+    assert step_dir.name == "step-000006"
+    saved = json.loads((step_dir / "trainer.json").read_text())["state"]
+    assert saved["window_tokens"] > 0 and saved["window_loss"] > 0  # steps 5 and 6, not yet in a row
+    resumed_cfg.train.max_steps = 12
+    resumed = train(resumed_cfg, data, tmp_path / "split", resume_from=step_dir)
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    a, b = _train_rows(tmp_path / "straight"), _train_rows(tmp_path / "split")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [4, 8, 12]
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert all(r["tokens_per_s"] > 0 for r in b)
 
 
 def test_early_stopping_and_refusing_to_overwrite(tmp_path, poems_txt):
@@ -195,17 +225,22 @@ def test_decay_only_over_the_last_share():
 
 def test_precision_choice_per_device():
     cpu = torch.device("cpu")
-    assert T.autocast_dtype("fp32", cpu) is None
-    with pytest.raises(TrainError, match="--precision fp16 needs --device cuda"):
-        T.autocast_dtype("fp16", cpu)
-    if T.cpu_has_bf16():
-        assert T.autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert D.autocast_dtype("fp32", cpu) is None
+    with pytest.raises(DeviceError, match="--precision fp16 needs --device cuda"):
+        D.autocast_dtype("fp16", cpu)
+    if D.cpu_has_bf16():
+        assert D.autocast_dtype("bf16", cpu) is torch.bfloat16
     else:
-        with pytest.raises(TrainError, match="no bf16 instructions"):
-            T.autocast_dtype("bf16", cpu)
+        with pytest.raises(DeviceError, match="no bf16 instructions"):
+            D.autocast_dtype("bf16", cpu)
 
 
-@pytest.mark.skipif(not T.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
+def test_device_names_stay_importable_from_train():
+    assert T.resolve_device is D.resolve_device and T.autocast_dtype is D.autocast_dtype
+    assert T.cpu_has_bf16 is D.cpu_has_bf16
+
+
+@pytest.mark.skipif(not D.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
 def test_bf16_adaptive_training_learns_and_saves_fp32(tmp_path, poems_txt):
     cfg = tiny_config(precision="bf16", max_steps=30, lr=2e-2, optimizer="adam")
     cfg.model.output, cfg.model.cutoffs, cfg.model.div_value = "adaptive", "20,40", 2.0
@@ -221,18 +256,18 @@ def test_bf16_adaptive_training_learns_and_saves_fp32(tmp_path, poems_txt):
 
 def test_device_choice_without_and_with_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert T.resolve_device("auto").type == "cpu"
-    with pytest.raises(TrainError, match="--device cuda: no CUDA device is available"):
-        T.resolve_device("cuda")
+    assert D.resolve_device("auto").type == "cpu"
+    with pytest.raises(DeviceError, match="--device cuda: no CUDA device is available"):
+        D.resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert T.resolve_device("auto").type == "cuda"
+    assert D.resolve_device("auto").type == "cuda"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     cuda = torch.device("cuda")
-    assert T.autocast_dtype("auto", cuda) is None and T.autocast_dtype("fp16", cuda) is torch.float16
-    with pytest.raises(TrainError, match="this GPU has no bf16"):
-        T.autocast_dtype("bf16", cuda)
+    assert D.autocast_dtype("auto", cuda) is None and D.autocast_dtype("fp16", cuda) is torch.float16
+    with pytest.raises(DeviceError, match="this GPU has no bf16"):
+        D.autocast_dtype("bf16", cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert T.autocast_dtype("auto", cuda) is torch.bfloat16
+    assert D.autocast_dtype("auto", cuda) is torch.bfloat16
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

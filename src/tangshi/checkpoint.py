@@ -9,11 +9,17 @@
 
 A folder is written under a temporary name and renamed into place when complete, so a reader
 (or a resumed run after SIGKILL) never sees a half-written checkpoint. Nothing is unpickled.
+
+config.json is not trusted: before anything is allocated, the tensor names and shapes it implies
+(the model built on the meta device) are checked against the safetensors header and against this
+machine's memory, so a config asking for terabytes is refused by name instead of exhausting memory.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -23,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from tangshi import __version__
-from tangshi.config import ConfigError, RunConfig
-from tangshi.lineindex import LineIndex
+from tangshi.config import ConfigError, ModelConfig, RunConfig
+from tangshi.lineindex import LineIndex, LineIndexError
 from tangshi.model import CharRNN
 from tangshi.vocab import Vocab, VocabError, write_json_atomic
 
@@ -126,6 +132,28 @@ def write(
     return folder
 
 
+def write_size(
+    model: CharRNN,
+    trainer_tensors: dict[str, torch.Tensor] | None = None,
+    lines: LineIndex | None = None,
+) -> int:
+    """About how many bytes `write` puts on disk: the tensors' bytes (the JSON files are small)."""
+    tensors = [*model_tensors(model).values(), *(trainer_tensors or {}).values()]
+    if lines is not None:
+        tensors.append(lines.hashes)
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+_NO_SPACE = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether `e` says the file system is full (or the quota used up), from Python or from safetensors."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(e, (OSError, SafetensorError)) and any(s in str(e) for s in _NO_SPACE)
+
+
 def _swap_into_place(tmp: Path, folder: Path) -> None:
     old = folder.parent / f".old-{folder.name}"
     if folder.exists():
@@ -172,6 +200,72 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
+Shapes = dict[str, tuple[int, ...]]
+
+
+def expected_shapes(cfg: ModelConfig) -> Shapes:
+    """The names and shapes of the tensors model.safetensors holds for `cfg`; nothing is allocated
+    (the model is built on the meta device)."""
+    with torch.device("meta"):
+        model = CharRNN(cfg)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if cfg.tie_weights:
+        shapes.pop("head.weight")
+    return shapes
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def _check_fits(cfg: ModelConfig, shapes: Shapes, where: Path) -> None:
+    """Refuse a model whose float32 weights alone exceed this machine's physical memory."""
+    need = 4 * sum(math.prod(s) for s in shapes.values())
+    have = physical_memory()
+    if have is not None and need > have:
+        raise CheckpointError(
+            f"{where}: model.hidden_size {cfg.hidden_size} x num_layers {cfg.num_layers} "
+            f"(vocab_size {cfg.vocab_size}, embedding_size {cfg.embedding_size}) needs {_gb(need)} of weights; "
+            f"this machine has {_gb(have)}"
+        )
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) from a safetensors header; no tensor data is read."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def _check_header(expected: Shapes, header: dict[str, tuple[tuple[int, ...], str]], path: Path) -> None:
+    """The file's tensors against those config.json implies: names, shapes, int8 scales."""
+    names = {k for k in header if not k.endswith(SCALE)}
+    stray = {k for k in header if k.endswith(SCALE) and k[: -len(SCALE)] not in names}
+    missing = sorted(set(expected) - names)
+    extra = sorted(names - set(expected) | stray)
+    if missing or extra:
+        raise CheckpointError(
+            f"{path}: tensors do not match config.json (missing: {', '.join(missing) or '-'}; "
+            f"unexpected: {', '.join(extra) or '-'})"
+        )
+    for name, shape in expected.items():
+        got, dtype = header[name]
+        if got != shape:
+            raise CheckpointError(f"{path}: tensor {name} has shape {got}, config.json implies {shape}")
+        if dtype == "I8" and header.get(name + SCALE, ((), ""))[0] != shape[:1]:
+            raise CheckpointError(f"{path}: int8 tensor {name} has no per-row scale {name + SCALE}")
+
+
 def load(folder: str | Path, device: str | torch.device = "cpu", with_trainer: bool = False) -> Checkpoint:
     """Load and check a checkpoint folder; any missing or mismatched file is named."""
     folder = Path(folder)
@@ -195,11 +289,21 @@ def load(folder: str | Path, device: str | torch.device = "cpu", with_trainer: b
         raise CheckpointError(
             f"{folder}: vocab.json has {len(vocab)} tokens but config.json says vocab_size {config.model.vocab_size}"
         )
-    model = CharRNN(config.model)
-    _load_weights(model, _load_safetensors(folder / "model.safetensors"), folder / "model.safetensors")
+    weights = folder / "model.safetensors"
+    try:
+        shapes = expected_shapes(config.model)
+    except (RuntimeError, ValueError, OverflowError) as e:  # sizes past what a tensor can hold
+        raise CheckpointError(f"{folder / 'config.json'}: model sizes cannot be built ({e})") from None
+    _check_fits(config.model, shapes, folder / "config.json")
+    _check_header(shapes, _header_shapes(weights), weights)
+    model = CharRNN(config.model)  # only now is anything allocated
+    _load_weights(model, _load_safetensors(weights), weights)
     model.to(device).eval()
     ckpt = Checkpoint(model, vocab, config, folder)
-    ckpt.lines = LineIndex.load(folder)
+    try:
+        ckpt.lines = LineIndex.load(folder)
+    except LineIndexError as e:
+        raise CheckpointError(str(e)) from None
     if (folder / "README.md").is_file():
         ckpt.card = (folder / "README.md").read_text("utf-8")
     if with_trainer:

@@ -46,10 +46,6 @@ class World:
         dist.all_reduce(t)
         return t.tolist()
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank if it is true on any rank."""
-        return bool(self.sum(float(flag))[0]) if self.active else flag
-
     def from_main(self, value: str) -> str:
         """Rank 0's value of a short string, on every rank."""
         if not self.active:

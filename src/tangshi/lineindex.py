@@ -22,6 +22,10 @@ FILE = "lines.safetensors"
 MIN_CHARS = 4  # shorter lines (春风, 明月) are common words, not copies
 
 
+class LineIndexError(ValueError):
+    """A lines.safetensors that cannot be read; the message names the file."""
+
+
 def line_hash(line: str) -> int:
     return int.from_bytes(hashlib.blake2b(line.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 
@@ -62,12 +66,10 @@ class LineIndex:
         path = Path(folder) / FILE
         if not path.is_file():
             return None
-        from tangshi.checkpoint import CheckpointError
-
         try:
             hashes = load_file(str(path))["hashes"]
         except Exception as e:  # noqa: BLE001 - any unreadable file is named, never a traceback
-            raise CheckpointError(f"{path}: not a readable line index ({e})") from None
+            raise LineIndexError(f"{path}: not a readable line index ({e})") from None
         if hashes.dtype != torch.int64 or hashes.dim() != 1:
-            raise CheckpointError(f"{path}: expected a 1-d int64 tensor 'hashes'")
+            raise LineIndexError(f"{path}: expected a 1-d int64 tensor 'hashes'")
         return cls(hashes)

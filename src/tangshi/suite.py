@@ -134,7 +134,7 @@ def evaluate_model(
 ) -> dict:
     """Loss on the split and generation metrics per setting, for one loaded model."""
     from tangshi.corpus import encode_split
-    from tangshi.train import mean_loss
+    from tangshi.evaluate import mean_loss
 
     t0 = time.perf_counter()
     seqs = encode_split(corpus, poet.vocab, split)

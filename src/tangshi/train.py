@@ -4,17 +4,25 @@ Poems are batched with padding and a masked loss: shuffled, optionally length-bu
 (the order of epoch e is a pure function of the seed and e, so resume can skip to any batch), and
 the output layer runs only on real positions. A run folder holds `step-NNNNNN/` checkpoints (with
 resume state), `best/` (lowest validation loss), `metrics.jsonl` (or .csv) and `loss.png`.
+
+One training process at a time owns a run folder: it holds an exclusive lock on `.lock` (its PID
+inside) for the whole run, so a second `--resume`/`--out` of the same folder is refused instead of
+writing the same metrics twice. A full disk while writing a checkpoint or metrics stops the run
+with a TrainError saying how much space was needed; the checkpoints written before stay intact.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
 import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +33,17 @@ import torch
 from tangshi import checkpoint, distributed
 from tangshi.config import RunConfig, TrainConfig
 from tangshi.corpus import Corpus, encode_split, load_corpus
+
+# resolve_device, autocast_dtype, cpu_has_bf16, collate, batch_loss and mean_loss live in device.py
+# and evaluate.py; they stay importable from here
+from tangshi.device import autocast_dtype, cpu_has_bf16, resolve_device  # noqa: F401
 from tangshi.distributed import World
+from tangshi.evaluate import Seqs, batch_loss, collate, mean_loss  # noqa: F401
 from tangshi.lineindex import LineIndex
 from tangshi.model import CharRNN
-from tangshi.vocab import BOS, EOS, PAD, Vocab
+from tangshi.vocab import PAD, Vocab
 
 log = logging.getLogger(__name__)
-
-Seqs = list[np.ndarray]
 
 
 class TrainError(ValueError):
@@ -58,29 +69,6 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, bucket: bool, seed: int,
     return [batches[i] for i in perm]
 
 
-def collate(seqs: Seqs, index: np.ndarray, multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """inputs = <bos> + poem, targets = poem + <eos>, padded: both (B, T) int64.
-
-    T is rounded up to a `multiple`: padding sits after the real positions, so it changes no
-    result, and few distinct shapes keep oneDNN's per-shape kernel cache (and memory) small.
-    """
-    longest = -(-(max(len(seqs[i]) for i in index) + 1) // multiple) * multiple
-    inputs = np.full((len(index), longest), PAD, dtype=np.int64)
-    targets = np.full((len(index), longest), PAD, dtype=np.int64)
-    for row, i in enumerate(index):
-        s = seqs[i]
-        inputs[row, 0] = BOS
-        inputs[row, 1 : len(s) + 1] = s
-        targets[row, : len(s)] = s
-        targets[row, len(s)] = EOS
-    return torch.from_numpy(inputs), torch.from_numpy(targets)
-
-
-def batch_loss(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over real (non-pad) target positions, and their count."""
-    return model.nll(inputs, targets, ignore=PAD)
-
-
 class Objective(torch.nn.Module):
     """The training loss as a module (what DistributedDataParallel wraps): returns what to
     back-propagate (the objective, with any activation penalties, times `scale`) and the mean
@@ -93,27 +81,6 @@ class Objective(torch.nn.Module):
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         total, loss = self.model.objective(inputs, targets, ignore=PAD)
         return total * scale if scale != 1.0 else total, loss.detach()
-
-
-@torch.no_grad()
-def mean_loss(
-    model: CharRNN, seqs: Seqs, batch_size: int = 128, device: str | torch.device = "cpu"
-) -> tuple[float, int]:
-    """Nats per predicted token (pad excluded, end token included) over `seqs`, and the count."""
-    if not seqs:
-        return float("nan"), 0
-    was_training = model.training
-    model.eval()
-    lengths = np.array([len(s) for s in seqs])
-    order = np.argsort(lengths, kind="stable")
-    total, count = 0.0, 0
-    for i in range(0, len(order), batch_size):
-        inputs, targets = collate(seqs, order[i : i + batch_size])
-        loss, n = batch_loss(model, inputs.to(device), targets.to(device))
-        total += float(loss) * n
-        count += n
-    model.train(was_training)
-    return total / count, count
 
 
 # ---------------------------------------------------------------- optimiser and schedule
@@ -142,6 +109,104 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     if cfg.schedule == "linear":
         return cfg.lr * (1 - (1 - low) * p)
     return cfg.lr
+
+
+# ---------------------------------------------------------------- the run folder: disk space and lock
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Free bytes on the file system holding `path` (or its nearest existing parent)."""
+    for p in (path, *path.parents):
+        if p.exists():
+            try:
+                return shutil.disk_usage(p).free
+            except OSError:
+                return None
+    return None
+
+
+@contextmanager
+def disk_space(target: Path, needed: int) -> Iterator[None]:
+    """A full disk (or quota) while writing `target` becomes a TrainError naming it and the space it needs."""
+    try:
+        yield
+    except Exception as e:
+        if not checkpoint.is_disk_full(e):
+            raise
+        free = _free_bytes(target.parent)
+        have = "unknown" if free is None else _size(free)
+        raise TrainError(f"disk full writing {target}: {_size(needed)} needed, {have} free on that file system") from e
+
+
+class RunLock:
+    """An exclusive flock on `run_dir/.lock`, this process's PID written in it, while one process trains there.
+
+    The kernel drops a flock when its holder dies, so a lock left by a killed run is simply taken over.
+    The file is removed on release (while still held; an acquirer checks it locked the file that is
+    still there)."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.path = run_dir, run_dir / self.NAME
+        self._fd: int | None = None
+        self._created = False
+
+    def acquire(self) -> RunLock:
+        self._created = not self.run_dir.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                raise TrainError(
+                    f"{self.run_dir} is in use by another training process "
+                    f"(PID {holder if holder.isdigit() else 'unknown'}); wait for it or stop it"
+                ) from None
+            except OSError as e:  # a file system without flock (some network mounts): train unlocked
+                log.warning("%s: cannot lock (%s); not guarding against a second training process", self.path, e)
+                os.close(fd)
+                return self
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)  # the holder removed it between our open and our lock: lock the new one
+        self._fd = fd
+        with disk_space(self.path, 16):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+        if self._created:
+            try:
+                self.run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder
+            except OSError:
+                pass
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 # ---------------------------------------------------------------- metrics
@@ -185,14 +250,26 @@ class Metrics:
     def _rewrite(self) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         head = ",".join(CSV_COLUMNS) + "\n" if self.fmt == "csv" else ""
-        tmp.write_text(head + "".join(self._line(r) for r in self.rows), "utf-8")
+        text = head + "".join(self._line(r) for r in self.rows)
+        try:
+            with disk_space(self.path, len(text.encode("utf-8"))):
+                tmp.write_text(text, "utf-8")
+        except TrainError:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.path)
 
     def add(self, **row: Any) -> None:
         self.rows.append(row)
         if self.write:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(self._line(row))
+            line = self._line(row)
+            size = self.path.stat().st_size if self.path.exists() else 0
+            try:
+                with disk_space(self.path, len(line.encode("utf-8"))), open(self.path, "a", encoding="utf-8") as f:
+                    f.write(line)
+            except TrainError:
+                os.truncate(self.path, size)  # no half row
+                raise
 
     def plot(self, path: Path, title: str) -> None:
         if not self.write:
@@ -215,8 +292,14 @@ class Metrics:
         ax.grid(alpha=0.3)
         ax.legend()
         tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        plt.close(fig)
+        try:
+            with disk_space(path, path.stat().st_size if path.exists() else 100_000):
+                fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        except TrainError:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            plt.close(fig)
         os.replace(tmp, path)
 
 
@@ -243,6 +326,11 @@ class TrainState:
     evals_since_best: int = 0
     data: list[str] = field(default_factory=list)
     stopped: str = ""
+    # the training-loss window since the last training-loss row (all ranks'), so a resumed run's
+    # first row covers the same steps as an uninterrupted run's
+    window_loss: float = 0.0  # summed loss x tokens
+    window_tokens: int = 0
+    window_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in self.__dict__.items()}
@@ -252,40 +340,6 @@ class TrainState:
         s = cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
         s.best_val = float("inf") if s.best_val is None else s.best_val
         return s
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `--precision` on `device` (None = fp32), or a TrainError saying why not."""
-    if precision == "auto":
-        has_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
-        return torch.bfloat16 if has_bf16 else None
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise TrainError("--precision fp16 needs --device cuda; on a CPU use bf16 (or fp32)")
-        return torch.float16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise TrainError("--precision bf16: this GPU has no bf16; use fp16 or fp32")
-    if device.type == "cpu" and not cpu_has_bf16():
-        raise TrainError("--precision bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX); use fp32")
-    return torch.bfloat16
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 matrix multiplies in hardware (oneDNN's own test)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def find_resume_dir(path: Path) -> tuple[Path, Path]:
@@ -299,7 +353,9 @@ def find_resume_dir(path: Path) -> tuple[Path, Path]:
             f"--resume {path}: missing trainer.json (best/ holds weights only); "
             f"resume from the run folder {path.parent} or one of its step-* folders"
         )
-    checkpoint.recover(path)
+    if distributed.world_from_env().main:  # only under the lock: a running process may be mid-write
+        with RunLock(path):
+            checkpoint.recover(path)
     step_dir = checkpoint.latest_step_dir(path)
     if step_dir is None:
         raise TrainError(f"--resume {path}: no step-* checkpoint in this run folder")
@@ -345,6 +401,10 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
             resume_step = self.state.step
+            if world.rank:  # the saved window is the sum over all ranks: counted once, by rank 0
+                self.state.window_loss, self.state.window_tokens = 0.0, 0
+            if world.active and (main := world.from_main(str(resume_step))) != str(resume_step):
+                raise TrainError(f"rank {world.rank} resumed at step {resume_step} but rank 0 at step {main}")
         if world.rank:  # dropout masks differ across ranks
             torch.manual_seed(tc.seed + world.rank + 7919 * self.state.step)
         self.objective: torch.nn.Module = Objective(self.model)
@@ -359,6 +419,7 @@ class Trainer:
         world.barrier()
         self.metrics = Metrics(run_dir, tc.metrics_format, resume_step, write=world.main)
         self._batches: list[np.ndarray] = []
+        self._window_start = time.perf_counter() - self.state.window_seconds
         self.model_seconds = 0.0  # forward, backward and optimizer step
         self.step_seconds = 0.0  # the whole of each step, data and logging included
 
@@ -400,11 +461,21 @@ class Trainer:
     # -- checkpoints
 
     def save_step(self) -> Path:
-        folder = self.run_dir / f"step-{self.state.step:06d}"
+        """Write `step-NNNNNN/` (rank 0; every rank calls it) and drop the oldest past keep_checkpoints."""
+        s = self.state
+        folder = self.run_dir / f"step-{s.step:06d}"
+        mine = s.window_loss, s.window_tokens
+        window = self.world.sum(*mine)  # the checkpoint keeps the window over all ranks
         if not self.world.main:
             return folder
-        trainer, tensors = self._trainer_state()
-        folder = checkpoint.write(folder, self.model, self.vocab, self.cfg, trainer, tensors, lines=self.lines)
+        s.window_loss, s.window_tokens = window[0], int(window[1])
+        s.window_seconds = time.perf_counter() - self._window_start
+        try:
+            trainer, tensors = self._trainer_state()
+        finally:
+            s.window_loss, s.window_tokens = mine
+        with disk_space(folder, checkpoint.write_size(self.model, tensors, self.lines)):
+            folder = checkpoint.write(folder, self.model, self.vocab, self.cfg, trainer, tensors, lines=self.lines)
         steps = sorted(p for p in self.run_dir.iterdir() if checkpoint.STEP_DIR.match(p.name))
         for old in steps[: -self.cfg.train.keep_checkpoints]:
             # out of the step-* names first, so a kill mid-delete never leaves a partial checkpoint
@@ -431,7 +502,9 @@ class Trainer:
         if loss < s.best_val:
             s.best_val, s.best_step, s.evals_since_best = loss, s.step, 0
             if w.main:
-                checkpoint.write(self.run_dir / "best", self.model, self.vocab, self.cfg, lines=self.lines)
+                best = self.run_dir / "best"
+                with disk_space(best, checkpoint.write_size(self.model, lines=self.lines)):
+                    checkpoint.write(best, self.model, self.vocab, self.cfg, lines=self.lines)
         else:
             s.evals_since_best += 1
         self.metrics.plot(self.run_dir / "loss.png", f"{self.cfg.preset}: {self.cfg.model.cell}")
@@ -504,8 +577,7 @@ class Trainer:
             dynamic_ncols=True,
             mininterval=1.0,
         )
-        window_loss, window_tokens = 0.0, 0
-        t_last = time.perf_counter()
+        self._window_start = time.perf_counter() - s.window_seconds
         try:
             while not (reason := self._should_stop()):
                 t0 = time.perf_counter()
@@ -531,12 +603,12 @@ class Trainer:
                 loss_sum = float(loss) * n
                 self.model_seconds += time.perf_counter() - t_model
                 s.step, s.batch_in_epoch, s.tokens = s.step + 1, s.batch_in_epoch + 1, s.tokens + n_all
-                window_loss += loss_sum
-                window_tokens += n
+                s.window_loss += loss_sum
+                s.window_tokens += n
                 if s.step % tc.log_every == 0:
                     now = time.perf_counter()
-                    window_loss, window_tokens = w.sum(window_loss, window_tokens)
-                    rate = window_tokens / max(now - t_last, 1e-9)
+                    window_loss, window_tokens = w.sum(s.window_loss, s.window_tokens)
+                    rate = window_tokens / max(now - self._window_start, 1e-9)
                     train_loss = window_loss / window_tokens
                     self.metrics.add(
                         kind="train",
@@ -551,8 +623,8 @@ class Trainer:
                     bar.set_postfix(
                         loss=f"{train_loss:.3f}", tok_s=f"{rate:,.0f}", val=f"{s.best_val:.3f}", refresh=False
                     )
-                    window_loss, window_tokens = 0.0, 0
-                    t_last = now
+                    s.window_loss, s.window_tokens, s.window_seconds = 0.0, 0, 0.0
+                    self._window_start = now
                 bar.update(1)
                 step_time = time.perf_counter() - t0
                 s.elapsed += step_time
@@ -595,19 +667,22 @@ def train(
     """Prepare the corpus, build (or restore from `resume_from`) the trainer and run it."""
     run_dir = Path(run_dir)
     cfg.validate()
-    if resume_from is None and run_dir.exists() and any(checkpoint.STEP_DIR.match(p.name) for p in run_dir.iterdir()):
-        raise TrainError(f"--out {run_dir} already holds a run: use --resume {run_dir} or another --out")
-    world = distributed.init(resolve_device(cfg.train.device).type)
-    try:
-        if not world.main:
-            world.barrier()  # rank 0 prepares (and caches) the corpus first
-        corpus = load_corpus(data, cfg.data, cache_dir=cache_dir)
-        if world.main:
-            world.barrier()
-        vocab = Vocab.load(resume_from / "vocab.json") if resume_from is not None else corpus.vocab
-        trainer = Trainer(cfg, run_dir, corpus, vocab, resume_from, world=world)
-        trainer.state.data = [str(Path(p).resolve()) for p in data]
-        trainer.run()
-    finally:
-        distributed.shutdown(world)
+    # rank 0 holds the run folder's lock for the whole run (the others write nothing there)
+    with RunLock(run_dir) if distributed.world_from_env().main else nullcontext():
+        steps = run_dir.is_dir() and any(checkpoint.STEP_DIR.match(p.name) for p in run_dir.iterdir())
+        if resume_from is None and steps:
+            raise TrainError(f"--out {run_dir} already holds a run: use --resume {run_dir} or another --out")
+        world = distributed.init(resolve_device(cfg.train.device).type)
+        try:
+            if not world.main:
+                world.barrier()  # rank 0 prepares (and caches) the corpus first
+            corpus = load_corpus(data, cfg.data, cache_dir=cache_dir)
+            if world.main:
+                world.barrier()
+            vocab = Vocab.load(resume_from / "vocab.json") if resume_from is not None else corpus.vocab
+            trainer = Trainer(cfg, run_dir, corpus, vocab, resume_from, world=world)
+            trainer.state.data = [str(Path(p).resolve()) for p in data]
+            trainer.run()
+        finally:
+            distributed.shutdown(world)
     return trainer
