@@ -142,7 +142,9 @@ def test_shapes_that_do_not_match_the_config_are_named_before_allocating(tiny_ru
     folder = tiny_run / "best"
     _set_model(folder, hidden_size=16)  # the weights are for hidden_size 8
     _nothing_allocated(monkeypatch)
-    with pytest.raises(CheckpointError, match=r"tensor rnn.weight_ih_l0 has shape \(24, 8\), config.json implies \(48, 8\)"):
+    with pytest.raises(
+        CheckpointError, match=r"tensor rnn.weight_ih_l0 has shape \(24, 8\), config.json implies \(48, 8\)"
+    ):
         checkpoint.load(folder)
     _set_model(folder, hidden_size=8, num_layers=2)
     with pytest.raises(CheckpointError, match=r"missing: rnn.bias_hh_l1, .*; unexpected: -"):

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from conftest import tiny_config
 from tangshi import checkpoint
-from tangshi import train as T
 from tangshi import device as D
+from tangshi import train as T
 from tangshi.config import TrainConfig
 from tangshi.device import DeviceError
 from tangshi.train import TrainError, collate, epoch_batches, lr_at, train
