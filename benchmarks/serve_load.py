@@ -3,13 +3,22 @@
     python benchmarks/serve_load.py --clients 20 --seconds 60
     python benchmarks/serve_load.py --clients 64 --seconds 60 --form 七绝
     python benchmarks/serve_load.py --clients 20 --seconds 30 --batch-max 1   # no batching: a queue
+    python benchmarks/serve_load.py --clients 64 --seconds 60 --mix           # mixed requests
+    python benchmarks/serve_load.py --abandon 30                              # hung-up heavy requests
 
 It starts the server (the bundled model unless --checkpoint) on a free port in a child process, or
-uses --url. Each client posts one poem request at a time (begin characters 日 红 山 夜 湖 海 月 in
-turn, the given form, relaxed tones) until the time is up or --max-requests have been sent in all;
-then the server is stopped. It reports poems/s, latency p50/p95/p99/max, the status codes and every
-error; the last line is machine-readable. Bounded: it always ends within --seconds plus one
+uses --url. Each client sends one request at a time until the time is up or --max-requests have been
+sent in all; then the server is stopped. By default every request asks for one poem in --form
+(begin characters 日 红 山 夜 湖 海 月 in turn, relaxed tones). With --mix each client goes through
+MIX in turn, starting at its own place: free, the four forms, an acrostic, rerank 4, beam 4, two
+poems, a seeded poem and GET /health. It reports requests/s, poems/s, latency p50/p95/p99/max, the
+status codes, every error and the server's resident memory before and after the load (started
+server only); the last line is machine-readable. Bounded: it always ends within --seconds plus one
 request's timeout.
+
+--abandon N sends N heavy requests (a 七律, 4 poems, rerank 16 each) whose clients hang up at once,
+then one normal request (a 七绝), and reports that request's latency: a server that writes abandoned
+requests makes it wait for all of them.
 """
 
 from __future__ import annotations
@@ -28,6 +37,29 @@ from collections import Counter
 from urllib.parse import urlparse
 
 BEGINS = "日红山夜湖海月"
+MIX = [
+    {},
+    {"form": "五绝"},
+    {"form": "七绝"},
+    {"form": "五律"},
+    {"form": "七律"},
+    {"acrostic": "春夏秋冬", "form": "五绝", "begin": ""},
+    {"form": "七绝", "rerank": 4},
+    {"form": "五绝", "beam": 4},
+    {"num": 2},
+    {"form": "七绝", "seed": 7},
+    None,  # GET /health
+]
+HEAVY = {"begin": "月", "form": "七律", "num": 4, "rerank": 16}
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+    return kb / 1024
 
 
 def free_port() -> int:
@@ -60,6 +92,8 @@ def main() -> int:
     ap.add_argument("--checkpoint", help="checkpoint folder for the started server (default: bundled)")
     ap.add_argument("--batch-max", type=int, default=64, help="the started server's --batch-max (1: no batching)")
     ap.add_argument("--timeout", type=float, default=60, help="seconds before a request counts as failed")
+    ap.add_argument("--mix", action="store_true", help="mixed requests (MIX) instead of one form")
+    ap.add_argument("--abandon", type=int, default=0, help="N hung-up heavy requests, then time one request")
     args = ap.parse_args()
 
     server = None
@@ -74,7 +108,10 @@ def main() -> int:
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
     try:
         wait_healthy(host, port, 120)
-        return run_load(args, host, port)
+        pid = server.pid if server is not None else None
+        if args.abandon:
+            return run_abandon(args, host, port, pid)
+        return run_load(args, host, port, pid)
     finally:
         if server is not None:
             server.terminate()
@@ -84,7 +121,27 @@ def main() -> int:
                 server.kill()
 
 
-def run_load(args: argparse.Namespace, host: str, port: int) -> int:
+def run_abandon(args: argparse.Namespace, host: str, port: int, pid: int | None) -> int:
+    body = json.dumps(HEAVY, ensure_ascii=False).encode()
+    for _ in range(args.abandon):
+        conn = http.client.HTTPConnection(host, port, timeout=args.timeout)
+        conn.request("POST", "/v1/poems", body, {"Content-Type": "application/json"})
+        conn.close()  # hang up without reading the answer
+    time.sleep(0.5)
+    conn = http.client.HTTPConnection(host, port, timeout=args.timeout * 4)
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/poems", json.dumps({"begin": "月", "form": "七绝"}, ensure_ascii=False).encode(),
+                 {"Content-Type": "application/json"})  # fmt: skip
+    resp = conn.getresponse()
+    resp.read()
+    ms = 1000 * (time.perf_counter() - t0)
+    print(f"{args.abandon} abandoned heavy requests {HEAVY}, then one 七绝: status {resp.status}, {ms:.0f} ms")
+    print(f"serve_load: abandoned={args.abandon} next_request_ms={ms:.0f} status={resp.status}")
+    return 0 if resp.status == 200 else 1
+
+
+def run_load(args: argparse.Namespace, host: str, port: int, pid: int | None) -> int:
+    rss_before = rss_mb(pid) if pid else None
     lock = threading.Lock()
     latencies: list[float] = []
     statuses: Counter = Counter()
@@ -102,11 +159,18 @@ def run_load(args: argparse.Namespace, host: str, port: int) -> int:
                 if sent[0] >= args.max_requests:
                     return
                 sent[0] += 1
-            body = json.dumps({"begin": BEGINS[i % len(BEGINS)], "form": args.form}, ensure_ascii=False)
+            ask = {"begin": BEGINS[i % len(BEGINS)], "form": args.form}
+            if args.mix:
+                kind = MIX[i % len(MIX)]
+                ask = None if kind is None else {"begin": BEGINS[i % len(BEGINS)], **kind}
             i += 1
             t0 = time.perf_counter()
             try:
-                conn.request("POST", "/v1/poems", body.encode(), {"Content-Type": "application/json"})
+                if ask is None:
+                    conn.request("GET", "/health")
+                else:
+                    body = json.dumps(ask, ensure_ascii=False)
+                    conn.request("POST", "/v1/poems", body.encode(), {"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 data = resp.read()
                 status = resp.status
@@ -119,7 +183,7 @@ def run_load(args: argparse.Namespace, host: str, port: int) -> int:
                 statuses[status] += 1
                 if status == 200:
                     latencies.append(dt)
-                    poems[0] += len(json.loads(data)["poems"])
+                    poems[0] += len(json.loads(data).get("poems", []))
                 elif len(errors) < 10:
                     errors.append(f"{status}: {data[:200].decode('utf-8', 'replace')}")
 
@@ -133,9 +197,14 @@ def run_load(args: argparse.Namespace, host: str, port: int) -> int:
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [float("nan")] * 99
     ms = {name: 1000 * q[i - 1] for name, i in (("p50", 50), ("p95", 95), ("p99", 99))}
     rate = poems[0] / elapsed
-    print(f"{args.clients} clients, {elapsed:.1f} s, form {args.form}, batch-max {args.batch_max}")
-    print(f"requests {sum(statuses.values())}, status codes {dict(statuses)}, errors {n_err}")
-    print(f"poems/s {rate:.1f}")
+    requests = sum(statuses.values())
+    rss_after = rss_mb(pid) if pid else None
+    what = "mixed requests" if args.mix else f"form {args.form}"
+    print(f"{args.clients} clients, {elapsed:.1f} s, {what}, batch-max {args.batch_max}")
+    print(f"requests {requests}, status codes {dict(statuses)}, errors {n_err}")
+    print(f"requests/s {requests / elapsed:.2f}, poems/s {rate:.1f}")
+    if rss_before is not None and rss_after is not None:
+        print(f"server resident memory: {rss_before:.0f} MB before, {rss_after:.0f} MB after")
     print(
         f"latency ms: p50 {ms['p50']:.0f}  p95 {ms['p95']:.0f}  p99 {ms['p99']:.0f}  "
         f"max {1000 * max(latencies, default=float('nan')):.0f}"
@@ -143,7 +212,8 @@ def run_load(args: argparse.Namespace, host: str, port: int) -> int:
     for e in errors:
         print(f"error: {e}")
     print(
-        f"serve_load: clients={args.clients} poems_per_s={rate:.2f} p50_ms={ms['p50']:.0f} "
+        f"serve_load: clients={args.clients} requests_per_s={requests / elapsed:.2f} poems_per_s={rate:.2f} "
+        f"p50_ms={ms['p50']:.0f} "
         f"p95_ms={ms['p95']:.0f} p99_ms={ms['p99']:.0f} errors={n_err}"
     )
     return 0 if n_err == 0 else 1

@@ -150,6 +150,7 @@ class Worker:
     settings: Settings
     waiting: deque = field(default_factory=deque)
     batches: int = 0  # batches written
+    writing: int = 0  # poems of the batch being written now
     dropped: int = 0  # jobs dropped because their clients went away
     thread: threading.Thread | None = None
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -200,8 +201,10 @@ class Worker:
 
             torch.set_num_threads(self.settings.threads)
         while (batch := self._next_batch()) is not None:
+            self.writing = sum(j.options.num for j in batch)
             self._write(batch)
             self.batches += 1
+            self.writing = 0
 
     def _write(self, batch: list[Job]) -> None:
         try:
