@@ -63,6 +63,17 @@ def test_the_page_writes_a_qilv_in_vertical_layout(server, tmp_path):
             context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server)
             page = context.new_page()
             page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']", timeout=30000)
+            # the page's choices and defaults are the options' (tangshi.options)
+            from tangshi.options import BY_NAME, MAX_BEGIN
+
+            assert page.input_value("#form") == BY_NAME["form"].default
+            assert page.input_value("#tones") == BY_NAME["tones"].default
+            assert float(page.input_value("#temperature")) == BY_NAME["temperature"].default
+            assert page.evaluate("[...document.querySelectorAll('#form option')].map(o => o.value)") == list(
+                BY_NAME["form"].choices
+            )
+            assert page.evaluate("document.querySelector('#begin').maxLength") == MAX_BEGIN
             page.fill("#begin", "月")
             page.select_option("#form", "七律")
             page.check("#vertical")

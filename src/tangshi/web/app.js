@@ -1,8 +1,11 @@
 // The page: ask POST /v1/poems, show the poem large (horizontal or vertical), its tones and rhymes.
+// Its choices, defaults and limits come from the server's request schema (/openapi.json), which is
+// made from tangshi.options: one definition for the command line, Python, HTTP and this page.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const MARK = { "平": "○", "仄": "●", "*": "◐", "?": "·" };
+const LABELS = { free: "自由 free", relaxed: "relaxed 一三五不论", strict: "strict", off: "off" };
 let last = null;   // the last poem's response, for copying
 let asked = 0;     // how many poems this page has asked for (a new seed each time)
 
@@ -102,6 +105,29 @@ async function copy() {
   setTimeout(() => { $("copy").textContent = "复制 Copy"; }, 1500);
 }
 
+// the options' choices and defaults from the request schema
+async function setUp() {
+  const spec = await (await fetch("/openapi.json")).json();
+  const props = spec.components.schemas.PoemRequest.properties;
+  for (const name of ["form", "tones"]) {
+    const select = $(name);
+    for (const value of props[name].enum) {
+      const option = new Option(LABELS[value] || value, value);
+      select.add(option);
+    }
+    select.value = props[name].default;
+  }
+  const t = props.temperature;
+  $("temperature").value = t.default;
+  $("tout").textContent = t.default;
+  for (const name of ["begin", "acrostic"]) {
+    const limit = props[name].maxLength ?? (props[name].anyOf || []).map((k) => k.maxLength).find((x) => x);
+    if (limit) $(name).maxLength = limit;
+  }
+  document.body.dataset.ready = "1";  // tests wait on this
+}
+
+setUp().catch((err) => { $("error").textContent = `could not read the server's options: ${err.message}`; $("error").hidden = false; });
 $("ask").addEventListener("submit", write);
 $("another").addEventListener("click", () => write());
 $("copy").addEventListener("click", copy);
