@@ -58,24 +58,23 @@ def main() -> int:
                 poems += poet.write([begin], num=10, form=form, beam=max(args.beam, 10))
             else:
                 poems += poet.write([begin], num=10, seed=seed + 100 * i, form=form, rerank=args.rerank)
-        heads = HEADS4 if n_lines == 4 else HEADS4 + HEADS8
+        heads = HEADS4 if n_lines == 4 else HEADS8  # one head a line
         for i in range(30):
             h = heads[i % len(heads)]
-            h = h if len(h) <= n_lines else h[:n_lines]
             poems += poet.write(
                 [""], num=1, seed=seed + 1000 + i, form=form, acrostic=h, beam=args.beam, rerank=args.rerank
             )
         free = []
         length = len(poems[0].text)  # characters and punctuation of one poem in this form
         for i, begin in enumerate(BEGINS):
-            free += poet.write([begin], num=10, seed=seed + 100 * i, max_length=length, stop_at_end=False)
+            free += poet.write([begin], num=10, seed=seed + 100 * i, max_length=length, ignore_end=True)
         reports = [check(p.text) for p in poems]
         lines = [ln for r in reports for ln in r.lines]
-        acro = [p for p in poems if p.extra.get("acrostic")]
+        acro = [p for p in poems if p.acrostic]
         heads_ok = sum(
-            all(r.lines[k][0] == h for k, h in enumerate(p.extra["acrostic"]))
+            all(r.lines[k][0] == h for k, h in enumerate(p.acrostic))
             for p, r in zip(poems, reports, strict=True)
-            if p.extra.get("acrostic")
+            if p.acrostic
         )
         nll = statistics.mean(p.nll for p in poems)
         nll_free = statistics.mean(p.nll for p in free)
@@ -98,7 +97,7 @@ def main() -> int:
             f"{100 * s['heads']:.0f} % | {nll:.3f} / {nll_free:.3f} = {nll / nll_free:.2f} |"
         )
         for p in poems[:: max(1, len(poems) // max(args.show, 1))][: args.show]:
-            print(f"[{form}{' 藏头 ' + p.extra['acrostic'] if p.extra.get('acrostic') else ''}] {p.text}")
+            print(f"[{form}{' 藏头 ' + p.acrostic if p.acrostic else ''}] {p.text}")
 
     print()
     print(

@@ -45,7 +45,7 @@ def test_eval_json(tiny_run, poems_txt, capsys):
     "args, message",
     [
         (["write", "龘", "--checkpoint", "{run}/best"], "begin character '龘' is not in the model's vocabulary"),
-        (["write", "月", "--checkpoint", "{run}/best", "--temperature", "0"], "--temperature must be > 0, got 0"),
+        (["write", "月", "--checkpoint", "{run}/best", "--temperature", "0"], "--temperature must be > 0 and <= 10, got 0"),
         (["write", "月", "--checkpoint", "{run}/nowhere"], "no such checkpoint folder"),
         (["eval", "--checkpoint", "{run}/best", "--data", "{run}/missing.txt"], "missing.txt: no such file or folder"),
         (["train", "--data", "{run}/missing.txt", "--out", "{run}/x"], "missing.txt: no such file or folder"),
@@ -87,3 +87,34 @@ def test_diversity_needs_counts_and_index_adds_them_to_an_older_checkpoint(tiny_
     first = capsys.readouterr().out
     assert main(["write", "月", "--checkpoint", str(ck), "--seed", "3", "--diversity", "0.3", "--json"]) == 0
     assert capsys.readouterr().out == first  # seeded: the same poem
+
+
+def test_a_poem_cut_at_the_length_limit_says_so(capsys):
+    assert main(["write", "月", "--max-length", "6", "--seed", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["ended"] is False and len(json.loads(captured.out)["text"]) == 6
+    assert "tangshi: note: poem 1 was cut at --max-length 6 before its end" in captured.err
+    assert main(["write", "月", "--max-length", "6", "--seed", "1", "--ignore-end"]) == 0
+    assert "cut at" not in capsys.readouterr().err  # seed-tf style asks for exactly that length
+
+
+def test_an_acrostic_with_fewer_heads_than_lines_is_refused(capsys):
+    assert main(["write", "--acrostic", "春夏秋", "--form", "五绝"]) == 2
+    assert "acrostic '春夏秋' has 3 heads but a 五绝 has 4 lines: give one head a line" in capsys.readouterr().err
+    assert "fewer heads are refused" in " ".join(run("write", "--help").stdout.split())
+
+
+def test_poems_are_streamed_in_order_as_they_are_finished():
+    from tangshi import Poet
+
+    poet = Poet.load()
+    chunks = list(poet.stream(["月", "山"], num=40, seed=3, max_length=12))
+    assert [len(c) for c in chunks] == [32, 8, 32, 8]
+    assert [p.text for c in chunks for p in c] == [
+        p.text for p in poet.write(["月", "山"], num=40, seed=3, max_length=12)
+    ]
+
+
+def test_help_shows_each_default_once():
+    for command in ("train", "write"):
+        assert "(default: None)" not in run(command, "--help").stdout

@@ -106,3 +106,8 @@ def test_batched_requests_write_what_each_would_alone():
     together = poet.write(["月", "山", "湖"], nums=[1, 2, 1], seeds=[5, 17, 40], form="五绝")
     alone = [poet.write(b, num=n, seed=s, form="五绝") for b, n, s in (("月", 1, 5), ("山", 2, 17), ("湖", 1, 40))]
     assert [p.text for p in together] == [p.text for group in alone for p in group]
+
+
+def test_notes_stay_with_their_request_in_a_batch():
+    written = Poet.load().write(["薴", "月", "薴"], nums=[1, 2, 1], seeds=[1, 2, 3])
+    assert [bool(n) for n in written.group_notes] == [True, False, True] and "variant" in written.notes[0]

@@ -110,8 +110,8 @@ def generate(poet, setting: str, n: int, seed: int):
             return []
         per = [(b, n // len(begins) + (i < n % len(begins)), seed + 1000 * i) for i, b in enumerate(begins)]
         per = [x for x in per if x[1]]
-        form = setting if setting in P.FORMS else None
-        return poet.write([b for b, _, _ in per], num=[k for _, k, _ in per], seeds=[s for *_, s in per], form=form)
+        form = setting if setting in P.FORMS else "free"
+        return poet.write([b for b, _, _ in per], nums=[k for _, k, _ in per], seeds=[s for *_, s in per], form=form)
     if setting == "acrostic":
         poems = []
         known = [h for h in ACROSTICS if all(c in poet.vocab for c in h)]
