@@ -111,3 +111,9 @@ def test_batched_requests_write_what_each_would_alone():
 def test_notes_stay_with_their_request_in_a_batch():
     written = Poet.load().write(["薴", "月", "薴"], nums=[1, 2, 1], seeds=[1, 2, 3])
     assert [bool(n) for n in written.group_notes] == [True, False, True] and "variant" in written.notes[0]
+
+
+def test_nan_and_infinity_get_a_422_not_a_500(client):
+    for raw in (b'{"repetition_penalty": NaN}', b'{"temperature": Infinity}', b'{"top_p": -Infinity}'):
+        r = client.post("/v1/poems", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "finite" in r.json()["detail"][0]["msg"], r.text

@@ -385,13 +385,11 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
                 value = value.decode("utf-8", "replace")
             if isinstance(value, str) and len(value) > MAX_ECHO:
                 value = value[:MAX_ECHO] + "…"
-            try:
-                json.dumps(value)
-                e["input"] = value
-            except (TypeError, ValueError):
-                e.pop("input", None)
-            if not isinstance(value, str | int | float | bool | None):
-                e.pop("input", None)  # objects and lists are not echoed: they can be large
+            e.pop("input", None)
+            if isinstance(value, str | int | float | bool | None):  # objects and lists are not echoed
+                with contextlib.suppress(TypeError, ValueError):
+                    json.dumps(value, allow_nan=False)  # NaN and infinities are not JSON
+                    e["input"] = value
             details.append(e)
         return JSONResponse(status_code=422, content={"detail": details})
 
