@@ -130,6 +130,15 @@ def test_a_config_too_big_for_memory_is_refused_before_allocating(tiny_run, monk
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KB: no gigabytes
 
 
+@pytest.mark.parametrize("hidden", [10**12, 10**30])
+def test_sizes_past_what_a_tensor_can_hold_are_refused_by_name(tiny_run, hidden):
+    _set_model(tiny_run / "best", hidden_size=hidden)
+    with pytest.raises(
+        CheckpointError, match=rf"config.json: model.hidden_size {hidden} x num_layers 1 .*cannot be built"
+    ):
+        checkpoint.load(tiny_run / "best")
+
+
 def test_the_memory_check_uses_this_machines_memory(tiny_run, monkeypatch):
     monkeypatch.setattr(checkpoint, "physical_memory", lambda: 1000)
     with pytest.raises(CheckpointError, match=r"needs 0.0 GB of weights; this machine has 0.0 GB"):

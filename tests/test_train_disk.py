@@ -14,7 +14,7 @@ from tangshi import train as T
 from tangshi.cli import main
 from tangshi.train import TrainError, train
 
-FULL = r"disk full writing .*{}: [\d.]+ [kM]B needed, [\d.]+ [kMG]B free on that file system$"
+FULL = r"disk full writing .*{}: [\d.]+ [kMG]?B needed, [\d.]+ [kMG]?B free on that file system$"
 
 
 def _fill_disk_at(monkeypatch, marker: str, error: Exception) -> None:
@@ -51,6 +51,10 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_earlier_checkpoints(t
     _, step_dir, cfg, data = T.resume_plan(run)
     assert step_dir.name == "step-000005"
     assert train(cfg, data, run, resume_from=step_dir).state.step == 10
+
+
+def test_sizes_read_at_a_glance():
+    assert [T._size(n) for n in (512, 848_123, 12_345_678, 1_070_000_000)] == ["512 B", "848 kB", "12.3 MB", "1.07 GB"]
 
 
 def test_other_write_errors_are_not_called_a_full_disk(tmp_path, poems_txt, monkeypatch):

@@ -292,8 +292,12 @@ def load(folder: str | Path, device: str | torch.device = "cpu", with_trainer: b
     weights = folder / "model.safetensors"
     try:
         shapes = expected_shapes(config.model)
-    except (RuntimeError, ValueError, OverflowError) as e:  # sizes past what a tensor can hold
-        raise CheckpointError(f"{folder / 'config.json'}: model sizes cannot be built ({e})") from None
+    except (RuntimeError, ValueError, TypeError, OverflowError) as e:  # sizes past what a tensor can hold
+        m = config.model
+        raise CheckpointError(
+            f"{folder / 'config.json'}: model.hidden_size {m.hidden_size} x num_layers {m.num_layers} "
+            f"(vocab_size {m.vocab_size}, embedding_size {m.embedding_size}) cannot be built: {str(e).splitlines()[0]}"
+        ) from None
     _check_fits(config.model, shapes, folder / "config.json")
     _check_header(shapes, _header_shapes(weights), weights)
     model = CharRNN(config.model)  # only now is anything allocated

@@ -115,7 +115,11 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
 
 
 def _size(n: float) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+    """Bytes to three significant digits: 848 kB, 12.3 MB, 1.07 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
 
 
 def _free_bytes(path: Path) -> int | None:
