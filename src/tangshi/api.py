@@ -186,16 +186,31 @@ def resolve(
         raise ValueError("nums and seeds must give one value per begin")
     for n in nums:
         WriteOptions(num=n, beam=opts.beam).validate()
-    script = poet.ckpt.config.data.script
-    resolved, notes = [], []
-    for b in begins:
-        check_begin(b)
-        text, why = compose.resolve_begin(poet.vocab, b, script) if b else ("", [])
-        resolved.append(text)
-        notes.append(why)
-    heads, head_notes = "", []
-    if opts.acrostic:
-        heads, head_notes = compose.resolve_begin(poet.vocab, opts.acrostic, script, what="acrostic head")
+    resolved, notes = zip(*(_known(poet, b, "begin character") for b in begins), strict=True)
+    heads, head_notes = _known(poet, opts.acrostic, "acrostic head")
+    shape = _shape(poet, opts, list(resolved), heads)
+    if _diversity(poet, opts) and poet.vocab.log_prior() is None:
+        raise OptionError(
+            "--diversity needs the character counts of the training data, which this checkpoint's vocab.json "
+            "lacks; add them with `tangshi index --checkpoint DIR --data CORPUS`",
+            "diversity",
+        )
+    if seeds is None:
+        seed = opts.seed if opts.seed is not None else secrets.randbits(31)
+        seeds = [seed + sum(nums[:g]) * opts.rerank for g in range(len(begins))]
+    return Plan(begins, list(resolved), nums, list(seeds), heads, shape, [n + head_notes for n in notes])
+
+
+def _known(poet: Poet, text: str, what: str) -> tuple[str, list[str]]:
+    """A begin phrase or the heads in the model's characters, and notes on the variants used."""
+    if not text:
+        return "", []
+    check_begin(text, "acrostic" if what.startswith("acrostic") else "begin")
+    return compose.resolve_begin(poet.vocab, text, poet.ckpt.config.data.script, what=what)
+
+
+def _shape(poet: Poet, opts: WriteOptions, resolved: list[str], heads: str) -> forms.Form | None:
+    """The form the masks keep (None: free poems without heads), the heads and rules checked against it."""
     for b in resolved:
         if heads and b and b[0] != heads[0]:
             raise OptionError(
@@ -210,16 +225,7 @@ def resolve(
         )
     if shape is not None:  # the masks check heads, rhyme and tones now, before anything is written
         forms.FormMask(poet.vocab_prosody, shape, 1, [heads], opts.rhyme, opts.tones, opts.allow_repeat)
-    if _diversity(poet, opts) and poet.vocab.log_prior() is None:
-        raise OptionError(
-            "--diversity needs the character counts of the training data, which this checkpoint's vocab.json "
-            "lacks; add them with `tangshi index --checkpoint DIR --data CORPUS`",
-            "diversity",
-        )
-    if seeds is None:
-        seed = opts.seed if opts.seed is not None else secrets.randbits(31)
-        seeds = [seed + sum(nums[:g]) * opts.rerank for g in range(len(begins))]
-    return Plan(begins, resolved, nums, list(seeds), heads, shape, [n + head_notes for n in notes])
+    return shape
 
 
 def _diversity(poet: Poet, opts: WriteOptions) -> float:

@@ -163,7 +163,7 @@ NAMES: tuple[str, ...] = tuple(s.name for s in SPECS)
 BY_NAME: dict[str, Spec] = {s.name: s for s in SPECS}
 
 
-def check_begin(begin: str, what: str = "begin") -> None:
-    """A begin phrase is at most MAX_BEGIN characters."""
+def check_begin(begin: str, field: str = "begin") -> None:
+    """A begin phrase (or the acrostic heads, `field` "acrostic") is at most MAX_BEGIN characters."""
     if len(begin) > MAX_BEGIN:
-        raise OptionError(f"{what} '{begin[:MAX_BEGIN]}…' has {len(begin)} characters, at most {MAX_BEGIN}", "begin")
+        raise OptionError(f"{field} '{begin[:MAX_BEGIN]}…' has {len(begin)} characters, at most {MAX_BEGIN}", field)
