@@ -45,7 +45,10 @@ def test_eval_json(tiny_run, poems_txt, capsys):
     "args, message",
     [
         (["write", "龘", "--checkpoint", "{run}/best"], "begin character '龘' is not in the model's vocabulary"),
-        (["write", "月", "--checkpoint", "{run}/best", "--temperature", "0"], "--temperature must be > 0 and <= 10, got 0"),
+        (
+            ["write", "月", "--checkpoint", "{run}/best", "--temperature", "0"],
+            "--temperature must be > 0 and <= 10, got 0",
+        ),
         (["write", "月", "--checkpoint", "{run}/nowhere"], "no such checkpoint folder"),
         (["eval", "--checkpoint", "{run}/best", "--data", "{run}/missing.txt"], "missing.txt: no such file or folder"),
         (["train", "--data", "{run}/missing.txt", "--out", "{run}/x"], "missing.txt: no such file or folder"),

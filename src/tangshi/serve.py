@@ -423,6 +423,7 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
         "/v1/poems",
         response_model=PoemsOut,
         responses={
+            400: {"description": "the body could not be read (not UTF-8 JSON)"},
             408: {"description": "the body was not received within the server's --client-timeout"},
             413: {"description": "the body is larger than the server's --max-body"},
             422: {"description": "a field is invalid or cannot be served; `detail[].loc` names it"},
