@@ -125,6 +125,22 @@ def test_requests_whose_clients_hung_up_are_dropped_before_they_are_written(live
     assert live.worker.batches - batches == 2  # the blocker and the last request: none of the abandoned
 
 
+def test_a_batch_whose_clients_all_hung_up_is_stopped_while_it_is_written(live):
+    dropped = live.worker.dropped
+    payload = json.dumps(BLOCKER).encode()
+    s = live.raw()
+    head = f"POST /v1/poems HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}"
+    s.sendall(head.encode() + b"\r\n\r\n" + payload)
+    deadline = time.time() + 30
+    while live.worker.writing != BLOCKER["num"] and time.time() < deadline:
+        time.sleep(0.005)
+    s.close()  # hang up while it is written
+    while live.worker.writing and time.time() < deadline:
+        time.sleep(0.005)
+    assert live.worker.dropped - dropped == 1
+    assert live.post({"begin": "月", "form": "五绝", "seed": 3})[0] == 200
+
+
 def test_a_chunked_body_over_the_limit_gets_413_without_being_read(live):
     s = live.raw()
     s.sendall(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -128,6 +128,7 @@ class Poet:
         *,
         nums: Sequence[int] | None = None,
         seeds: Sequence[int] | None = None,
+        stop: Callable[[], bool] | None = None,
         **changes: Any,
     ) -> Written:
         """`num` poems for each begin character or phrase ("" = the model's choice).
@@ -136,10 +137,11 @@ class Poet:
         temperature, beam, rerank...). `nums` and `seeds` give one count and one seed a begin: the i-th
         poem of a begin with seed s is the poem `write(begin, seed=s)` writes i-th, whatever else is
         in the call. Bad requests raise OptionError (or a subclass) whose `field` names the option.
+        `stop`, called every few steps, ends the writing early with `compose.Stopped` when it returns True.
         """
         opts = (options or WriteOptions()).replace(**changes).validate()
         plan = resolve(self, begins, opts, nums, seeds)
-        poems = decode(self, plan, opts)
+        poems = decode(self, plan, opts, stop)
         begins = [plan.begins[g] for g, _ in plan.rows()]
         finished = [finish(p, b, opts.script) for p, b in zip(poems, begins, strict=True)]
         return Written(finished, plan.notes, plan.group_notes)
@@ -235,9 +237,9 @@ def _diversity(poet: Poet, opts: WriteOptions) -> float:
 # ---------------------------------------------------------------- decode
 
 
-def decode(poet: Poet, plan: Plan, opts: WriteOptions) -> list[Poem]:
+def decode(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None = None) -> list[Poem]:
     """The poems of a plan, judged: by beam search, or sampled (best of `rerank`), rejected ones written again."""
-    return _beam(poet, plan, opts) if opts.beam else _sample(poet, plan, opts)
+    return _beam(poet, plan, opts, stop) if opts.beam else _sample(poet, plan, opts, stop)
 
 
 def _mask(poet: Poet, plan: Plan, opts: WriteOptions, rows: int) -> forms.FormMask | None:
@@ -252,12 +254,12 @@ def _lines(poet: Poet, opts: WriteOptions) -> LineIndex | None:
     return None if opts.allow_copies else poet.ckpt.lines
 
 
-def _beam(poet: Poet, plan: Plan, opts: WriteOptions) -> list[Poem]:
+def _beam(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
     lines = _lines(poet, opts)
     rows = len(plan.resolved) * opts.beam
     poems = compose.beam_write(
         poet.model, poet.vocab, plan.resolved, opts.beam, plan.nums, _max_length(plan, opts),
-        _mask(poet, plan, opts, rows), lines, opts.repetition_penalty,
+        _mask(poet, plan, opts, rows), lines, opts.repetition_penalty, stop,
     )  # fmt: skip
     for p in poems:
         judge(p, plan, lines, opts.prosody_weight)
@@ -265,7 +267,7 @@ def _beam(poet: Poet, plan: Plan, opts: WriteOptions) -> list[Poem]:
     return poems
 
 
-def _sample(poet: Poet, plan: Plan, opts: WriteOptions) -> list[Poem]:
+def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
     sampler = Sampler(
         temperature=opts.temperature,
         top_k=opts.top_k,
@@ -287,7 +289,7 @@ def _sample(poet: Poet, plan: Plan, opts: WriteOptions) -> list[Poem]:
         written = compose.write(
             poet.model, poet.vocab, [rows[r][1] for r in cand], sampler, num=1, seeds=tries,
             max_length=_max_length(plan, opts), stop_at_end=not (opts.ignore_end and plan.shape is None),
-            random_state=opts.random_state and plan.shape is None, form=_mask(poet, plan, opts, len(cand)),
+            random_state=opts.random_state and plan.shape is None, form=_mask(poet, plan, opts, len(cand)), stop=stop,
         )  # fmt: skip
         for r, p in zip(cand, written, strict=True):
             v = judge(p, plan, lines, opts.prosody_weight)

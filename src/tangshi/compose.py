@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +25,16 @@ from tangshi.text import normalise, variants
 from tangshi.vocab import BOS, EOS, PAD, UNK, Vocab
 
 _SENTENCE_END = re.compile(r"(?<=[。！？])")
+STOP_EVERY = 8  # steps between two calls of `stop`
+
+
+class Stopped(Exception):
+    """Writing was stopped by the caller's `stop()` (e.g. every client of a batch has gone)."""
+
+
+def _check(stop: Callable[[], bool] | None, t: int) -> None:
+    if stop is not None and t % STOP_EVERY == 0 and stop():
+        raise Stopped
 
 
 class UnknownCharacterError(OptionError):
@@ -96,6 +107,7 @@ def write(
     random_state: bool = False,
     form: FormMask | None = None,
     seeds: list[int] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[Poem]:
     """Write `num` poems for each begin phrase (already resolved to known characters).
 
@@ -150,6 +162,7 @@ def write(
     model.eval()
     try:
         for t in range(max_length):
+            _check(stop, t)
             logits, state = model.step(x, state)  # (B, V)
             logits = logits.float()
             logits[:, never] = float("-inf")
@@ -207,6 +220,7 @@ def beam_write(
     form: FormMask | None = None,
     lines: LineIndex | None = None,
     repetition_penalty: float = 1.0,
+    stop: Callable[[], bool] | None = None,
 ) -> list[Poem]:
     """Beam search: for each begin phrase, the `num` most likely poems found with `width` hypotheses
     (`num` may be a list: poems per begin).
@@ -248,6 +262,7 @@ def beam_write(
     model.eval()
     try:
         for t in range(max_length):
+            _check(stop, t)
             logits, state = model.step(x, state)
             logits = logits.float()
             if repetition_penalty != 1:

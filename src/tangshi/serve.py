@@ -11,8 +11,9 @@ Models load once, in the app's lifespan. Inference runs on one writer thread, of
 Requests wait in a bounded queue (503 with Retry-After when it is full); the writer takes the oldest
 waiting request together with every other waiting request that asks for the same options (they may
 differ in begin, num and seed) and writes them as one batch (`batch_max` poems at most). A request
-whose client has gone is dropped before it is written. Each poem draws from its own seeded
-generator, so a request with a seed gets the poem it would get alone.
+whose client has gone is dropped before it is written, and a batch whose clients have all gone is
+stopped while it is written. Each poem draws from its own seeded generator, so a request with a
+seed gets the poem it would get alone.
 
 Transport limits: a request body (chunked or not) over `max_body` bytes gets 413 without being held
 in memory; a client that takes longer than `client_timeout` seconds to send its headers or body is
@@ -38,11 +39,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from tangshi.api import Poet
+from tangshi.compose import Stopped
 from tangshi.config import ServeConfig as Settings
 from tangshi.options import NAMES, SPECS, OptionError, Spec, WriteOptions
 
 MAX_MODEL_NAME = 64
 MAX_ECHO = 64  # characters of a bad value echoed back in a 422
+DRAIN_SECONDS = 1.0  # an oversized body is read (and dropped) this long before the 413
 
 
 # ---------------------------------------------------------------- the request schema
@@ -209,6 +212,9 @@ class Worker:
     def _write(self, batch: list[Job]) -> None:
         try:
             results = self._write_batch(batch)
+        except Stopped:  # every client of the batch has gone
+            self.dropped += len(batch)
+            return
         except Exception as e:  # noqa: BLE001 - one bad request must not fail the others: one by one
             results = [e] if len(batch) == 1 else [_outcome(lambda j=j: self._write_batch([j])[0]) for j in batch]
         for job, result in zip(batch, results, strict=True):
@@ -218,7 +224,11 @@ class Worker:
         first = batch[0]
         seeds = [j.options.seed if j.options.seed is not None else secrets.randbits(31) for j in batch]
         written = self.poets[first.model].write(
-            [j.begin for j in batch], first.options, nums=[j.options.num for j in batch], seeds=seeds
+            [j.begin for j in batch],
+            first.options,
+            nums=[j.options.num for j in batch],
+            seeds=seeds,
+            stop=lambda: all(j.abandoned for j in batch),
         )
         out, start = [], 0
         for j in batch:
@@ -279,6 +289,8 @@ class BodyLimit:
                 return
             size += len(message.get("body", b""))
             if size > self.max_body:
+                if message.get("more_body", False):
+                    await self._drain(receive)
                 return await _plain(send, 413, f"request body over {self.max_body} bytes (--max-body)")
             parts.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -293,6 +305,19 @@ class BodyLimit:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+    async def _drain(self, receive) -> None:
+        """Read and drop the rest of an oversized body for up to DRAIN_SECONDS, so that the client, still
+        sending, can read the 413 (closing on unread data would reset the connection)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        while (left := deadline - loop.time()) > 0:
+            try:
+                message = await asyncio.wait_for(receive(), left)
+            except TimeoutError:
+                return
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
 
 
 async def _plain(send, status: int, detail: str) -> None:
