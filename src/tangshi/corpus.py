@@ -32,7 +32,7 @@ from tangshi.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: the vocabulary keeps its counts
+CACHE_VERSION = 3  # 2: the vocabulary keeps its counts; 3: titles and authors
 SPLITS = ("train", "val", "test")
 FORMATS = ("auto", "poems-txt", "json", "plain")
 
@@ -54,6 +54,8 @@ class Malformed:
 class Corpus:
     texts: list[str]  # normalised poem contents, in input order
     split: list[int]  # 0 train, 1 val, 2 test, per text
+    titles: list[str] = field(default_factory=list)  # normalised title per text ("" when none)
+    authors: list[str] = field(default_factory=list)  # normalised author per text ("" when none)
     counts: dict[str, int] = field(default_factory=dict)  # read, dropped by rule, kept
     malformed: list[Malformed] = field(default_factory=list)
     vocab: Vocab | None = None  # built from the train split
@@ -61,10 +63,20 @@ class Corpus:
     offsets: torch.Tensor | None = None  # (N + 1,) start of each text in ids
 
     def texts_of(self, split: str) -> list[str]:
+        return self.of_split(self.texts, split)
+
+    def titles_of(self, split: str) -> list[str]:
+        return self.of_split(self.titles, split)
+
+    def authors_of(self, split: str) -> list[str]:
+        return self.of_split(self.authors, split)
+
+    def of_split(self, values: list, split: str) -> list:
+        """The entries of a per-text list (texts, titles, authors) that belong to a split."""
         if split == "all":
-            return list(self.texts)
+            return list(values)
         k = SPLITS.index(split)
-        return [t for t, s in zip(self.texts, self.split, strict=False) if s == k]
+        return [v for v, s in zip(values, self.split, strict=True) if s == k]
 
     def stats(self) -> dict:
         lengths = [len(t) for t in self.texts]
@@ -87,6 +99,7 @@ class RawPoem:
     title: str
     content: str
     where: str
+    author: str = ""
 
 
 def find_files(paths: list[str | Path]) -> list[Path]:
@@ -180,7 +193,7 @@ def _read_json(path: Path, text: str, bad: list[Malformed]) -> list[RawPoem]:
             bad.append(Malformed(where, "empty content"))
             continue
         title = item.get("title", item.get("rhythmic", ""))
-        poems.append(RawPoem(str(title or ""), "".join(paragraphs), where))
+        poems.append(RawPoem(str(title or ""), "".join(paragraphs), where, str(item.get("author") or "")))
     return poems
 
 
@@ -209,7 +222,14 @@ def clean_notes(text: str) -> str:
 
 
 def build(raw: list[RawPoem], cfg: DataConfig) -> tuple[list[str], dict[str, int]]:
-    """Normalise and filter; returns kept texts and the count of every rule.
+    """Normalise and filter; returns kept texts and the count of every rule (`build_poems` keeps
+    titles and authors too)."""
+    poems, counts = build_poems(raw, cfg)
+    return [p.content for p in poems], counts
+
+
+def build_poems(raw: list[RawPoem], cfg: DataConfig) -> tuple[list[RawPoem], dict[str, int]]:
+    """Normalise and filter; returns the kept poems (normalised) and the count of every rule.
 
     With `train_max_length`, poems longer than `max_length` are kept only when their hash puts
     them in the training split; with `clean_notes`, so are the poems that pass `drop_chars` only
@@ -238,7 +258,8 @@ def build(raw: list[RawPoem], cfg: DataConfig) -> tuple[list[str], dict[str, int
             counts["dropped_duplicate"] += 1
         else:
             seen.add(text)
-            kept.append(text)
+            title, author = normalise(poem.title, cfg.script), normalise(poem.author, cfg.script)
+            kept.append(RawPoem(title, text, poem.where, author))
             counts["cleaned_notes"] += cleaned
     counts["kept"] = len(kept)
     for rule in ("dropped_chars", "dropped_short", "dropped_long", "dropped_duplicate", "cleaned_notes"):
@@ -270,6 +291,8 @@ def _save_cache(folder: Path, corpus: Corpus) -> None:
     meta = {
         "texts": corpus.texts,
         "split": corpus.split,
+        "titles": corpus.titles,
+        "authors": corpus.authors,
         "counts": corpus.counts,
         "malformed": [[m.where, m.why] for m in corpus.malformed],
     }
@@ -293,6 +316,8 @@ def _load_cache(folder: Path) -> Corpus | None:
     return Corpus(
         texts=meta["texts"],
         split=meta["split"],
+        titles=meta["titles"],
+        authors=meta["authors"],
         counts=meta["counts"],
         malformed=[Malformed(w, y) for w, y in meta["malformed"]],
         vocab=vocab,
@@ -322,7 +347,8 @@ def load_corpus(
     t0 = time.perf_counter()
     bad: list[Malformed] = []
     raw = [p for f in files for p in read_file(f, fmt, bad)]
-    texts, counts = build(raw, cfg)
+    poems, counts = build_poems(raw, cfg)
+    texts = [p.content for p in poems]
     counts["malformed"] = len(bad)
     if not texts:
         shown = "; ".join(map(str, bad[:3]))
@@ -335,7 +361,8 @@ def load_corpus(
         (t for t, s in zip(texts, split, strict=False) if s == 0), min_count=cfg.min_count, max_size=cfg.max_vocab
     )
     ids, offsets = vocab.encode_many(texts)
-    corpus = Corpus(texts, split, counts, bad, vocab, ids, offsets)
+    titles, authors = [p.title for p in poems], [p.author for p in poems]
+    corpus = Corpus(texts, split, titles, authors, counts, bad, vocab, ids, offsets)
     log.info("prepared %d poems in %.1fs", len(texts), time.perf_counter() - t0)
     if use_cache:
         _save_cache(folder, corpus)
