@@ -30,7 +30,8 @@ from tangshi.compose import Poem
 from tangshi.lineindex import LineIndex
 from tangshi.options import OptionError, WriteOptions, check_begin
 from tangshi.sampling import DEFAULT_DIVERSITY, Sampler
-from tangshi.text import to_script
+from tangshi.text import normalise, to_script
+from tangshi.vocab import BOS, EOS, UNK, author_token
 
 RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
 CHUNK = 32  # poems a batch when `Poet.stream` writes many
@@ -70,6 +71,7 @@ class Plan:
     heads: str  # acrostic heads in the model's characters, or ""
     shape: forms.Form | None  # the form the masks keep, None for free poems without heads
     group_notes: list[list[str]]  # what was changed in each begin and in the heads
+    context: list[int] = field(default_factory=lambda: [BOS])  # ids read before each poem (title, poet, prefix)
 
     @property
     def notes(self) -> list[str]:
@@ -143,7 +145,7 @@ class Poet:
         plan = resolve(self, begins, opts, nums, seeds)
         poems = decode(self, plan, opts, stop)
         begins = [plan.begins[g] for g, _ in plan.rows()]
-        finished = [finish(p, b, opts.script) for p, b in zip(poems, begins, strict=True)]
+        finished = [finish(p, b, opts) for p, b in zip(poems, begins, strict=True)]
         return Written(finished, plan.notes, plan.group_notes)
 
     def stream(
@@ -191,6 +193,8 @@ def resolve(
     resolved, notes = zip(*(_known(poet, b, "begin character") for b in begins), strict=True)
     heads, head_notes = _known(poet, opts.acrostic, "acrostic head")
     shape = _shape(poet, opts, list(resolved), heads)
+    context, context_notes = _context(poet, opts)
+    head_notes = head_notes + context_notes
     if _diversity(poet, opts) and poet.vocab.log_prior() is None:
         raise OptionError(
             "--diversity needs the character counts of the training data, which this checkpoint's vocab.json "
@@ -200,7 +204,7 @@ def resolve(
     if seeds is None:
         seed = opts.seed if opts.seed is not None else secrets.randbits(31)
         seeds = [seed + sum(nums[:g]) * opts.rerank for g in range(len(begins))]
-    return Plan(begins, list(resolved), nums, list(seeds), heads, shape, [n + head_notes for n in notes])
+    return Plan(begins, list(resolved), nums, list(seeds), heads, shape, [n + head_notes for n in notes], context)
 
 
 def _known(poet: Poet, text: str, what: str) -> tuple[str, list[str]]:
@@ -209,6 +213,38 @@ def _known(poet: Poet, text: str, what: str) -> tuple[str, list[str]]:
         return "", []
     check_begin(text, "acrostic" if what.startswith("acrostic") else "begin")
     return compose.resolve_begin(poet.vocab, text, poet.ckpt.config.data.script, what=what)
+
+
+def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[str]]:
+    """The ids read before each poem: a mood-setting prefix (a poem of its own), then the poet's token
+    and the title between <bos> and <sep>; and notes on title characters the model does not know."""
+    vocab, script, notes = poet.vocab, poet.ckpt.config.data.script, []
+    context = [BOS]
+    if opts.prefix:
+        prefix = normalise(opts.prefix, script)
+        context = [BOS, *(i for i in vocab.encode(prefix) if i != UNK), EOS, BOS]
+    cond = []
+    if opts.author:
+        known = vocab.authors()
+        name = normalise(opts.author, script)
+        if name not in known:
+            shown = "、".join(list(known)[:8]) or "none: train with --authors N"
+            raise OptionError(
+                f"--author {opts.author}: this model knows no such poet (`tangshi authors` lists them: {shown}…)",
+                "author",
+            )
+        cond.append(vocab.id(author_token(name)))
+    if opts.title:
+        if vocab.sep is None or not poet.ckpt.config.data.titles:
+            raise OptionError("--title needs a model trained with titles (tangshi train --titles)", "title")
+        title = normalise(opts.title, script)[: poet.ckpt.config.data.max_title]
+        unknown = "".join(c for c in title if c not in vocab)
+        if unknown:
+            notes.append(f"title characters the model does not know are left out: {unknown}")
+        cond += [vocab.id(c) for c in title if c in vocab]
+    if cond:
+        context = [*context, *cond, vocab.sep]
+    return context, notes
 
 
 def _shape(poet: Poet, opts: WriteOptions, resolved: list[str], heads: str) -> forms.Form | None:
@@ -259,7 +295,7 @@ def _beam(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] |
     rows = len(plan.resolved) * opts.beam
     poems = compose.beam_write(
         poet.model, poet.vocab, plan.resolved, opts.beam, plan.nums, _max_length(plan, opts),
-        _mask(poet, plan, opts, rows), lines, opts.repetition_penalty, stop,
+        _mask(poet, plan, opts, rows), lines, opts.repetition_penalty, stop, [plan.context] * len(plan.resolved),
     )  # fmt: skip
     for p in poems:
         judge(p, plan, lines, opts.prosody_weight)
@@ -290,6 +326,7 @@ def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool]
             poet.model, poet.vocab, [rows[r][1] for r in cand], sampler, num=1, seeds=tries,
             max_length=_max_length(plan, opts), stop_at_end=not (opts.ignore_end and plan.shape is None),
             random_state=opts.random_state and plan.shape is None, form=_mask(poet, plan, opts, len(cand)), stop=stop,
+            contexts=[plan.context] * len(cand),
         )  # fmt: skip
         for r, p in zip(cand, written, strict=True):
             v = judge(p, plan, lines, opts.prosody_weight)
@@ -332,10 +369,12 @@ def judge(p: Poem, plan: Plan, lines: LineIndex | None, weight: float) -> Verdic
     return Verdict(score, bool(p.copied) or bool(p.failure))
 
 
-def finish(p: Poem, begin: str, script: str) -> Poem:
-    """The poem as the caller asked: its begin as given, its prosody report, its text in `script`."""
+def finish(p: Poem, begin: str, opts: WriteOptions) -> Poem:
+    """The poem as the caller asked: its begin, title and poet as given, its prosody report, its text
+    in the asked script."""
+    script = opts.script
     report = p.prosody or prosody.check(p.text).to_dict()
-    p.begin = begin
+    p.begin, p.title, p.author = begin, opts.title, opts.author
     p.text = to_script(p.text, script)
     p.lines = [to_script(x, script) for x in p.lines]
     p.prosody = {**report, "lines": [to_script(x, script) for x in report.get("lines", [])]}

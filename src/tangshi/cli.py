@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, help=f"(default {f.default})"
         )
 
+    au = sub.add_parser("authors", help="the poets a model writes like (--author), with their training poems")
+    au.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
+    au.add_argument("--json", action="store_true", help="print JSON")
+
     pr = sub.add_parser("presets", help="show the named presets")
     pr.add_argument("name", nargs="?", help="show one preset in full")
 
@@ -403,6 +407,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_authors(args: argparse.Namespace) -> int:
+    from tangshi import checkpoint
+    from tangshi.api import bundled_path
+
+    vocab = checkpoint.load(args.checkpoint or bundled_path()).vocab
+    authors = vocab.authors()
+    if args.json:
+        print(json.dumps(authors, ensure_ascii=False))
+    elif not authors:
+        print("this model knows no poets (train one with --authors N)")
+    for name, poems in authors.items() if not args.json else ():
+        print(f"{name}\t{poems}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     names = [args.name] if args.name else preset_names()
     for name in names:
@@ -478,6 +497,7 @@ COMMANDS = {
     "index": cmd_index,
     "serve": cmd_serve,
     "presets": cmd_presets,
+    "authors": cmd_authors,
     "prosody": cmd_prosody,
 }
 

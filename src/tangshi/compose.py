@@ -50,6 +50,8 @@ class Poem:
     ended: bool  # True when the model wrote the end token; False when cut at the length limit
     nll: float  # mean negative log-likelihood per generated token under the model (nats)
     acrostic: str = ""  # the heads that start the lines, if any
+    title: str = ""  # the title it was written for, if any
+    author: str = ""  # the poet whose manner was asked, if any
     failure: str | None = None  # where a form rule could not be met, if anywhere
     copied: list[str] = field(default_factory=list)  # lines found verbatim in the training corpus
     prosody: dict[str, Any] | None = None  # the checker's report of a poem in a regular form
@@ -108,6 +110,7 @@ def write(
     form: FormMask | None = None,
     seeds: list[int] | None = None,
     stop: Callable[[], bool] | None = None,
+    contexts: list[list[int]] | None = None,
 ) -> list[Poem]:
     """Write `num` poems for each begin phrase (already resolved to known characters).
 
@@ -116,7 +119,8 @@ def write(
     `stop_at_end=False` and `random_state=True` give the seed-tf way: a random initial state and
     exactly `max_length` steps, end tokens dropped from the text. With `form`, the logits are
     masked at each step to what the form allows (the sampler sees only those ids); `nll` stays the
-    model's own, unmasked log-likelihood.
+    model's own, unmasked log-likelihood. `contexts` (one a begin) are token ids read before each
+    poem, from <bos> on (e.g. <bos>, a poet's token, a title, <sep>): what the poem is about.
     """
     sampler = sampler or Sampler()
     sampler.validate()
@@ -150,9 +154,13 @@ def write(
     for r, p in enumerate(prefixes):
         forced[r, : len(p)] = torch.tensor(p, dtype=torch.long)
     forced = forced.to(device)
-    never = torch.tensor([PAD, UNK, BOS], device=device)
-    state = model.initial_state(batch, device, torch.Generator().manual_seed(seeds[0])) if random_state else None
-    x = torch.full((batch,), BOS, dtype=torch.long, device=device)
+    never = torch.tensor([PAD, UNK, BOS, *vocab.conditions], device=device)
+    if random_state:
+        state = model.initial_state(batch, device, torch.Generator().manual_seed(seeds[0]))
+        x = torch.full((batch,), BOS, dtype=torch.long, device=device)
+    else:
+        rows_ctx = [c for c in (contexts or [[BOS]] * len(begins)) for _ in range(num)]
+        x, state = prime(model, rows_ctx, device)
     out = torch.full((batch, max_length), PAD, dtype=torch.long, device=device)
     logps = torch.zeros(batch, max_length, device=device)  # log-likelihood of each written id
     done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -206,6 +214,27 @@ def write(
     return poems
 
 
+@torch.inference_mode()
+def prime(model: CharRNN, contexts: list[list[int]], device: torch.device) -> tuple[torch.Tensor, Any]:
+    """(the last id of each row's context, the state after reading the rest): where writing starts.
+
+    Each distinct context is read once; a context of <bos> alone leaves the zero state."""
+    batch = len(contexts)
+    x = torch.tensor([c[-1] for c in contexts], dtype=torch.long, device=device)
+    if all(len(c) == 1 for c in contexts):
+        return x, None
+    state = model.initial_state(batch, device)
+    parts = state if isinstance(state, tuple) else (state,)
+    for ctx in {tuple(c) for c in contexts if len(c) > 1}:
+        rows = torch.tensor([r for r, c in enumerate(contexts) if tuple(c) == ctx], device=device)
+        s = None
+        for token in ctx[:-1]:
+            _, s = model.step(torch.tensor([token], device=device), s)
+        for part, got in zip(parts, s if isinstance(s, tuple) else (s,), strict=True):
+            part[:, rows] = got.expand(-1, len(rows), -1)
+    return x, state
+
+
 COPY_PENALTY = 1e4  # a hypothesis with a copied line sinks below every other, but the search goes on
 
 
@@ -221,6 +250,7 @@ def beam_write(
     lines: LineIndex | None = None,
     repetition_penalty: float = 1.0,
     stop: Callable[[], bool] | None = None,
+    contexts: list[list[int]] | None = None,
 ) -> list[Poem]:
     """Beam search: for each begin phrase, the `num` most likely poems found with `width` hypotheses
     (`num` may be a list: poems per begin).
@@ -253,10 +283,10 @@ def beam_write(
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     seqs = torch.zeros(batch, 0, dtype=torch.long, device=device)
     seen = torch.zeros(batch, v, dtype=torch.bool, device=device)
-    never = torch.tensor([PAD, UNK, BOS], device=device)
+    never = torch.tensor([PAD, UNK, BOS, *vocab.conditions], device=device)
     pad_only = torch.full((v,), float("-inf"), device=device)
     pad_only[PAD] = 0.0
-    x, state = torch.full((batch,), BOS, dtype=torch.long, device=device), None
+    x, state = prime(model, [c for c in (contexts or [[BOS]] * groups) for _ in range(k)], device)
     punct = torch.tensor([vocab.id(c) for c in "，。！？；" if c in vocab], device=device)
     was_training = model.training
     model.eval()

@@ -42,6 +42,11 @@ class DataConfig:
     test_fraction: float = _f(0.025, "share of poems in the test split (by text hash)")
     min_count: int = _f(1, "characters seen fewer times in training become <unk>")
     max_vocab: int = _f(0, "keep at most this many characters, most frequent first (0 = all)")
+    titles: bool = _f(False, "read each poem's title before the poem (then writing can take --title)")
+    authors: int = _f(0, "a token for each of the N poets with most training poems, read before the poem (--author)")
+    title_drop: float = _f(0.25, "with --titles: share of training poems shown without their title (untitled writing)")
+    author_drop: float = _f(0.25, "with --authors: share of training poems shown without their poet")
+    max_title: int = _f(16, "with --titles: characters of a title read at most")
 
     def validate(self) -> None:
         if self.script not in ("simplified", "traditional"):
@@ -62,6 +67,18 @@ class DataConfig:
             raise ConfigError(f"--min-count must be >= 1, got {self.min_count}")
         if self.max_vocab < 0:
             raise ConfigError(f"--max-vocab must be >= 0, got {self.max_vocab}")
+        if self.authors < 0:
+            raise ConfigError(f"--authors must be >= 0, got {self.authors}")
+        for name in ("title_drop", "author_drop"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if self.max_title < 1:
+            raise ConfigError(f"--max-title must be >= 1, got {self.max_title}")
+
+    @property
+    def conditioned(self) -> bool:
+        """Poems are read after conditions (title, poet)."""
+        return self.titles or self.authors > 0
 
 
 CELLS = ("rnn", "lstm", "gru")

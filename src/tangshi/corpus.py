@@ -360,13 +360,24 @@ def load_corpus(
     vocab = Vocab.build(
         (t for t, s in zip(texts, split, strict=False) if s == 0), min_count=cfg.min_count, max_size=cfg.max_vocab
     )
-    ids, offsets = vocab.encode_many(texts)
     titles, authors = [p.title for p in poems], [p.author for p in poems]
+    if cfg.conditioned:
+        vocab = vocab.with_conditions(top_authors(authors, split, cfg.authors))
+    ids, offsets = vocab.encode_many(texts)
     corpus = Corpus(texts, split, titles, authors, counts, bad, vocab, ids, offsets)
     log.info("prepared %d poems in %.1fs", len(texts), time.perf_counter() - t0)
     if use_cache:
         _save_cache(folder, corpus)
     return corpus
+
+
+ANONYMOUS = frozenset({"", "不详", "无名氏", "佚名"})  # placeholders, not poets
+
+
+def top_authors(authors: list[str], split: list[int], n: int) -> dict[str, int]:
+    """The n poets with most training poems (placeholders such as 无名氏 left out), with their counts."""
+    counts = Counter(a for a, s in zip(authors, split, strict=True) if s == 0 and a not in ANONYMOUS)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
 
 
 def encode_split(corpus: Corpus, vocab: Vocab, split: str) -> list[np.ndarray]:

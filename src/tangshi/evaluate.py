@@ -17,27 +17,50 @@ import torch
 from tangshi.checkpoint import Checkpoint
 from tangshi.corpus import SPLITS, CorpusError, encode_split, load_corpus, normalise
 from tangshi.model import CharRNN
-from tangshi.vocab import BOS, EOS, PAD
+from tangshi.vocab import BOS, EOS, PAD, Vocab, author_token
 
 Seqs = list[np.ndarray]
 
 
-def collate(seqs: Seqs, index: np.ndarray, multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(
+    seqs: Seqs, index: np.ndarray, multiple: int = 8, conds: Seqs | None = None, sep: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """inputs = <bos> + poem, targets = poem + <eos>, padded: both (B, T) int64.
 
+    With conditions (`conds[i]`, e.g. a poet token and a title's characters, and the vocabulary's
+    `sep`): inputs = <bos> + condition + <sep> + poem, and the condition's positions are not targets,
+    so the loss is over the same tokens (poem + <eos>) with or without conditions.
     T is rounded up to a `multiple`: padding sits after the real positions, so it changes no
     result, and few distinct shapes keep oneDNN's per-shape kernel cache (and memory) small.
     """
-    longest = -(-(max(len(seqs[i]) for i in index) + 1) // multiple) * multiple
+    heads = [len(conds[i]) + 1 if conds is not None and len(conds[i]) else 0 for i in index]  # condition + <sep>
+    longest = -(-(max(len(seqs[i]) + h for i, h in zip(index, heads, strict=True)) + 1) // multiple) * multiple
     inputs = np.full((len(index), longest), PAD, dtype=np.int64)
     targets = np.full((len(index), longest), PAD, dtype=np.int64)
-    for row, i in enumerate(index):
+    for row, (i, h) in enumerate(zip(index, heads, strict=True)):
         s = seqs[i]
         inputs[row, 0] = BOS
-        inputs[row, 1 : len(s) + 1] = s
-        targets[row, : len(s)] = s
-        targets[row, len(s)] = EOS
+        if h:
+            inputs[row, 1:h] = conds[i]
+            inputs[row, h] = sep
+        inputs[row, h + 1 : h + len(s) + 1] = s
+        targets[row, h : h + len(s)] = s
+        targets[row, h + len(s)] = EOS
     return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def condition_ids(
+    titles: list[str], authors: list[str], vocab: Vocab, max_title: int, title: bool = True, author: bool = True
+) -> Seqs:
+    """Each poem's condition as ids: its poet's token (if the vocabulary has one) and its title's
+    first `max_title` characters; empty where neither is asked or known."""
+    known = vocab.authors()
+    out = []
+    for t, a in zip(titles, authors, strict=True):
+        ids = [vocab.id(author_token(a))] if author and a in known else []
+        ids += [i for i in vocab.encode(t[:max_title])] if title else []
+        out.append(np.array(ids, dtype=np.int64))
+    return out
 
 
 def batch_loss(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -47,9 +70,15 @@ def batch_loss(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor) -> t
 
 @torch.no_grad()
 def mean_loss(
-    model: CharRNN, seqs: Seqs, batch_size: int = 128, device: str | torch.device = "cpu"
+    model: CharRNN,
+    seqs: Seqs,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    conds: Seqs | None = None,
+    sep: int | None = None,
 ) -> tuple[float, int]:
-    """Nats per predicted token (pad excluded, end token included) over `seqs`, and the count."""
+    """Nats per predicted token (pad excluded, end token included) over `seqs` (read after `conds`
+    where given), and the count."""
     if not seqs:
         return float("nan"), 0
     was_training = model.training
@@ -58,7 +87,7 @@ def mean_loss(
     order = np.argsort(lengths, kind="stable")
     total, count = 0.0, 0
     for i in range(0, len(order), batch_size):
-        inputs, targets = collate(seqs, order[i : i + batch_size])
+        inputs, targets = collate(seqs, order[i : i + batch_size], conds=conds, sep=sep)
         loss, n = batch_loss(model, inputs.to(device), targets.to(device))
         total += float(loss) * n
         count += n
@@ -77,16 +106,26 @@ def corpus_loss(
     fmt: str = "auto",
     cache_dir: Path | None = None,
     batch_size: int = 128,
+    given: tuple[str, ...] = (),
 ) -> dict[str, float | int]:
-    """Loss of the poems at `paths` (read with the checkpoint's own normalisation and filters)."""
+    """Loss of the poems at `paths` (read with the checkpoint's own normalisation and filters), over
+    the poems' own tokens; `given` ("title", "author") reads those first (a model trained with them)."""
     if split not in ("all", *SPLITS):
         raise CorpusError(f"--split must be all, train, val or test, got {split!r}")
     corpus = load_corpus(paths, replace(ckpt.config.data), fmt=fmt, cache_dir=cache_dir)
     seqs = encode_split(corpus, ckpt.vocab, split)
     if not seqs:
         raise CorpusError(f"the {split} split of {', '.join(map(str, paths))} has no poems")
+    conds = None
+    if given:
+        if ckpt.vocab.sep is None:
+            raise CorpusError(f"{ckpt.path} was not trained with titles or poets (--titles, --authors)")
+        conds = condition_ids(
+            corpus.titles_of(split), corpus.authors_of(split), ckpt.vocab, ckpt.config.data.max_title,
+            title="title" in given, author="author" in given,
+        )  # fmt: skip
     device = next(ckpt.model.parameters()).device
-    loss, tokens = mean_loss(ckpt.model, seqs, batch_size=batch_size, device=device)
+    loss, tokens = mean_loss(ckpt.model, seqs, batch_size=batch_size, device=device, conds=conds, sep=ckpt.vocab.sep)
     return _report(loss, tokens, len(seqs))
 
 

@@ -20,6 +20,8 @@ TONES = ("relaxed", "strict", "off")
 SCRIPTS = ("simplified", "traditional")
 MAX_BEGIN = 16  # characters of a begin phrase or of the acrostic heads
 MAX_SEED = 2**31 - 1
+MAX_TITLE = 32  # characters of a title
+MAX_PREFIX = 80  # characters of a mood-setting prefix
 
 
 class OptionError(ValueError):
@@ -90,6 +92,9 @@ class WriteOptions:
     """How poems are written. Every field is an option of `tangshi write`, `Poet.write` and the HTTP API."""
 
     num: int = _o(1, int, "poems per begin", ge=1, le=1000)
+    title: str = _o("", str, "write for this title (a model trained with --titles)", max_length=MAX_TITLE)
+    author: str = _o("", str, "in this poet's manner (`tangshi authors` lists the model's poets)", max_length=MAX_BEGIN)
+    prefix: str = _o("", str, "a text read before the poem to set its mood, not written", max_length=MAX_PREFIX)
     seed: int | None = _o(None, int, "the same seed writes the same poems (none: a random one)", ge=0, le=MAX_SEED)
     form: str = _o("free", str, "free, or a regular form that rhymes and keeps its tone template", choices=FORMS)
     acrostic: str = _o(

@@ -106,6 +106,8 @@ class PoemOut(BaseModel):
     nll: float = Field(description="mean negative log-likelihood per token under the model (nats)")
     log_likelihood: float = Field(description="total log-likelihood of the poem's tokens under the model (nats)")
     acrostic: str = ""
+    title: str = Field("", description="the title it was written for")
+    author: str = Field("", description="the poet whose manner was asked")
     copied: list[str] = Field(default_factory=list, description="lines found verbatim in the training corpus")
     failure: str | None = Field(None, description="where a form rule could not be met, if anywhere")
     prosody: dict[str, Any] = Field(description="form, rhyme group, each line's tones, template and scores")

@@ -31,14 +31,14 @@ import numpy as np
 import torch
 
 from tangshi import checkpoint, distributed
-from tangshi.config import RunConfig, TrainConfig
+from tangshi.config import DataConfig, RunConfig, TrainConfig
 from tangshi.corpus import Corpus, encode_split, load_corpus
 
 # resolve_device, autocast_dtype, cpu_has_bf16, collate, batch_loss and mean_loss live in device.py
 # and evaluate.py; they stay importable from here
 from tangshi.device import autocast_dtype, cpu_has_bf16, resolve_device  # noqa: F401
 from tangshi.distributed import World
-from tangshi.evaluate import Seqs, batch_loss, collate, mean_loss  # noqa: F401
+from tangshi.evaluate import Seqs, batch_loss, collate, condition_ids, mean_loss  # noqa: F401
 from tangshi.lineindex import LineIndex
 from tangshi.model import CharRNN
 from tangshi.vocab import PAD, Vocab
@@ -366,6 +366,42 @@ def find_resume_dir(path: Path) -> tuple[Path, Path]:
     return path, step_dir
 
 
+@dataclass
+class Conditions:
+    """What each poem is read after (its poet's token, its title): shown in training with the drop rates
+    of the data config (so that the model also writes without them), in full for validation."""
+
+    titles: Seqs  # training split, title ids
+    authors: Seqs  # training split, the poet's token (or nothing)
+    val: Seqs  # validation split, poet and title
+    sep: int
+    title_drop: float
+    author_drop: float
+
+    @classmethod
+    def of(cls, corpus: Corpus, vocab: Vocab, data: DataConfig) -> Conditions:
+        def ids(split: str, title: bool, author: bool) -> Seqs:
+            titles = corpus.titles_of(split) if data.titles else [""] * len(corpus.titles_of(split))
+            return condition_ids(titles, corpus.authors_of(split), vocab, data.max_title, title, author)
+
+        return cls(
+            ids("train", True, False), ids("train", False, True), ids("val", True, True), vocab.sep,
+            data.title_drop if data.titles else 1.0, data.author_drop,
+        )  # fmt: skip
+
+    def sample(self, index: np.ndarray, seed: int, epoch: int, batch: int) -> Seqs:
+        """A batch's conditions (by position in the batch), each part kept or dropped: the same draw
+        for the same seed, epoch and batch, so a resumed run sees what an uninterrupted one does."""
+        rng = np.random.default_rng([seed, epoch, batch, 17])
+        keep_title = rng.random(len(index)) >= self.title_drop
+        keep_author = rng.random(len(index)) >= self.author_drop
+        out = [np.array([], dtype=np.int64)] * (int(index.max()) + 1)
+        for row, i in enumerate(index):
+            parts = [self.authors[i]] * bool(keep_author[row]) + [self.titles[i]] * bool(keep_title[row])
+            out[i] = np.concatenate(parts) if parts else np.array([], dtype=np.int64)
+        return out
+
+
 class Trainer:
     def __init__(
         self,
@@ -388,6 +424,7 @@ class Trainer:
             raise TrainError(f"--batch-size {tc.batch_size} is smaller than the {world.size} processes")
         self.train_seqs = encode_split(corpus, vocab, "train")
         self.val_seqs = encode_split(corpus, vocab, "val")
+        self.conditions = Conditions.of(corpus, vocab, cfg.data) if cfg.data.conditioned else None
         # the corpus's lines, hashed, go into every checkpoint: writing rejects copied lines
         self.lines = LineIndex.of_texts(corpus.texts) if world.main else None
         if not self.train_seqs:
@@ -490,7 +527,9 @@ class Trainer:
 
     def validate(self) -> float:
         w = self.world
-        loss, count = mean_loss(self.model, self.val_seqs[w.rank :: w.size], device=self.device)
+        c = self.conditions
+        conds, sep = (c.val[w.rank :: w.size], c.sep) if c is not None else (None, None)
+        loss, count = mean_loss(self.model, self.val_seqs[w.rank :: w.size], device=self.device, conds=conds, sep=sep)
         if w.active:
             total, count = w.sum(loss * count if count else 0.0, count)
             loss = total / count
@@ -591,7 +630,11 @@ class Trainer:
                 mine = batch[w.rank :: w.size]
                 n = int(self.lengths[mine].sum()) + len(mine)  # real target tokens, <eos> included
                 n_all = int(self.lengths[batch].sum()) + len(batch)
-                inputs, targets = collate(self.train_seqs, mine)
+                if self.conditions is None:
+                    inputs, targets = collate(self.train_seqs, mine)
+                else:
+                    conds = self.conditions.sample(mine, tc.seed, s.epoch, s.batch_in_epoch)
+                    inputs, targets = collate(self.train_seqs, mine, conds=conds, sep=self.conditions.sep)
                 inputs, targets = inputs.to(self.device), targets.to(self.device)
                 t_model = time.perf_counter()
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):

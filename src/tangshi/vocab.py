@@ -4,6 +4,10 @@ Ids 0-3 are the special tokens <pad>, <unk>, <bos>, <eos>; characters follow by 
 training frequency (ties by code point), so the id order is also a frequency order. A vocabulary
 built from texts keeps each token's training count (<eos>: one a text; <unk>: the characters left
 out), saved beside the tokens, for the unigram prior of `log_prior`.
+
+A model trained on what poems are about has condition tokens after the characters (`with_conditions`):
+<sep>, which ends the conditions read before a poem (its author, its title), and one <@name> token a
+poet. They are read, never written, and are not characters (`in` and `decode` skip them).
 """
 
 from __future__ import annotations
@@ -21,6 +25,15 @@ import torch
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+SEP = "<sep>"  # after the conditions (author, title), before the poem
+
+
+def author_token(name: str) -> str:
+    return f"<@{name}>"
+
+
+def is_condition(token: str) -> bool:
+    return len(token) > 1 and token.startswith("<") and token.endswith(">")
 
 
 class VocabError(ValueError):
@@ -45,7 +58,31 @@ class Vocab:
         return len(self.tokens)
 
     def __contains__(self, char: str) -> bool:
-        return char in self.index and self.index[char] >= len(SPECIALS)
+        return len(char) == 1 and char in self.index and self.index[char] >= len(SPECIALS)
+
+    @property
+    def sep(self) -> int | None:
+        """The id of <sep>, or None in a vocabulary without conditions."""
+        return self.index.get(SEP)
+
+    @property
+    def conditions(self) -> list[int]:
+        """Ids of the condition tokens (<sep>, <@poet>...), read before a poem, never written."""
+        return [i for i, t in enumerate(self.tokens) if i >= len(SPECIALS) and is_condition(t)]
+
+    def authors(self) -> dict[str, int]:
+        """The poets this vocabulary has a token for, with their training poems."""
+        out = {}
+        for i, t in enumerate(self.tokens):
+            if t.startswith("<@") and is_condition(t):
+                out[t[2:-1]] = self.counts[i] if self.counts else 0
+        return out
+
+    def with_conditions(self, authors: dict[str, int]) -> Vocab:
+        """The same characters, then <sep> and a token a poet (`authors`: name -> training poems)."""
+        extra = [SEP, *(author_token(a) for a in authors)]
+        counts = None if self.counts is None else [*self.counts, self.counts[EOS], *authors.values()]
+        return Vocab([*self.tokens, *extra], counts)
 
     @classmethod
     def build(cls, texts: Iterable[str], min_count: int = 1, max_size: int = 0) -> Vocab:
@@ -74,9 +111,9 @@ class Vocab:
 
     def _lookup(self) -> np.ndarray:
         if self._table is None:
-            top = max((ord(t) for t in self.tokens[len(SPECIALS) :]), default=0)
-            table = np.full(top + 1, UNK, dtype=np.int32)
-            for i, t in enumerate(self.tokens[len(SPECIALS) :], len(SPECIALS)):
+            chars = [(i, t) for i, t in enumerate(self.tokens) if i >= len(SPECIALS) and len(t) == 1]
+            table = np.full(max((ord(t) for _, t in chars), default=0) + 1, UNK, dtype=np.int32)
+            for i, t in chars:
                 table[ord(t)] = i
             self._table = table
         return self._table
@@ -98,7 +135,7 @@ class Vocab:
     def decode(self, ids: Iterable[int], keep_special: bool = False) -> str:
         out = []
         for i in ids:
-            if i >= len(SPECIALS) or keep_special:
+            if (i >= len(SPECIALS) and len(self.tokens[i]) == 1) or keep_special:
                 out.append(self.tokens[i])
         return "".join(out)
 
