@@ -176,6 +176,11 @@ class TrainConfig:
     log_every: int = _f(20, "append training metrics every N steps")
     metrics_format: str = _f("jsonl", "metrics file format: jsonl or csv")
     seed: int = _f(1234, "random seed: the same seed repeats the run exactly")
+    init_from: str = _f(
+        "",
+        "start from this checkpoint's weights (the same model; its vocabulary must begin this run's, new tokens "
+        "start fresh)",
+    )
     device: str = _f("auto", "auto, cpu or cuda")
     precision: str = _f(
         "fp32", "fp32, or autocast to bf16 (CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA); auto = bf16 if any"

@@ -366,6 +366,34 @@ def find_resume_dir(path: Path) -> tuple[Path, Path]:
     return path, step_dir
 
 
+ARCHITECTURE = ("cell", "embedding_size", "hidden_size", "num_layers", "output", "cutoffs", "div_value", "tie_weights")
+
+
+@torch.no_grad()
+def init_weights(model: CharRNN, vocab: Vocab, folder: Path) -> None:
+    """Copy a checkpoint's weights into `model` (--init-from): the same architecture, and a vocabulary
+    that begins with the checkpoint's, so every token it knows keeps its id and its rows; the rows of
+    tokens it lacks (e.g. a poet's) keep their fresh initialisation."""
+    ckpt = checkpoint.load(folder)
+    for name in ARCHITECTURE:
+        mine, theirs = getattr(model.cfg, name), getattr(ckpt.config.model, name)
+        if mine != theirs:
+            raise TrainError(f"--init-from {folder}: its {name} is {theirs!r}, this run's {mine!r}")
+    old = ckpt.vocab.tokens
+    if vocab.tokens[: len(old)] != old:
+        raise TrainError(
+            f"--init-from {folder}: its vocabulary ({len(old)} tokens) is not the start of this run's "
+            f"({len(vocab)}); train on the same corpus with the same data options"
+        )
+    source = ckpt.model.state_dict()
+    for name, t in model.state_dict().items():
+        s = source[name]
+        if s.shape == t.shape:
+            t.copy_(s)
+        else:  # rows a token: the checkpoint's tokens are the first ones
+            t[: s.shape[0]].copy_(s)
+
+
 @dataclass
 class Conditions:
     """What each poem is read after (its poet's token, its title): shown in training with the drop rates
@@ -434,6 +462,8 @@ class Trainer:
         torch.manual_seed(tc.seed)
         cfg.model.vocab_size = len(vocab)
         self.model = CharRNN(cfg.model).to(self.device)
+        if tc.init_from and resume_from is None:
+            init_weights(self.model, vocab, Path(tc.init_from))
         self.optimizer = make_optimizer(self.model, tc)
         self.amp_dtype = autocast_dtype(tc.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
