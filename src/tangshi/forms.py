@@ -5,7 +5,10 @@ open (which of the four tone templates, which 平水韵 groups), and gives at ea
 ids allowed next:
 - characters only inside lines, `，` after odd lines and `。` after even ones, the end token right
   after the last line;
-- the acrostic head at the start of each line (heads and begin phrases are forced, never masked);
+- the acrostic head at the start of each line, and any character fixed at a place (`fixed=`, a
+  plan's keywords): forced, never masked, and reserved so that they are not written elsewhere; the
+  templates and rhyme groups open from the start are those every fixed character fits, so the
+  characters written before them never rule them out (begin phrases are forced by `compose`);
 - the rhyme: the last character of every even line in one 平 group, chosen by the model's own first
   rhyming line or given (`rhyme=`); line 1 may rhyme (首句入韵) or end 仄, as the template says;
 - the tone template (relaxed: positions 2, 4, 5 / 2, 4, 6, 7; strict: all; off), 平起 or 仄起 left
@@ -14,8 +17,9 @@ ids allowed next:
 Only characters with a known reading are written inside lines, so every checked position counts.
 Any sampler works on the masked logits, and beam search too (`select` reorders the rows).
 
-A free form (`free_form(n)`, an acrostic without --form) has n lines whose length the model
-chooses (4 to 9 characters), with the heads, punctuation, end token and repeats ruled as above.
+A free form (`free_form(n)`, an acrostic or keywords without --form) has n lines whose length the
+model chooses (4 to 9 characters), with the heads, fixed characters, punctuation, end token and
+repeats ruled as above.
 
 When a rule cannot be met (every character that fits is used up, or a forced head or begin
 character has the wrong tone) the row writes any character and `failures[row]` says where.
@@ -163,7 +167,11 @@ class FormMask:
         rhyme: str | None = None,
         tones: str = "relaxed",
         allow_repeat: bool = False,
+        fixed: list[dict[tuple[int, int], str]] | None = None,
     ):
+        """`heads`: one string a row, the characters that start its lines. `fixed`: one mapping a row,
+        (line, position) -> character, both 0-based (a plan's keywords placed by `plan.place`); heads
+        are the position-0 case and may be given either way."""
         if tones not in TONES:
             raise FormError(f"--tones must be one of {', '.join(TONES)}, got {tones!r}", "tones")
         if form.free and rhyme:
@@ -191,17 +199,27 @@ class FormMask:
         self.open_groups = groups  # (B, G)
         self.types = torch.full((batch,), ALL_TYPES, dtype=torch.long)  # (B,): bit k set while template k is open
         self.used = torch.zeros(batch, len(vp.vocab), dtype=torch.bool)
-        self.head_ids = torch.full((batch, form.lines), -1, dtype=torch.long)  # (B, lines): -1 no head
-        for r, h in enumerate(self.heads):  # the heads are reserved for their lines
-            for k, ch in enumerate(h):
+        self._code, self._tone_masks, self._fits, self._class = _tables(vp, form, self.tones)
+        width = form.chars or FREE_MAX
+        self.fixed_ids = torch.full((batch, form.lines, width), -1, dtype=torch.long)  # (B, lines, chars): -1 free
+        fixed = fixed or [{} for _ in range(batch)]
+        if len(fixed) != batch or len(self.heads) != batch:
+            raise ValueError(f"heads and fixed need one entry a row: {len(self.heads)} and {len(fixed)} for {batch}")
+        for r in range(batch):  # heads and fixed characters are reserved for their places
+            places = {(k, 0): ch for k, ch in enumerate(self.heads[r])}
+            for (i, j), ch in fixed[r].items():
+                self._check_fixed(i, j, ch, places.get((i, j)))
+                places[(i, j)] = ch
+            for (i, j), ch in places.items():
+                self.fixed_ids[r, i, j] = vp.vocab.id(ch)
                 self.used[r, vp.vocab.id(ch)] = True
-                self.head_ids[r, k] = vp.vocab.id(ch)
+            if not form.free:
+                self._narrow(r, places)
         self.line = torch.zeros(batch, dtype=torch.long)
         self.pos = torch.zeros(batch, dtype=torch.long)  # 0..chars-1 a character, chars the punctuation
         self.finished = torch.zeros(batch, dtype=torch.bool)
         self.ended_line = torch.zeros(batch, dtype=torch.bool)  # the last update closed a line
         self.failures: list[str | None] = [None] * batch  # where a rule could not be met, first only
-        self._code, self._tone_masks, self._fits, self._class = _tables(vp, form, self.tones)
         self._groups_f = vp.groups_f  # (G, V)
 
     def _check_heads(self, heads: str) -> None:
@@ -225,6 +243,43 @@ class FormMask:
                 "tones",
             )
 
+    def _check_fixed(self, i: int, j: int, ch: str, head: str | None) -> None:
+        vp, f = self.vp, self.form
+        width = f.chars or FREE_MAX
+        where = f"line {i + 1}, character {j + 1}"
+        if not (0 <= i < f.lines and 0 <= j < width):
+            raise FormError(f"fixed character '{ch}' at {where}: outside a {f.name} of {f.lines} lines", "keywords")
+        if ch not in vp.vocab or not bool(vp.char[vp.vocab.id(ch)]):
+            raise FormError(f"fixed character '{ch}' at {where}: not a character the model knows", "keywords")
+        if head is not None and head != ch:
+            raise FormError(f"fixed character '{ch}' at {where}: the acrostic head there is '{head}'", "keywords")
+
+    def _narrow(self, r: int, places: dict[tuple[int, int], str]) -> None:
+        """Open only the templates and rhyme groups that every fixed character of row r fits."""
+        vp, f = self.vp, self.form
+        types, groups = ALL_TYPES, self.open_groups[r].clone()
+        for (i, j), ch in sorted(places.items()):
+            c = vp.vocab.id(ch)
+            if not bool(vp.char[c]):
+                continue  # a head without a known reading: noted when it is written, as before
+            fits = types & int(self._fits[i, j, self._class[c]])
+            if not fits:
+                raise FormError(
+                    f"fixed character '{ch}' at line {i + 1}, character {j + 1} is {vp.tone_name(c)}, which no "
+                    f"{f.name} tone template ({self.tones}) open with the characters fixed before it takes there",
+                    "keywords",
+                )
+            types = fits
+            if j == f.chars - 1 and i % 2 == 1:  # a fixed rhyme
+                groups = groups & vp.in_group[:, c]
+                if not bool(groups.any()):
+                    raise FormError(
+                        f"fixed character '{ch}' ends line {i + 1}, which rhymes, but it is not a 平 rhyme of the "
+                        "group the other rhymes and --rhyme leave open",
+                        "keywords",
+                    )
+        self.types[r], self.open_groups[r] = types, groups
+
     # -- what may come next
 
     @property
@@ -244,12 +299,14 @@ class FormMask:
         done = self.finished | (self.line >= f.lines)
         i = self.line.clamp(max=f.lines - 1)
         j = self.pos
-        head = torch.where((j == 0) & ~done, self.head_ids.gather(1, i[:, None]).squeeze(1), -1)
+        inside = (j < self.fixed_ids.shape[2]) & ~done
+        fixed = self.fixed_ids[rows, i, j.clamp(max=self.fixed_ids.shape[2] - 1)]
+        forced = torch.where(inside, fixed, -1)  # (B,): the id fixed at this place, -1 none
         if f.free:
             m = vp.char & (j < FREE_MAX)[:, None]
             if not self.allow_repeat:
                 m = m & ~self.used
-            punct = (j >= FREE_MIN) | ~m.any(dim=1)
+            punct = ((j >= FREE_MIN) | ~m.any(dim=1)) & (forced < 0)
         else:
             punct = j >= f.chars
             jj = j.clamp(max=f.chars - 1)
@@ -267,19 +324,19 @@ class FormMask:
                     may_rhyme = (self.types & RHYMING_FIRST)[:, None] > 0  # line 1 rhymes (A, B)...
                     may_not = (self.types & ~RHYMING_FIRST)[:, None] > 0  # ...or ends 仄 (a, b)
                     m = torch.where(first[:, None], m & ((rhymes & may_rhyme) | (vp.ze & may_not)), m)
-            stuck = ~m.any(dim=1) & ~punct & ~done & (head < 0)
+            stuck = ~m.any(dim=1) & ~punct & ~done & (forced < 0)
             if bool(stuck.any()):  # nothing left that fits (e.g. every rhyme used): any character, noted
                 for r in stuck.nonzero().flatten().tolist():
                     need = torch.tensor([bool(code[r] & 1), bool(code[r] & 2)])
                     self._note_stuck(r, int(i[r]), int(j[r]), need, bool(even[r]))
                 m = torch.where(stuck[:, None], vp.char, m)
-        special = punct | (head >= 0) | done
+        special = punct | (forced >= 0) | done
         if not bool(special.any()):
             return m
         out = m & ~special[:, None]
         out[rows[punct], self._punctuation(i[punct])] = True
-        forced = head >= 0
-        out[rows[forced], head[forced]] = True
+        force = forced >= 0
+        out[rows[force], forced[force]] = True
         out[done] = False
         out[done, EOS] = True
         return out
@@ -314,7 +371,7 @@ class FormMask:
             fits = self.types & self._fits[i, jj, self._class[c]]  # (B,): the open templates the character fits
             ok = fits > 0
             self.types = torch.where(writes & ok, fits, self.types)
-            for r in (writes & ~ok).nonzero().flatten().tolist():  # a forced head or begin character
+            for r in (writes & ~ok).nonzero().flatten().tolist():  # a begin character (fixed ones fit by design)
                 if self.failures[r] is None:
                     cr = int(c[r])
                     self.failures[r] = (
@@ -334,7 +391,7 @@ class FormMask:
     def select(self, rows: list[int]) -> None:
         """Keep these rows, in this order (beam search reorders and copies its hypotheses)."""
         idx = torch.tensor(rows, dtype=torch.long)
-        for name in ("open_groups", "types", "used", "head_ids", "line", "pos", "finished", "ended_line"):
+        for name in ("open_groups", "types", "used", "fixed_ids", "line", "pos", "finished", "ended_line"):
             setattr(self, name, getattr(self, name)[idx])
         self.heads = [self.heads[r] for r in rows]
         self.failures = [self.failures[r] for r in rows]
