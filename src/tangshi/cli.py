@@ -165,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
     ev.add_argument("--plots", type=Path, help="write PNG plots (loss curves, compliance, diversity) here")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ev.add_argument(
+        "--readers",
+        action="store_true",
+        help="also how a reader would judge the poems (docs/readers.md): two-sample classifier AUC, coherence, "
+        "title retrieval, poet attribution, beside human references; --poems N human poems (200+ for figures)",
+    )
+    ev.add_argument(
+        "--samplers",
+        metavar="T:D,...",
+        help="with --readers: temperature:diversity pairs to compare, e.g. 0.8:0.35,1.0:0 "
+        "(default: the checkpoint's default sampler, 1.0:0 and 0.9:0.1)",
+    )
     _common(ev)
 
     ix = sub.add_parser(
@@ -356,7 +368,7 @@ def _named_checkpoints(specs: list[str]) -> dict[str, Path | None]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from tangshi.device import resolve_device
-    from tangshi.suite import markdown, plots, run_suite
+    from tangshi.suite import markdown, parse_samplers, plots, run_suite
 
     settings = [x.strip() for x in args.settings.split(",") if x.strip()]
     for x in settings:
@@ -364,10 +376,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ConfigError(f"--settings: unknown setting '{x}'; choose from {', '.join(SETTINGS)}")
     if args.poems < 0:
         raise ConfigError(f"--poems must be >= 0, got {args.poems}")
+    if args.readers and args.poems < 10:
+        raise ConfigError(f"--readers needs --poems >= 10 (200+ for figures), got {args.poems}")
+    if args.samplers is not None and not args.readers:
+        raise ConfigError("--samplers is for --readers")
+    try:
+        samplers = parse_samplers(args.samplers) if args.samplers is not None else None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if samplers == []:
+        raise ConfigError("--samplers: give at least one temperature:diversity pair")
     checkpoints = _named_checkpoints(args.checkpoint)
     result = run_suite(
         checkpoints, args.data, args.split, args.poems, settings, args.seed, str(resolve_device(args.device)),
-        fmt=args.format, cache_dir=args.cache_dir,
+        fmt=args.format, cache_dir=args.cache_dir, readers=args.readers, samplers=samplers,
     )  # fmt: skip
     if args.plots is not None:
         runs = {n: p.resolve().parent for n, p in checkpoints.items() if p is not None}

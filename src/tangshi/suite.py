@@ -7,6 +7,15 @@ distinct-2, repetition (a character twice in a line, a line twice in a poem, the
 substring), the end-token rate, copying (lines and 4-character windows found verbatim in the
 training split) and mean length. As many human poems of the test split, drawn at random, get the
 same metrics as a reference row.
+
+With `readers` (`tangshi eval --readers`), how a reader would judge each model's poems, by the
+measures of `tangshi.readers`, for each sampler setting (temperature:diversity): N human poems of
+the regular forms are drawn from the split, and the model writes one poem for each from its first
+character, in its form and free. Per row: the two-sample classifier AUC against those human poems,
+coherence between their line-shuffled versions (0) and them (1), and title retrieval@1 of the
+in-form poems (the begin-character baseline). Rows for `title=` and `author=` are measured where the
+options exist and the checkpoint was trained with them; the human references (human vs human AUC,
+coherence of human and shuffled poems, the poets' own test poems attributed to them) always.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import json
 import math
 import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +191,254 @@ def human_row(corpus: Corpus, ref: Reference, split: str = "test", poems: int = 
     }
 
 
+# ---------------------------------------------------------------- how a reader would judge them
+
+EXTRA_SAMPLERS = ((1.0, 0.0), (0.9, 0.1))  # measured beside the checkpoint's default sampler
+MODES = ("form", "free")
+
+
+def parse_samplers(spec: str) -> list[tuple[float, float]]:
+    """ "0.8:0.35,1.0:0" -> [(0.8, 0.35), (1.0, 0.0)]: temperature:diversity pairs."""
+    out = []
+    for part in (x.strip() for x in spec.split(",")):
+        if not part:
+            continue
+        try:
+            t, d = (float(x) for x in part.split(":"))
+        except ValueError:
+            raise ValueError(f"--samplers: '{part}' is not temperature:diversity, e.g. 0.8:0.35") from None
+        if not (0 < t <= 10 and 0 <= d <= 2):
+            raise ValueError(f"--samplers: '{part}': temperature must be > 0 and <= 10, diversity >= 0 and <= 2")
+        out.append((t, d))
+    return list(dict.fromkeys(out))
+
+
+def default_samplers(poet) -> list[tuple[float, float]]:
+    """The checkpoint's default sampler, then EXTRA_SAMPLERS."""
+    from tangshi.options import WriteOptions
+
+    return list(dict.fromkeys([(WriteOptions().temperature, poet.default_diversity), *EXTRA_SAMPLERS]))
+
+
+@dataclass
+class HumanSample:
+    """Human poems of the regular forms drawn from a split: what the model writes beside."""
+
+    texts: list[str]
+    titles: list[str]
+    forms: list[str]
+    control: list[str]  # as many others, for the human vs human AUC
+
+    @property
+    def begins(self) -> list[str]:
+        return [t[0] for t in self.texts]
+
+
+def human_sample(corpus: Corpus, split: str, n: int, seed: int) -> HumanSample:
+    """n random regular poems of the split (their forms in the split's proportions) and n others."""
+    import random
+
+    rows = [(t, ti) for t, ti in zip(corpus.texts_of(split), corpus.titles_of(split), strict=True)]
+    rows = [(t, ti, f) for t, ti in rows if (f := P.classify(P.split_lines(t))) != "other"]
+    order = random.Random(seed).sample(range(len(rows)), len(rows))
+    take, rest = order[:n], order[n : 2 * n]
+    return HumanSample(
+        [rows[i][0] for i in take], [rows[i][1] for i in take], [rows[i][2] for i in take], [rows[i][0] for i in rest]
+    )
+
+
+def write_texts(poet, begins: Sequence[str], forms: Sequence[str], seed: int, **opts: Any) -> tuple[list[str], int]:
+    """One poem a begin, each in its form ("free" for none) with seed `seed + i`, grouped by form into
+    calls of `Poet.write`; a begin the model does not know becomes "" (the model's choice).
+    Returns the texts in order and the number of begins replaced."""
+    from tangshi.compose import resolve_begin
+    from tangshi.options import OptionError
+
+    known, unknown = [], 0
+    for b in begins:
+        try:
+            if b:
+                resolve_begin(poet.vocab, b, poet.ckpt.config.data.script)
+            known.append(b)
+        except OptionError:
+            known.append("")
+            unknown += 1
+    texts: list[str] = [""] * len(begins)
+    for form in dict.fromkeys(forms):
+        idx = [i for i, f in enumerate(forms) if f == form]
+        written = poet.write(
+            [known[i] for i in idx], nums=[1] * len(idx), seeds=[seed + i for i in idx], form=form, **opts
+        )
+        for i, poem in zip(idx, written, strict=True):
+            texts[i] = poem.text
+    return texts, unknown
+
+
+def _timed(f, *args, **kwargs) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = f(*args, **kwargs)
+    return out, round(time.perf_counter() - t0, 2)
+
+
+@dataclass
+class Judges:
+    """What every checkpoint is read by: fitted once on the train split, with the human references."""
+
+    human: HumanSample
+    pool: list[str]  # the split's poems: distractors of title retrieval
+    coherence: Any  # readers.Coherence
+    attribution: Any  # readers.PoetAttribution
+    reference: dict  # the human rows
+    seed: int
+
+
+def make_judges(corpus: Corpus, split: str, poems: int, seed: int) -> Judges:
+    """Fit the coherence and attribution judges on the train split; measure the human references."""
+    from tangshi import readers as R
+
+    human = human_sample(corpus, split, poems, seed)
+    seconds: dict[str, float] = {}
+    coherence, seconds["fit_coherence"] = _timed(R.fitted, "coherence", corpus.texts_of("train"), seed=0)
+    attribution, seconds["fit_attribution"] = _timed(
+        R.fitted, "attribution", corpus.texts_of("train"), corpus.authors_of("train")
+    )
+    shuffled = R.shuffle_lines(human.texts, seed)
+    ref: dict[str, Any] = {"poems": len(human.texts), "forms": dict(Counter(human.forms))}
+    ref["auc_human_vs_human"], seconds["auc"] = (
+        _timed(R.two_sample_auc, human.control, human.texts, seed) if len(human.control) >= 5 else (None, 0.0)
+    )
+    ref["control_poems"] = len(human.control)
+    ref["coherence_human"] = round(statistics.mean(coherence.score(human.texts)), 4)
+    ref["coherence_shuffled"] = round(statistics.mean(coherence.score(shuffled)), 4)
+    ref["retrieval_chance"] = 1 / R.RETRIEVAL_CANDIDATES
+    ref["attribution"], seconds["attribution_reference"] = _timed(
+        attribution.reference, corpus.texts_of(split), corpus.authors_of(split)
+    )
+    ref["seconds"] = seconds
+    return Judges(human, corpus.texts_of(split), coherence, attribution, ref, seed)
+
+
+def _coherence(judges: Judges, texts: list[str]) -> dict:
+    """Mean P(coherent) of the poems and their position from shuffled (0) to human (1)."""
+    ref = judges.reference
+    model = statistics.mean(judges.coherence.score(texts))
+    gap = ref["coherence_human"] - ref["coherence_shuffled"]
+    return {"mean": round(model, 4), "position": round((model - ref["coherence_shuffled"]) / gap, 4) if gap else None}
+
+
+def reader_row(poet, judges: Judges, mode: str, temperature: float, diversity: float) -> dict:
+    """One sampler in one mode (form: each human poem's form; free): the poems written from the human
+    poems' first characters, and what the readers make of them."""
+    from tangshi import readers as R
+
+    h = judges.human
+    forms = h.forms if mode == "form" else ["free"] * len(h.texts)
+    (texts, unknown), t_write = _timed(
+        write_texts, poet, h.begins, forms, judges.seed, temperature=temperature, diversity=diversity
+    )
+    auc, t_auc = _timed(R.two_sample_auc, texts, h.texts, judges.seed)
+    coherence, t_coh = _timed(_coherence, judges, texts)
+    row: dict[str, Any] = {"poems": len(texts), "unknown_begins": unknown, "auc": round(auc, 4)}
+    row["coherence"] = coherence
+    seconds = {"write": t_write, "auc": t_auc, "coherence": t_coh}
+    if mode == "form":
+        row["retrieval"], seconds["retrieval"] = _timed(R.title_retrieval, texts, h.texts, judges.pool, judges.seed)
+    row["samples"] = texts[:: max(1, len(texts) // 3)][:3]
+    row["seconds"] = seconds
+    return row
+
+
+def title_row(poet, judges: Judges, temperature: float, diversity: float) -> dict:
+    """Poems written for the human poems' titles (no begin character), in their forms: retrieval@1
+    of each one's own poem among 10, beside the begin-character baseline. Measured only where
+    `Poet.write` takes `title=` and the checkpoint was trained with titles; else a note says why."""
+    from tangshi import readers as R
+    from tangshi.options import NAMES, OptionError
+
+    if "title" not in NAMES:
+        return {"note": "Poet.write takes no title= yet"}
+    h = judges.human
+    t0 = time.perf_counter()
+    texts = []
+    try:
+        for i, (title, form) in enumerate(zip(h.titles, h.forms, strict=True)):
+            opts = {"title": title} if title else {}
+            written = poet.write("", seeds=[judges.seed + i], nums=[1], form=form, **opts,
+                                 temperature=temperature, diversity=diversity)  # fmt: skip
+            texts.append(written[0].text)
+    except OptionError as e:
+        if e.field != "title":
+            raise
+        return {"note": f"not measured: {e}"}
+    t_write = round(time.perf_counter() - t0, 2)
+    retrieval, t_ret = _timed(R.title_retrieval, texts, h.texts, judges.pool, judges.seed)
+    return {
+        "poems": len(texts),
+        "untitled": sum(not t for t in h.titles),
+        "retrieval": round(retrieval, 4),
+        "samples": [f"{h.titles[i]}: {texts[i]}" for i in range(0, len(texts), max(1, len(texts) // 3))][:3],
+        "seconds": {"write": t_write, "retrieval": t_ret},
+    }
+
+
+def author_row(poet, judges: Judges, poems: int, temperature: float, diversity: float) -> dict:
+    """Poems written as each of the attribution's poets (`author=`), in the human sample's forms:
+    the share attributed to the poet asked for, per poet and over all (chance 1/20), beside the
+    poets' own poems (the reference). Poets the checkpoint does not know are listed, not measured."""
+    from tangshi.options import NAMES, OptionError
+
+    if "author" not in NAMES:
+        return {"note": "Poet.write takes no author= yet"}
+    att, h = judges.attribution, judges.human
+    per_poet = max(1, poems // len(att.poets))
+    t0 = time.perf_counter()
+    per: dict[str, dict] = {}
+    unknown = []
+    for k, name in enumerate(att.poets):
+        forms = [h.forms[(k * per_poet + j) % len(h.forms)] for j in range(per_poet)]
+        try:
+            texts, _ = write_texts(poet, [""] * per_poet, forms, judges.seed + 1000 * k, author=name,
+                                   temperature=temperature, diversity=diversity)  # fmt: skip
+        except OptionError as e:
+            if e.field != "author":
+                raise
+            unknown.append(name)
+            continue
+        per[name] = {"poems": len(texts), "share": round(att.share(texts, name), 4)}
+    if not per:
+        return {"note": "not measured: the checkpoint knows none of the poets (train with --authors N)"}
+    total = sum(v["poems"] for v in per.values())
+    return {
+        "poems": total,
+        "share": round(sum(v["share"] * v["poems"] for v in per.values()) / total, 4),
+        "chance": round(1 / len(att.poets), 4),
+        "poets": per,
+        "unknown_poets": unknown,
+        "seconds": {"write_and_attribute": round(time.perf_counter() - t0, 2)},
+    }
+
+
+def readers_model(poet, name: str, judges: Judges, samplers: Sequence[tuple[float, float]] | None = None) -> dict:
+    """Every reader's measure of one checkpoint, a row per sampler and mode; the title and author
+    rows with the first sampler (the checkpoint's default unless `samplers` says otherwise)."""
+    samplers = list(samplers or default_samplers(poet))
+    rows = []
+    for temperature, diversity in samplers:
+        row: dict[str, Any] = {"temperature": temperature, "diversity": diversity}
+        row["default"] = (temperature, diversity) == default_samplers(poet)[0]
+        for mode in MODES:
+            row[mode] = reader_row(poet, judges, mode, temperature, diversity)
+        rows.append(row)
+    t, d = samplers[0]
+    n = len(judges.human.texts)
+    return {
+        "model": name,
+        "rows": rows,
+        "title": {"temperature": t, "diversity": d, **title_row(poet, judges, t, d)},
+        "author": {"temperature": t, "diversity": d, **author_row(poet, judges, n, t, d)},
+    }
+
+
 def run_suite(
     checkpoints: dict[str, str | Path | None],
     data: list[str | Path],
@@ -191,8 +449,12 @@ def run_suite(
     device: str = "cpu",
     fmt: str = "auto",
     cache_dir: Path | None = None,
+    readers: bool = False,
+    samplers: Sequence[tuple[float, float]] | None = None,
 ) -> dict:
-    """Every checkpoint (name -> folder, None for the bundled model) and the human reference."""
+    """Every checkpoint (name -> folder, None for the bundled model) and the human reference; with
+    `readers`, how a reader would judge each (`samplers`: temperature:diversity pairs, None for
+    each checkpoint's default and EXTRA_SAMPLERS)."""
     from tangshi.api import Poet
     from tangshi.corpus import SPLITS, CorpusError
 
@@ -205,12 +467,17 @@ def run_suite(
         raise CorpusError(f"the {split} split of {', '.join(map(str, data))} has no poems (try --split all)")
     ref = Reference.of(corpus.texts_of("train"))
     rows = [evaluate_model(p, name, corpus, ref, split, poems, settings, seed) for name, p in poets.items()]
-    return {
+    result = {
         "split": split,
         "poems_per_setting": poems,
         "models": rows,
         "human": human_row(corpus, ref, split, poems, seed),
     }
+    if readers:
+        judges = make_judges(corpus, split, poems, seed)
+        models = [readers_model(p, name, judges, samplers) for name, p in poets.items()]
+        result["readers"] = {"split": split, "human": judges.reference, "models": models}
+    return result
 
 
 # ---------------------------------------------------------------- output
@@ -254,7 +521,70 @@ def markdown(result: dict) -> str:
     rows += [(result["human"]["model"], "–", result["human"]["settings"]["human"])]
     for model, setting, m in rows:
         out.append(f"| {model} | {setting} | " + " | ".join(_cell(m.get(k)) for k, _ in COLUMNS) + " |")
+    if "readers" in result:
+        out += ["", *readers_markdown(result["readers"])]
     return "\n".join(out) + "\n"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.0f} %"
+
+
+def readers_markdown(r: dict) -> list[str]:
+    """The readers' tables: a row per model and sampler, the human references beneath."""
+    h = r["human"]
+    forms = ", ".join(f"{f} {n}" for f, n in h["forms"].items())
+    out = [
+        f"How a reader would judge them: {h['poems']} human poems of the regular forms from the {r['split']} split "
+        f"({forms}); the model writes one from each one's first character, in its form and free. "
+        "AUC: two-sample classifier (0.5 = indistinguishable); coherence: mean P(coherent) and the position "
+        "from line-shuffled (0 %) to human (100 %); retrieval@1 among 10 (in form, first characters left out).",
+        "",
+        "| model | temperature | diversity | AUC in form | AUC free | coherence in form | position | "
+        "coherence free | position | retrieval@1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in r["models"]:
+        for row in m["rows"]:
+            f, fr = row["form"], row["free"]
+            name = m["model"] + (" (default)" if row.get("default") else "")
+            out.append(
+                f"| {name} | {row['temperature']:g} | {row['diversity']:g} | {f['auc']:.3f} | {fr['auc']:.3f} | "
+                f"{f['coherence']['mean']:.3f} | {_pct(f['coherence']['position'])} | {fr['coherence']['mean']:.3f} | "
+                f"{_pct(fr['coherence']['position'])} | {f['retrieval']:.3f} |"
+            )
+    hh = h["auc_human_vs_human"]
+    out.append(
+        f"| human vs human ({h['control_poems']} others) | | | {_cell(hh and round(hh, 4))} | | "
+        f"{h['coherence_human']:.3f} | 100 % | | | |"
+    )
+    out.append(f"| human, lines shuffled | | | | | {h['coherence_shuffled']:.3f} | 0 % | | | |")
+    out.append(f"| chance | | | 0.5 | 0.5 | | | | | {h['retrieval_chance']:.3f} |")
+    out += ["", "Titles and poets (the first sampler):", ""]
+    out += ["| model | row | poems | measure | value | reference |", "|---|---|---:|---|---:|---|"]
+    a = h["attribution"]
+    for m in r["models"]:
+        t, au = m["title"], m["author"]
+        if "note" in t:
+            out.append(f"| {m['model']} | title | – | retrieval@1 | – | {t['note']} |")
+        else:
+            base = next((x["form"]["retrieval"] for x in m["rows"]), None)
+            out.append(
+                f"| {m['model']} | title | {t['poems']} | retrieval@1 | {t['retrieval']:.3f} | "
+                f"begin-character baseline {_cell(base)}, chance 0.100 |"
+            )
+        if "note" in au:
+            out.append(f"| {m['model']} | author | – | attributed to the poet asked | – | {au['note']} |")
+        else:
+            out.append(
+                f"| {m['model']} | author | {au['poems']} | attributed to the poet asked | {_pct(au['share'])} | "
+                f"the poets' own poems {_pct(a['share'])}, chance {_pct(au['chance'])} |"
+            )
+    out.append(
+        f"| human | own poems | {a['poems']} | attributed to their poet (20 poets) | {_pct(a['share'])} | "
+        f"poets alike {_pct(a['mean_share'])}, chance {_pct(a['chance'])} |"
+    )
+    return out
 
 
 def plots(result: dict, folder: Path, runs: dict[str, Path] | None = None) -> list[Path]:
