@@ -149,6 +149,12 @@ def _tables(vp: VocabProsody, form: Form, tones: str) -> tuple[torch.Tensor, ...
     return code, tone_masks, fits, vp.ping.long() + 2 * vp.ze.long()
 
 
+def template_fits(vp: VocabProsody, form: Form, tones: str, line: int, pos: int, char: str) -> int:
+    """The set of tone templates (4 bits, as `FormMask.types`) that take `char` at (line, pos), 0-based."""
+    c = vp.vocab.id(char)
+    return int(_tables(vp, form, tones)[2][line, pos, int(vp.ping[c]) + 2 * int(vp.ze[c])])
+
+
 def _need(req: torch.Tensor) -> str:
     """What a (templates, 2) requirement asks for, in words."""
     ping, ze = bool(req[:, 0].any()), bool(req[:, 1].any())

@@ -1,0 +1,584 @@
+"""Plans: what each line is about (Wang et al. 2016: one keyword a line), and where it goes.
+
+`WordStats` holds corpus statistics made from the train split: a word list and, for each word,
+the words most associated with it. `make_plan` gives each line of a poem one keyword: the given
+keywords first, in order, the lines left over from the title's and the theme's words, then from
+the words most associated with everything chosen so far. `place` puts each keyword inside its line
+where the form's rules allow it and returns the characters a `forms.FormMask` fixes (`fixed=`).
+
+Words are single characters and 2-character words. A 2-character word is a character bigram inside
+a line that is
+- frequent: at least `min_count` (20) occurrences, so that its associations rest on data;
+- a collocation: PMI (natural log) of at least `min_pmi` (1.5) between its two characters, i.e.
+  at least 4.5 times as frequent as chance; the bigrams with a PMI between 0 and 1.5 are mostly
+  pieces of two words (是不, 处去, 能得);
+- mostly at a word boundary of the line (`min_boundary`, 70 % of its occurrences): 5-character
+  lines read 2+2+1 or 2+1+2, so words start at characters 1, 3 or 4; 7-character lines at 1, 3,
+  5 or 6. Bigrams across the caesura (寄相 of 寄相思, 后相) are left out.
+Association is the positive PMI of co-occurrence within a poem (its words as a set):
+PPMI(a, b) = max(0, log P(a, b) / (P(a) P_α(b))) with the context distribution smoothed (α = 0.75,
+Levy et al. 2015) so that rare words do not dominate, pairs seen in fewer than `min_cooc` (10)
+poems left out, and words that share a character with a word left out of its neighbours (they
+co-occur by construction, and a poem does not repeat a character). A second table relates a
+title's words to the words of the poems under such titles (pairs seen 10 times or more): folding
+titles into the poems' own sets instead lets title formulas (奉和, 判官, 十首) crowd out what poems
+say. Each word keeps its `k` (30) best neighbours in each table, a sparse table: about 2 MB for the
+Tang corpus in `words.safetensors` (word list and settings in the file's metadata, never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from tangshi import prosody as P
+from tangshi.forms import ALL_TYPES, FREE_MAX, Form, FormError, VocabProsody, template_fits
+from tangshi.text import normalise
+
+FILE = "words.safetensors"
+VERSION = 1
+_LINE = re.compile(r"[，。？！；：、,.?!;:\s]+")
+# characters that carry no subject: left out of a free text's words and of the planned ones
+STOP = set(
+    "之乎者也矣焉哉兮而以其于与及且若所为则乃亦即又或的了是在和我你他她它们这那着吗呢吧啊很都就把被给从向对不无有一"
+)
+
+
+def _boundaries(n: int) -> set[int] | None:
+    """Where a 2-character word may start in a line of n characters (None: anywhere)."""
+    return {5: {0, 2, 3}, 7: {0, 2, 4, 5}}.get(n)
+
+
+@dataclass(eq=False)
+class Neighbours:
+    """A sparse table: word w's neighbours are ids[offsets[w]:offsets[w + 1]], best first."""
+
+    offsets: np.ndarray  # (W + 1,) int64
+    ids: np.ndarray  # (nnz,) word ids
+    ppmi: np.ndarray  # (nnz,) float16
+
+    def of(self, w: int) -> tuple[list[int], list[float]]:
+        a, b = int(self.offsets[w]), int(self.offsets[w + 1])
+        return self.ids[a:b].tolist(), self.ppmi[a:b].tolist()
+
+    def tensors(self, prefix: str, small: bool) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}offsets": self.offsets.astype(np.int64),
+            f"{prefix}ids": self.ids.astype(np.uint16 if small else np.int32),
+            f"{prefix}ppmi": self.ppmi.astype(np.float16),
+        }
+
+    @classmethod
+    def of_tensors(cls, t: dict[str, np.ndarray], prefix: str) -> Neighbours:
+        return cls(t[f"{prefix}offsets"], t[f"{prefix}ids"].astype(np.int32), t[f"{prefix}ppmi"])
+
+
+@dataclass(eq=False)
+class WordStats:
+    """Words (characters and 2-character words) and the words most associated with each (PPMI):
+    within a poem (`poem`), and from a title's word to the poem's words (`title`)."""
+
+    words: list[str]
+    counts: np.ndarray  # (W,) int32: occurrences in the lines of the train split
+    poem: Neighbours  # word -> the words most often in the same poem (beyond chance)
+    title: Neighbours  # word of a title -> the words most often in poems with that title word
+    settings: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.index = {w: i for i, w in enumerate(self.words)}
+        inside: Counter[str] = Counter()  # a character's occurrences inside its most frequent word
+        for w, n in zip(self.words, self.counts.tolist(), strict=True):
+            for ch in set(w) if len(w) == 2 else ():
+                inside[ch] = max(inside[ch], n)
+        # characters that are mostly half of one word (萸 of 茱萸): no keyword alone
+        self.bound = {ch for ch, n in inside.items() if n >= 0.7 * self.counts[self.index[ch]]}
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.index
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    # ---------------------------------------------------------------- building
+
+    @classmethod
+    def of_texts(
+        cls,
+        texts: Sequence[str],
+        titles: Sequence[str] | None = None,
+        *,
+        min_count: int = 20,
+        min_pmi: float = 1.5,
+        min_boundary: float = 0.7,
+        min_cooc: int = 10,
+        min_title_cooc: int = 10,
+        alpha: float = 0.75,
+        k: int = 30,
+    ) -> WordStats:
+        """Statistics of poem texts (the train split) and, when given, their titles."""
+        lines = [[ln for ln in _LINE.split(t) if ln] for t in texts]
+        words, counts = _word_list(lines, min_count, min_pmi, min_boundary)
+        empty = Neighbours(np.zeros(len(words) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float16))
+        stats = cls(words, counts, empty, empty)
+        bags = [stats._bag(ls) for ls in lines]
+        stats.poem = _neighbours(stats, bags, bags, min_cooc, alpha, k)
+        if titles is not None:
+            heads = [sorted({stats.index[w] for w in stats.words_in(t, stop=False)}) for t in titles]
+            stats.title = _neighbours(stats, heads, bags, min_title_cooc, alpha, k)
+        stats.settings = {
+            "version": VERSION,
+            "poems": len(texts),
+            "titles": titles is not None,
+            "min_count": min_count,
+            "min_pmi": min_pmi,
+            "min_boundary": min_boundary,
+            "min_cooc": min_cooc,
+            "min_title_cooc": min_title_cooc,
+            "alpha": alpha,
+            "k": k,
+        }
+        return stats
+
+    def _bag(self, lines: list[str]) -> list[int]:
+        """The word ids of a poem: every character and every known 2-character word, once."""
+        ids = {self.index[ch] for ln in lines for ch in ln if ch in self.index}
+        ids.update(self.index[ln[i : i + 2]] for ln in lines for i in range(len(ln) - 1) if ln[i : i + 2] in self.index)
+        return sorted(ids)
+
+    # ---------------------------------------------------------------- storage
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `folder/words.safetensors` atomically (a temporary file, then a rename)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        small = len(self.words) < 2**16
+        tensors = {"counts": self.counts.astype(np.int32)}
+        tensors |= self.poem.tensors("poem_", small) | self.title.tensors("title_", small)
+        meta = {"words": json.dumps(self.words, ensure_ascii=False), "settings": json.dumps(self.settings)}
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".words.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            os.replace(tmp, folder / FILE)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return folder / FILE
+
+    @classmethod
+    def load(cls, folder: str | Path) -> WordStats | None:
+        """The statistics saved in `folder`, or None when there are none."""
+        path = Path(folder) / FILE
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            t = {name: f.get_tensor(name) for name in f.keys()}
+        words = json.loads(meta["words"])
+        return cls(
+            words, t["counts"], Neighbours.of_tensors(t, "poem_"), Neighbours.of_tensors(t, "title_"),
+            json.loads(meta.get("settings", "{}")),
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------- reading
+
+    def neighbours_of(self, word: str, table: str = "poem") -> dict[str, float]:
+        """word -> PPMI of the word's stored neighbours, best first (empty for an unknown word);
+        `table` "title": the words of poems whose title has `word`."""
+        w = self.index.get(word)
+        if w is None:
+            return {}
+        ids, scores = (self.title if table == "title" else self.poem).of(w)
+        return {self.words[n]: s for n, s in zip(ids, scores, strict=True)}
+
+    def neighbours(self, word: str, k: int = 10, table: str = "poem") -> list[str]:
+        """The k words most associated with `word` (PPMI within a poem), best first."""
+        return list(self.neighbours_of(word, table))[:k]
+
+    def words_in(self, text: str, stop: bool = True) -> list[str]:
+        """The known words of a free text (a title, a theme), longest first: the 2-character words,
+        overlaps settled by the stronger collocation (more frequent), in text order; then the single
+        characters not inside one, in text order, without function characters (`stop`)."""
+        text = "".join(ch for ch in normalise(text) if P.is_han(ch))
+        pairs = [(i, text[i : i + 2]) for i in range(len(text) - 1) if text[i : i + 2] in self.index]
+        taken: dict[int, str] = {}
+        for i, w in sorted(pairs, key=lambda p: -int(self.counts[self.index[p[1]]])):
+            if i not in taken and i + 1 not in taken:
+                taken[i] = taken[i + 1] = w
+        two = list(dict.fromkeys(taken[i] for i in sorted(taken)))
+        one = [ch for i, ch in enumerate(text) if i not in taken and ch in self.index and not (stop and ch in STOP)]
+        return two + [ch for ch in dict.fromkeys(one) if ch not in two]
+
+    def expand(
+        self,
+        seed_words: Iterable[str],
+        n: int,
+        exclude: Iterable[str] = (),
+        length: int | None = None,
+        title_words: Iterable[str] = (),
+    ) -> list[str]:
+        """The n words most associated with all the seeds together (summed PPMI), best first.
+
+        A seed the statistics do not know counts through its known words (`words_in`);
+        `title_words` count by the title table (the words of poems with such a title). No word
+        returned shares a character with a seed, a title word, a string of `exclude` or a word
+        before it (a poem does not repeat characters); function characters and characters that are
+        mostly half of one word (萸 of 茱萸) are left out; `length` keeps only words of that many
+        characters."""
+        seeds = []
+        for s in seed_words:
+            seeds.extend([s] if s in self.index else self.words_in(s))
+        titled = list(title_words)
+        banned = {ch for s in [*seeds, *titled, *exclude] for ch in s}
+        score: Counter[str] = Counter()
+        for table, words in (("poem", seeds), ("title", titled)):
+            for s in words:
+                for w, v in self.neighbours_of(s, table).items():
+                    score[w] += v
+        out: list[str] = []
+        for w, _ in sorted(score.items(), key=lambda p: (-p[1], p[0])):
+            if len(out) >= n:
+                break
+            if (length and len(w) != length) or w in STOP or w in self.bound or banned & set(w):
+                continue
+            out.append(w)
+            banned.update(w)
+        return out
+
+
+def _word_list(lines: list[list[str]], min_count: int, min_pmi: float, min_boundary: float) -> tuple[list, np.ndarray]:
+    """Every character of the lines, then the collocations (module docstring); with their counts."""
+    uni: Counter[str] = Counter()
+    bi: Counter[str] = Counter()
+    at_boundary: Counter[str] = Counter()
+    for poem in lines:
+        for ln in poem:
+            uni.update(ln)
+            starts = _boundaries(len(ln))
+            for i in range(len(ln) - 1):
+                w = ln[i : i + 2]
+                bi[w] += 1
+                at_boundary[w] += starts is None or i in starts
+    n1, n2 = sum(uni.values()), max(sum(bi.values()), 1)
+    chars = sorted(ch for ch in uni if P.is_han(ch))
+
+    def collocation(w: str, n: int) -> bool:
+        if n < min_count or not all(map(P.is_han, w)) or at_boundary[w] < min_boundary * n:
+            return False
+        return math.log(n / n2) - math.log(uni[w[0]] / n1) - math.log(uni[w[1]] / n1) >= min_pmi
+
+    pairs = sorted(w for w, n in bi.items() if collocation(w, n))
+    words = chars + pairs
+    return words, np.array([uni[w] if len(w) == 1 else bi[w] for w in words], dtype=np.int32)
+
+
+def _neighbours(stats: WordStats, rows: list[list[int]], cols: list[list[int]], min_cooc: int, alpha: float, k: int):
+    """For each word of `rows` bags, its k best neighbours among the words of the same poem's `cols`
+    bag, by PPMI (context distribution smoothed by `alpha`), as a sparse table."""
+    n_words = len(stats.words)
+    x, y = _matrix(rows, n_words), _matrix(cols, n_words)
+    with warnings.catch_warnings():  # torch calls its sparse CSR support beta
+        warnings.simplefilter("ignore", UserWarning)
+        c = torch.sparse.mm(x.t().coalesce(), y).coalesce()  # (W, W): poems with both words
+    (a, b), v = c.indices().numpy(), c.values().numpy().astype(np.float64)
+    keep = v >= min_cooc
+    a, b, v = a[keep], b[keep], v[keep]
+    chars = np.array([[stats.index[w[0]], stats.index[w[-1]]] for w in stats.words])  # (W, 2) a word's characters
+    share = (chars[a][:, :, None] == chars[b][:, None, :]).any(axis=(1, 2))
+    a, b, v = a[~share], b[~share], v[~share]
+    df_rows = np.bincount(np.concatenate([np.array(r, dtype=np.int64) for r in rows]), minlength=n_words)
+    smoothed = np.bincount(np.concatenate([np.array(r, dtype=np.int64) for r in cols]), minlength=n_words) ** alpha
+    pmi = np.log(v) - np.log(df_rows[a]) - np.log(smoothed[b] / smoothed.sum())
+    keep = pmi > 0
+    a, b, pmi = a[keep], b[keep], pmi[keep]
+    order = np.lexsort((b, -pmi, a))  # by word, then best first
+    a, b, pmi = a[order], b[order], pmi[order]
+    rank = np.arange(len(a)) - np.searchsorted(a, np.arange(n_words + 1))[a]
+    top = rank < k
+    a, b, pmi = a[top], b[top], pmi[top]
+    offsets = np.searchsorted(a, np.arange(n_words + 1)).astype(np.int64)
+    return Neighbours(offsets, b.astype(np.int32), pmi.astype(np.float16))
+
+
+def _matrix(bags: list[list[int]], n_words: int) -> torch.Tensor:
+    """(poems, W) sparse 0/1: which words each poem's bag holds."""
+    rows = torch.tensor([d for d, bag in enumerate(bags) for _ in bag], dtype=torch.long)
+    cols = torch.tensor([w for bag in bags for w in bag], dtype=torch.long)
+    shape = (len(bags), n_words)
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.ones(len(cols)), shape, check_invariants=False)
+
+
+# ---------------------------------------------------------------- plans
+
+
+@dataclass
+class PlanEntry:
+    line: int  # 0-based
+    word: str
+    given: bool  # asked for (--keywords), or chosen by the planner
+
+
+@dataclass
+class Plan:
+    """One keyword a line (lines without one are left out), in line order."""
+
+    lines: int
+    entries: list[PlanEntry] = field(default_factory=list)
+
+    def to_json(self) -> list[dict]:
+        return [asdict(e) for e in self.entries]
+
+    @property
+    def words(self) -> list[str]:
+        return [e.word for e in self.entries]
+
+
+def make_plan(
+    stats: WordStats | None,
+    form_lines: int,
+    keywords: Sequence[str] = (),
+    title: str = "",
+    theme: str = "",
+    avoid: str = "",
+) -> Plan:
+    """A keyword for each of `form_lines` lines: the given keywords on the first lines, in order;
+    the lines left over from the title's words, the theme's words, then `stats.expand` of every word
+    so far and of the title's words (by the title table), 2-character words first. No word twice; a
+    chosen word shares no character with another word of the plan or with `avoid` (heads, begin
+    phrase). Without statistics only the keywords given are planned."""
+    keywords = [k for k in (k.strip() for k in keywords) if k]
+    if len(keywords) > form_lines:
+        raise FormError(f"{len(keywords)} keywords but the poem has {form_lines} lines: one a line at most", "keywords")
+    for i, w in enumerate(keywords):
+        if w in keywords[:i]:
+            raise FormError(f"keyword '{w}' is given twice", "keywords")
+    entries = [PlanEntry(i, w, True) for i, w in enumerate(keywords)]
+    banned = set(avoid) | {ch for w in keywords for ch in w}
+    left = form_lines - len(entries)
+    if stats is None or left == 0:
+        return Plan(form_lines, entries)
+    chosen: list[str] = []
+    for w in [*stats.words_in(title), *stats.words_in(theme)]:
+        if len(chosen) < left and not banned & set(w):
+            chosen.append(w)
+            banned.update(w)
+    titled = stats.words_in(title, stop=False)
+    for length in (2, None):
+        seeds = [*keywords, *chosen]
+        more = stats.expand(seeds, left - len(chosen), exclude=banned, length=length, title_words=titled)
+        chosen.extend(more)
+        banned.update(ch for w in more for ch in w)
+    entries += [PlanEntry(len(keywords) + i, w, False) for i, w in enumerate(chosen)]
+    return Plan(form_lines, entries)
+
+
+# ---------------------------------------------------------------- placing
+
+
+@dataclass
+class _State:
+    types: int  # the tone templates open (4 bits)
+    groups: torch.Tensor  # (G,) bool: the rhyme groups open
+    places: dict[tuple[int, int], str]  # every character fixed so far: heads, begin, keywords
+
+
+def place(
+    plan: Plan,
+    vp: VocabProsody,
+    form: Form,
+    *,
+    heads: str = "",
+    begin: str = "",
+    rhyme: str | None = None,
+    tones: str = "relaxed",
+    allow_repeat: bool = False,
+    seed: int | None = None,
+) -> dict[tuple[int, int], str]:
+    """(line, position) -> character for every keyword of the plan, each inside its line, such that
+    some tone template takes every fixed character (and the heads and the begin phrase) at the
+    checked positions, an even line's last character is a 平 rhyme of a group still open, nothing
+    overlaps the heads or the begin phrase (unless it is the same character) and, unless
+    `allow_repeat`, no character is fixed twice. Pass the result to `FormMask(..., fixed=[...])`.
+
+    In a free form (`forms.free_form`) each keyword starts its line (after the head, if the line has
+    a different one). Positions where a word starts in a line (characters 1, 3, 4 of 5; 1, 3, 5, 6
+    of 7) are tried first, the first line's start first; `seed` shuffles them for variety.
+    A keyword that fits nowhere raises FormError(..., "keywords") naming it and its line."""
+    _check_words(plan, vp, form, allow_repeat)
+    start = _start(vp, form, heads, begin, rhyme, tones)
+    rng = random.Random(seed) if seed is not None else None
+    state = _search(plan.entries, 0, start, vp, form, tones, allow_repeat, rng)
+    if state is not None:
+        occupied = _occupied(form, heads, begin)
+        return {p: ch for p, ch in state.places.items() if p not in occupied}
+    _blame(plan, start, vp, form, tones, allow_repeat)
+    raise AssertionError("unreachable: a plan that fails has a first keyword that fails")
+
+
+def _check_words(plan: Plan, vp: VocabProsody, form: Form, allow_repeat: bool) -> None:
+    width = form.chars or FREE_MAX
+    seen: dict[str, str] = {}
+    for e in plan.entries:
+        where = f"keyword '{e.word}' (line {e.line + 1})"
+        if not 0 <= e.line < form.lines:
+            raise FormError(f"{where}: a {form.name} has {form.lines} lines", "keywords")
+        if len(e.word) > width:
+            raise FormError(f"{where} has {len(e.word)} characters but a {form.name} line has {width}", "keywords")
+        for ch in e.word:
+            if ch not in vp.vocab or not bool(vp.char[vp.vocab.id(ch)]):
+                raise FormError(f"{where}: '{ch}' is not a character the model can write", "keywords")
+            if not allow_repeat and ch in seen:
+                raise FormError(
+                    f"{where} repeats '{ch}' of keyword '{seen[ch]}'; a poem has no character twice "
+                    "(use --allow-repeat, or other keywords)",
+                    "keywords",
+                )
+            seen[ch] = e.word
+
+
+def _occupied(form: Form, heads: str, begin: str) -> dict[tuple[int, int], str]:
+    """The places the heads and the begin phrase take (the begin phrase may run over lines)."""
+    out = {(i, 0): ch for i, ch in enumerate(heads)}
+    line, pos = 0, 0
+    for ch in normalise(begin):
+        if not P.is_han(ch) or (form.chars and pos >= form.chars):
+            line, pos = line + 1, 0
+            if not P.is_han(ch):
+                continue
+        out[(line, pos)] = ch
+        pos += 1
+    return out
+
+
+def _start(vp: VocabProsody, form: Form, heads: str, begin: str, rhyme: str | None, tones: str) -> _State:
+    enough = vp.in_group.sum(dim=1) >= form.lines // 2 + 1
+    groups = enough.clone()
+    if rhyme:
+        g = P.find_group(rhyme)
+        groups = torch.zeros_like(enough)
+        if g is not None:
+            groups[vp.groups.index(g)] = True
+    state = _State(ALL_TYPES, groups, {})
+    for (i, j), ch in _occupied(form, heads, begin).items():
+        if ch in vp.vocab and bool(vp.char[vp.vocab.id(ch)]) and i < form.lines:
+            nxt = _put(state, i, j, ch, vp, form, tones, allow_repeat=True)
+            state = nxt if isinstance(nxt, _State) else state  # heads and begin are checked by the mask
+        state.places[(i, j)] = ch
+    return state
+
+
+def _put(
+    state: _State, i: int, j: int, ch: str, vp: VocabProsody, form: Form, tones: str, allow_repeat: bool
+) -> _State | str:
+    """The state with `ch` fixed at (i, j), or why it cannot be."""
+    if (i, j) in state.places:
+        return state if state.places[(i, j)] == ch else f"'{state.places[(i, j)]}' is already there"
+    if not allow_repeat and ch in state.places.values():
+        return f"'{ch}' is already in the poem"
+    if form.free:
+        return _State(state.types, state.groups, {**state.places, (i, j): ch})
+    c = vp.vocab.id(ch)
+    fits = template_fits(vp, form, tones, i, j, ch)
+    if not state.types & fits:
+        need = P.ZE if vp.ping[c] else P.PING
+        return f"'{ch}' is {vp.tone_name(c)} where the tone templates still open need {need}"
+    groups = state.groups
+    if j == form.chars - 1 and i % 2 == 1:
+        groups = groups & vp.in_group[:, c]
+        if not bool(groups.any()):
+            return f"'{ch}' ends a rhyming line but is not a 平 rhyme of a group still open"
+    return _State(state.types & fits, groups, {**state.places, (i, j): ch})
+
+
+def _positions(state: _State, form: Form, line: int, word: str, rng: random.Random | None) -> list[int]:
+    if form.free:  # at the line's start, or after its head or begin characters
+        taken = next(j for j in range(FREE_MAX + 1) if (line, j) not in state.places)
+        return [0] if taken == 0 else [0, taken]
+    last = form.chars - len(word)
+    starts = _boundaries(form.chars) or set()
+    good = [p for p in range(last + 1) if p in starts or len(word) != 2]
+    rest = [p for p in range(last + 1) if p not in good]
+    if rng is not None:
+        rng.shuffle(good)
+        rng.shuffle(rest)
+    return good + rest
+
+
+def _try(
+    state: _State, line: int, pos: int, word: str, vp: VocabProsody, form: Form, tones: str, allow_repeat: bool
+) -> _State | str:
+    if form.free and pos + len(word) > FREE_MAX:
+        return f"a free line has at most {FREE_MAX} characters"
+    for t, ch in enumerate(word):
+        nxt = _put(state, line, pos + t, ch, vp, form, tones, allow_repeat)
+        if isinstance(nxt, str):
+            return f"at character {pos + t + 1}, {nxt}"
+        state = nxt
+    return state
+
+
+def _search(
+    entries: list[PlanEntry],
+    n: int,
+    state: _State,
+    vp: VocabProsody,
+    form: Form,
+    tones: str,
+    allow_repeat: bool,
+    rng: random.Random | None,
+    failed: set | None = None,
+) -> _State | None:
+    """Depth-first: a place for entries[n:] given the state, or None. Whether the rest can be placed
+    depends only on the templates and groups open (each entry has its own line, and the characters
+    used are the same wherever they go), so the states that failed are remembered."""
+    if n == len(entries):
+        return state
+    failed = set() if failed is None else failed
+    key = (n, state.types, state.groups.numpy().tobytes())
+    if key in failed:
+        return None
+    e = entries[n]
+    for pos in _positions(state, form, e.line, e.word, rng):
+        nxt = _try(state, e.line, pos, e.word, vp, form, tones, allow_repeat)
+        if isinstance(nxt, _State):
+            done = _search(entries, n + 1, nxt, vp, form, tones, allow_repeat, rng, failed)
+            if done is not None:
+                return done
+    failed.add(key)
+    return None
+
+
+def _blame(plan: Plan, start: _State, vp: VocabProsody, form: Form, tones: str, allow_repeat: bool) -> None:
+    """Raise FormError for the first keyword that cannot be placed with those before it."""
+    for n, e in enumerate(plan.entries):
+        if _search(plan.entries[: n + 1], 0, start, vp, form, tones, allow_repeat, None) is not None:
+            continue
+        alone = [
+            _try(start, e.line, p, e.word, vp, form, tones, allow_repeat)
+            for p in _positions(start, form, e.line, e.word, None)
+        ]
+        why = [r for r in alone if isinstance(r, str)]
+        if len(why) < len(alone):
+            reason = (
+                "not together with the keywords before it (" + ", ".join(f"'{x.word}'" for x in plan.entries[:n]) + ")"
+            )
+        else:
+            reason = "; ".join(dict.fromkeys(why))
+        mode = "" if form.free else f" (--tones {tones})"
+        raise FormError(
+            f"keyword '{e.word}' cannot be placed in line {e.line + 1} of a {form.name}{mode}: {reason}", "keywords"
+        )
