@@ -127,3 +127,35 @@ def test_select_reorders_and_copies_rows():
     assert mask.batch == 3 and mask.heads == ["秋冬", "秋冬", "春夏"] and mask.pos.tolist() == [1, 1, 1]
     assert bool(mask.used[0, vp().vocab.id("秋")]) and not bool(mask.used[2, vp().vocab.id("秋")])
     assert mask.allowed().shape == (3, len(vp().vocab))
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), form=st.sampled_from(["五律", "七律"]))
+def test_fixed_characters_anywhere_are_written_there_and_reserved(seed, form):
+    shape = get_form(form)
+    last = shape.chars - 1
+    # 光 (平, 阳) on a rhyme, 月 (仄) inside line 3, 山 starting line 5 (unchecked when relaxed)
+    fixed = {(1, last): "光", (2, 3): "月", (4, 0): "山"}
+    mask = FormMask(vp(), shape, 2, fixed=[fixed, {}])
+    texts = decode(mask, seed)
+    r = P.check(texts[0])
+    assert r.form == form and r.rhyme and r.relaxed == 1.0 and r.rhyme_group == "下平声七阳", texts[0]
+    assert all(r.lines[i][j] == ch for (i, j), ch in fixed.items())
+    assert all(texts[0].count(ch) == 1 for ch in "光月山")  # reserved: written once, at their places
+    assert P.check(texts[1]).relaxed == 1.0  # rows are independent
+
+
+def test_fixed_characters_that_no_template_takes_are_refused():
+    shape = get_form("五绝")
+    with pytest.raises(FormError, match="fixed character '月' ends line 2, which rhymes") as e:
+        FormMask(vp(), shape, 1, fixed=[{(1, 4): "月"}], tones="off")
+    assert e.value.field == "keywords"
+    # character 2 of lines 1 and 3 always have opposite tones (粘 and 对)
+    with pytest.raises(FormError, match="fixed character '明' at line 3, character 2 is 平, which no 五绝 tone"):
+        FormMask(vp(), shape, 1, fixed=[{(0, 1): "光", (2, 1): "明"}])
+    with pytest.raises(FormError, match="the acrostic head there is '春'"):
+        FormMask(vp(), shape, 1, heads=["春夏秋冬"], fixed=[{(0, 0): "秋"}])
+    with pytest.raises(FormError, match="outside a 五绝"):
+        FormMask(vp(), shape, 1, fixed=[{(4, 0): "秋"}])
+    with pytest.raises(FormError, match="not a 平 rhyme of the group"):
+        FormMask(vp(), shape, 1, rhyme="东", fixed=[{(1, 4): "光"}])
