@@ -118,9 +118,11 @@ def test_plans_never_repeat_a_word_or_a_character(keywords, title, theme):
 
 
 def test_plan_from_a_title_uses_its_words_then_what_goes_with_them():
-    plan = make_plan(small(), 4, title="月夜")
-    assert plan.words[0] == "月" or "月" in "".join(plan.words[:2])
-    assert set(plan.words[2:]) <= set(MOON) | set(FILLER) | {"夜"}
+    plan = make_plan(small(), 4, title="高楼明月")
+    assert plan.words[:2] == ["高楼", "明月"] and set(plan.words[2:]) <= set(MOON)
+    # 月 and 夜 are only ever half of 明月 and 夜深 here: no keywords alone; the title table fills in
+    assert set(make_plan(small(), 4, title="月夜").words) <= set(MOON) | set(FILLER)
+    assert len(make_plan(small(), 4, title="高楼明月清风夜深", from_text=4).words) == 4
 
 
 def test_bad_keyword_lists_are_named():
@@ -235,3 +237,13 @@ def test_keywords_agree_with_heads_and_begin():
     fixed = place(plan_of(["春风", "夏日"]), vp(), get_form("七绝"), heads="春夏秋冬")
     assert fixed == {(0, 1): "风", (1, 1): "日"}  # on the heads, which they start with: only the rest is fixed
     assert place(plan_of(["明月", "故乡"]), vp(), get_form("五绝"), begin="明月")[(1, 0)] == "故"
+
+
+def test_a_keyword_may_repeat_its_own_character_but_planned_words_do_not():
+    fixed = place(plan_of(["萧萧", "明月"]), vp(), get_form("五绝"))
+    assert sorted(fixed.values()).count("萧") == 2
+    mask = FormMask(vp(), get_form("五绝"), 1, fixed=[fixed])
+    text = decode(mask, 1)[0]
+    assert "萧萧" in P.split_lines(text)[0] and P.check(text).relaxed == 1.0
+    plan = make_plan(small(), 8, title="月夜", theme="明月", known=set("明月清风高楼夜深山水云天江"))
+    assert all(len(set(w)) == len(w) and set(w) <= set("明月清风高楼夜深山水云天江") for w in plan.words)

@@ -36,7 +36,7 @@ import re
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -230,6 +230,7 @@ class WordStats:
         exclude: Iterable[str] = (),
         length: int | None = None,
         title_words: Iterable[str] = (),
+        known: Container[str] | None = None,
     ) -> list[str]:
         """The n words most associated with all the seeds together (summed PPMI), best first.
 
@@ -238,7 +239,7 @@ class WordStats:
         returned shares a character with a seed, a title word, a string of `exclude` or a word
         before it (a poem does not repeat characters); function characters and characters that are
         mostly half of one word (萸 of 茱萸) are left out; `length` keeps only words of that many
-        characters."""
+        characters; `known`, when given, holds the characters a word may have."""
         seeds = []
         for s in seed_words:
             seeds.extend([s] if s in self.index else self.words_in(s))
@@ -254,6 +255,8 @@ class WordStats:
             if len(out) >= n:
                 break
             if (length and len(w) != length) or w in STOP or w in self.bound or banned & set(w):
+                continue
+            if len(set(w)) < len(w) or (known is not None and not all(ch in known for ch in w)):
                 continue
             out.append(w)
             banned.update(w)
@@ -347,6 +350,11 @@ class Plan:
         return [e.word for e in self.entries]
 
 
+def writable(vp: VocabProsody) -> set[str]:
+    """The characters a model can write inside a line: single Han characters with a known reading."""
+    return {vp.vocab.tokens[i] for i in vp.char.nonzero().flatten().tolist()}
+
+
 def make_plan(
     stats: WordStats | None,
     form_lines: int,
@@ -354,12 +362,19 @@ def make_plan(
     title: str = "",
     theme: str = "",
     avoid: str = "",
+    known: Container[str] | None = None,
+    from_text: int | None = None,
 ) -> Plan:
     """A keyword for each of `form_lines` lines: the given keywords on the first lines, in order;
-    the lines left over from the title's words, the theme's words, then `stats.expand` of every word
-    so far and of the title's words (by the title table), 2-character words first. No word twice; a
-    chosen word shares no character with another word of the plan or with `avoid` (heads, begin
-    phrase). Without statistics only the keywords given are planned."""
+    the lines left over from the title's words, then the theme's words (2-character words first, at
+    most `from_text` of them: half the lines left over unless told, since a title's single
+    characters are often names or formulas), then `stats.expand` of every word so far and of the
+    title's words (by the title table), 2-character words first.
+
+    No word twice; a chosen word shares no character with another word of the plan or with `avoid`
+    (heads, begin phrase), repeats none of its own (依依) and has only characters in `known` (the
+    characters the model can write: `writable(vocab_prosody)`) when given. Without statistics only
+    the keywords given are planned."""
     keywords = [k for k in (k.strip() for k in keywords) if k]
     if len(keywords) > form_lines:
         raise FormError(f"{len(keywords)} keywords but the poem has {form_lines} lines: one a line at most", "keywords")
@@ -371,15 +386,20 @@ def make_plan(
     left = form_lines - len(entries)
     if stats is None or left == 0:
         return Plan(form_lines, entries)
+
+    def fits(w: str) -> bool:
+        return len(set(w)) == len(w) and not banned & set(w) and (known is None or all(ch in known for ch in w))
+
     chosen: list[str] = []
-    for w in [*stats.words_in(title), *stats.words_in(theme)]:
-        if len(chosen) < left and not banned & set(w):
+    texts = [w for t in (title, theme) for w in stats.words_in(t) if w not in stats.bound]
+    for w in sorted(texts, key=lambda w: -len(w)):
+        if len(chosen) < (from_text if from_text is not None else (left + 1) // 2) and fits(w):
             chosen.append(w)
             banned.update(w)
     titled = stats.words_in(title, stop=False)
     for length in (2, None):
         seeds = [*keywords, *chosen]
-        more = stats.expand(seeds, left - len(chosen), exclude=banned, length=length, title_words=titled)
+        more = stats.expand(seeds, left - len(chosen), banned, length, titled, known)
         chosen.extend(more)
         banned.update(ch for w in more for ch in w)
     entries += [PlanEntry(len(keywords) + i, w, False) for i, w in enumerate(chosen)]
@@ -441,7 +461,7 @@ def _check_words(plan: Plan, vp: VocabProsody, form: Form, allow_repeat: bool) -
         for ch in e.word:
             if ch not in vp.vocab or not bool(vp.char[vp.vocab.id(ch)]):
                 raise FormError(f"{where}: '{ch}' is not a character the model can write", "keywords")
-            if not allow_repeat and ch in seen:
+            if not allow_repeat and seen.get(ch, e.word) != e.word:
                 raise FormError(
                     f"{where} repeats '{ch}' of keyword '{seen[ch]}'; a poem has no character twice "
                     "(use --allow-repeat, or other keywords)",
@@ -523,8 +543,8 @@ def _try(
 ) -> _State | str:
     if form.free and pos + len(word) > FREE_MAX:
         return f"a free line has at most {FREE_MAX} characters"
-    for t, ch in enumerate(word):
-        nxt = _put(state, line, pos + t, ch, vp, form, tones, allow_repeat)
+    for t, ch in enumerate(word):  # a keyword's own reduplication (萧萧) is kept as asked
+        nxt = _put(state, line, pos + t, ch, vp, form, tones, allow_repeat or ch in word[:t])
         if isinstance(nxt, str):
             return f"at character {pos + t + 1}, {nxt}"
         state = nxt
