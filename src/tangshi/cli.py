@@ -82,6 +82,9 @@ def _add_write_options(parser: argparse.ArgumentParser) -> None:
         if spec.kind is bool:
             group.add_argument(spec.flag, dest=spec.name, action="store_true", default=spec.default, help=help_)
             continue
+        if spec.kind is tuple:
+            group.add_argument(spec.flag, dest=spec.name, nargs="+", default=spec.default, metavar="WORD", help=help_)
+            continue
         metavar = None if spec.choices else spec.kind.__name__.upper()
         group.add_argument(
             spec.flag, dest=spec.name, type=spec.kind, default=spec.default, choices=spec.choices, metavar=metavar,
@@ -90,7 +93,8 @@ def _add_write_options(parser: argparse.ArgumentParser) -> None:
 
 
 def write_options(args: argparse.Namespace) -> WriteOptions:
-    return WriteOptions(**{name: getattr(args, name) for name in NAMES}).validate()
+    values = {name: getattr(args, name) for name in NAMES}
+    return WriteOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}).validate()
 
 
 def _overrides(args: argparse.Namespace, sections: tuple[str, ...]) -> dict[str, Any]:

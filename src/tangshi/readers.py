@@ -120,7 +120,7 @@ class Coherence:
     (`line_pairs`, hashed), trained on poems of the regular forms against `shuffle_lines` of them.
     Only meaningful for poems of at least 2 lines."""
 
-    def __init__(self, n_features: int = 2**20, C: float = 1.0):
+    def __init__(self, n_features: int = 2**20, C: float = 8.0):
         self.hasher = HashingVectorizer(
             analyzer=line_pairs, n_features=n_features, alternate_sign=False, norm=None, dtype=np.float32
         )
@@ -197,7 +197,7 @@ def title_retrieval(generated: Sequence[str], real: Sequence[str], pool: Sequenc
                 f"title_retrieval: the pool has {len(others)} other poems of the form {form_of(r)}, need 9"
             )
         candidates = [r, *rng.sample(others, RETRIEVAL_CANDIDATES - 1)]
-        sims = (vec.transform(candidates) @ vec.transform([g]).T).toarray().ravel()
+        sims = (vec.transform([_body(t) for t in candidates]) @ vec.transform([_body(g)]).T).toarray().ravel()
         hits += bool(sims[0] > sims[1:].max())
     return hits / len(real)
 

@@ -286,8 +286,9 @@ class Judges:
 
     human: HumanSample
     pool: list[str]  # the split's poems: distractors of title retrieval
+    retrievable: list[int]  # the human poems whose form has 9 others in the pool
     coherence: Any  # readers.Coherence
-    attribution: Any  # readers.PoetAttribution
+    attribution: Any  # readers.PoetAttribution, None where the train split has too few named poets
     reference: dict  # the human rows
     seed: int
 
@@ -297,11 +298,11 @@ def make_judges(corpus: Corpus, split: str, poems: int, seed: int) -> Judges:
     from tangshi import readers as R
 
     human = human_sample(corpus, split, poems, seed)
+    pool = corpus.texts_of(split)
+    per_form = Counter(R.form_of(t) for t in dict.fromkeys(pool))
+    retrievable = [i for i, f in enumerate(human.forms) if per_form[f] >= R.RETRIEVAL_CANDIDATES]
     seconds: dict[str, float] = {}
     coherence, seconds["fit_coherence"] = _timed(R.fitted, "coherence", corpus.texts_of("train"), seed=0)
-    attribution, seconds["fit_attribution"] = _timed(
-        R.fitted, "attribution", corpus.texts_of("train"), corpus.authors_of("train")
-    )
     shuffled = R.shuffle_lines(human.texts, seed)
     ref: dict[str, Any] = {"poems": len(human.texts), "forms": dict(Counter(human.forms))}
     ref["auc_human_vs_human"], seconds["auc"] = (
@@ -311,11 +312,29 @@ def make_judges(corpus: Corpus, split: str, poems: int, seed: int) -> Judges:
     ref["coherence_human"] = round(statistics.mean(coherence.score(human.texts)), 4)
     ref["coherence_shuffled"] = round(statistics.mean(coherence.score(shuffled)), 4)
     ref["retrieval_chance"] = 1 / R.RETRIEVAL_CANDIDATES
-    ref["attribution"], seconds["attribution_reference"] = _timed(
-        attribution.reference, corpus.texts_of(split), corpus.authors_of(split)
-    )
+    ref["retrieval_poems"] = len(retrievable)
+    try:
+        attribution, seconds["fit_attribution"] = _timed(
+            R.fitted, "attribution", corpus.texts_of("train"), corpus.authors_of("train")
+        )
+        ref["attribution"], seconds["attribution_reference"] = _timed(
+            attribution.reference, pool, corpus.authors_of(split)
+        )
+    except ValueError as e:  # a corpus without authors
+        attribution, ref["attribution"] = None, {"note": f"not measured: {e}"}
     ref["seconds"] = seconds
-    return Judges(human, corpus.texts_of(split), coherence, attribution, ref, seed)
+    return Judges(human, pool, retrievable, coherence, attribution, ref, seed)
+
+
+def _retrieval(judges: Judges, texts: Sequence[str]) -> float | None:
+    """title_retrieval over the human poems whose form has enough others in the pool."""
+    from tangshi import readers as R
+
+    idx = judges.retrievable
+    if not idx:
+        return None
+    real = [judges.human.texts[i] for i in idx]
+    return round(R.title_retrieval([texts[i] for i in idx], real, judges.pool, judges.seed), 4)
 
 
 def _coherence(judges: Judges, texts: list[str]) -> dict:
@@ -342,7 +361,7 @@ def reader_row(poet, judges: Judges, mode: str, temperature: float, diversity: f
     row["coherence"] = coherence
     seconds = {"write": t_write, "auc": t_auc, "coherence": t_coh}
     if mode == "form":
-        row["retrieval"], seconds["retrieval"] = _timed(R.title_retrieval, texts, h.texts, judges.pool, judges.seed)
+        row["retrieval"], seconds["retrieval"] = _timed(_retrieval, judges, texts)
     row["samples"] = texts[:: max(1, len(texts) // 3)][:3]
     row["seconds"] = seconds
     return row
@@ -352,7 +371,6 @@ def title_row(poet, judges: Judges, temperature: float, diversity: float) -> dic
     """Poems written for the human poems' titles (no begin character), in their forms: retrieval@1
     of each one's own poem among 10, beside the begin-character baseline. Measured only where
     `Poet.write` takes `title=` and the checkpoint was trained with titles; else a note says why."""
-    from tangshi import readers as R
     from tangshi.options import NAMES, OptionError
 
     if "title" not in NAMES:
@@ -371,11 +389,11 @@ def title_row(poet, judges: Judges, temperature: float, diversity: float) -> dic
             raise
         return {"note": f"not measured: {e}"}
     t_write = round(time.perf_counter() - t0, 2)
-    retrieval, t_ret = _timed(R.title_retrieval, texts, h.texts, judges.pool, judges.seed)
+    retrieval, t_ret = _timed(_retrieval, judges, texts)
     return {
         "poems": len(texts),
         "untitled": sum(not t for t in h.titles),
-        "retrieval": round(retrieval, 4),
+        "retrieval": retrieval,
         "samples": [f"{h.titles[i]}: {texts[i]}" for i in range(0, len(texts), max(1, len(texts) // 3))][:3],
         "seconds": {"write": t_write, "retrieval": t_ret},
     }
@@ -389,6 +407,8 @@ def author_row(poet, judges: Judges, poems: int, temperature: float, diversity: 
 
     if "author" not in NAMES:
         return {"note": "Poet.write takes no author= yet"}
+    if judges.attribution is None:
+        return {"note": judges.reference["attribution"]["note"]}
     att, h = judges.attribution, judges.human
     per_poet = max(1, poems // len(att.poets))
     t0 = time.perf_counter()
@@ -551,7 +571,7 @@ def readers_markdown(r: dict) -> list[str]:
             out.append(
                 f"| {name} | {row['temperature']:g} | {row['diversity']:g} | {f['auc']:.3f} | {fr['auc']:.3f} | "
                 f"{f['coherence']['mean']:.3f} | {_pct(f['coherence']['position'])} | {fr['coherence']['mean']:.3f} | "
-                f"{_pct(fr['coherence']['position'])} | {f['retrieval']:.3f} |"
+                f"{_pct(fr['coherence']['position'])} | {_cell(f['retrieval'])} |"
             )
     hh = h["auc_human_vs_human"]
     out.append(
@@ -570,7 +590,7 @@ def readers_markdown(r: dict) -> list[str]:
         else:
             base = next((x["form"]["retrieval"] for x in m["rows"]), None)
             out.append(
-                f"| {m['model']} | title | {t['poems']} | retrieval@1 | {t['retrieval']:.3f} | "
+                f"| {m['model']} | title | {t['poems']} | retrieval@1 | {_cell(t['retrieval'])} | "
                 f"begin-character baseline {_cell(base)}, chance 0.100 |"
             )
         if "note" in au:
@@ -578,12 +598,15 @@ def readers_markdown(r: dict) -> list[str]:
         else:
             out.append(
                 f"| {m['model']} | author | {au['poems']} | attributed to the poet asked | {_pct(au['share'])} | "
-                f"the poets' own poems {_pct(a['share'])}, chance {_pct(au['chance'])} |"
+                f"the poets' own poems {_pct(a.get('share'))}, chance {_pct(au['chance'])} |"
             )
-    out.append(
-        f"| human | own poems | {a['poems']} | attributed to their poet (20 poets) | {_pct(a['share'])} | "
-        f"poets alike {_pct(a['mean_share'])}, chance {_pct(a['chance'])} |"
-    )
+    if "note" in a:
+        out.append(f"| human | own poems | – | attributed to their poet | – | {a['note']} |")
+    else:
+        out.append(
+            f"| human | own poems | {a['poems']} | attributed to their poet ({round(1 / a['chance'])} poets) | "
+            f"{_pct(a['share'])} | poets alike {_pct(a['mean_share'])}, chance {_pct(a['chance'])} |"
+        )
     return out
 
 
