@@ -2,8 +2,8 @@
 
 `WordStats` holds corpus statistics made from the train split: a word list and, for each word,
 the words most associated with it. `make_plan` gives each line of a poem one keyword: the given
-keywords first, in order, the lines left over from the title's and the theme's words, then from
-the words most associated with everything chosen so far. `place` puts each keyword inside its line
+keywords first, in order, the lines left over from the title's and the theme's words (half of them
+at most), then from the words most associated with everything chosen so far. `place` puts each keyword inside its line
 where the form's rules allow it and returns the characters a `forms.FormMask` fixes (`fixed=`).
 
 Words are single characters and 2-character words. A 2-character word is a character bigram inside
@@ -22,7 +22,7 @@ poems left out, and words that share a character with a word left out of its nei
 co-occur by construction, and a poem does not repeat a character). A second table relates a
 title's words to the words of the poems under such titles (pairs seen 10 times or more): folding
 titles into the poems' own sets instead lets title formulas (奉和, 判官, 十首) crowd out what poems
-say. Each word keeps its `k` (30) best neighbours in each table, a sparse table: about 2 MB for the
+say. Each word keeps its `k` (30) best neighbours in each table, a sparse table: about 1.5 MB for the
 Tang corpus in `words.safetensors` (word list and settings in the file's metadata, never pickle).
 """
 
@@ -452,10 +452,13 @@ def place(
 def _check_words(plan: Plan, vp: VocabProsody, form: Form, allow_repeat: bool) -> None:
     width = form.chars or FREE_MAX
     seen: dict[str, str] = {}
+    lines = [e.line for e in plan.entries]
     for e in plan.entries:
         where = f"keyword '{e.word}' (line {e.line + 1})"
         if not 0 <= e.line < form.lines:
             raise FormError(f"{where}: a {form.name} has {form.lines} lines", "keywords")
+        if lines.count(e.line) > 1:
+            raise FormError(f"{where}: one keyword a line", "keywords")
         if len(e.word) > width:
             raise FormError(f"{where} has {len(e.word)} characters but a {form.name} line has {width}", "keywords")
         for ch in e.word:
