@@ -115,3 +115,24 @@ def test_impossible_requests_are_named(request_, field, message):
     with pytest.raises(OptionError, match=message) as caught:
         poet().write(begin, **request_)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize("form", ["五绝", "七绝", "五律", "七律"])
+def test_keywords_and_themes_are_in_their_planned_lines_and_the_form_holds(form):
+    asks = [{"keywords": ("明月", "故乡")}, {"theme": "送别友人"}, {"keywords": ("秋风",), "theme": "思乡"}]
+    for i, ask in enumerate(asks):
+        for beam in (0, 2):
+            poem = poet().write("", form=form, seed=i, beam=beam, **ask)[0]
+            r = prosody.check(poem.text)
+            assert r.form == form and r.rhyme and r.relaxed == 1.0, poem.text
+            lines = prosody.split_lines(poem.text)
+            assert len(poem.plan) == len(lines) or "theme" in ask  # a plan may run out of words
+            for entry in poem.plan:
+                assert entry["word"] in lines[entry["line"]], (entry, poem.text)
+            assert [e["word"] for e in poem.plan if e["given"]] == list(ask.get("keywords", ()))
+
+
+def test_a_keyword_that_cannot_be_placed_is_named():
+    with pytest.raises(OptionError, match="keyword '明月' cannot be placed in line 1") as caught:
+        poet().write("月", keywords=("明月",), form="五绝", seed=1)
+    assert caught.value.field == "keywords"

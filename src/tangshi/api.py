@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tangshi import checkpoint, compose, evaluate, forms, prosody
+from tangshi import plan as planning
 from tangshi.checkpoint import Checkpoint, CheckpointError
 from tangshi.compose import Poem
 from tangshi.lineindex import LineIndex
@@ -72,6 +73,8 @@ class Plan:
     shape: forms.Form | None  # the form the masks keep, None for free poems without heads
     group_notes: list[list[str]]  # what was changed in each begin and in the heads
     context: list[int] = field(default_factory=lambda: [BOS])  # ids read before each poem (title, poet, prefix)
+    keywords: planning.Plan | None = None  # one keyword a line, where asked (--keywords, --theme)
+    fixed: list[dict[tuple[int, int], str]] = field(default_factory=list)  # each group's keyword places
 
     @property
     def notes(self) -> list[str]:
@@ -92,6 +95,7 @@ class Poet:
     def __init__(self, ckpt: Checkpoint):
         self.ckpt = ckpt
         self._prosody: forms.VocabProsody | None = None
+        self._words: planning.WordStats | None | bool = False  # False: not read yet
         self._lock = threading.Lock()
 
     @classmethod
@@ -115,6 +119,14 @@ class Poet:
         """The sampler's anti-LM weight unless told: DEFAULT_DIVERSITY where the checkpoint keeps its
         characters' training counts, 0 where it does not (older checkpoints; `tangshi index` adds them)."""
         return DEFAULT_DIVERSITY if self.vocab.counts is not None else 0.0
+
+    @property
+    def words(self) -> planning.WordStats | None:
+        """The checkpoint's word statistics for plans (`words.safetensors`), None when it has none."""
+        with self._lock:
+            if self._words is False:
+                self._words = planning.WordStats.load(self.ckpt.path)
+            return self._words
 
     @property
     def vocab_prosody(self) -> forms.VocabProsody:
@@ -193,6 +205,7 @@ def resolve(
     resolved, notes = zip(*(_known(poet, b, "begin character") for b in begins), strict=True)
     heads, head_notes = _known(poet, opts.acrostic, "acrostic head")
     shape = _shape(poet, opts, list(resolved), heads)
+    keywords, shape = _plan(poet, opts, shape, heads, list(resolved))
     context, context_notes = _context(poet, opts)
     head_notes = head_notes + context_notes
     if _diversity(poet, opts) and poet.vocab.log_prior() is None:
@@ -204,7 +217,18 @@ def resolve(
     if seeds is None:
         seed = opts.seed if opts.seed is not None else secrets.randbits(31)
         seeds = [seed + sum(nums[:g]) * opts.rerank for g in range(len(begins))]
-    return Plan(begins, list(resolved), nums, list(seeds), heads, shape, [n + head_notes for n in notes], context)
+    fixed = [{} for _ in begins]
+    if keywords is not None:  # each begin phrase is forced at the start of line 1: the keywords go elsewhere
+        placed = {}
+        for g, b in enumerate(resolved):
+            if b not in placed:
+                placed[b] = planning.place(
+                    keywords, poet.vocab_prosody, shape, heads=heads, begin=b, rhyme=opts.rhyme, tones=opts.tones,
+                    allow_repeat=opts.allow_repeat, seed=seeds[g],
+                )  # fmt: skip
+            fixed[g] = placed[b]
+    group_notes = [n + head_notes for n in notes]
+    return Plan(begins, list(resolved), nums, list(seeds), heads, shape, group_notes, context, keywords, fixed)
 
 
 def _known(poet: Poet, text: str, what: str) -> tuple[str, list[str]]:
@@ -213,6 +237,36 @@ def _known(poet: Poet, text: str, what: str) -> tuple[str, list[str]]:
         return "", []
     check_begin(text, "acrostic" if what.startswith("acrostic") else "begin")
     return compose.resolve_begin(poet.vocab, text, poet.ckpt.config.data.script, what=what)
+
+
+def _plan(
+    poet: Poet, opts: WriteOptions, shape: forms.Form | None, heads: str, resolved: list[str]
+) -> tuple[planning.Plan | None, forms.Form | None]:
+    """One keyword a line when keywords or a theme are asked (the title's words and the corpus
+    statistics fill the lines left over), and the form that holds them (free: one line a keyword)."""
+    if not opts.keywords and not opts.theme:
+        return None, shape
+    stats = poet.words
+    if stats is None and opts.theme:
+        raise OptionError(
+            "--theme needs the checkpoint's word statistics (words.safetensors); add them with "
+            "`tangshi index --checkpoint DIR --data CORPUS`",
+            "theme",
+        )
+    script = poet.ckpt.config.data.script
+    keywords = [normalise(k, script) for k in opts.keywords]
+    for k in keywords:
+        unknown = [c for c in k if c not in poet.vocab]
+        if unknown:
+            raise OptionError(f"keyword '{k}': '{unknown[0]}' is not in the model's vocabulary", "keywords")
+    if shape is None:
+        shape = forms.free_form(max(len(keywords), 4))
+    known = planning.writable(poet.vocab_prosody)
+    avoid = heads + "".join(resolved)
+    made = planning.make_plan(
+        stats, shape.lines, keywords, normalise(opts.title, script), normalise(opts.theme, script), avoid, known
+    )
+    return made, shape
 
 
 def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[str]]:
@@ -278,12 +332,15 @@ def decode(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] 
     return _beam(poet, plan, opts, stop) if opts.beam else _sample(poet, plan, opts, stop)
 
 
-def _mask(poet: Poet, plan: Plan, opts: WriteOptions, rows: int) -> forms.FormMask | None:
+def _mask(poet: Poet, plan: Plan, opts: WriteOptions, groups: list[int]) -> forms.FormMask | None:
+    """The form's mask for rows of these groups (begins): its heads, and each group's keyword places."""
     if plan.shape is None:
         return None
+    rows = len(groups)
     return forms.FormMask(
-        poet.vocab_prosody, plan.shape, rows, [plan.heads] * rows, opts.rhyme, opts.tones, opts.allow_repeat
-    )
+        poet.vocab_prosody, plan.shape, rows, [plan.heads] * rows, opts.rhyme, opts.tones, opts.allow_repeat,
+        fixed=[plan.fixed[g] for g in groups],
+    )  # fmt: skip
 
 
 def _lines(poet: Poet, opts: WriteOptions) -> LineIndex | None:
@@ -292,10 +349,10 @@ def _lines(poet: Poet, opts: WriteOptions) -> LineIndex | None:
 
 def _beam(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
     lines = _lines(poet, opts)
-    rows = len(plan.resolved) * opts.beam
     poems = compose.beam_write(
         poet.model, poet.vocab, plan.resolved, opts.beam, plan.nums, _max_length(plan, opts),
-        _mask(poet, plan, opts, rows), lines, opts.repetition_penalty, stop, [plan.context] * len(plan.resolved),
+        _mask(poet, plan, opts, [g for g in range(len(plan.resolved)) for _ in range(opts.beam)]), lines,
+        opts.repetition_penalty, stop, [plan.context] * len(plan.resolved),
     )  # fmt: skip
     for p in poems:
         judge(p, plan, lines, opts.prosody_weight)
@@ -325,7 +382,8 @@ def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool]
         written = compose.write(
             poet.model, poet.vocab, [rows[r][1] for r in cand], sampler, num=1, seeds=tries,
             max_length=_max_length(plan, opts), stop_at_end=not (opts.ignore_end and plan.shape is None),
-            random_state=opts.random_state and plan.shape is None, form=_mask(poet, plan, opts, len(cand)), stop=stop,
+            random_state=opts.random_state and plan.shape is None, stop=stop,
+            form=_mask(poet, plan, opts, [rows[r][0] for r in cand]),
             contexts=[plan.context] * len(cand),
         )  # fmt: skip
         for r, p in zip(cand, written, strict=True):
@@ -365,6 +423,7 @@ def judge(p: Poem, plan: Plan, lines: LineIndex | None, weight: float) -> Verdic
         p.prosody = report.to_dict()
         score += weight * (report.rhyme + report.relaxed + report.strict) / 3
     p.acrostic = plan.heads
+    p.plan = plan.keywords.to_json() if plan.keywords is not None else None
     p.copied = lines.copied(p.text) if lines is not None else []
     return Verdict(score, bool(p.copied) or bool(p.failure))
 

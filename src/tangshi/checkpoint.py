@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,10 @@ def write(
     trainer_tensors: dict[str, torch.Tensor] | None = None,
     card: str | None = None,
     lines: LineIndex | None = None,
+    extras: Sequence[Any] = (),
 ) -> Path:
-    """Write a complete checkpoint folder atomically (temp folder, fsync, rename)."""
+    """Write a complete checkpoint folder atomically (temp folder, fsync, rename). `extras` are more
+    files of the checkpoint, each an object that `.save(folder)`s itself (e.g. the word statistics)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
@@ -118,6 +121,8 @@ def write(
             write_json_atomic(tmp / "trainer.json", trainer)
         if lines is not None:
             lines.save(tmp)
+        for extra in extras:
+            extra.save(tmp)
         if card:
             (tmp / "README.md").write_text(card, "utf-8")
         for f in tmp.iterdir():

@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix = sub.add_parser(
         "index",
         help="(re)build what a checkpoint knows of its corpus: the index of its lines (copied lines are rejected) "
-        "and its characters' training counts (for --diversity)",
+        "its characters' training counts (for --diversity) and its word statistics (for --keywords, --theme)",
     )
     ix.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
     ix.add_argument("--data", nargs="+", required=True, help="the corpus the model was trained on")
@@ -412,6 +412,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     index = LineIndex.of_texts(corpus.texts)
     index.save(args.checkpoint)
     print(f"{len(index):,} distinct lines of {len(corpus.texts):,} poems -> {args.checkpoint / FILE}")
+    from tangshi.plan import FILE as WORDS
+    from tangshi.plan import WordStats
+
+    words = WordStats.of_texts(corpus.texts_of("train"), corpus.titles_of("train"))
+    words.save(args.checkpoint)
+    print(f"{len(words):,} words and their associations for plans -> {args.checkpoint / WORDS}")
     counted = ckpt.vocab.with_counts(corpus.texts_of("train"))
     counted.save(args.checkpoint / "vocab.json")
     print(f"training counts of {len(counted) - 4:,} characters -> {args.checkpoint / 'vocab.json'}")

@@ -52,6 +52,7 @@ class Poem:
     acrostic: str = ""  # the heads that start the lines, if any
     title: str = ""  # the title it was written for, if any
     author: str = ""  # the poet whose manner was asked, if any
+    plan: list[dict[str, Any]] | None = None  # the keyword of each line, where keywords or a theme were asked
     failure: str | None = None  # where a form rule could not be met, if anywhere
     copied: list[str] = field(default_factory=list)  # lines found verbatim in the training corpus
     prosody: dict[str, Any] | None = None  # the checker's report of a poem in a regular form

@@ -37,7 +37,7 @@ class Spec:
     """What one option accepts; read from the field's metadata."""
 
     name: str
-    kind: type  # bool, int, float or str
+    kind: type  # bool, int, float, str, or tuple (of strings)
     default: Any
     help: str
     nullable: bool = False  # None is allowed (and means: the model's or a random choice)
@@ -45,7 +45,8 @@ class Spec:
     gt: float | None = None
     le: float | None = None
     choices: tuple[str, ...] | None = None
-    max_length: int | None = None  # characters of a string
+    max_length: int | None = None  # characters of a string (of each string of a tuple)
+    items: int | None = None  # strings of a tuple at most
 
     @property
     def flag(self) -> str:
@@ -56,8 +57,10 @@ class Spec:
         if self.choices:
             return "one of " + ", ".join(self.choices)
         parts = [f"{op} {v:g}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le)) if v is not None]
+        if self.items is not None:
+            parts.append(f"at most {self.items}")
         if self.max_length is not None:
-            parts.append(f"at most {self.max_length} characters")
+            parts.append(f"at most {self.max_length} characters{' each' if self.items else ''}")
         return " and ".join(parts)
 
     def check(self, value: Any) -> None:
@@ -66,6 +69,8 @@ class Spec:
             if self.nullable:
                 return
             raise OptionError(f"{self.flag} is required", self.name)
+        if self.kind is tuple:
+            return self._check_tuple(value)
         kind_ok = isinstance(value, self.kind) and not (self.kind is not bool and isinstance(value, bool))
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             kind_ok = True
@@ -82,6 +87,15 @@ class Spec:
         if self.max_length is not None and len(value) > self.max_length:
             raise OptionError(f"{self.flag} must be at most {self.max_length} characters, got {len(value)}", self.name)
 
+    def _check_tuple(self, value: Any) -> None:
+        if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+            raise OptionError(f"{self.flag} must be a tuple of strings, got {value!r}", self.name)
+        if self.items is not None and len(value) > self.items:
+            raise OptionError(f"{self.flag} takes at most {self.items}, got {len(value)}", self.name)
+        for v in value:
+            if not v or (self.max_length is not None and len(v) > self.max_length):
+                raise OptionError(f"{self.flag} '{v}': each must have 1 to {self.max_length} characters", self.name)
+
 
 def _o(default: Any, kind: type, help: str, **limits: Any) -> Any:
     return field(default=default, metadata={"kind": kind, "help": help, **limits})
@@ -95,6 +109,12 @@ class WriteOptions:
     title: str = _o("", str, "write for this title (a model trained with --titles)", max_length=MAX_TITLE)
     author: str = _o("", str, "in this poet's manner (`tangshi authors` lists the model's poets)", max_length=MAX_BEGIN)
     prefix: str = _o("", str, "a text read before the poem to set its mood, not written", max_length=MAX_PREFIX)
+    keywords: tuple[str, ...] = _o(
+        (), tuple, "words the poem must hold, one a line in order (a plan fills the other lines)", items=8, max_length=4
+    )
+    theme: str = _o(
+        "", str, "a word or sentence the poem is about, turned into keywords by the plan", max_length=MAX_TITLE
+    )
     seed: int | None = _o(None, int, "the same seed writes the same poems (none: a random one)", ge=0, le=MAX_SEED)
     form: str = _o("free", str, "free, or a regular form that rhymes and keeps its tone template", choices=FORMS)
     acrostic: str = _o(

@@ -70,6 +70,9 @@ def _limits(spec: Spec, s: Settings) -> dict[str, Any]:
 
 def _field(spec: Spec, s: Settings) -> tuple[Any, Any]:
     """A pydantic field for one option: its type, default, bounds and help."""
+    if spec.kind is tuple:  # a list of short strings in JSON
+        item = Annotated[str, Field(min_length=1, max_length=spec.max_length)]
+        return Annotated[list[item], Field(description=spec.help, max_length=spec.items)], list(spec.default)
     kind: Any = Literal[spec.choices] if spec.choices else spec.kind  # type: ignore[valid-type]
     if spec.nullable:
         kind = kind | None
@@ -463,7 +466,10 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
         if name not in app.state.poets:
             return _unprocessable("model", f"no model '{name[:MAX_ECHO]}'; loaded: {', '.join(app.state.poets)}")
         try:
-            options = WriteOptions(**{k: values[k] for k in NAMES}).validate()
+            options = WriteOptions(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in NAMES}
+            )
+            options = options.validate()
         except OptionError as e:
             return _unprocessable(e.field, str(e))
         if options.num * options.rerank > settings.max_candidates:

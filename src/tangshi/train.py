@@ -41,6 +41,7 @@ from tangshi.distributed import World
 from tangshi.evaluate import Seqs, batch_loss, collate, condition_ids, mean_loss  # noqa: F401
 from tangshi.lineindex import LineIndex
 from tangshi.model import CharRNN
+from tangshi.plan import WordStats
 from tangshi.vocab import PAD, Vocab
 
 log = logging.getLogger(__name__)
@@ -455,6 +456,10 @@ class Trainer:
         self.conditions = Conditions.of(corpus, vocab, cfg.data) if cfg.data.conditioned else None
         # the corpus's lines, hashed, go into every checkpoint: writing rejects copied lines
         self.lines = LineIndex.of_texts(corpus.texts) if world.main else None
+        # the word statistics that plans draw on (--keywords, --theme), from the training split
+        train_titles = corpus.titles_of("train") if corpus.titles else None
+        self.words = WordStats.of_texts(corpus.texts_of("train"), train_titles) if world.main else None
+        self.extras = [self.words] if self.words is not None and len(self.words) else []
         if not self.train_seqs:
             raise TrainError("the training split is empty: give more poems or lower --val-fraction/--test-fraction")
         self.lengths = np.array([len(s) for s in self.train_seqs])
@@ -546,7 +551,9 @@ class Trainer:
         finally:
             s.window_loss, s.window_tokens = mine
         with disk_space(folder, checkpoint.write_size(self.model, tensors, self.lines)):
-            folder = checkpoint.write(folder, self.model, self.vocab, self.cfg, trainer, tensors, lines=self.lines)
+            folder = checkpoint.write(
+                folder, self.model, self.vocab, self.cfg, trainer, tensors, lines=self.lines, extras=self.extras
+            )
         steps = sorted(p for p in self.run_dir.iterdir() if checkpoint.STEP_DIR.match(p.name))
         for old in steps[: -self.cfg.train.keep_checkpoints]:
             # out of the step-* names first, so a kill mid-delete never leaves a partial checkpoint
@@ -577,7 +584,7 @@ class Trainer:
             if w.main:
                 best = self.run_dir / "best"
                 with disk_space(best, checkpoint.write_size(self.model, lines=self.lines)):
-                    checkpoint.write(best, self.model, self.vocab, self.cfg, lines=self.lines)
+                    checkpoint.write(best, self.model, self.vocab, self.cfg, lines=self.lines, extras=self.extras)
         else:
             s.evals_since_best += 1
         self.metrics.plot(self.run_dir / "loss.png", f"{self.cfg.preset}: {self.cfg.model.cell}")
