@@ -173,6 +173,7 @@ class WordStats:
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata=meta)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is meant to be shared
             os.replace(tmp, folder / FILE)
         finally:
             if os.path.exists(tmp):
