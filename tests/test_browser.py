@@ -100,6 +100,15 @@ def test_the_page_writes_a_qilv_in_vertical_layout(server, tmp_path):
             page.click("#another")
             page.wait_for_selector("body[data-poems='2']", timeout=30000)
             assert page.inner_text("#poem") != first
+            # keywords: each in its planned line, underlined, and the plan shown
+            page.fill("#begin", "")
+            page.fill("#keywords", "明月 故乡")
+            page.select_option("#form", "五绝")
+            page.click("#write")
+            page.wait_for_selector("body[data-poems='3']", timeout=30000)
+            assert page.locator("#poem .kw").count() >= 4 and "明月" in page.inner_text("#poem .line >> nth=0")
+            assert "1 明月" in page.inner_text("#plan") and "2 故乡" in page.inner_text("#plan")
+            page.fill("#keywords", "")
             # a bad request shows the server's message, naming the field
             page.fill("#begin", "龘")
             page.click("#write")

@@ -113,6 +113,7 @@ class PoemOut(BaseModel):
     author: str = Field("", description="the poet whose manner was asked")
     copied: list[str] = Field(default_factory=list, description="lines found verbatim in the training corpus")
     failure: str | None = Field(None, description="where a form rule could not be met, if anywhere")
+    plan: list[dict[str, Any]] | None = Field(None, description="each line's keyword (--keywords, --theme)")
     prosody: dict[str, Any] = Field(description="form, rhyme group, each line's tones, template and scores")
 
 
@@ -442,6 +443,8 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
                     "vocabulary": len(poet.vocab),
                     "script": cfg.data.script,
                     "line_index": poet.ckpt.lines is not None,
+                    "authors": poet.vocab.authors(),
+                    "word_statistics": poet.words is not None,
                     "card": poet.ckpt.card,
                 }
             )

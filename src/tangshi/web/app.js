@@ -15,6 +15,10 @@ function request() {
     acrostic: $("acrostic").value.trim(),
     form: $("form").value,
     tones: $("tones").value,
+    title: $("title").value.trim(),
+    keywords: $("keywords").value.split(/[\s,，、]+/).filter((w) => w),
+    theme: $("theme").value.trim(),
+    author: $("author").value,
     temperature: Number($("temperature").value),
     script: $("traditional").checked ? "traditional" : "simplified",
     seed: (Date.now() + asked++) % 2147483647,
@@ -36,11 +40,16 @@ function render(poem) {
   }
   // the text split into its lines with punctuation, lined up with the prosody lines
   const pieces = poem.text.match(/[^，。！？；、]+[，。！？；、]?/g) || [poem.text];
+  const planned = new Map((poem.plan || []).map((e) => [e.line, e.word]));
   const out = pieces.map((piece, i) => {
     const chars = [...piece];
+    const word = planned.get(i) || "";
+    const at = word ? piece.indexOf(word) : -1;
     const body = chars.map((c, k) => {
       const lastChar = k === chars.length - 1 - (/[，。！？；、]/.test(chars[chars.length - 1]) ? 1 : 0);
-      return rhyming.has(i) && lastChar ? `<span class="rhyme">${escapeHtml(c)}</span>` : escapeHtml(c);
+      const cls = [rhyming.has(i) && lastChar ? "rhyme" : "", at >= 0 && k >= at && k < at + word.length ? "kw" : ""];
+      const names = cls.filter((x) => x).join(" ");
+      return names ? `<span class="${names}">${escapeHtml(c)}</span>` : escapeHtml(c);
     }).join("");
     const tones = regular && $("marks").checked && p.actual[i]
       ? `<span class="marks" aria-label="tones">${[...p.actual[i]].map((t) => MARK[t] || t).join("")}</span>` : "";
@@ -55,9 +64,14 @@ function render(poem) {
       `平仄 relaxed ${p.relaxed.toFixed(2)} / strict ${p.strict.toFixed(2)}`);
   }
   if (poem.acrostic) facts.push(`藏头 ${poem.acrostic}`);
+  if (poem.title) facts.push(`题 ${poem.title}`);
+  if (poem.author) facts.push(`诗人 ${poem.author}`);
   facts.push(`log-likelihood ${poem.log_likelihood.toFixed(1)} nats (${poem.nll.toFixed(2)} a character)`);
   facts.push(`seed ${poem.seed}`);
   $("info").textContent = facts.join(" · ");
+  $("plan").textContent = poem.plan
+    ? "计划 plan: " + poem.plan.map((e) => `${e.line + 1} ${e.word}${e.given ? "" : "*"}`).join(" · ") + " (* chosen by the plan)"
+    : "";
 }
 
 async function write(event) {
@@ -124,6 +138,9 @@ async function setUp() {
     const limit = props[name].maxLength ?? (props[name].anyOf || []).map((k) => k.maxLength).find((x) => x);
     if (limit) $(name).maxLength = limit;
   }
+  const models = (await (await fetch("/v1/models")).json()).models;
+  for (const name of Object.keys(models[0].authors || {})) $("author").add(new Option(name, name));
+  for (const name of ["title", "theme"]) if (props[name].maxLength) $(name).maxLength = props[name].maxLength;
   document.body.dataset.ready = "1";  // tests wait on this
 }
 
