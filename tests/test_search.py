@@ -136,3 +136,21 @@ def test_a_keyword_that_cannot_be_placed_is_named():
     with pytest.raises(OptionError, match="keyword '明月' cannot be placed in line 1") as caught:
         poet().write("月", keywords=("明月",), form="五绝", seed=1)
     assert caught.value.field == "keywords"
+
+
+def test_reranking_for_sense_scores_coherent_lines_above_shuffled_ones():
+    from tangshi import api
+    from tangshi.options import WriteOptions
+
+    opts = WriteOptions(form="七绝", rerank=2, coherence_weight=1.0).validate()
+    plan = api.resolve(poet(), [""], opts)
+    real = poet().write("", form="七绝", seed=1, allow_copies=True)[0]
+    lines = prosody.split_lines(real.text)
+    swapped = type(real)(**{**real.__dict__, "text": f"{lines[2]}，{lines[1]}。{lines[0]}，{lines[3]}。"})
+    human = type(real)(**{**real.__dict__, "text": "故人西辞黄鹤楼，烟花三月下扬州。孤帆远影碧空尽，唯见长江天际流。"})
+    shuffled = type(real)(
+        **{**real.__dict__, "text": "孤帆远影碧空尽，烟花三月下扬州。故人西辞黄鹤楼，唯见长江天际流。"}
+    )
+    a, b = api.sense(poet(), plan, [human, shuffled], opts)
+    assert a > b > -5  # the lines of the real poem help predict each other more than in a shuffled order
+    assert api.sense(poet(), plan, [swapped], WriteOptions(form="七绝").validate()) == [0.0]  # weights 0: no bonus

@@ -386,8 +386,9 @@ def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool]
             form=_mask(poet, plan, opts, [rows[r][0] for r in cand]),
             contexts=[plan.context] * len(cand),
         )  # fmt: skip
-        for r, p in zip(cand, written, strict=True):
-            v = judge(p, plan, lines, opts.prosody_weight)
+        bonus = sense(poet, plan, written, opts) if k > 1 else [0.0] * len(written)
+        for r, p, extra in zip(cand, written, bonus, strict=True):
+            v = judge(p, plan, lines, opts.prosody_weight, extra)
             if best[r] is None or (v.rejected, -v.score) < (best[r][1].rejected, -best[r][1].score):
                 best[r] = (p, v)
         if opts.greedy and not opts.random_state:
@@ -415,9 +416,47 @@ def _refuse_strict_failures(poems: list[Poem], opts: WriteOptions, how: str, ins
 # ---------------------------------------------------------------- judge
 
 
-def judge(p: Poem, plan: Plan, lines: LineIndex | None, weight: float) -> Verdict:
-    """Fill in a candidate's prosody report, heads and copied lines; score it and say whether it is rejected."""
-    score = -p.nll
+def sense(poet: Poet, plan: Plan, poems: list[Poem], opts: WriteOptions) -> list[float]:
+    """Each candidate's reranking bonus for sense (Li et al. 2016's mutual information, per token):
+    `relevance_weight` x how much likelier the poem is after its context (title, poet, prefix) than
+    after <bos> alone, plus `coherence_weight` x how much likelier each line after the first is after
+    the lines before it than alone, averaged over those lines."""
+    bonus = [0.0] * len(poems)
+    relevance = opts.relevance_weight and plan.context != [BOS]
+    if not (relevance or opts.coherence_weight) or not poems:
+        return bonus
+    vocab, model = poet.vocab, poet.model
+    seqs = [vocab.encode(p.text) for p in poems]
+    plain = evaluate.token_logprobs(model, seqs, [[BOS]] * len(seqs))
+    if relevance:
+        given = evaluate.token_logprobs(model, seqs, [plan.context] * len(seqs))
+        for i, (a, b) in enumerate(zip(given, plain, strict=True)):
+            bonus[i] += opts.relevance_weight * float(a.mean() - b.mean())
+    if opts.coherence_weight:
+        spans = [_line_spans(p.text) for p in poems]
+        alone_seqs = [vocab.encode(p.text[a:b]) for p, sp in zip(poems, spans, strict=True) for a, b in sp[1:]]
+        alone = iter(evaluate.token_logprobs(model, alone_seqs, [[BOS]] * len(alone_seqs)) if alone_seqs else [])
+        for i, sp in enumerate(spans):
+            gains = [float(plain[i][a:b].mean() - next(alone).mean()) for a, b in sp[1:]]
+            bonus[i] += opts.coherence_weight * (sum(gains) / len(gains) if gains else 0.0)
+    return bonus
+
+
+def _line_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each line's characters in a poem's text, punctuation left out."""
+    spans, start = [], 0
+    for i, ch in enumerate(text + "。"):
+        if ch in "，。！？；：、":
+            if i > start:
+                spans.append((start, i))
+            start = i + 1
+    return spans
+
+
+def judge(p: Poem, plan: Plan, lines: LineIndex | None, weight: float, bonus: float = 0.0) -> Verdict:
+    """Fill in a candidate's prosody report, heads and copied lines; score it (mean log-likelihood,
+    `weight` x prosody, and the `bonus` for sense) and say whether it is rejected."""
+    score = -p.nll + bonus
     if plan.shape is not None and not plan.shape.free:
         report = prosody.check(p.text)
         p.prosody = report.to_dict()

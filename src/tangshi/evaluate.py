@@ -95,6 +95,32 @@ def mean_loss(
     return total / count, count
 
 
+@torch.no_grad()
+def token_logprobs(model: CharRNN, seqs: list[list[int]], prefixes: list[list[int]]) -> list[np.ndarray]:
+    """Each sequence's tokens' log-probabilities under the model, read after its prefix (from <bos> on:
+    e.g. [<bos>] alone, or <bos>, a title and <sep>), in one padded batch; float64 arrays."""
+    was_training = model.training
+    model.eval()
+    rows = [[*pre, *seq] for pre, seq in zip(prefixes, seqs, strict=True)]
+    longest = max(len(r) for r in rows)
+    inputs = torch.full((len(rows), longest), PAD, dtype=torch.long)
+    targets = torch.full((len(rows), longest), PAD, dtype=torch.long)
+    for i, (pre, seq) in enumerate(zip(prefixes, seqs, strict=True)):
+        inputs[i, : len(rows[i])] = torch.tensor(rows[i])
+        targets[i, len(pre) - 1 : len(pre) - 1 + len(seq)] = torch.tensor(seq)
+    device = next(model.parameters()).device
+    inputs, targets = inputs.to(device), targets.to(device)
+    keep = targets != PAD
+    scores = torch.log_softmax(model(inputs, keep=keep)[0].float(), dim=-1)  # (N, V)
+    picked = scores.gather(-1, targets[keep][:, None]).squeeze(-1).double().cpu().numpy()
+    model.train(was_training)
+    out, start = [], 0
+    for seq in seqs:
+        out.append(picked[start : start + len(seq)])
+        start += len(seq)
+    return out
+
+
 def _report(loss: float, tokens: int, poems: int) -> dict[str, float | int]:
     return {"loss": round(loss, 5), "perplexity": round(math.exp(loss), 3), "tokens": tokens, "poems": poems}
 

@@ -143,6 +143,20 @@ class WriteOptions:
     prosody_weight: float = _o(
         1.0, float, "reranking: weight of the prosody score beside the log-likelihood", ge=0, le=100
     )
+    relevance_weight: float = _o(
+        0.0,
+        float,
+        "reranking: weight of how much likelier the poem is after its title and poet than without",
+        ge=0,
+        le=10,
+    )
+    coherence_weight: float = _o(
+        0.0,
+        float,
+        "reranking: weight of how much likelier each line is after the lines before it than alone",
+        ge=0,
+        le=10,
+    )
     budget: int = _o(20, int, "tries a poem when a rule or the copy check fails", ge=1, le=100)
     allow_copies: bool = _o(False, bool, "keep lines copied verbatim from the training corpus")
     max_length: int = _o(80, int, "most characters of a free poem", ge=1, le=1000)
