@@ -83,8 +83,10 @@ def test_diversity_needs_counts_and_index_adds_them_to_an_older_checkpoint(tiny_
     (ck / "vocab.json").write_text(json.dumps({"tokens": vocab["tokens"]}, ensure_ascii=False), "utf-8")
     assert main(["write", "月", "--checkpoint", str(ck), "--seed", "3", "--diversity", "0.3"]) == 2
     assert "tangshi index --checkpoint" in capsys.readouterr().err
+    (ck / "words.safetensors").unlink(missing_ok=True)
     assert main(["index", "--checkpoint", str(ck), "--data", str(poems_txt)]) == 0
     assert json.loads((ck / "vocab.json").read_text("utf-8"))["counts"] == vocab["counts"]
+    assert (ck / "words.safetensors").is_file()  # the word statistics of plans
     capsys.readouterr()
     assert main(["write", "月", "--checkpoint", str(ck), "--seed", "3", "--diversity", "0.3", "--json"]) == 0
     first = capsys.readouterr().out

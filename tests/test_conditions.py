@@ -96,3 +96,21 @@ def test_priming_reads_the_context_as_training_does(titled_run):
     assert torch.allclose(logits[1], alone[0], atol=1e-5)
     seqs, conds = [np.array(vocab.encode("床前明月光"))], [np.array([vocab.id("静"), vocab.id("夜")])]
     assert mean_loss(model, seqs, conds=conds, sep=vocab.sep)[1] == mean_loss(model, seqs)[1] == 6
+
+
+def test_a_model_trained_with_poets_lists_them_and_writes_like_one(tmp_path, json_dir, capsys):
+    import json
+
+    from tangshi.cli import main
+    from tangshi.train import train
+
+    cfg = tiny_config(max_steps=10)
+    cfg.data.authors = 2
+    train(cfg, [str(json_dir)], tmp_path / "poets")
+    ck = tmp_path / "poets" / "best"
+    assert main(["authors", "--checkpoint", str(ck), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"x", "y"}
+    poem = Poet.load(ck).write("月", author="x", seed=1, max_length=12)[0]
+    assert poem.author == "x" and poem.text.startswith("月")
+    assert main(["write", "月", "--checkpoint", str(ck), "--author", "z"]) == 2
+    assert "--author z: this model knows no such poet" in capsys.readouterr().err
