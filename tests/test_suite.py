@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import POEMS, TANG, need_shared_data
+from conftest import POEMS, TANG, need_shared_data, tiny_config
 from tangshi.cli import main
 from tangshi.suite import Reference, _longest_repeat, parse_samplers, poem_metrics
 
@@ -101,6 +101,23 @@ def test_eval_readers_end_to_end(tiny_run, poems_txt, capsys):
     assert main([*args, "--poems", "10", "--settings", "", "--readers", "--samplers", "1:0"]) == 0
     table = capsys.readouterr().out
     assert "| tiny | 1 | 0 |" in table and "human, lines shuffled" in table and "| tiny | title | – |" in table
+
+
+def test_eval_readers_of_a_model_trained_with_titles_and_poets(tmp_path, json_dir, capsys):
+    from tangshi.train import train
+
+    cfg = tiny_config(max_steps=10)
+    cfg.data.titles, cfg.data.authors = True, 2
+    train(cfg, [str(json_dir)], tmp_path / "run")
+    args = ["eval", "--checkpoint", f"both={tmp_path / 'run' / 'best'}", "--data", str(json_dir), "--split", "all"]
+    assert main([*args, "--poems", "10", "--settings", "", "--readers", "--samplers", "1:0", "--json"]) == 0
+    readers = json.loads(capsys.readouterr().out)["readers"]
+    assert readers["human"]["attribution"]["chance"] == 0.5  # the corpus names two poets, x and y
+    (model,) = readers["models"]
+    title, author = model["title"], model["author"]
+    assert title["poems"] == 10 and 0 <= title["retrieval"] <= 1 and title["temperature"] == 1.0
+    assert author["poems"] == 10 and set(author["poets"]) == {"x", "y"} and author["unknown_poets"] == []
+    assert 0 <= author["share"] <= 1
 
 
 class FakePoet:
