@@ -134,7 +134,7 @@ class WriteOptions:
         None,
         float,
         "lower each character's score by this times its log training frequency, less generic poems "
-        "(none: 0.35 where the checkpoint keeps its character counts, else 0)",
+        "(none: 0.1 where the checkpoint keeps its character counts, else 0)",
         ge=0,
         le=2,
     )
