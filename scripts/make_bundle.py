@@ -27,10 +27,11 @@ from safetensors.torch import save_file
 from tangshi import checkpoint
 from tangshi.checkpoint import model_tensors, quantize_int8
 from tangshi.corpus import encode_split, load_corpus
+from tangshi.evaluate import condition_ids, mean_loss
 from tangshi.model import count_parameters
+from tangshi.plan import WordStats
 from tangshi.sampling import DEFAULT_DIVERSITY, Sampler
 from tangshi.suite import BEGINS, markdown, run_suite
-from tangshi.train import mean_loss
 
 LIMIT = 15 * 10**6  # bytes the bundled model's folder may take (weights, line index, vocabulary, card)
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +40,19 @@ RESULT = ROOT / "docs" / "results" / "bundled.json"
 
 
 def losses(ckpt: checkpoint.Checkpoint, data: list[str]) -> dict[str, float]:
+    """Validation and test loss of the poems alone; for a model trained with titles and poets, the test
+    loss given the title ("test_title") and given the title and the poet ("test_both") too."""
     corpus = load_corpus(data, ckpt.config.data)
-    return {split: mean_loss(ckpt.model, encode_split(corpus, ckpt.vocab, split))[0] for split in ("val", "test")}
+    out = {split: mean_loss(ckpt.model, encode_split(corpus, ckpt.vocab, split))[0] for split in ("val", "test")}
+    d = ckpt.config.data
+    for name, title, author in (("test_title", True, False), ("test_both", True, True)):
+        if d.titles and (author is False or d.authors):
+            conds = condition_ids(
+                corpus.titles_of("test"), corpus.authors_of("test"), ckpt.vocab, d.max_title, title, author
+            )
+            seqs = encode_split(corpus, ckpt.vocab, "test")
+            out[name] = mean_loss(ckpt.model, seqs, conds=conds, sep=ckpt.vocab.sep)[0]
+    return out
 
 
 def main() -> int:
@@ -57,7 +69,9 @@ def main() -> int:
     fp32 = losses(best, data)
 
     tmp = Path(tempfile.mkdtemp())
-    checkpoint.write(tmp / "m", best.model, best.vocab, best.config, lines=best.lines)
+    words = WordStats.load(args.run / "best")
+    extras = [words] if words is not None else []
+    checkpoint.write(tmp / "m", best.model, best.vocab, best.config, lines=best.lines, extras=extras)
     others = sum(f.stat().st_size for f in (tmp / "m").iterdir() if f.name != "model.safetensors") + 8192  # + card
     shipped, dtype = fp32, "float32"
     for smaller, convert in (("float16", lambda ts: {k: v.half() for k, v in ts.items()}), ("int8", quantize_int8)):
@@ -82,17 +96,32 @@ def main() -> int:
     regularised += f", activation penalties AR {m.ar:g} and TAR {m.tar:g}" if m.ar or m.tar else ""
     longer = f"; training also on poems up to {d.train_max_length} characters" if d.train_max_length else ""
     longer += " and on the poems whose editors' notes and marks were removed (`--clean-notes`)" if d.clean_notes else ""
+    reads = "the poem alone"
+    if d.conditioned:
+        parts = [f"its title (left out for {d.title_drop:.0%} of training poems)"] if d.titles else []
+        parts += (
+            [f"its poet, one of the {d.authors} with most poems (left out for {d.author_drop:.0%})"]
+            if d.authors
+            else []
+        )
+        reads = ", ".join(parts) + ", then the poem"
+    given = ""
+    if "test_title" in fp32:
+        given = f"; given the title {fp32['test_title']:.4f} (perplexity {torch.tensor(fp32['test_title']).exp():.1f})"
+    if "test_both" in fp32:
+        given += f", given the title and the poet {fp32['test_both']:.4f} ({torch.tensor(fp32['test_both']).exp():.1f})"
     card = f"""# The bundled tangshi model
 
 | | |
 |---|---|
 | data | {", ".join(f"`{Path(x).name}`" for x in data)} ({len(best.vocab) - 4:,} characters + 4 special tokens), simplified with OpenCC, the seed's filters (poems of {d.min_length}–{d.max_length} characters{longer}), duplicates dropped, 95 / 2.5 / 2.5 % split by text hash |
 | preset | `{best.config.preset}`: {m.cell.upper()} {m.num_layers} × {m.hidden_size}, embedding {m.embedding_size}, {regularised}, {m.output} softmax, {count_parameters(best.model):,} parameters; {t.optimizer} lr {t.lr:g}, {t.schedule} over the last {t.decay_fraction:.0%}, warm-up {t.warmup_steps}, batch {t.batch_size}, clip {t.clip_grad:g}, precision {t.precision}, seed {t.seed} |
+| reads | {reads} |
 | command | `{args.command}` |
 | steps | {best_row["step"]:,} (best validation loss; the run stopped at {trainer["step"]:,}), {best_row["epoch"]:.2f} epochs |
 | training time | {best_row["elapsed"] / 60:.1f} minutes on a 2-core CPU (torch {torch.__version__}) |
 | validation loss | {fp32["val"]:.4f} nats per character (perplexity {torch.tensor(fp32["val"]).exp():.1f}), float32 weights |
-| test loss | {fp32["test"]:.4f} nats per character (perplexity {torch.tensor(fp32["test"]).exp():.1f}), float32 weights |
+| test loss | {fp32["test"]:.4f} nats per character (perplexity {torch.tensor(fp32["test"]).exp():.1f}) of the poems alone{given}; float32 weights |
 | shipped weights | {dtype}, {size / 2**20:.1f} MiB: validation loss {shipped["val"]:.4f}, test loss {shipped["test"]:.4f} ({100 * (shipped["val"] / fp32["val"] - 1):+.3f} % against float32) |
 
 Loss is the mean cross-entropy per predicted token: pad excluded, end token included.
