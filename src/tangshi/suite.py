@@ -371,7 +371,7 @@ def title_row(poet, judges: Judges, temperature: float, diversity: float) -> dic
     """Poems written for the human poems' titles (no begin character), in their forms: retrieval@1
     of each one's own poem among 10, beside the begin-character baseline. Measured only where
     `Poet.write` takes `title=` and the checkpoint was trained with titles; else a note says why."""
-    from tangshi.options import NAMES, OptionError
+    from tangshi.options import MAX_TITLE, NAMES, OptionError
 
     if "title" not in NAMES:
         return {"note": "Poet.write takes no title= yet"}
@@ -380,7 +380,7 @@ def title_row(poet, judges: Judges, temperature: float, diversity: float) -> dic
     texts = []
     try:
         for i, (title, form) in enumerate(zip(h.titles, h.forms, strict=True)):
-            opts = {"title": title} if title else {}
+            opts = {"title": title[:MAX_TITLE]} if title else {}  # the model reads at most max_title of it anyway
             written = poet.write("", seeds=[judges.seed + i], nums=[1], form=form, **opts,
                                  temperature=temperature, diversity=diversity)  # fmt: skip
             texts.append(written[0].text)
