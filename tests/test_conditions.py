@@ -61,7 +61,7 @@ def titled_run(tmp_path, poems_txt):
     return run
 
 
-def test_a_model_trained_with_titles_writes_for_a_title(titled_run, poems_txt):
+def test_a_model_trained_with_titles_writes_for_a_title(titled_run, tiny_run, poems_txt):
     ckpt = checkpoint.load(titled_run / "best")
     assert ckpt.vocab.sep is not None and ckpt.config.data.titles
     plain = corpus_loss(ckpt, [str(poems_txt)])
@@ -79,7 +79,7 @@ def test_a_model_trained_with_titles_writes_for_a_title(titled_run, poems_txt):
         poet.write("月", author="李白")
     assert caught.value.field == "author"
     with pytest.raises(OptionError, match="--title needs a model trained with titles") as caught:
-        Poet.load().write("月", title="静夜思")
+        Poet.load(tiny_run / "best").write("月", title="静夜思")  # trained without titles
     assert caught.value.field == "title"
 
 
@@ -114,3 +114,10 @@ def test_a_model_trained_with_poets_lists_them_and_writes_like_one(tmp_path, jso
     assert poem.author == "x" and poem.text.startswith("月")
     assert main(["write", "月", "--checkpoint", str(ck), "--author", "z"]) == 2
     assert "--author z: this model knows no such poet" in capsys.readouterr().err
+
+
+def test_the_bundled_model_reads_titles_and_knows_twenty_poets():
+    poet = Poet.load()
+    assert poet.ckpt.config.data.titles and len(poet.vocab.authors()) == 20 and "李白" in poet.vocab.authors()
+    poem = poet.write("", title="送友人", author="李白", form="五律", seed=1)[0]
+    assert poem.prosody["form"] == "五律" and poem.title == "送友人" and poem.author == "李白"
