@@ -48,8 +48,12 @@ class Written:
     """The poems of one call, and the notes on what was changed in the request (variants used)."""
 
     poems: list[Poem]
-    notes: list[str] = field(default_factory=list)  # every note of the call, once
     group_notes: list[list[str]] = field(default_factory=list)  # the notes of each begin (its heads' too)
+
+    @property
+    def notes(self) -> list[str]:
+        """Every note of the call, once."""
+        return _once(self.group_notes)
 
     def __iter__(self) -> Iterator[Poem]:
         return iter(self.poems)
@@ -59,6 +63,10 @@ class Written:
 
     def __getitem__(self, i: int) -> Poem:
         return self.poems[i]
+
+
+def _once(groups: list[list[str]]) -> list[str]:
+    return list(dict.fromkeys(n for notes in groups for n in notes))
 
 
 @dataclass
@@ -78,7 +86,7 @@ class Plan:
 
     @property
     def notes(self) -> list[str]:
-        return list(dict.fromkeys(n for notes in self.group_notes for n in notes))
+        return _once(self.group_notes)
 
     def rows(self) -> list[tuple[int, str]]:
         """(group, resolved begin) of every poem, in order."""
@@ -158,7 +166,7 @@ class Poet:
         poems = decode(self, plan, opts, stop)
         begins = [plan.begins[g] for g, _ in plan.rows()]
         finished = [finish(p, b, opts) for p, b in zip(poems, begins, strict=True)]
-        return Written(finished, plan.notes, plan.group_notes)
+        return Written(finished, plan.group_notes)
 
     def stream(
         self, begins: str | Sequence[str], options: WriteOptions | None = None, **changes: Any

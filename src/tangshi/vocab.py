@@ -53,6 +53,8 @@ class Vocab:
             dup = next(t for t, n in Counter(self.tokens).items() if n > 1)
             raise VocabError(f"token {dup!r} appears twice in the vocabulary")
         self._table: np.ndarray | None = None
+        # the condition tokens, once: `write` masks them at every call
+        self._conditions = [i for i, t in enumerate(self.tokens) if i >= len(SPECIALS) and is_condition(t)]
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -68,14 +70,14 @@ class Vocab:
     @property
     def conditions(self) -> list[int]:
         """Ids of the condition tokens (<sep>, <@poet>...), read before a poem, never written."""
-        return [i for i, t in enumerate(self.tokens) if i >= len(SPECIALS) and is_condition(t)]
+        return list(self._conditions)
 
     def authors(self) -> dict[str, int]:
         """The poets this vocabulary has a token for, with their training poems."""
         out = {}
-        for i, t in enumerate(self.tokens):
-            if t.startswith("<@") and is_condition(t):
-                out[t[2:-1]] = self.counts[i] if self.counts else 0
+        for i in self._conditions:
+            if self.tokens[i].startswith("<@"):
+                out[self.tokens[i][2:-1]] = self.counts[i] if self.counts else 0
         return out
 
     def with_conditions(self, authors: dict[str, int]) -> Vocab:
