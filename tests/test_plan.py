@@ -37,7 +37,10 @@ def synthetic() -> tuple[list[str], list[str]]:
 @cache
 def small() -> WordStats:
     texts, titles = synthetic()
-    return WordStats.of_texts(texts, titles, min_count=5, min_cooc=3, min_title_cooc=3)
+    authors = ["李白" if k % 2 else "王维" for k in range(len(texts))]  # the moon poems are 李白's
+    return WordStats.of_texts(
+        texts, titles, min_count=5, min_cooc=3, min_title_cooc=3, authors=authors, poets=["李白", "王维"]
+    )
 
 
 @cache
@@ -83,6 +86,32 @@ def test_save_and_load(tmp_path):
     for w in ("明月", "送", "山"):
         assert back.neighbours(w, 30) == s.neighbours(w, 30)
         assert back.neighbours(w, 30, table="title") == s.neighbours(w, 30, table="title")
+    assert list(back.following()) == list(s.following()) and back.poets == s.poets
+    assert back.manner_of("李白") == s.manner_of("李白")
+
+
+def test_the_next_line_table_relates_a_lines_characters_to_the_next_lines():
+    s = small()
+    follows = {(a, b) for a, b, _ in s.following()}
+    assert ("明", "夜") in follows and ("送", "杨") in follows  # a moon line follows a moon line
+    assert ("明", "杨") not in follows and ("送", "夜") not in follows
+    assert all(a != b and len(a) == len(b) == 1 for a, b in follows)
+
+
+def test_a_poets_manner_is_what_the_poet_writes_more_than_others():
+    s = small()
+    li, wang = s.manner_of("李白"), s.manner_of("王维")
+    assert set("明月清风高楼夜深") <= set(li) and not set("明月") & set(wang)
+    assert set("送君杨柳离别美酒") <= set(wang) and all(v > 0 for v in li.values())
+    assert s.manner_of("杜甫") == {}
+
+
+def test_a_titles_topic_is_the_characters_of_poems_under_such_titles():
+    s = small()
+    moon = s.topic("月夜")
+    assert set("清风高楼") <= set(moon) and not set("杨柳离别") & set(moon)
+    both = s.topic("", ["杨柳"])  # a keyword's topic: what goes with it in a poem
+    assert set("离别美酒") & set(both) and not set("清风") & set(both)
 
 
 def test_tang_neighbours_of_the_bright_moon():

@@ -66,3 +66,12 @@ def test_bad_counts_are_named(tmp_path, counts):
     path.write_text(f'{{"tokens": {tokens}, "counts": {counts}}}', "utf-8")
     with pytest.raises(VocabError, match="vocab.json"):
         Vocab.load(path)
+
+
+def test_counting_again_keeps_the_condition_tokens_counts():
+    from tangshi.vocab import Vocab
+
+    v = Vocab.build(["春风", "春雨"]).with_conditions({"李白": 7})
+    again = v.with_counts(["春风", "春雨", "秋风"])
+    assert again.authors() == {"李白": 7} and again.counts[again.id("秋")] == 0 or "秋" not in again
+    assert again.counts[again.id("春")] == 2 and again.counts[v.sep] == v.counts[v.sep]

@@ -24,6 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tangshi import checkpoint, compose, evaluate, forms, prosody
 from tangshi import plan as planning
 from tangshi.checkpoint import Checkpoint, CheckpointError
@@ -33,6 +35,9 @@ from tangshi.options import OptionError, WriteOptions, check_begin
 from tangshi.sampling import DEFAULT_DIVERSITY, Sampler
 from tangshi.text import normalise, to_script
 from tangshi.vocab import BOS, EOS, UNK, author_token
+
+DEFAULT_COHESION = 0.5  # the line steering's weight unless told (docs/about-something.md)
+LINE_BREAKS = "，。！？；：、"  # the punctuation that ends a line
 
 RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
 CHUNK = 32  # poems a batch when `Poet.stream` writes many
@@ -83,6 +88,7 @@ class Plan:
     context: list[int] = field(default_factory=lambda: [BOS])  # ids read before each poem (title, poet, prefix)
     keywords: planning.Plan | None = None  # one keyword a line, where asked (--keywords, --theme)
     fixed: list[dict[tuple[int, int], str]] = field(default_factory=list)  # each group's keyword places
+    topic: torch.Tensor | None = None  # (V,) the fixed steering bias: topic (title, keywords, theme) and manner
 
     @property
     def notes(self) -> list[str]:
@@ -95,7 +101,7 @@ class Plan:
 
 @dataclass
 class Verdict:
-    score: float  # mean log-likelihood + prosody_weight x prosody score
+    score: float  # the weighted log-likelihood, prosody score and sense bonus
     rejected: bool  # a copied line or a broken rule: written again while the budget lasts
 
 
@@ -104,6 +110,7 @@ class Poet:
         self.ckpt = ckpt
         self._prosody: forms.VocabProsody | None = None
         self._words: planning.WordStats | None | bool = False  # False: not read yet
+        self._following: tuple[torch.Tensor, torch.Tensor] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -135,6 +142,29 @@ class Poet:
             if self._words is False:
                 self._words = planning.WordStats.load(self.ckpt.path)
             return self._words
+
+    @property
+    def default_cohesion(self) -> float:
+        """The line steering's weight unless told: DEFAULT_COHESION where the checkpoint's word statistics
+        have the next-line table, 0 where they do not (`tangshi index` adds it)."""
+        words = self.words
+        return DEFAULT_COHESION if words is not None and words.next is not None else 0.0
+
+    def following(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the next-line PPMI table in the model's ids, (V, V) sparse; the ids that end a line)."""
+        words = self.words
+        with self._lock:
+            if self._following is None:
+                v, vocab = len(self.vocab), self.vocab
+                pairs = [(vocab.id(a), vocab.id(b), s) for a, b, s in words.following() if a in vocab and b in vocab]
+                rows, cols, vals = zip(*pairs, strict=True) if pairs else ((), (), ())
+                ids = torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1)
+                values = torch.tensor(vals, dtype=torch.float32)
+                table = torch.sparse_coo_tensor(ids, values, (v, v), check_invariants=True).coalesce()
+                breaks = torch.zeros(v, dtype=torch.bool)
+                breaks[[vocab.id(ch) for ch in LINE_BREAKS if ch in vocab]] = True
+                self._following = (table, breaks)
+            return self._following
 
     @property
     def vocab_prosody(self) -> forms.VocabProsody:
@@ -215,7 +245,8 @@ def resolve(
     shape = _shape(poet, opts, list(resolved), heads)
     keywords, shape = _plan(poet, opts, shape, heads, list(resolved))
     context, context_notes = _context(poet, opts)
-    head_notes = head_notes + context_notes
+    topic, steer_notes = _topic(poet, opts)
+    head_notes = head_notes + context_notes + steer_notes
     if _diversity(poet, opts) and poet.vocab.log_prior() is None:
         raise OptionError(
             "--diversity needs the character counts of the training data, which this checkpoint's vocab.json "
@@ -236,7 +267,7 @@ def resolve(
                 )  # fmt: skip
             fixed[g] = placed[b]
     group_notes = [n + head_notes for n in notes]
-    return Plan(begins, list(resolved), nums, list(seeds), heads, shape, group_notes, context, keywords, fixed)
+    return Plan(begins, list(resolved), nums, list(seeds), heads, shape, group_notes, context, keywords, fixed, topic)
 
 
 def _known(poet: Poet, text: str, what: str) -> tuple[str, list[str]]:
@@ -309,6 +340,38 @@ def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[str]]:
     return context, notes
 
 
+def _topic(poet: Poet, opts: WriteOptions) -> tuple[torch.Tensor | None, list[str]]:
+    """The fixed steering bias (V,): `topic` x the characters of poems about the title, keywords and
+    theme, plus `manner` x the characters the poet favours (`WordStats.topic`, `.manner_of`)."""
+    about = opts.topic and (opts.title or opts.keywords or opts.theme)
+    manner = opts.manner and opts.author
+    if not (about or manner):
+        return None, []
+    words, script = poet.words, poet.ckpt.config.data.script
+    if words is None:
+        return None, ["no word statistics in this checkpoint: the title, keywords, theme and poet steer nothing "
+                      "(add them with `tangshi index --checkpoint DIR --data CORPUS`)"]  # fmt: skip
+    bias: dict[str, float] = {}
+    if about:
+        told = [normalise(k, script) for k in opts.keywords]
+        if opts.theme:
+            told += words.words_in(normalise(opts.theme, script))
+        for ch, v in words.topic(normalise(opts.title, script), told).items():
+            bias[ch] = bias.get(ch, 0.0) + opts.topic * v
+    notes = []
+    if manner:
+        favoured = words.manner_of(normalise(opts.author, script))
+        if not favoured:
+            notes.append(f"no manner of {opts.author} in this checkpoint's word statistics: `tangshi index` adds it")
+        for ch, v in favoured.items():
+            bias[ch] = bias.get(ch, 0.0) + opts.manner * v
+    vec = torch.zeros(len(poet.vocab))
+    for ch, v in bias.items():
+        if ch in poet.vocab:
+            vec[poet.vocab.id(ch)] = v
+    return vec, notes
+
+
 def _shape(poet: Poet, opts: WriteOptions, resolved: list[str], heads: str) -> forms.Form | None:
     """The form the masks keep (None: free poems without heads), the heads and rules checked against it."""
     for b in resolved:
@@ -330,6 +393,20 @@ def _shape(poet: Poet, opts: WriteOptions, resolved: list[str], heads: str) -> f
 
 def _diversity(poet: Poet, opts: WriteOptions) -> float:
     return poet.default_diversity if opts.diversity is None else opts.diversity
+
+
+def _cohesion(poet: Poet, opts: WriteOptions) -> float:
+    return poet.default_cohesion if opts.cohesion is None else opts.cohesion
+
+
+def _steer(poet: Poet, plan: Plan, opts: WriteOptions, batch: int) -> compose.Steer | None:
+    """The steering of a batch of sampled poems (None: nothing to steer)."""
+    cohesion = _cohesion(poet, opts)
+    if not cohesion and plan.topic is None:
+        return None
+    table, breaks = poet.following() if cohesion else (None, torch.zeros(len(poet.vocab), dtype=torch.bool))
+    device = next(poet.model.parameters()).device
+    return compose.Steer(table, cohesion, breaks, batch, plan.topic, device)
 
 
 # ---------------------------------------------------------------- decode
@@ -363,7 +440,7 @@ def _beam(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] |
         opts.repetition_penalty, stop, [plan.context] * len(plan.resolved),
     )  # fmt: skip
     for p in poems:
-        judge(p, plan, lines, opts.prosody_weight)
+        judge(p, plan, lines, opts)
     _refuse_strict_failures(poems, opts, f"by a beam of {opts.beam}", "a wider --beam")
     return poems
 
@@ -392,11 +469,11 @@ def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool]
             max_length=_max_length(plan, opts), stop_at_end=not (opts.ignore_end and plan.shape is None),
             random_state=opts.random_state and plan.shape is None, stop=stop,
             form=_mask(poet, plan, opts, [rows[r][0] for r in cand]),
-            contexts=[plan.context] * len(cand),
+            contexts=[plan.context] * len(cand), steer=_steer(poet, plan, opts, len(cand)),
         )  # fmt: skip
         bonus = sense(poet, plan, written, opts) if k > 1 else [0.0] * len(written)
         for r, p, extra in zip(cand, written, bonus, strict=True):
-            v = judge(p, plan, lines, opts.prosody_weight, extra)
+            v = judge(p, plan, lines, opts, extra)
             if best[r] is None or (v.rejected, -v.score) < (best[r][1].rejected, -best[r][1].score):
                 best[r] = (p, v)
         if opts.greedy and not opts.random_state:
@@ -461,14 +538,15 @@ def _line_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def judge(p: Poem, plan: Plan, lines: LineIndex | None, weight: float, bonus: float = 0.0) -> Verdict:
-    """Fill in a candidate's prosody report, heads and copied lines; score it (mean log-likelihood,
-    `weight` x prosody, and the `bonus` for sense) and say whether it is rejected."""
-    score = -p.nll + bonus
+def judge(p: Poem, plan: Plan, lines: LineIndex | None, opts: WriteOptions, bonus: float = 0.0) -> Verdict:
+    """Fill in a candidate's prosody report, heads and copied lines; score it (`likelihood_weight` x
+    mean log-likelihood, `prosody_weight` x prosody, and the `bonus` for sense) and say whether it is
+    rejected."""
+    score = -opts.likelihood_weight * p.nll + bonus
     if plan.shape is not None and not plan.shape.free:
         report = prosody.check(p.text)
         p.prosody = report.to_dict()
-        score += weight * (report.rhyme + report.relaxed + report.strict) / 3
+        score += opts.prosody_weight * (report.rhyme + report.relaxed + report.strict) / 3
     p.acrostic = plan.heads
     p.plan = plan.keywords.to_json() if plan.keywords is not None else None
     p.copied = lines.copied(p.text) if lines is not None else []

@@ -413,9 +413,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     index.save(args.checkpoint)
     print(f"{len(index):,} distinct lines of {len(corpus.texts):,} poems -> {args.checkpoint / FILE}")
     from tangshi.plan import FILE as WORDS
-    from tangshi.plan import WordStats
+    from tangshi.train import word_stats
 
-    words = WordStats.of_texts(corpus.texts_of("train"), corpus.titles_of("train"))
+    words = word_stats(corpus, ckpt.vocab)
     words.save(args.checkpoint)
     print(f"{len(words):,} words and their associations for plans -> {args.checkpoint / WORDS}")
     counted = ckpt.vocab.with_counts(corpus.texts_of("train"))

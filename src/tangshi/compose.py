@@ -112,6 +112,7 @@ def write(
     seeds: list[int] | None = None,
     stop: Callable[[], bool] | None = None,
     contexts: list[list[int]] | None = None,
+    steer: Steer | None = None,
 ) -> list[Poem]:
     """Write `num` poems for each begin phrase (already resolved to known characters).
 
@@ -122,6 +123,7 @@ def write(
     masked at each step to what the form allows (the sampler sees only those ids); `nll` stays the
     model's own, unmasked log-likelihood. `contexts` (one a begin) are token ids read before each
     poem, from <bos> on (e.g. <bos>, a poet's token, a title, <sep>): what the poem is about.
+    `steer` biases each step's logits before sampling (`nll` stays the model's own).
     """
     sampler = sampler or Sampler()
     sampler.validate()
@@ -175,15 +177,17 @@ def write(
             logits, state = model.step(x, state)  # (B, V)
             logits = logits.float()
             logits[:, never] = float("-inf")
-            choose = logits
+            choose = logits if steer is None else steer.apply(logits)
             if form is not None:
-                choose = logits.masked_fill(~form.allowed().to(device), float("-inf"))
+                choose = choose.masked_fill(~form.allowed().to(device), float("-inf"))
             next_ids = sampler(choose, uniforms[:, t], seen, log_prior=log_prior)
             if t < longest:
                 force = forced[:, t] >= 0
                 next_ids = torch.where(force, forced[:, t], next_ids)
             if form is not None:
                 form.update(next_ids)
+            if steer is not None:
+                steer.update(next_ids)
             logps[:, t] = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
             out[:, t] = next_ids
             if seen is not None:
@@ -359,3 +363,51 @@ def _last_line(vocab: Vocab, ids: list[int]) -> str:
     text = vocab.decode([i for i in ids if i not in (PAD, EOS, BOS)])
     parts = split_lines(text)
     return parts[-1] if parts else ""
+
+
+class Steer:
+    """A bias added to each step's logits, one row a poem: a fixed `topic` bias (V,) for every row,
+    and a line bias: when a row ends a line, `weight` x the mean over that line's characters of their
+    rows in `table` (V, V sparse: how much more often a character is in the next line than chance),
+    until its next line ends. `breaks` (V,) marks the ids that end a line. The bias moves probability
+    among the characters only: the line breaks and the end token keep the model's probability, so a
+    steered poem's lines are as long as the model would write them."""
+
+    def __init__(
+        self,
+        table: torch.Tensor | None,
+        weight: float,
+        breaks: torch.Tensor,
+        batch: int,
+        topic: torch.Tensor | None = None,
+        device: torch.device | str = "cpu",
+    ):
+        v = breaks.numel()
+        self.weight, self.breaks = weight, breaks.to(device)
+        self.structure = self.breaks.clone()
+        self.structure[EOS] = True
+        self.table_t = table.t().coalesce().to(device) if table is not None and weight else None
+        self.fixed = (topic.to(device) if topic is not None else torch.zeros(v, device=device)).expand(batch, v)
+        self.line_bias = torch.zeros(batch, v, device=device)
+        self.line = torch.zeros(batch, v, device=device)  # the characters of each row's current line
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, V) logits with the bias on the characters, the breaks and end shifted to keep their probability."""
+        steered = logits + self.fixed + self.line_bias
+        chars = steered.masked_fill(self.structure, float("-inf")), logits.masked_fill(self.structure, float("-inf"))
+        shift = torch.logsumexp(chars[0], dim=-1) - torch.logsumexp(chars[1], dim=-1)  # (B,)
+        shift = torch.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0)
+        return torch.where(self.structure, logits + shift.unsqueeze(-1), steered)
+
+    def update(self, ids: torch.Tensor) -> None:
+        if self.table_t is None:
+            return
+        rows = torch.arange(ids.numel(), device=ids.device)
+        ends = self.breaks[ids]
+        self.line[rows[~ends], ids[~ends]] += 1
+        done = rows[ends & (self.line.sum(dim=1) > 0)]
+        if done.numel():
+            line = self.line[done]
+            mean = torch.sparse.mm(self.table_t, (line / line.sum(dim=1, keepdim=True)).t()).t()
+            self.line_bias[done] = self.weight * mean
+            self.line[done] = 0

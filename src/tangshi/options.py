@@ -125,11 +125,11 @@ class WriteOptions:
     )
     tones: str = _o("relaxed", str, "tone template: relaxed (一三五不论), strict, or off", choices=TONES)
     allow_repeat: bool = _o(False, bool, "in a form, let a character appear twice in a poem")
-    temperature: float = _o(0.8, float, "sampling temperature; lower is more conservative", gt=0, le=10)
+    temperature: float = _o(0.9, float, "sampling temperature; lower is more conservative", gt=0, le=10)
     top_k: int = _o(0, int, "sample from the k most likely characters (0 = all)", ge=0, le=100_000)
     top_p: float = _o(1.0, float, "nucleus sampling: keep this much probability mass (1 = off)", gt=0, le=1)
     greedy: bool = _o(False, bool, "always the most likely character (the seeds' argmax)")
-    repetition_penalty: float = _o(1.0, float, "discourage characters already in the poem (1 = off)", ge=1, le=10)
+    repetition_penalty: float = _o(1.3, float, "discourage characters already in the poem (1 = off)", ge=1, le=10)
     diversity: float | None = _o(
         None,
         float,
@@ -138,8 +138,33 @@ class WriteOptions:
         ge=0,
         le=2,
     )
+    cohesion: float | None = _o(
+        None,
+        float,
+        "steer each line toward the characters that follow the previous line's in the corpus, lines that "
+        "belong together (none: 0.5 where the checkpoint keeps its word statistics, else 0)",
+        ge=0,
+        le=5,
+    )
+    topic: float = _o(
+        0.5,
+        float,
+        "with a title, keywords or a theme: steer toward the characters of poems about them in the corpus",
+        ge=0,
+        le=5,
+    )
+    manner: float = _o(
+        1.0, float, "with --author: steer toward the characters the poet uses more than others do", ge=0, le=5
+    )
     beam: int = _o(0, int, "beam search with this many hypotheses instead of sampling (0 = sample)", ge=0, le=64)
     rerank: int = _o(1, int, "sample this many candidates a poem and keep the best", ge=1, le=64)
+    likelihood_weight: float = _o(
+        1.0,
+        float,
+        "reranking: weight of the poem's mean log-likelihood (0: rank by prosody and sense alone)",
+        ge=0,
+        le=10,
+    )
     prosody_weight: float = _o(
         1.0, float, "reranking: weight of the prosody score beside the log-likelihood", ge=0, le=100
     )

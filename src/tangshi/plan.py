@@ -36,7 +36,7 @@ import re
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,7 +50,7 @@ from tangshi.forms import ALL_TYPES, FREE_MAX, Form, FormError, VocabProsody, te
 from tangshi.text import normalise
 
 FILE = "words.safetensors"
-VERSION = 1
+VERSION = 2
 _LINE = re.compile(r"[，。？！；：、,.?!;:\s]+")
 # characters that carry no subject: left out of a free text's words and of the planned ones
 STOP = set(
@@ -97,6 +97,11 @@ class WordStats:
     poem: Neighbours  # word -> the words most often in the same poem (beyond chance)
     title: Neighbours  # word of a title -> the words most often in poems with that title word
     settings: dict = field(default_factory=dict)
+    # character of a line -> the characters most often in the next line (beyond chance): cohesion
+    next: Neighbours | None = None
+    # poet -> the characters the poet uses most beyond the corpus's rate (PPMI): the poet's manner
+    poets: list[str] = field(default_factory=list)
+    manner: Neighbours | None = None
 
     def __post_init__(self):
         self.index = {w: i for i, w in enumerate(self.words)}
@@ -128,8 +133,14 @@ class WordStats:
         min_title_cooc: int = 10,
         alpha: float = 0.75,
         k: int = 30,
+        authors: Sequence[str] | None = None,
+        poets: Sequence[str] = (),
+        k_next: int = 50,
+        k_manner: int = 300,
+        min_manner: int = 5,
     ) -> WordStats:
-        """Statistics of poem texts (the train split) and, when given, their titles."""
+        """Statistics of poem texts (the train split) and, when given, their titles; with `authors`
+        (aligned with `texts`), the manner of each poet of `poets`."""
         lines = [[ln for ln in _LINE.split(t) if ln] for t in texts]
         words, counts = _word_list(lines, min_count, min_pmi, min_boundary)
         empty = Neighbours(np.zeros(len(words) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float16))
@@ -139,6 +150,12 @@ class WordStats:
         if titles is not None:
             heads = [sorted({stats.index[w] for w in stats.words_in(t, stop=False)}) for t in titles]
             stats.title = _neighbours(stats, heads, bags, min_title_cooc, alpha, k)
+        chars = [[sorted({stats.index[ch] for ch in ln if ch in stats.index}) for ln in ls] for ls in lines]
+        upper = [ln for ls in chars for ln in ls[:-1]]
+        lower = [ln for ls in chars for ln in ls[1:]]
+        stats.next = _neighbours(stats, upper, lower, min_cooc, alpha, k_next) if upper else empty
+        if authors is not None and poets:
+            stats.poets, stats.manner = list(poets), _manner(stats, lines, authors, list(poets), k_manner, min_manner)
         stats.settings = {
             "version": VERSION,
             "poems": len(texts),
@@ -150,6 +167,9 @@ class WordStats:
             "min_title_cooc": min_title_cooc,
             "alpha": alpha,
             "k": k,
+            "k_next": k_next,
+            "k_manner": k_manner,
+            "min_manner": min_manner,
         }
         return stats
 
@@ -168,7 +188,12 @@ class WordStats:
         small = len(self.words) < 2**16
         tensors = {"counts": self.counts.astype(np.int32)}
         tensors |= self.poem.tensors("poem_", small) | self.title.tensors("title_", small)
+        if self.next is not None:
+            tensors |= self.next.tensors("next_", small)
+        if self.manner is not None:
+            tensors |= self.manner.tensors("manner_", small)
         meta = {"words": json.dumps(self.words, ensure_ascii=False), "settings": json.dumps(self.settings)}
+        meta["poets"] = json.dumps(self.poets, ensure_ascii=False)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".words.", suffix=".tmp")
         os.close(fd)
         try:
@@ -193,6 +218,9 @@ class WordStats:
         return cls(
             words, t["counts"], Neighbours.of_tensors(t, "poem_"), Neighbours.of_tensors(t, "title_"),
             json.loads(meta.get("settings", "{}")),
+            Neighbours.of_tensors(t, "next_") if "next_ids" in t else None,
+            json.loads(meta.get("poets", "[]")),
+            Neighbours.of_tensors(t, "manner_") if "manner_ids" in t else None,
         )  # fmt: skip
 
     # ---------------------------------------------------------------- reading
@@ -205,6 +233,34 @@ class WordStats:
             return {}
         ids, scores = (self.title if table == "title" else self.poem).of(w)
         return {self.words[n]: s for n, s in zip(ids, scores, strict=True)}
+
+    def following(self) -> Iterator[tuple[str, str, float]]:
+        """(character, a character often in the next line, PPMI) for every pair of the `next` table."""
+        if self.next is None:
+            return
+        for w, word in enumerate(self.words):
+            if len(word) == 1:
+                for n, v in zip(*self.next.of(w), strict=True):
+                    yield word, self.words[n], v
+
+    def manner_of(self, poet: str) -> dict[str, float]:
+        """The characters `poet` uses most beyond the corpus's rate, with their PPMI (empty: unknown poet)."""
+        if self.manner is None or poet not in self.poets:
+            return {}
+        ids, scores = self.manner.of(self.poets.index(poet))
+        return {self.words[n]: s for n, s in zip(ids, scores, strict=True)}
+
+    def topic(self, title: str, words: Sequence[str] = ()) -> dict[str, float]:
+        """The characters a poem under `title` (and about `words`: keywords, a theme's words) holds beyond
+        chance: the mean over the title's words of their title-table neighbours, plus the mean over
+        `words` of their poem-table neighbours, a neighbour word's PPMI shared among its characters."""
+        out: Counter[str] = Counter()
+        for table, ws in (("title", self.words_in(title, stop=False) if title else []), ("poem", list(words))):
+            for w in ws:
+                for nb, v in self.neighbours_of(w, table).items():
+                    for ch in nb:
+                        out[ch] += v / len(nb) / len(ws)
+        return dict(out)
 
     def neighbours(self, word: str, k: int = 10, table: str = "poem") -> list[str]:
         """The k words most associated with `word` (PPMI within a poem), best first."""
@@ -316,6 +372,30 @@ def _neighbours(stats: WordStats, rows: list[list[int]], cols: list[list[int]], 
     a, b, pmi = a[top], b[top], pmi[top]
     offsets = np.searchsorted(a, np.arange(n_words + 1)).astype(np.int64)
     return Neighbours(offsets, b.astype(np.int32), pmi.astype(np.float16))
+
+
+def _manner(
+    stats: WordStats, lines: list[list[str]], authors: Sequence[str], poets: list[str], k: int, min_count: int
+) -> Neighbours:
+    """For each poet, the k characters with the highest PPMI between poet and character (log of the
+    character's rate in the poet's lines over its rate in all lines), each seen `min_count` times or more."""
+    total: Counter[str] = Counter()
+    per: dict[str, Counter[str]] = {p: Counter() for p in poets}
+    for ls, a in zip(lines, authors, strict=True):
+        chars = [ch for ln in ls for ch in ln if ch in stats.index]
+        total.update(chars)
+        if a in per:
+            per[a].update(chars)
+    n_all = sum(total.values())
+    offsets, ids, vals = [0], [], []
+    for p in poets:
+        n = sum(per[p].values())
+        scored = [(math.log(c / n) - math.log(total[ch] / n_all), ch) for ch, c in per[p].items() if c >= min_count]
+        best = sorted((v, ch) for v, ch in scored if v > 0)[::-1][:k]
+        ids += [stats.index[ch] for _, ch in best]
+        vals += [v for v, _ in best]
+        offsets.append(len(ids))
+    return Neighbours(np.array(offsets, np.int64), np.array(ids, np.int32), np.array(vals, np.float16))
 
 
 def _matrix(bags: list[list[int]], n_words: int) -> torch.Tensor:

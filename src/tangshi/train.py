@@ -395,6 +395,16 @@ def init_weights(model: CharRNN, vocab: Vocab, folder: Path) -> None:
             t[: s.shape[0]].copy_(s)
 
 
+def word_stats(corpus: Corpus, vocab: Vocab) -> WordStats:
+    """The word statistics of a corpus's training split; poets' manners for the vocabulary's poets."""
+    return WordStats.of_texts(
+        corpus.texts_of("train"),
+        corpus.titles_of("train") if corpus.titles else None,
+        authors=corpus.authors_of("train") if corpus.authors else None,
+        poets=list(vocab.authors()),
+    )
+
+
 @dataclass
 class Conditions:
     """What each poem is read after (its poet's token, its title): shown in training with the drop rates
@@ -456,9 +466,9 @@ class Trainer:
         self.conditions = Conditions.of(corpus, vocab, cfg.data) if cfg.data.conditioned else None
         # the corpus's lines, hashed, go into every checkpoint: writing rejects copied lines
         self.lines = LineIndex.of_texts(corpus.texts) if world.main else None
-        # the word statistics that plans draw on (--keywords, --theme), from the training split
-        train_titles = corpus.titles_of("train") if corpus.titles else None
-        self.words = WordStats.of_texts(corpus.texts_of("train"), train_titles) if world.main else None
+        # the word statistics that plans and steering draw on (--keywords, --theme, --cohesion, --manner),
+        # from the training split
+        self.words = word_stats(corpus, vocab) if world.main else None
         self.extras = [self.words] if self.words is not None and len(self.words) else []
         if not self.train_seqs:
             raise TrainError("the training split is empty: give more poems or lower --val-fraction/--test-fraction")

@@ -96,10 +96,16 @@ class Vocab:
         return cls([*SPECIALS, *chars], [0, unknown, 0, n_texts, *(counts[c] for c in chars)])
 
     def with_counts(self, texts: Iterable[str]) -> Vocab:
-        """The same tokens, with their counts in `texts` (for a vocabulary saved without them)."""
+        """The same tokens, with their counts in `texts` (for a vocabulary saved without them); condition
+        tokens keep the counts they have (their poems: the texts do not say)."""
         counts, n_texts = _count(texts)
-        known = [counts.get(t, 0) for t in self.tokens[len(SPECIALS) :]]
-        return Vocab(self.tokens, [0, sum(counts.values()) - sum(known), 0, n_texts, *known])
+        conditions = set(self._conditions)
+        known = [
+            (self.counts[i] if self.counts else 0) if i in conditions else counts.get(t, 0)
+            for i, t in enumerate(self.tokens[len(SPECIALS) :], start=len(SPECIALS))
+        ]
+        chars = sum(k for i, k in enumerate(known, start=len(SPECIALS)) if i not in conditions)
+        return Vocab(self.tokens, [0, sum(counts.values()) - chars, 0, n_texts, *known])
 
     def log_prior(self) -> torch.Tensor | None:
         """(V,) log unigram probabilities of the training counts, add-one smoothed; None without counts."""

@@ -1,0 +1,112 @@
+"""Steering while sampling: lines toward what follows the previous line in the corpus (cohesion), the
+poem toward its title, keywords and theme (topic), and toward a poet's characters (manner)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+import torch
+
+from tangshi import Poet, prosody
+from tangshi.compose import Steer
+from tangshi.options import OptionError
+from tangshi.vocab import EOS
+
+
+@cache
+def poet() -> Poet:
+    return Poet.load()
+
+
+def toy(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 10-id vocabulary: 4 and 5 are characters, 6 ends a line; 4 is followed by 7 (PPMI 2) and 8 (1)."""
+    ids, values = torch.tensor([[4, 4], [7, 8]]), torch.tensor([2.0, 1.0])
+    table = torch.sparse_coo_tensor(ids, values, (10, 10), check_invariants=True).coalesce()
+    breaks = torch.zeros(10, dtype=torch.bool)
+    breaks[6] = True
+    return table, breaks
+
+
+def test_the_line_bias_follows_the_line_just_ended():
+    table, breaks = toy()
+    s = Steer(table, 0.5, breaks, 2)
+    logits = torch.zeros(2, 10)
+    assert torch.equal(s.apply(logits), logits)  # nothing written yet
+    s.update(torch.tensor([4, 5]))
+    s.update(torch.tensor([5, 6]))  # row 1 ends a line of 5 alone: 5 is followed by nothing
+    s.update(torch.tensor([4, 4]))
+    assert torch.equal(s.apply(logits), logits)
+    s.update(torch.tensor([6, 4]))  # row 0 ends the line 4 5 4: the mean of 4, 5, 4's rows
+    bias = s.apply(logits)[0]
+    assert bias[7] == pytest.approx(0.5 * 2 * 2 / 3) and bias[8] == pytest.approx(0.5 * 1 * 2 / 3)
+    assert bias[4] == 0 and torch.equal(s.apply(logits)[1], logits[1])
+
+
+def test_steering_keeps_the_probability_of_line_breaks_and_the_end():
+    table, breaks = toy()
+    topic = torch.zeros(10)
+    topic[[4, 5]] = torch.tensor([3.0, 1.0])
+    s = Steer(table, 1.0, breaks, 2, topic=topic)
+    logits = torch.randn(2, 10, generator=torch.Generator().manual_seed(0))
+    before, after = logits.softmax(-1), s.apply(logits).softmax(-1)
+    for i in (6, EOS):
+        assert torch.allclose(before[:, i], after[:, i], atol=1e-6)
+    assert (after[:, 4] / after[:, 5] > before[:, 4] / before[:, 5]).all()  # 4 raised more than 5
+
+
+def pair_ppmi(texts: list[str]) -> float:
+    """The mean PPMI (the checkpoint's next-line table) of the pairs of adjacent lines' characters."""
+    table = {(a, b): v for a, b, v in poet().words.following()}
+    total, pairs = 0.0, 0
+    for t in texts:
+        lines = prosody.split_lines(t)
+        for upper, lower in zip(lines, lines[1:], strict=False):
+            total += sum(table.get((a, b), 0.0) for a in upper for b in lower)
+            pairs += len(upper) * len(lower)
+    return total / pairs
+
+
+def share(texts: list[str], chars: set[str]) -> float:
+    body = "".join(ch for t in texts for ch in t if prosody.is_han(ch))
+    return sum(ch in chars for ch in body) / len(body)
+
+
+BEGINS = list("春秋山水风月花云江夜")
+
+
+def test_cohesion_writes_lines_that_go_together_and_keeps_the_form():
+    plain = poet().write(BEGINS, form="五律", seed=1, cohesion=0)
+    steered = poet().write(BEGINS, form="五律", seed=1, cohesion=1.0)
+    assert pair_ppmi([p.text for p in steered]) > 1.3 * pair_ppmi([p.text for p in plain])
+    for p in steered:
+        r = prosody.check(p.text)
+        assert r.form == "五律" and r.rhyme and r.relaxed == 1.0
+    again = poet().write(BEGINS, form="五律", seed=1, cohesion=1.0)
+    assert [p.text for p in again] == [p.text for p in steered]
+
+
+def test_a_poets_manner_brings_the_poets_characters():
+    favoured = set(poet().words.manner_of("李白"))
+    assert favoured
+    plain = poet().write(BEGINS, form="七绝", seed=2, author="李白", manner=0)
+    steered = poet().write(BEGINS, form="七绝", seed=2, author="李白", manner=2.0)
+    assert share([p.text for p in steered], favoured) > 1.2 * share([p.text for p in plain], favoured)
+
+
+def test_a_title_steers_toward_poems_under_such_titles():
+    topic = poet().words.topic("送友人")
+    near = {ch for ch, v in topic.items() if v > 0.5}
+    assert near
+    plain = poet().write(BEGINS, form="五绝", seed=3, title="送友人", topic=0)
+    steered = poet().write(BEGINS, form="五绝", seed=3, title="送友人", topic=2.0)
+    assert share([p.text for p in steered], near) > 1.2 * share([p.text for p in plain], near)
+
+
+def test_steering_options_are_bounded():
+    with pytest.raises(OptionError) as e:
+        poet().write("月", cohesion=-1)
+    assert e.value.field == "cohesion"
+    with pytest.raises(OptionError) as e:
+        poet().write("月", manner=float("nan"))
+    assert e.value.field == "manner"
