@@ -110,3 +110,12 @@ def test_steering_options_are_bounded():
     with pytest.raises(OptionError) as e:
         poet().write("月", manner=float("nan"))
     assert e.value.field == "manner"
+
+
+def test_beam_search_is_steered_too_and_reports_the_models_own_likelihood():
+    plain = poet().write(BEGINS[:4], form="五绝", beam=4, cohesion=0)
+    steered = poet().write(BEGINS[:4], form="五绝", beam=4, cohesion=1.0)
+    assert pair_ppmi([p.text for p in steered]) > pair_ppmi([p.text for p in plain])
+    for a, b in zip(plain, steered, strict=True):
+        assert prosody.check(b.text).rhyme and b.nll >= a.nll - 1e-4  # the search's best is the model's likeliest
+    assert [p.text for p in poet().write(BEGINS[:4], form="五绝", beam=4)] == [p.text for p in plain]  # off by default

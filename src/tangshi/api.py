@@ -396,7 +396,11 @@ def _diversity(poet: Poet, opts: WriteOptions) -> float:
 
 
 def _cohesion(poet: Poet, opts: WriteOptions) -> float:
-    return poet.default_cohesion if opts.cohesion is None else opts.cohesion
+    """The line steering's weight: as asked, else the checkpoint's default when sampling, 0 for beam search
+    (whose likeliest lines already go together: docs/about-something.md)."""
+    if opts.cohesion is not None:
+        return opts.cohesion
+    return 0.0 if opts.beam else poet.default_cohesion
 
 
 def _steer(poet: Poet, plan: Plan, opts: WriteOptions, batch: int) -> compose.Steer | None:
@@ -438,6 +442,7 @@ def _beam(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] |
         poet.model, poet.vocab, plan.resolved, opts.beam, plan.nums, _max_length(plan, opts),
         _mask(poet, plan, opts, [g for g in range(len(plan.resolved)) for _ in range(opts.beam)]), lines,
         opts.repetition_penalty, stop, [plan.context] * len(plan.resolved),
+        _steer(poet, plan, opts, len(plan.resolved) * opts.beam),
     )  # fmt: skip
     for p in poems:
         judge(p, plan, lines, opts)

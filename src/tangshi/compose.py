@@ -256,9 +256,11 @@ def beam_write(
     repetition_penalty: float = 1.0,
     stop: Callable[[], bool] | None = None,
     contexts: list[list[int]] | None = None,
+    steer: Steer | None = None,
 ) -> list[Poem]:
     """Beam search: for each begin phrase, the `num` most likely poems found with `width` hypotheses
-    (`num` may be a list: poems per begin).
+    (`num` may be a list: poems per begin). With `steer`, the search ranks by the steered scores and
+    each poem's `nll` is the model's own.
 
     `form` is a mask over len(begins) * width rows (hypothesis k of begin g is row g * width + k).
     A hypothesis that completes a line found in `lines` is pushed below every other. Poems in a form
@@ -285,6 +287,7 @@ def beam_write(
     score[:, 1:] = float("-inf")  # all hypotheses start equal: expand only the first
     steps = torch.zeros(batch, device=device)
     copies = torch.zeros(batch, device=device)  # lines found in the corpus, per hypothesis
+    own = torch.zeros(batch, device=device)  # the model's own log-likelihood, when steered
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     seqs = torch.zeros(batch, 0, dtype=torch.long, device=device)
     seen = torch.zeros(batch, v, dtype=torch.bool, device=device)
@@ -302,6 +305,9 @@ def beam_write(
             logits = logits.float()
             if repetition_penalty != 1:
                 logits = penalise_repeats(logits, seen, repetition_penalty)
+            if steer is not None:
+                base = torch.log_softmax(logits, dim=-1)  # the model's own
+                logits = steer.apply(logits)
             logp = torch.log_softmax(logits, dim=-1)
             logp[:, never] = float("-inf")
             if form is not None:
@@ -320,6 +326,10 @@ def beam_write(
             seen = seen[rows]
             seen[torch.arange(batch, device=device), ids] = True
             live = ~done[rows]
+            if steer is not None:
+                own = own[rows] + torch.where(live, base[rows, ids], 0.0)
+                steer.select(rows)
+                steer.update(ids)
             steps = steps[rows] + live.float()
             copies = copies[rows]
             done = done[rows] | (ids == EOS)
@@ -342,7 +352,9 @@ def beam_write(
             x = torch.where(done, torch.full_like(ids, EOS), ids)
     finally:
         model.train(was_training)
-    loglik = score.flatten() + COPY_PENALTY * copies  # (B,) the model's own, without the penalty
+    loglik = score.flatten() + COPY_PENALTY * copies  # (B,) the search's score without the penalty
+    if steer is not None:
+        loglik = own
     mean = loglik / steps.clamp(min=1)
     rank = score if form is not None else mean.reshape(groups, k) - COPY_PENALTY * copies.reshape(groups, k)
     poems = []
@@ -388,16 +400,23 @@ class Steer:
         self.structure[EOS] = True
         self.table_t = table.t().coalesce().to(device) if table is not None and weight else None
         self.fixed = (topic.to(device) if topic is not None else torch.zeros(v, device=device)).expand(batch, v)
+        self.active = topic is not None  # no bias at all until a topic is given or a line has ended
         self.line_bias = torch.zeros(batch, v, device=device)
         self.line = torch.zeros(batch, v, device=device)  # the characters of each row's current line
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, V) logits with the bias on the characters, the breaks and end shifted to keep their probability."""
+        if not self.active:
+            return logits
         steered = logits + self.fixed + self.line_bias
         chars = steered.masked_fill(self.structure, float("-inf")), logits.masked_fill(self.structure, float("-inf"))
         shift = torch.logsumexp(chars[0], dim=-1) - torch.logsumexp(chars[1], dim=-1)  # (B,)
         shift = torch.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0)
         return torch.where(self.structure, logits + shift.unsqueeze(-1), steered)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep these rows, in this order (beam search's surviving hypotheses)."""
+        self.fixed, self.line, self.line_bias = self.fixed[rows], self.line[rows], self.line_bias[rows]
 
     def update(self, ids: torch.Tensor) -> None:
         if self.table_t is None:
@@ -411,3 +430,4 @@ class Steer:
             mean = torch.sparse.mm(self.table_t, (line / line.sum(dim=1, keepdim=True)).t()).t()
             self.line_bias[done] = self.weight * mean
             self.line[done] = 0
+            self.active = True

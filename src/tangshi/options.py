@@ -142,7 +142,7 @@ class WriteOptions:
         None,
         float,
         "steer each line toward the characters that follow the previous line's in the corpus, lines that "
-        "belong together (none: 0.5 where the checkpoint keeps its word statistics, else 0)",
+        "belong together (none: 0.5 when sampling where the checkpoint keeps its word statistics, else 0)",
         ge=0,
         le=5,
     )
