@@ -191,7 +191,7 @@ class Poet:
         in the call. Bad requests raise OptionError (or a subclass) whose `field` names the option.
         `stop`, called every few steps, ends the writing early with `compose.Stopped` when it returns True.
         """
-        opts = (options or WriteOptions()).replace(**changes).validate()
+        opts = _templated((options or WriteOptions()).replace(**changes).validate())
         plan = resolve(self, begins, opts, nums, seeds)
         poems = decode(self, plan, opts, stop)
         begins = [plan.begins[g] for g, _ in plan.rows()]
@@ -257,6 +257,8 @@ def resolve(
         seed = opts.seed if opts.seed is not None else secrets.randbits(31)
         seeds = [seed + sum(nums[:g]) * opts.rerank for g in range(len(begins))]
     fixed = [{} for _ in begins]
+    if opts.template:
+        fixed = [_template(poet, opts, shape, heads, list(resolved)) for _ in begins]
     if keywords is not None:  # each begin phrase is forced at the start of line 1: the keywords go elsewhere
         placed = {}
         for g, b in enumerate(resolved):
@@ -268,6 +270,32 @@ def resolve(
             fixed[g] = placed[b]
     group_notes = [n + head_notes for n in notes]
     return Plan(begins, list(resolved), nums, list(seeds), heads, shape, group_notes, context, keywords, fixed, topic)
+
+
+def _templated(opts: WriteOptions) -> WriteOptions:
+    """The options with the form a template's shape gives, when no form is asked."""
+    if not opts.template or opts.regular:
+        return opts
+    return opts.replace(form=forms.parse_template(opts.template)[0].name)
+
+
+def _template(
+    poet: Poet, opts: WriteOptions, shape: forms.Form, heads: str, resolved: list[str]
+) -> dict[tuple[int, int], str]:
+    """The characters a template fixes, checked now against the begins, the heads and the form's rules."""
+    _, fixed = forms.parse_template(normalise(opts.template, poet.ckpt.config.data.script), shape.name)
+    for b in resolved:
+        for k, ch in enumerate(b):
+            if fixed.get((0, k), ch) != ch:
+                raise OptionError(
+                    f"begin '{b}' and --template: line 1, place {k + 1} of the template is '{fixed[(0, k)]}'",
+                    "template",
+                )
+    forms.FormMask(
+        poet.vocab_prosody, shape, 1, [heads], opts.rhyme, opts.tones, opts.allow_repeat, fixed=[fixed],
+        fixed_field="template",
+    )  # fmt: skip
+    return fixed
 
 
 def _known(poet: Poet, text: str, what: str) -> tuple[str, list[str]]:
@@ -428,7 +456,7 @@ def _mask(poet: Poet, plan: Plan, opts: WriteOptions, groups: list[int]) -> form
     rows = len(groups)
     return forms.FormMask(
         poet.vocab_prosody, plan.shape, rows, [plan.heads] * rows, opts.rhyme, opts.tones, opts.allow_repeat,
-        fixed=[plan.fixed[g] for g in groups],
+        fixed=[plan.fixed[g] for g in groups], fixed_field="template" if opts.template else "keywords",
     )  # fmt: skip
 
 

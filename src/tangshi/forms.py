@@ -28,6 +28,7 @@ character has the wrong tone) the row writes any character and `failures[row]` s
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +69,46 @@ def get_form(name: str) -> Form:
         raise FormError(f"--form must be one of {', '.join(P.FORMS)}, got {name!r}", "form")
     lines, chars = P.FORMS[name]
     return Form(name, lines, chars)
+
+
+OPEN = "＿_"  # an open place of a template
+_TEMPLATE_BREAKS = re.compile(r"[，。！？；：、,.!?;:\s]+")
+
+
+def parse_template(text: str, form: str = "free") -> tuple[Form, dict[tuple[int, int], str]]:
+    """A poem with open places (`OPEN`) -> (its regular form, {(line, place): fixed character}, both
+    0-based). The form is `form` when one is given (the template must have its shape), else the one
+    whose shape the template has."""
+    lines = [ln for ln in _TEMPLATE_BREAKS.split(text) if ln]
+    if form != "free":
+        f = get_form(form)
+    else:
+        shapes = {P.FORMS[name]: name for name in P.FORMS}
+        name = shapes.get((len(lines), len(lines[0]) if lines else 0))
+        if name is None or any(len(ln) != len(lines[0]) for ln in lines):
+            got = " + ".join(str(len(ln)) for ln in lines) or "none"
+            raise FormError(
+                f"--template has lines of {got} places: not the shape of a 五绝, 七绝, 五律 or 七律 "
+                "(4 or 8 lines of 5 or 7); give --form to be told which line is off",
+                "template",
+            )
+        f = get_form(name)
+    if len(lines) != f.lines:
+        raise FormError(f"--template has {len(lines)} lines, a {f.name} has {f.lines}", "template")
+    fixed = {}
+    for i, ln in enumerate(lines):
+        if len(ln) != f.chars:
+            raise FormError(f"--template line {i + 1} has {len(ln)} places, a {f.name} line has {f.chars}", "template")
+        for j, ch in enumerate(ln):
+            if ch in OPEN:
+                continue
+            if not P.is_han(ch):
+                raise FormError(
+                    f"--template line {i + 1}, place {j + 1}: '{ch}' is neither a character nor an open place (＿ or _)",
+                    "template",
+                )
+            fixed[(i, j)] = ch
+    return f, fixed
 
 
 def free_form(lines: int) -> Form:
@@ -174,15 +215,18 @@ class FormMask:
         tones: str = "relaxed",
         allow_repeat: bool = False,
         fixed: list[dict[tuple[int, int], str]] | None = None,
+        fixed_field: str = "keywords",
     ):
         """`heads`: one string a row, the characters that start its lines. `fixed`: one mapping a row,
         (line, position) -> character, both 0-based (a plan's keywords placed by `plan.place`); heads
-        are the position-0 case and may be given either way."""
+        are the position-0 case and may be given either way. `fixed_field`: the option a fixed character
+        that breaks a rule is blamed on (keywords, template)."""
         if tones not in TONES:
             raise FormError(f"--tones must be one of {', '.join(TONES)}, got {tones!r}", "tones")
         if form.free and rhyme:
             raise FormError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)", "rhyme")
         self.vp, self.form, self.batch = vp, form, batch
+        self.fixed_field = fixed_field
         self.allow_repeat = allow_repeat
         self.tones = "off" if form.free else tones
         self.req = _requirements(form, self.tones)  # cached: never modify
@@ -254,11 +298,13 @@ class FormMask:
         width = f.chars or FREE_MAX
         where = f"line {i + 1}, character {j + 1}"
         if not (0 <= i < f.lines and 0 <= j < width):
-            raise FormError(f"fixed character '{ch}' at {where}: outside a {f.name} of {f.lines} lines", "keywords")
+            raise FormError(
+                f"fixed character '{ch}' at {where}: outside a {f.name} of {f.lines} lines", self.fixed_field
+            )
         if ch not in vp.vocab or not bool(vp.char[vp.vocab.id(ch)]):
-            raise FormError(f"fixed character '{ch}' at {where}: not a character the model knows", "keywords")
+            raise FormError(f"fixed character '{ch}' at {where}: not a character the model knows", self.fixed_field)
         if head is not None and head != ch:
-            raise FormError(f"fixed character '{ch}' at {where}: the acrostic head there is '{head}'", "keywords")
+            raise FormError(f"fixed character '{ch}' at {where}: the acrostic head there is '{head}'", self.fixed_field)
 
     def _narrow(self, r: int, places: dict[tuple[int, int], str]) -> None:
         """Open only the templates and rhyme groups that every fixed character of row r fits."""
@@ -273,7 +319,7 @@ class FormMask:
                 raise FormError(
                     f"fixed character '{ch}' at line {i + 1}, character {j + 1} is {vp.tone_name(c)}, which no "
                     f"{f.name} tone template ({self.tones}) open with the characters fixed before it takes there",
-                    "keywords",
+                    self.fixed_field,
                 )
             types = fits
             if j == f.chars - 1 and i % 2 == 1:  # a fixed rhyme
@@ -282,7 +328,7 @@ class FormMask:
                     raise FormError(
                         f"fixed character '{ch}' ends line {i + 1}, which rhymes, but it is not a 平 rhyme of the "
                         "group the other rhymes and --rhyme leave open",
-                        "keywords",
+                        self.fixed_field,
                     )
         self.types[r], self.open_groups[r] = types, groups
 

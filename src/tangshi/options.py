@@ -22,6 +22,7 @@ MAX_BEGIN = 16  # characters of a begin phrase or of the acrostic heads
 MAX_SEED = 2**31 - 1
 MAX_TITLE = 32  # characters of a title
 MAX_PREFIX = 80  # characters of a mood-setting prefix
+MAX_TEMPLATE = 128  # characters of a template, punctuation included
 
 
 class OptionError(ValueError):
@@ -117,6 +118,13 @@ class WriteOptions:
     )
     seed: int | None = _o(None, int, "the same seed writes the same poems (none: a random one)", ge=0, le=MAX_SEED)
     form: str = _o("free", str, "free, or a regular form that rhymes and keeps its tone template", choices=FORMS)
+    template: str = _o(
+        "",
+        str,
+        "a poem to complete: its characters stay, each ＿ or _ is written under the form's rules "
+        "(the form from its shape unless --form)",
+        max_length=MAX_TEMPLATE,
+    )
     acrostic: str = _o(
         "", str, "藏头诗: one head character a line (with a form: one for each of its lines)", max_length=MAX_BEGIN
     )
@@ -195,8 +203,12 @@ class WriteOptions:
             spec.check(getattr(self, spec.name))
         if self.beam and self.num > self.beam:
             raise OptionError(f"--num {self.num} must be at most --beam {self.beam}", "num")
-        if self.rhyme and self.form == "free":
+        if self.rhyme and self.form == "free" and not self.template:
             raise OptionError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)", "rhyme")
+        if self.template and (self.keywords or self.theme):
+            raise OptionError(
+                "--template fixes the characters itself: give --keywords or --theme without it", "template"
+            )
         return self
 
     def replace(self, **changes: Any) -> WriteOptions:
