@@ -103,10 +103,8 @@ def parse_template(text: str, form: str = "free") -> tuple[Form, dict[tuple[int,
             if ch in OPEN:
                 continue
             if not P.is_han(ch):
-                raise FormError(
-                    f"--template line {i + 1}, place {j + 1}: '{ch}' is neither a character nor an open place (＿ or _)",
-                    "template",
-                )
+                where = f"--template line {i + 1}, place {j + 1}"
+                raise FormError(f"{where}: '{ch}' is neither a character nor an open place (＿ or _)", "template")
             fixed[(i, j)] = ch
     return f, fixed
 
