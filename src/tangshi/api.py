@@ -31,7 +31,7 @@ from tangshi import plan as planning
 from tangshi.checkpoint import Checkpoint, CheckpointError
 from tangshi.compose import Poem
 from tangshi.lineindex import LineIndex
-from tangshi.options import OptionError, WriteOptions, check_begin
+from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions, check_begin
 from tangshi.sampling import DEFAULT_DIVERSITY, Sampler
 from tangshi.text import normalise, to_script
 from tangshi.vocab import BOS, EOS, UNK, author_token
@@ -212,6 +212,65 @@ class Poet:
                 first = seed + (b * opts.num + start) * opts.rerank
                 yield self.write([begin], opts.replace(num=n, seed=None), seeds=[first])
 
+    def check(self, text: str, suggest: int = 5) -> dict[str, Any]:
+        """A person's poem read by the rules: the prosody report, each broken rule in words
+        (`prosody.explain`), and for each broken place up to `suggest` characters that keep the rule,
+        the ones that make the whole poem likeliest under the model first."""
+        check_text(text, "text")
+        text = normalise(text, self.ckpt.config.data.script)
+        report = prosody.check(text)
+        problems = prosody.explain(report)
+        out = []
+        for p in problems:
+            row: dict[str, Any] = p.to_dict()
+            if suggest and p.place:
+                row["suggestions"] = _suggest(self, report.lines, p, suggest)
+            out.append(row)
+        return {"report": report.to_dict(), "problems": out}
+
+    def lines(self, poem: str, line: int, options: WriteOptions | None = None, **changes: Any) -> list[dict[str, Any]]:
+        """Alternatives for one line of a regular poem (1-based `line`), written under the same rules
+        with every other character kept: `num` distinct lines, ranked by the log-likelihood of the
+        whole poem with the line in place; each with its prefix-only log-likelihood (the poem up to
+        and including the line) and the rank that gives. Options as `write` (seed, temperature...)."""
+        check_text(poem, "poem")
+        opts = (options or WriteOptions()).replace(**changes)
+        text = normalise(poem, self.ckpt.config.data.script)
+        report = prosody.check(text)
+        if report.form == "other":
+            return _refuse_shape(report)
+        if not 1 <= line <= len(report.lines):
+            raise OptionError(f"--line {line}: the poem has lines 1 to {len(report.lines)}", "line")
+        rows = list(report.lines)
+        rows[line - 1] = forms.OPEN[0] * len(rows[line - 1])
+        template = "".join(ln + ("，" if i % 2 == 0 else "。") for i, ln in enumerate(rows))
+        want, index = opts.num, _lines(self, opts)
+        # the poem's other lines may well be in the corpus (a famous poem): only the new line is checked
+        written = self.write(
+            "", opts, template=template, form=report.form, num=min(2 * want + 4, 1000), allow_copies=True
+        )
+        seen, found = {report.lines[line - 1]}, []
+        for p in sorted(written, key=lambda p: p.nll):
+            cand = prosody.split_lines(p.text)[line - 1]
+            if cand not in seen and not (index is not None and cand in index):
+                seen.add(cand)
+                found.append(p)
+        found = found[:want]
+        prefix = [_lines_text(prosody.split_lines(p.text)[:line]) for p in found]
+        scores = evaluate.token_logprobs(self.model, [self.vocab.encode(t) for t in prefix], [[BOS]] * len(prefix))
+        prefix_ll = [float(s.sum()) for s in scores]
+        order = sorted(range(len(found)), key=lambda k: -prefix_ll[k])
+        return [
+            {
+                "line": prosody.split_lines(p.text)[line - 1],
+                "poem": p.text,
+                "log_likelihood": p.log_likelihood,
+                "prefix_log_likelihood": round(prefix_ll[k], 4),
+                "prefix_rank": order.index(k) + 1,
+            }
+            for k, p in enumerate(found)
+        ]
+
     def loss(self, texts: str | list[str]) -> dict[str, float | int]:
         """Per-character loss and perplexity of the given poem texts."""
         return evaluate.text_loss(self.ckpt, [texts] if isinstance(texts, str) else list(texts))
@@ -270,6 +329,51 @@ def resolve(
             fixed[g] = placed[b]
     group_notes = [n + head_notes for n in notes]
     return Plan(begins, list(resolved), nums, list(seeds), heads, shape, group_notes, context, keywords, fixed, topic)
+
+
+def check_text(text: str, field: str) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise OptionError(f"--{field}: give a poem's text", field)
+    if len(text) > MAX_TEMPLATE:
+        raise OptionError(f"--{field}: at most {MAX_TEMPLATE} characters, got {len(text)}", field)
+
+
+def _refuse_shape(report: prosody.Report) -> list:
+    shape = " + ".join(str(len(ln)) for ln in report.lines) or "no"
+    raise OptionError(f"--poem has lines of {shape} characters: not a 五绝, 七绝, 五律 or 七律", "poem")
+
+
+def _lines_text(lines: list[str]) -> str:
+    return "".join(ln + ("，" if i % 2 == 0 else "。") for i, ln in enumerate(lines))
+
+
+def _suggest(poet: Poet, lines: list[str], problem: prosody.Problem, k: int) -> list[dict[str, Any]]:
+    """Up to k characters for a broken place that keep its rule and are not elsewhere in the poem: the
+    64 the model finds likeliest after the poem's text before the place, ranked by the log-likelihood
+    of the whole poem with each in place."""
+    vp, vocab, model = poet.vocab_prosody, poet.vocab, poet.model
+    if problem.rule == "rhyme":
+        if problem.need not in vp.groups:
+            return []
+        allowed = vp.in_group[vp.groups.index(problem.need)].clone()
+    else:
+        allowed = (vp.ping if problem.need == prosody.PING else vp.ze) & vp.char
+    used = [vocab.id(ch) for ln in lines for ch in ln]
+    allowed[used] = False
+    if not bool(allowed.any()):
+        return []
+    text = _lines_text(lines)
+    at = sum(len(ln) + 1 for ln in lines[: problem.line - 1]) + problem.place - 1
+    ids = [BOS, *vocab.encode(text[:at])]
+    with torch.inference_mode():
+        x, state = compose.prime(model, [ids], next(model.parameters()).device)
+        logits, _ = model.step(x, state)
+    logits = logits.float()[0].cpu().masked_fill(~allowed, float("-inf"))
+    top = [int(i) for i in logits.topk(min(64, int(allowed.sum()))).indices]
+    texts = [text[:at] + vocab.tokens[i] + text[at + 1 :] for i in top]
+    scores = evaluate.token_logprobs(model, [[*vocab.encode(t), EOS] for t in texts], [[BOS]] * len(texts))
+    best = sorted(zip(top, (float(s.sum()) for s in scores), strict=True), key=lambda p: -p[1])[:k]
+    return [{"char": vocab.tokens[i], "log_likelihood": round(v, 4)} for i, v in best]
 
 
 def _templated(opts: WriteOptions) -> WriteOptions:

@@ -151,6 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     _add_write_options(wr)
 
+    ch = sub.add_parser(
+        "check",
+        help="a person's poem read by the rules: what it breaks, in words, and characters that would keep them",
+    )
+    ch.add_argument("texts", nargs="+", help="poem texts ('-': one poem a line on stdin)")
+    ch.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
+    ch.add_argument("--suggest", type=int, default=5, help="characters suggested a broken place (default: 5; 0: none)")
+    ch.add_argument("--json", action="store_true", help="one JSON object a poem")
+    ch.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+
+    li = sub.add_parser(
+        "lines",
+        help="alternatives for one line of a regular poem, ranked by the whole poem's likelihood",
+        description="Write --num alternatives for line --line of --poem under the same rules (form, rhyme, "
+        "tones), every other character kept; ranked by the log-likelihood of the whole poem with the line in "
+        "place, the prefix-only rank beside.",
+    )
+    li.add_argument("--poem", required=True, help="the poem (a 五绝, 七绝, 五律 or 七律)")
+    li.add_argument("--line", type=int, required=True, help="the line to rewrite, from 1")
+    li.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
+    li.add_argument("--json", action="store_true", help="one JSON object an alternative")
+    li.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    _add_write_options(li)
+
     ev = sub.add_parser(
         "eval", help="the evaluation suite: loss on a split, and metrics of generated poems against human ones"
     )
@@ -328,6 +352,46 @@ def cmd_write(args: argparse.Namespace) -> int:
                 _note(f"poem {count}: copied from the corpus: {'，'.join(poem.copied)}")
             if not poem.ended and not opts.ignore_end:
                 _note(f"poem {count} was cut at --max-length {opts.max_length} before its end")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.suggest < 0:
+        raise OptionError(f"--suggest must be >= 0, got {args.suggest}", "suggest")
+    poet = _load_poet(args.checkpoint, args.device)
+    texts = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()] if args.texts == ["-"] else args.texts
+    for i, text in enumerate(texts):
+        checked = poet.check(text, suggest=args.suggest)
+        if args.json:
+            print(json.dumps(checked, ensure_ascii=False), flush=True)
+            continue
+        r = checked["report"]
+        marks = r["actual"] or [""] * len(r["lines"])
+        print(("\n" if i else "") + "\n".join(f"{ln}  {m}".rstrip() for ln, m in zip(r["lines"], marks, strict=True)))
+        if r["form"] != "other":
+            rhyme = f"rhymes in {r['rhyme_group']}" if r["rhyme"] else "does not rhyme"
+            print(
+                f"{r['form']}; {rhyme}; {r['template_name']}; tones relaxed {r['relaxed']:.3f}, strict {r['strict']:.3f}"
+            )
+        for p in checked["problems"]:
+            better = "、".join(s["char"] for s in p.get("suggestions", []))
+            print(f"- {p['message']}" + (f" (try: {better})" if better else ""))
+        if not checked["problems"]:
+            print("- keeps every rule, strict tones included")
+    return 0
+
+
+def cmd_lines(args: argparse.Namespace) -> int:
+    opts = write_options(args)
+    poet = _load_poet(args.checkpoint, args.device)
+    for k, alt in enumerate(poet.lines(args.poem, args.line, opts)):
+        if args.json:
+            print(json.dumps(alt, ensure_ascii=False), flush=True)
+        else:
+            print(
+                f"{k + 1}. {alt['line']}  whole poem {alt['log_likelihood']:.2f}, prefix only "
+                f"{alt['prefix_log_likelihood']:.2f} (rank {alt['prefix_rank']})"
+            )
     return 0
 
 
@@ -531,6 +595,8 @@ COMMANDS = {
     "presets": cmd_presets,
     "authors": cmd_authors,
     "prosody": cmd_prosody,
+    "check": cmd_check,
+    "lines": cmd_lines,
 }
 
 

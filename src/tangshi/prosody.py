@@ -348,3 +348,86 @@ class Summary:
             )
         out.append(f"\n{self.poems:,} poems read, {self.other:,} not in a regular form")
         return "\n".join(out)
+
+
+# ---------------------------------------------------------------- the rules a poem breaks, in words
+
+
+@dataclass
+class Problem:
+    """One broken rule of a poem: where (1-based line and place; place 0 for the whole poem), what."""
+
+    rule: str  # form, rhyme, tone (relaxed: a checked position) or strict (a position 一三五不论 frees)
+    line: int
+    place: int
+    char: str
+    need: str  # what the place needs: 平 or 仄, or the rhyme group
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def explain(report: Report) -> list[Problem]:
+    """The rules `report`'s poem breaks, in words: its shape, its rhymes (one 平 group at the end of every
+    even line), then each character whose tone the poem's best template (`report.template`) does not
+    take: checked positions first (rule "tone"), then those only strict tones check ("strict")."""
+    lines = report.lines
+    if report.form == "other":
+        shape = " + ".join(str(len(ln)) for ln in lines) or "no"
+        return [
+            Problem(
+                "form", 0, 0, "", "4 or 8 lines of 5 or 7",
+                f"lines of {shape} characters: not a 五绝, 七绝, 五律 or 七律 (4 or 8 lines of 5 or 7 characters)",
+            )
+        ]  # fmt: skip
+    out = [*_rhyme_problems(lines)]
+    chars = len(lines[0])
+    relaxed = set(checked_positions(chars, strict=False))
+    for strict in (False, True):
+        for i, (line, pattern) in enumerate(zip(lines, report.patterns, strict=True)):
+            for j in checked_positions(chars, strict):
+                if strict and j in relaxed:
+                    continue
+                t = tones(line[j])
+                if not t or pattern[j] in t:
+                    continue
+                free = "" if not strict else "; 一三五不论 leaves it free under relaxed tones"
+                out.append(
+                    Problem(
+                        "strict" if strict else "tone", i + 1, j + 1, line[j], pattern[j],
+                        f"line {i + 1}, character {j + 1} '{line[j]}' is {next(iter(t))}; the template "
+                        f"({report.template_name}: {pattern}) needs {pattern[j]} there{free}",
+                    )
+                )  # fmt: skip
+    return out
+
+
+def _rhyme_problems(lines: list[str]) -> list[Problem]:
+    """The even lines whose last character is not in the 平 group most of them share."""
+    finals = [(i, ln[-1]) for i, ln in enumerate(lines) if i % 2 == 1]
+    votes: dict[str, int] = {}
+    for _, ch in finals:
+        for g in groups(ch):
+            votes[g] = votes.get(g, 0) + 1
+    if not votes:
+        return [
+            Problem("rhyme", i + 1, len(lines[i]), ch, "a 平 rhyme", f"line {i + 1} ends with '{ch}', not a 平 rhyme")
+            for i, ch in finals
+        ]
+    group = max(sorted(votes), key=lambda g: votes[g])
+    out = []
+    for i, ch in finals:
+        if group in groups(ch):
+            continue
+        has = groups(ch)
+        what = (
+            f"rhymes in {'、'.join(sorted(has))}" if has else f"is {'、'.join(sorted(tones(ch))) or 'of no known tone'}"
+        )
+        out.append(
+            Problem(
+                "rhyme", i + 1, len(lines[i]), ch, group,
+                f"line {i + 1} ends with '{ch}', which {what}; the other rhymes are in {group}",
+            )
+        )  # fmt: skip
+    return out

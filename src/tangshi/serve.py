@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from tangshi.api import Poet
 from tangshi.compose import Stopped
 from tangshi.config import ServeConfig as Settings
-from tangshi.options import NAMES, SPECS, OptionError, Spec, WriteOptions
+from tangshi.options import MAX_SEED, MAX_TEMPLATE, NAMES, SPECS, OptionError, Spec, WriteOptions
 
 MAX_MODEL_NAME = 64
 MAX_ECHO = 64  # characters of a bad value echoed back in a 422
@@ -121,6 +121,25 @@ class PoemsOut(BaseModel):
     model: str
     poems: list[PoemOut]
     notes: list[str]
+
+
+class CheckIn(_Base):
+    """The body of POST /v1/check."""
+
+    model: Annotated[str | None, Field(max_length=MAX_MODEL_NAME, description="a loaded checkpoint")] = None
+    text: Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE, description="the poem to read")]
+    suggest: Annotated[int, Field(ge=0, le=20, description="characters suggested a broken place")] = 5
+
+
+class LinesIn(_Base):
+    """The body of POST /v1/lines."""
+
+    model: Annotated[str | None, Field(max_length=MAX_MODEL_NAME, description="a loaded checkpoint")] = None
+    poem: Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE, description="a 五绝, 七绝, 五律 or 七律")]
+    line: Annotated[int, Field(ge=1, le=8, description="the line to rewrite, from 1")]
+    num: Annotated[int, Field(ge=1, le=32, description="alternatives")] = 8
+    seed: Annotated[int | None, Field(ge=0, le=MAX_SEED, description="the same seed, the same alternatives")] = None
+    tones: Literal["relaxed", "strict", "off"] = "relaxed"
 
 
 def _unprocessable(field_: str, message: str) -> JSONResponse:
@@ -501,6 +520,46 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
             return job.future.result()
         except OptionError as e:
             return _unprocessable(e.field, str(e))
+
+    reading = threading.Lock()  # /v1/check and /v1/lines: one at a time, beside the writer
+
+    def _poet(name: str | None) -> tuple[str, Poet | None]:
+        name = name or next(iter(app.state.poets))
+        return name, app.state.poets.get(name)
+
+    @app.post("/v1/check", responses={422: {"description": "a field is invalid; `detail[].loc` names it"}})
+    async def check(req: CheckIn) -> dict[str, Any]:
+        """A person's poem read by the rules: the prosody report, each broken rule in words, and characters
+        that would keep the rule, likeliest whole poem first."""
+        name, poet = _poet(req.model)
+        if poet is None:
+            return _unprocessable("model", f"no model '{name[:MAX_ECHO]}'; loaded: {', '.join(app.state.poets)}")
+
+        def run() -> dict[str, Any]:
+            with reading:
+                return poet.check(req.text, suggest=req.suggest)
+
+        try:
+            return {"model": name, **await asyncio.to_thread(run)}
+        except OptionError as e:
+            return _unprocessable("text" if e.field == "text" else e.field, str(e))
+
+    @app.post("/v1/lines", responses={422: {"description": "a field is invalid; `detail[].loc` names it"}})
+    async def lines(req: LinesIn) -> dict[str, Any]:
+        """Alternatives for one line of a regular poem, every other character kept, ranked by the
+        log-likelihood of the whole poem with the line in place (the prefix-only rank beside)."""
+        name, poet = _poet(req.model)
+        if poet is None:
+            return _unprocessable("model", f"no model '{name[:MAX_ECHO]}'; loaded: {', '.join(app.state.poets)}")
+
+        def run() -> list[dict[str, Any]]:
+            with reading:
+                return poet.lines(req.poem, req.line, num=req.num, seed=req.seed, tones=req.tones)
+
+        try:
+            return {"model": name, "line": req.line, "alternatives": await asyncio.to_thread(run)}
+        except OptionError as e:
+            return _unprocessable("poem" if e.field in ("template", "poem") else e.field, str(e))
 
     root = web_root()
 
