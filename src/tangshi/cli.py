@@ -370,9 +370,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(("\n" if i else "") + "\n".join(f"{ln}  {m}".rstrip() for ln, m in zip(r["lines"], marks, strict=True)))
         if r["form"] != "other":
             rhyme = f"rhymes in {r['rhyme_group']}" if r["rhyme"] else "does not rhyme"
-            print(
-                f"{r['form']}; {rhyme}; {r['template_name']}; tones relaxed {r['relaxed']:.3f}, strict {r['strict']:.3f}"
-            )
+            tones = f"tones relaxed {r['relaxed']:.3f}, strict {r['strict']:.3f}"
+            print(f"{r['form']}; {rhyme}; {r['template_name']}; {tones}")
         for p in checked["problems"]:
             better = "、".join(s["char"] for s in p.get("suggestions", []))
             print(f"- {p['message']}" + (f" (try: {better})" if better else ""))
