@@ -116,3 +116,72 @@ def test_the_page_writes_a_qilv_in_vertical_layout(server, tmp_path):
             assert "begin" in page.inner_text("#error") and "龘" in page.inner_text("#error")
         finally:
             browser.close()
+
+
+def _shot(page, tmp_path: Path, name: str) -> None:
+    page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+    shots = os.environ.get("TANGSHI_SCREENSHOTS")
+    if shots:
+        page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("width, name", [(1280, "desktop"), (390, "phone")])
+def test_co_writing_lock_rewrite_alternatives_undo_and_live_checking(server, tmp_path, width, name):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_context(viewport={"width": width, "height": 900}).new_page()
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']", timeout=30000)
+            page.fill("#begin", "山")
+            page.select_option("#form", "五律")
+            page.click("#write")
+            page.wait_for_selector("body[data-poems='1']", timeout=30000)
+            assert page.is_disabled("#rewrite")  # nothing locked yet
+            # lock the first two characters of line 1 and the rhyme of line 2, rewrite the rest
+            chars = page.locator("#poem .line >> nth=0").locator(".ch")
+            kept = [chars.nth(0).inner_text(), chars.nth(1).inner_text()]
+            chars.nth(0).click()
+            chars.nth(1).click()
+            rhyme = page.locator("#poem .line >> nth=1").locator(".ch >> nth=4")
+            kept.append(rhyme.inner_text())
+            rhyme.click()
+            assert page.locator("#poem .locked").count() == 3
+            before = page.inner_text("#poem .text >> nth=2")
+            _shot(page, tmp_path, f"lock-{name}")
+            page.click("#rewrite")
+            page.wait_for_selector("body[data-poems='2']", timeout=30000)
+            line1, line2 = (page.locator(f"#poem .line >> nth={i}").locator(".ch") for i in (0, 1))
+            assert [line1.nth(0).inner_text(), line1.nth(1).inner_text(), line2.nth(4).inner_text()] == kept
+            assert page.locator("#poem .locked").count() == 3  # still locked for the next rewrite
+            assert "五律" in page.inner_text("#info")
+            rewritten = page.inner_text("#poem")
+            # other lines for line 3: pick one; undo and redo
+            page.locator("#poem .alt >> nth=2").click()
+            page.wait_for_selector("body[data-alts='1']", timeout=30000)
+            options = page.locator("#alts button")
+            assert options.count() >= 3
+            chosen = options.nth(0).inner_text()
+            _shot(page, tmp_path, f"alternatives-{name}")
+            options.nth(0).click()
+            page.wait_for_selector("body[data-swaps='1']", timeout=30000)
+            assert page.locator("#poem .line >> nth=2").locator(".ch").all_inner_texts() == list(chosen)
+            page.click("#undo")
+            assert page.inner_text("#poem") == rewritten
+            page.click("#redo")
+            assert "".join(page.locator("#poem .line >> nth=2").locator(".ch").all_inner_texts()) == chosen
+            assert before  # the first poem's third line was there to be replaced
+            # typing: broken rules are marked as one types, with characters that would keep them
+            page.fill("#own", "床前明月光，疑是地上雪。举头望明月，低头思故乡。")
+            page.wait_for_selector("#poem .broken", timeout=30000)
+            problems = page.inner_text("#problems")
+            assert "'雪'" in problems and "霜" in problems
+            assert page.locator("#poem .broken").count() >= 3
+            _shot(page, tmp_path, f"checking-{name}")
+            page.fill("#own", "床前明月光，疑是地上霜。举头望明月，低头思故乡。")
+            page.wait_for_function("!document.querySelector('#problems').innerText.includes('雪')", timeout=30000)
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        finally:
+            browser.close()

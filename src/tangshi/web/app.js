@@ -6,8 +6,11 @@
 const $ = (id) => document.getElementById(id);
 const MARK = { "平": "○", "仄": "●", "*": "◐", "?": "·" };
 const LABELS = { free: "自由 free", relaxed: "relaxed 一三五不论", strict: "strict", off: "off" };
-let last = null;   // the last poem's response, for copying
+let last = null;   // the poem shown (a poem of POST /v1/poems, or one made from POST /v1/check)
 let asked = 0;     // how many poems this page has asked for (a new seed each time)
+let locks = new Set();   // "line:place" of the locked characters (0-based)
+const history = { past: [], future: [] };  // undo / redo of the poems shown
+let checking = 0;  // the latest live check asked (older answers are dropped)
 
 function request() {
   const body = {
@@ -30,8 +33,9 @@ function escapeHtml(s) {
   return s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
 
-function render(poem) {
+function render(poem, problems = []) {
   const p = poem.prosody;
+  const broken = new Map(problems.filter((q) => q.place && q.rule !== "strict").map((q) => [`${q.line - 1}:${q.place - 1}`, q.message]));
   const regular = p.form !== "other";
   const rhyming = new Set();
   if (regular) {
@@ -46,14 +50,20 @@ function render(poem) {
     const word = planned.get(i) || "";
     const at = word ? piece.indexOf(word) : -1;
     const body = chars.map((c, k) => {
+      const punct = /[，。！？；、]/.test(c);
       const lastChar = k === chars.length - 1 - (/[，。！？；、]/.test(chars[chars.length - 1]) ? 1 : 0);
-      const cls = [rhyming.has(i) && lastChar ? "rhyme" : "", at >= 0 && k >= at && k < at + word.length ? "kw" : ""];
+      const key = `${i}:${k}`;
+      const cls = [rhyming.has(i) && lastChar ? "rhyme" : "", at >= 0 && k >= at && k < at + word.length ? "kw" : "",
+        punct ? "" : "ch", locks.has(key) && !punct ? "locked" : "", broken.has(key) ? "broken" : ""];
       const names = cls.filter((x) => x).join(" ");
-      return names ? `<span class="${names}">${escapeHtml(c)}</span>` : escapeHtml(c);
+      const data = punct ? "" : ` data-line="${i}" data-place="${k}"`;
+      const title = broken.has(key) ? ` title="${escapeHtml(broken.get(key))}"` : "";
+      return names ? `<span class="${names}"${data}${title}>${escapeHtml(c)}</span>` : escapeHtml(c);
     }).join("");
     const tones = regular && $("marks").checked && p.actual[i]
       ? `<span class="marks" aria-label="tones">${[...p.actual[i]].map((t) => MARK[t] || t).join("")}</span>` : "";
-    return `<div class="line"><span class="text">${body}</span>${tones}</div>`;
+    const alt = regular ? `<button type="button" class="alt" data-line="${i}" aria-label="other lines for line ${i + 1}">⟳</button>` : "";
+    return `<div class="line"><span class="text">${body}${alt}</span>${tones}</div>`;
   });
   const box = $("poem");
   box.className = $("vertical").checked ? "vertical" : "";
@@ -66,32 +76,58 @@ function render(poem) {
   if (poem.acrostic) facts.push(`藏头 ${poem.acrostic}`);
   if (poem.title) facts.push(`题 ${poem.title}`);
   if (poem.author) facts.push(`诗人 ${poem.author}`);
-  facts.push(`log-likelihood ${poem.log_likelihood.toFixed(1)} nats (${poem.nll.toFixed(2)} a character)`);
-  facts.push(`seed ${poem.seed}`);
+  if (poem.log_likelihood !== undefined) {
+    facts.push(`log-likelihood ${poem.log_likelihood.toFixed(1)} nats (${poem.nll.toFixed(2)} a character)`);
+  }
+  if (poem.seed !== undefined) facts.push(`seed ${poem.seed}`);
   $("info").textContent = facts.join(" · ");
   $("plan").textContent = poem.plan
     ? "计划 plan: " + poem.plan.map((e) => `${e.line + 1} ${e.word}${e.given ? "" : "*"}`).join(" · ") + " (* chosen by the plan)"
     : "";
 }
 
-async function write(event) {
+async function post(path, body) {
+  const res = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const data = await res.json();
+  if (!res.ok) {
+    const d = data.detail;
+    throw new Error(Array.isArray(d) ? d.map((e) => `${e.loc.slice(1).join(".")}: ${e.msg}`).join("; ") : d);
+  }
+  return data;
+}
+
+function show(poem, problems = []) {
+  if (last && last.text === poem.text) { last = poem; render(poem, problems); buttons(); return; }
+  if (last) history.past.push(last);
+  history.future = [];
+  last = poem;
+  render(poem, problems);
+  buttons();
+}
+
+function buttons() {
+  const regular = last && last.prosody.form !== "other";
+  $("copy").disabled = !last;
+  $("rewrite").disabled = !regular || locks.size === 0;
+  $("undo").disabled = history.past.length === 0;
+  $("redo").disabled = history.future.length === 0;
+}
+
+async function write(event, template = "") {
   if (event) event.preventDefault();
   $("error").hidden = true;
-  $("write").disabled = $("another").disabled = true;
+  $("write").disabled = $("another").disabled = $("rewrite").disabled = true;
   try {
-    const res = await fetch("/v1/poems", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(request()),
-    });
-    const data = await res.json();
-    if (!res.ok) {
-      const d = data.detail;
-      throw new Error(Array.isArray(d) ? d.map((e) => `${e.loc.slice(1).join(".")}: ${e.msg}`).join("; ") : d);
-    }
-    last = data.poems[0];
-    render(last);
-    $("copy").disabled = false;
+    const body = request();
+    if (template) Object.assign(body, { template, form: last.prosody.form, begin: "", acrostic: "", keywords: [], theme: "" });
+    else locks = new Set();
+    const data = await post("/v1/poems", body);
+    $("alts").hidden = true;
+    show(data.poems[0]);
     document.body.dataset.poems = asked;  // tests wait on this
   } catch (err) {
     $("error").textContent = err.message;
@@ -99,7 +135,74 @@ async function write(event) {
   } finally {
     $("write").disabled = false;
     $("another").disabled = last === null;
+    buttons();
   }
+}
+
+// a poem of the page's own (typed, or a line swapped in) in the shape render() reads
+function ownPoem(text, checked) {
+  const r = checked.report;
+  return { text, lines: r.lines, prosody: r, plan: null, acrostic: "", title: "", author: "" };
+}
+
+function templateOfLocks() {
+  return last.prosody.lines.map((line, i) =>
+    [...line].map((c, k) => (locks.has(`${i}:${k}`) ? c : "＿")).join("") + (i % 2 ? "。" : "，")).join("");
+}
+
+async function alternatives(line) {
+  $("error").hidden = true;
+  const list = $("alts");
+  list.innerHTML = "<li>…</li>";
+  list.hidden = false;
+  try {
+    const data = await post("/v1/lines", { poem: last.text, line: line + 1, num: 6, seed: (Date.now() + asked++) % 2147483647 });
+    list.innerHTML = data.alternatives.map((a, k) =>
+      `<li><button type="button" data-k="${k}">${escapeHtml(a.line)}</button> <small>${a.log_likelihood.toFixed(1)}</small></li>`).join("");
+    list.querySelectorAll("button").forEach((b) => b.addEventListener("click", async () => {
+      const text = data.alternatives[Number(b.dataset.k)].poem;
+      const checked = await post("/v1/check", { text, suggest: 0 });
+      list.hidden = true;
+      show(ownPoem(text, checked));
+      document.body.dataset.swaps = String(Number(document.body.dataset.swaps || 0) + 1);
+    }));
+    document.body.dataset.alts = String(Number(document.body.dataset.alts || 0) + 1);  // tests wait on this
+  } catch (err) {
+    list.hidden = true;
+    $("error").textContent = err.message;
+    $("error").hidden = false;
+  }
+}
+
+async function liveCheck() {
+  const text = $("own").value.trim();
+  const mine = ++checking;
+  if (!text) { $("problems").innerHTML = ""; return; }
+  try {
+    const checked = await post("/v1/check", { text, suggest: 3 });
+    if (mine !== checking) return;  // the person typed on
+    const shown = checked.problems.filter((q) => q.rule !== "strict");
+    $("problems").innerHTML = shown.length
+      ? shown.map((q) => `<li>${escapeHtml(q.message)}${q.suggestions && q.suggestions.length
+        ? ` — 可用 try ${escapeHtml(q.suggestions.map((x) => x.char).join("、"))}` : ""}</li>`).join("")
+      : "<li class=\"ok\">合律 keeps the rules</li>";
+    if (checked.report.form !== "other") {
+      locks = new Set();
+      show(ownPoem(checked.report.lines.map((l, i) => l + (i % 2 ? "。" : "，")).join(""), checked), checked.problems);
+    }
+    document.body.dataset.checks = String(mine);  // tests wait on this
+  } catch (err) {
+    if (mine !== checking) return;
+    $("problems").innerHTML = `<li>${escapeHtml(err.message)}</li>`;
+  }
+}
+
+function step(from, to) {
+  if (!from.length) return;
+  to.push(last);
+  last = from.pop();
+  render(last);
+  buttons();
 }
 
 async function copy() {
@@ -148,5 +251,20 @@ setUp().catch((err) => { $("error").textContent = `could not read the server's o
 $("ask").addEventListener("submit", write);
 $("another").addEventListener("click", () => write());
 $("copy").addEventListener("click", copy);
+$("rewrite").addEventListener("click", () => write(null, templateOfLocks()));
+$("undo").addEventListener("click", () => step(history.past, history.future));
+$("redo").addEventListener("click", () => step(history.future, history.past));
+$("poem").addEventListener("click", (event) => {
+  const alt = event.target.closest(".alt");
+  if (alt) { alternatives(Number(alt.dataset.line)); return; }
+  const ch = event.target.closest(".ch");
+  if (!ch || !last) return;
+  const key = `${ch.dataset.line}:${ch.dataset.place}`;
+  if (locks.has(key)) locks.delete(key); else locks.add(key);
+  ch.classList.toggle("locked", locks.has(key));
+  buttons();
+});
+let typing = null;
+$("own").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(liveCheck, 250); });
 $("temperature").addEventListener("input", () => { $("tout").textContent = $("temperature").value; });
 for (const id of ["vertical", "marks"]) $(id).addEventListener("change", () => last && render(last));
