@@ -527,7 +527,14 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
         name = name or next(iter(app.state.poets))
         return name, app.state.poets.get(name)
 
-    @app.post("/v1/check", responses={422: {"description": "a field is invalid; `detail[].loc` names it"}})
+    reading_responses: dict[int | str, dict[str, Any]] = {
+        400: {"description": "the body could not be read (not UTF-8 JSON)"},
+        408: {"description": "the body was not received within the server's --client-timeout"},
+        413: {"description": "the body is larger than the server's --max-body"},
+        422: {"description": "a field is invalid; `detail[].loc` names it"},
+    }
+
+    @app.post("/v1/check", responses=reading_responses)
     async def check(req: CheckIn) -> dict[str, Any]:
         """A person's poem read by the rules: the prosody report, each broken rule in words, and characters
         that would keep the rule, likeliest whole poem first."""
@@ -544,7 +551,7 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
         except OptionError as e:
             return _unprocessable("text" if e.field == "text" else e.field, str(e))
 
-    @app.post("/v1/lines", responses={422: {"description": "a field is invalid; `detail[].loc` names it"}})
+    @app.post("/v1/lines", responses=reading_responses)
     async def lines(req: LinesIn) -> dict[str, Any]:
         """Alternatives for one line of a regular poem, every other character kept, ranked by the
         log-likelihood of the whole poem with the line in place (the prefix-only rank beside)."""
