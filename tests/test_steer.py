@@ -20,8 +20,9 @@ def poet() -> Poet:
 
 
 def toy(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 10-id vocabulary: 4 and 5 are characters, 6 ends a line; 4 is followed by 7 (PPMI 2) and 8 (1)."""
-    ids, values = torch.tensor([[4, 4], [7, 8]]), torch.tensor([2.0, 1.0])
+    """A 10-id vocabulary: 4 and 5 are characters, 6 ends a line; 4 is followed by 7 (PPMI 2) and 8 (1)
+    (the table transposed: [next, this])."""
+    ids, values = torch.tensor([[7, 8], [4, 4]]), torch.tensor([2.0, 1.0])
     table = torch.sparse_coo_tensor(ids, values, (10, 10), check_invariants=True).coalesce()
     breaks = torch.zeros(10, dtype=torch.bool)
     breaks[6] = True

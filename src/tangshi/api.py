@@ -151,16 +151,18 @@ class Poet:
         return DEFAULT_COHESION if words is not None and words.next is not None else 0.0
 
     def following(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the next-line PPMI table in the model's ids, (V, V) sparse; the ids that end a line)."""
+        """(the next-line PPMI table in the model's ids, transposed: (V, V) sparse, [b, a] = PPMI of a
+        character a of a line and b of the next; the ids that end a line)."""
         words = self.words
-        with self._lock:
+        with self._lock, torch.inference_mode(False):  # kept across calls: never an inference tensor
             if self._following is None:
                 v, vocab = len(self.vocab), self.vocab
                 pairs = [(vocab.id(a), vocab.id(b), s) for a, b, s in words.following() if a in vocab and b in vocab]
                 rows, cols, vals = zip(*pairs, strict=True) if pairs else ((), (), ())
                 ids = torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1)
                 values = torch.tensor(vals, dtype=torch.float32)
-                table = torch.sparse_coo_tensor(ids, values, (v, v), check_invariants=True).coalesce()
+                # transposed: a row for each character of the next line (the steering's sparse product)
+                table = torch.sparse_coo_tensor(ids.flip(0), values, (v, v), check_invariants=True).coalesce()
                 breaks = torch.zeros(v, dtype=torch.bool)
                 breaks[[vocab.id(ch) for ch in LINE_BREAKS if ch in vocab]] = True
                 self._following = (table, breaks)
@@ -241,34 +243,37 @@ class Poet:
             return _refuse_shape(report)
         if not 1 <= line <= len(report.lines):
             raise OptionError(f"--line {line}: the poem has lines 1 to {len(report.lines)}", "line")
-        rows = list(report.lines)
-        rows[line - 1] = forms.OPEN[0] * len(rows[line - 1])
-        template = "".join(ln + ("，" if i % 2 == 0 else "。") for i, ln in enumerate(rows))
-        want, index = opts.num, _lines(self, opts)
-        # the poem's other lines may well be in the corpus (a famous poem): only the new line is checked
-        written = self.write(
-            "", opts, template=template, form=report.form, num=min(2 * want + 4, 1000), allow_copies=True
-        )
-        seen, found = {report.lines[line - 1]}, []
-        for p in sorted(written, key=lambda p: p.nll):
-            cand = prosody.split_lines(p.text)[line - 1]
-            if cand not in seen and not (index is not None and cand in index):
-                seen.add(cand)
-                found.append(p)
-        found = found[:want]
-        prefix = [_lines_text(prosody.split_lines(p.text)[:line]) for p in found]
-        scores = evaluate.token_logprobs(self.model, [self.vocab.encode(t) for t in prefix], [[BOS]] * len(prefix))
-        prefix_ll = [float(s.sum()) for s in scores]
-        order = sorted(range(len(found)), key=lambda k: -prefix_ll[k])
+        opts = _templated(opts.replace(template=_open_line(report.lines, line), form=report.form).validate())
+        plan = resolve(self, "", opts)
+        index, want = _lines(self, opts), opts.num
+        original = report.lines[line - 1]
+        found: dict[str, str] = {}  # new line -> the poem with it
+        for attempt in range(opts.budget):
+            for poem in _line_candidates(self, plan, opts, report.lines, line, want + 4, attempt):
+                cand = prosody.split_lines(poem)[line - 1]
+                if cand != original and cand not in found and not (index is not None and cand in index):
+                    found[cand] = poem
+            if len(found) >= want:
+                break
+        poems = list(found.values())
+        if not poems:
+            return []
+        ids = [[*self.vocab.encode(t), EOS] for t in poems]
+        scores = evaluate.token_logprobs(self.model, ids, [[BOS]] * len(ids))
+        upto = len(_lines_text(report.lines[:line]))  # the tokens of the poem up to the line's punctuation
+        whole = [float(s.sum()) for s in scores]
+        prefix = [float(s[:upto].sum()) for s in scores]
+        best = sorted(range(len(poems)), key=lambda k: -whole[k])[:want]
+        by_prefix = sorted(best, key=lambda k: -prefix[k])
         return [
             {
-                "line": prosody.split_lines(p.text)[line - 1],
-                "poem": p.text,
-                "log_likelihood": p.log_likelihood,
-                "prefix_log_likelihood": round(prefix_ll[k], 4),
-                "prefix_rank": order.index(k) + 1,
+                "line": prosody.split_lines(poems[k])[line - 1],
+                "poem": to_script(poems[k], opts.script),
+                "log_likelihood": round(whole[k], 4),
+                "prefix_log_likelihood": round(prefix[k], 4),
+                "prefix_rank": by_prefix.index(k) + 1,
             }
-            for k, p in enumerate(found)
+            for k in best
         ]
 
     def loss(self, texts: str | list[str]) -> dict[str, float | int]:
@@ -345,6 +350,41 @@ def _refuse_shape(report: prosody.Report) -> list:
 
 def _lines_text(lines: list[str]) -> str:
     return "".join(ln + ("，" if i % 2 == 0 else "。") for i, ln in enumerate(lines))
+
+
+def _open_line(lines: list[str], line: int) -> str:
+    """The template of a poem with one line (1-based) open."""
+    return _lines_text([forms.OPEN[0] * len(ln) if i == line - 1 else ln for i, ln in enumerate(lines)])
+
+
+@torch.inference_mode()
+def _line_candidates(
+    poet: Poet, plan: Plan, opts: WriteOptions, lines: list[str], line: int, n: int, attempt: int
+) -> list[str]:
+    """n poems with line `line` (1-based) sampled anew: the state after the poem's text before the line
+    is read once, the form's mask and the steering are brought to that point, and only the line and
+    its punctuation are sampled (the rest of the poem is the person's, scored afterwards)."""
+    vocab, model = poet.vocab, poet.model
+    device = next(model.parameters()).device
+    before = vocab.encode(_lines_text(lines[: line - 1]))
+    mask = _mask(poet, plan, opts, [0] * n)
+    steer = _steer(poet, plan, opts, n)
+    for i in before:
+        ids = torch.full((n,), i, dtype=torch.long)
+        mask.update(ids)
+        if steer is not None:
+            steer.update(ids.to(device))
+    sampler = Sampler(
+        temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p, greedy=opts.greedy,
+        repetition_penalty=opts.repetition_penalty, diversity=_diversity(poet, opts),
+    )  # fmt: skip
+    seed = (opts.seed if opts.seed is not None else secrets.randbits(31)) + attempt * RETRY_STRIDE
+    written = compose.write(
+        model, vocab, [""] * n, sampler, seeds=[seed + r for r in range(n)], max_length=len(lines[line - 1]) + 1,
+        form=mask, contexts=[[BOS, *before]] * n, steer=steer,
+    )  # fmt: skip
+    head, tail = _lines_text(lines[: line - 1]), _lines_text(lines)[len(_lines_text(lines[:line])) :]
+    return [head + p.text + tail for p in written if p.failure is None and len(p.text) == len(lines[line - 1]) + 1]
 
 
 def _suggest(poet: Poet, lines: list[str], problem: prosody.Problem, k: int) -> list[dict[str, Any]]:

@@ -379,15 +379,15 @@ def _last_line(vocab: Vocab, ids: list[int]) -> str:
 
 class Steer:
     """A bias added to each step's logits, one row a poem: a fixed `topic` bias (V,) for every row,
-    and a line bias: when a row ends a line, `weight` x the mean over that line's characters of their
-    rows in `table` (V, V sparse: how much more often a character is in the next line than chance),
-    until its next line ends. `breaks` (V,) marks the ids that end a line. The bias moves probability
+    and a line bias: when a row ends a line, `weight` x the mean over that line's characters a of
+    `table_t[:, a]` ((V, V) sparse, [b, a]: how much more often b is in the line after a line with a
+    than chance), until its next line ends. `breaks` (V,) marks the ids that end a line. The bias moves probability
     among the characters only: the line breaks and the end token keep the model's probability, so a
     steered poem's lines are as long as the model would write them."""
 
     def __init__(
         self,
-        table: torch.Tensor | None,
+        table_t: torch.Tensor | None,
         weight: float,
         breaks: torch.Tensor,
         batch: int,
@@ -398,7 +398,7 @@ class Steer:
         self.weight, self.breaks = weight, breaks.to(device)
         self.structure = self.breaks.clone()
         self.structure[EOS] = True
-        self.table_t = table.t().coalesce().to(device) if table is not None and weight else None
+        self.table_t = table_t.to(device) if table_t is not None and weight else None
         self.fixed = (topic.to(device) if topic is not None else torch.zeros(v, device=device)).expand(batch, v)
         self.active = topic is not None  # no bias at all until a topic is given or a line has ended
         self.line_bias = torch.zeros(batch, v, device=device)
