@@ -82,6 +82,9 @@ def test_bad_requests_name_the_field():
         poet().lines("春眠不觉晓，处处闻啼鸟。", 1)
     assert e.value.field == "poem"
     with pytest.raises(OptionError) as e:
+        poet().lines(SPRING_VIEW, 3, beam=4)
+    assert e.value.field == "beam"
+    with pytest.raises(OptionError) as e:
         poet().check("  ")
     assert e.value.field == "text"
 

@@ -237,6 +237,8 @@ class Poet:
         and including the line) and the rank that gives. Options as `write` (seed, temperature...)."""
         check_text(poem, "poem")
         opts = (options or WriteOptions()).replace(**changes)
+        if opts.beam:
+            raise OptionError("--beam: other lines are sampled (give --num and --seed)", "beam")
         text = normalise(poem, self.ckpt.config.data.script)
         report = prosody.check(text)
         if report.form == "other":
