@@ -376,10 +376,7 @@ def _line_candidates(
         mask.update(ids)
         if steer is not None:
             steer.update(ids.to(device))
-    sampler = Sampler(
-        temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p, greedy=opts.greedy,
-        repetition_penalty=opts.repetition_penalty, diversity=_diversity(poet, opts),
-    )  # fmt: skip
+    sampler = _sampler(poet, opts)
     seed = (opts.seed if opts.seed is not None else secrets.randbits(31)) + attempt * RETRY_STRIDE
     written = compose.write(
         model, vocab, [""] * n, sampler, seeds=[seed + r for r in range(n)], max_length=len(lines[line - 1]) + 1,
@@ -625,14 +622,7 @@ def _beam(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] |
 
 
 def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
-    sampler = Sampler(
-        temperature=opts.temperature,
-        top_k=opts.top_k,
-        top_p=opts.top_p,
-        greedy=opts.greedy,
-        repetition_penalty=opts.repetition_penalty,
-        diversity=_diversity(poet, opts),
-    )
+    sampler = _sampler(poet, opts)
     lines, k = _lines(poet, opts), opts.rerank
     rows = plan.rows()
     bases = [plan.seeds[g] + i * k for g, n in enumerate(plan.nums) for i in range(n)]
@@ -660,6 +650,17 @@ def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool]
     poems = [b[0] for b in best if b is not None]
     _refuse_strict_failures(poems, opts, f"in {opts.budget} tries (--budget)", "--tones relaxed")
     return poems
+
+
+def _sampler(poet: Poet, opts: WriteOptions) -> Sampler:
+    return Sampler(
+        temperature=opts.temperature,
+        top_k=opts.top_k,
+        top_p=opts.top_p,
+        greedy=opts.greedy,
+        repetition_penalty=opts.repetition_penalty,
+        diversity=_diversity(poet, opts),
+    )
 
 
 def _max_length(plan: Plan, opts: WriteOptions) -> int:
