@@ -403,6 +403,8 @@ class Steer:
         self.active = topic is not None  # no bias at all until a topic is given or a line has ended
         self.line_bias = torch.zeros(batch, v, device=device)
         self.line = torch.zeros(batch, v, device=device)  # the characters of each row's current line
+        self.length = torch.zeros(batch, device=device)  # and how many
+        self.rows = torch.arange(batch, device=device)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, V) logits with the bias on the characters, the breaks and end shifted to keep their probability."""
@@ -417,17 +419,24 @@ class Steer:
     def select(self, rows: torch.Tensor) -> None:
         """Keep these rows, in this order (beam search's surviving hypotheses)."""
         self.fixed, self.line, self.line_bias = self.fixed[rows], self.line[rows], self.line_bias[rows]
+        self.length = self.length[rows]
 
     def update(self, ids: torch.Tensor) -> None:
         if self.table_t is None:
             return
-        rows = torch.arange(ids.numel(), device=ids.device)
         ends = self.breaks[ids]
-        self.line[rows[~ends], ids[~ends]] += 1
-        done = rows[ends & (self.line.sum(dim=1) > 0)]
+        if not bool(ends.any()):  # most steps: one more character in each row's line
+            self.line[self.rows, ids] += 1
+            self.length += 1
+            return
+        rows = self.rows[~ends]
+        self.line[rows, ids[~ends]] += 1
+        self.length[rows] += 1
+        done = self.rows[ends & (self.length > 0)]
         if done.numel():
             line = self.line[done]
-            mean = torch.sparse.mm(self.table_t, (line / line.sum(dim=1, keepdim=True)).t()).t()
+            mean = torch.sparse.mm(self.table_t, (line / self.length[done].unsqueeze(1)).t()).t()
             self.line_bias[done] = self.weight * mean
             self.line[done] = 0
+            self.length[done] = 0
             self.active = True
