@@ -17,12 +17,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from tangshi.config import ModelConfig
+from tangshi.device import cpu_has_bf16
 
 ROW_MULTIPLE = 256  # see CharRNN.nll
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM cell step with packed weights (`CharRNN._packed`): gates i, f, g, o as torch.lstm_cell."""
+    w, bias = layer
+    xh = torch.cat([x, h], dim=1).to(w.dtype)
+    gates = torch.addmm(bias, xh.float(), w) if w.dtype == torch.float32 else torch.mm(xh, w).float() + bias
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class CharRNN(nn.Module):
@@ -154,7 +165,9 @@ class CharRNN(nn.Module):
         """One decoding step: ids (B,) -> logits (B, V), the state carried (inference only).
 
         The same function as `forward` on one position, run cell by cell: for one step the fused
-        multi-layer kernel costs several times more in per-call set-up than the arithmetic.
+        multi-layer kernel costs several times more in per-call set-up than the arithmetic. An LSTM
+        layer is one product of [x, h] with [W_ih | W_hh] (`_packed`), in bfloat16 on a CPU with
+        bfloat16 hardware (a row's sums do not depend on its batch; docs/speed.md).
         """
         cfg = self.cfg
         batch = ids.shape[0]
@@ -164,8 +177,8 @@ class CharRNN(nn.Module):
         if cfg.cell == "lstm":
             h_all, c_all = state
             hs, cs = [], []
-            for i in range(cfg.num_layers):
-                h, c = torch.lstm_cell(x, (h_all[i], c_all[i]), *self._layer_weights(i))
+            for i, layer in enumerate(self._packed(ids.device)):
+                h, c = _lstm_step(x, h_all[i], c_all[i], layer)
                 hs.append(h)
                 cs.append(c)
                 x = h
@@ -181,6 +194,25 @@ class CharRNN(nn.Module):
             x = self.proj(x)
         logits = self.head.log_prob(x) if self.adaptive else self.head(x)
         return logits, new_state
+
+    def _packed(self, device: torch.device) -> list[tuple]:
+        """Each LSTM layer's weights for `step`: [W_ih | W_hh] transposed, (in + H, 4H), and b_ih + b_hh;
+        in bfloat16 on a CPU that multiplies it in hardware (the model's weights stay in cache: half
+        the bytes), else float32; made again whenever the weights change (training writes them in
+        place) or move."""
+        weights = self.rnn._flat_weights
+        key = (str(device), tuple(w._version for w in weights), tuple(w.data_ptr() for w in weights))
+        cached = getattr(self, "_packed_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        dtype = torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
+        layers = []
+        for i in range(self.cfg.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
+            w = torch.cat([w_ih, w_hh], dim=1).t().contiguous().to(dtype)
+            layers.append((w, (b_ih + b_hh).float()))
+        self._packed_cache = (key, layers)
+        return layers
 
     def _layer_weights(self, i: int) -> tuple[torch.Tensor, ...]:
         """W_ih, W_hh, b_ih, b_hh of layer i: the recurrent module's own flat list, which it keeps
