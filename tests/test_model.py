@@ -10,6 +10,15 @@ def make(cell: str, **kw) -> CharRNN:
     return CharRNN(ModelConfig(cell=cell, embedding_size=6, hidden_size=8, num_layers=2, vocab_size=20, **kw)).eval()
 
 
+def stepped(model: CharRNN, ids: torch.Tensor) -> tuple[torch.Tensor, object]:
+    """(B, T, V) logits of `ids` written one `step` at a time, and the state after them."""
+    state, steps = None, []
+    for t in range(ids.shape[1]):
+        logits, state = model.step(ids[:, t], state)
+        steps.append(logits)
+    return torch.stack(steps, dim=1), state
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_forward_shapes_and_carried_state_equals_full_run(cell):
     model = make(cell)
@@ -80,11 +89,8 @@ def test_step_equals_forward(cell, output, monkeypatch):
     model = make(cell, output=output, cutoffs="8,14", div_value=2.0)
     ids = torch.randint(4, 20, (3, 6))
     full, full_state = model(ids)
-    state, steps = None, []
-    for t in range(6):
-        logits, state = model.step(ids[:, t], state)
-        steps.append(logits)
-    assert torch.allclose(torch.stack(steps, dim=1), full, atol=1e-5)
+    steps, state = stepped(model, ids)
+    assert torch.allclose(steps, full, atol=1e-5)
     for a, b in zip(state if cell == "lstm" else [state], full_state if cell == "lstm" else [full_state], strict=True):
         assert torch.allclose(a, b, atol=1e-5)
 
@@ -244,16 +250,9 @@ def test_the_bfloat16_step_is_close_to_forward_and_the_same_whatever_the_batch()
     assert model._packed(torch.device("cpu"))[0][0].dtype == torch.bfloat16
     ids = torch.randint(4, 50, (16, 8))
     full, _ = model(ids)
-    state, steps = None, []
-    for t in range(8):
-        logits, state = model.step(ids[:, t], state)
-        steps.append(logits)
-    steps = torch.stack(steps, dim=1)
+    steps, _ = stepped(model, ids)
     assert (steps - full).abs().max() < 0.05 and not torch.equal(steps, full)  # bfloat16 weights: close
-    one, every = None, None
-    for t in range(8):
-        _, one = model.step(ids[5:6, t], one)
-        _, every = model.step(ids[:, t], every)
+    (_, one), (_, every) = stepped(model, ids[5:6]), stepped(model, ids)
     assert all(torch.equal(a, b[:, 5:6]) for a, b in zip(one, every, strict=True))  # whatever the batch
     with torch.no_grad():  # weights written in place (as training does): the packed copy follows
         model.rnn.weight_ih_l0.mul_(0.5)

@@ -242,10 +242,11 @@ class Poet:
         text = normalise(poem, self.ckpt.config.data.script)
         report = prosody.check(text)
         if report.form == "other":
-            return _refuse_shape(report)
+            shape = prosody.shape(report.lines) or "no"
+            raise OptionError(f"--poem has lines of {shape} characters: not a 五绝, 七绝, 五律 or 七律", "poem")
         if not 1 <= line <= len(report.lines):
             raise OptionError(f"--line {line}: the poem has lines 1 to {len(report.lines)}", "line")
-        opts = _templated(opts.replace(template=_open_line(report.lines, line), form=report.form).validate())
+        opts = opts.replace(template=_open_line(report.lines, line), form=report.form).validate()
         plan = resolve(self, "", opts)
         index, want = _lines(self, opts), opts.num
         original = report.lines[line - 1]
@@ -257,19 +258,19 @@ class Poet:
                     found[cand] = poem
             if len(found) >= want:
                 break
-        poems = list(found.values())
+        news, poems = list(found), list(found.values())
         if not poems:
             return []
         ids = [[*self.vocab.encode(t), EOS] for t in poems]
         scores = evaluate.token_logprobs(self.model, ids, [[BOS]] * len(ids))
-        upto = len(_lines_text(report.lines[:line]))  # the tokens of the poem up to the line's punctuation
+        upto = len(prosody.join_lines(report.lines[:line]))  # the tokens of the poem up to the line's punctuation
         whole = [float(s.sum()) for s in scores]
         prefix = [float(s[:upto].sum()) for s in scores]
         best = sorted(range(len(poems)), key=lambda k: -whole[k])[:want]
         by_prefix = sorted(best, key=lambda k: -prefix[k])
         return [
             {
-                "line": prosody.split_lines(poems[k])[line - 1],
+                "line": news[k],
                 "poem": to_script(poems[k], opts.script),
                 "log_likelihood": round(whole[k], 4),
                 "prefix_log_likelihood": round(prefix[k], 4),
@@ -345,18 +346,9 @@ def check_text(text: str, field: str) -> None:
         raise OptionError(f"--{field}: at most {MAX_TEMPLATE} characters, got {len(text)}", field)
 
 
-def _refuse_shape(report: prosody.Report) -> list:
-    shape = " + ".join(str(len(ln)) for ln in report.lines) or "no"
-    raise OptionError(f"--poem has lines of {shape} characters: not a 五绝, 七绝, 五律 or 七律", "poem")
-
-
-def _lines_text(lines: list[str]) -> str:
-    return "".join(ln + ("，" if i % 2 == 0 else "。") for i, ln in enumerate(lines))
-
-
 def _open_line(lines: list[str], line: int) -> str:
     """The template of a poem with one line (1-based) open."""
-    return _lines_text([forms.OPEN[0] * len(ln) if i == line - 1 else ln for i, ln in enumerate(lines)])
+    return prosody.join_lines([forms.OPEN[0] * len(ln) if i == line - 1 else ln for i, ln in enumerate(lines)])
 
 
 @torch.inference_mode()
@@ -368,7 +360,9 @@ def _line_candidates(
     its punctuation are sampled (the rest of the poem is the person's, scored afterwards)."""
     vocab, model = poet.vocab, poet.model
     device = next(model.parameters()).device
-    before = vocab.encode(_lines_text(lines[: line - 1]))
+    head = prosody.join_lines(lines[: line - 1])
+    tail = prosody.join_lines(lines)[len(prosody.join_lines(lines[:line])) :]
+    before = vocab.encode(head)
     mask = _mask(poet, plan, opts, [0] * n)
     steer = _steer(poet, plan, opts, n)
     for i in before:
@@ -382,7 +376,6 @@ def _line_candidates(
         model, vocab, [""] * n, sampler, seeds=[seed + r for r in range(n)], max_length=len(lines[line - 1]) + 1,
         form=mask, contexts=[[BOS, *before]] * n, steer=steer,
     )  # fmt: skip
-    head, tail = _lines_text(lines[: line - 1]), _lines_text(lines)[len(_lines_text(lines[:line])) :]
     return [head + p.text + tail for p in written if p.failure is None and len(p.text) == len(lines[line - 1]) + 1]
 
 
@@ -401,7 +394,7 @@ def _suggest(poet: Poet, lines: list[str], problem: prosody.Problem, k: int) -> 
     allowed[used] = False
     if not bool(allowed.any()):
         return []
-    text = _lines_text(lines)
+    text = prosody.join_lines(lines)
     at = sum(len(ln) + 1 for ln in lines[: problem.line - 1]) + problem.place - 1
     ids = [BOS, *vocab.encode(text[:at])]
     with torch.inference_mode():

@@ -86,7 +86,7 @@ def parse_template(text: str, form: str = "free") -> tuple[Form, dict[tuple[int,
         shapes = {P.FORMS[name]: name for name in P.FORMS}
         name = shapes.get((len(lines), len(lines[0]) if lines else 0))
         if name is None or any(len(ln) != len(lines[0]) for ln in lines):
-            got = " + ".join(str(len(ln)) for ln in lines) or "none"
+            got = P.shape(lines) or "none"
             raise FormError(
                 f"--template has lines of {got} places: not the shape of a 五绝, 七绝, 五律 or 七律 "
                 "(4 or 8 lines of 5 or 7); give --form to be told which line is off",

@@ -30,7 +30,7 @@ def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) 
     """One LSTM cell step with packed weights (`CharRNN._packed`): gates i, f, g, o as torch.lstm_cell."""
     w, bias = layer
     xh = torch.cat([x, h], dim=1).to(w.dtype)
-    gates = torch.addmm(bias, xh.float(), w) if w.dtype == torch.float32 else torch.mm(xh, w).float() + bias
+    gates = torch.addmm(bias, xh, w) if w.dtype == torch.float32 else torch.mm(xh, w).float() + bias
     i, f, g, o = gates.chunk(4, dim=1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c

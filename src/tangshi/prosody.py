@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -174,6 +175,16 @@ def split_lines(text: str) -> list[str]:
     """Lines of a poem: notes and quote marks dropped, split at punctuation and whitespace."""
     text = _QUOTES.sub("", _NOTES.sub("", text))
     return [ln for ln in _SPLIT.split(text) if ln]
+
+
+def join_lines(lines: Sequence[str]) -> str:
+    """Lines as a poem: ，。 alternating (the inverse of `split_lines` for a regular poem)."""
+    return "".join(ln + ("，" if i % 2 == 0 else "。") for i, ln in enumerate(lines))
+
+
+def shape(lines: Sequence[str]) -> str:
+    """The lines' lengths, e.g. "5 + 5 + 5 + 4" ("" for no lines): what messages about a shape show."""
+    return " + ".join(str(len(ln)) for ln in lines)
 
 
 def classify(lines: list[str]) -> str:
@@ -374,11 +385,11 @@ def explain(report: Report) -> list[Problem]:
     take: checked positions first (rule "tone"), then those only strict tones check ("strict")."""
     lines = report.lines
     if report.form == "other":
-        shape = " + ".join(str(len(ln)) for ln in lines) or "no"
         return [
             Problem(
                 "form", 0, 0, "", "4 or 8 lines of 5 or 7",
-                f"lines of {shape} characters: not a 五绝, 七绝, 五律 or 七律 (4 or 8 lines of 5 or 7 characters)",
+                f"lines of {shape(lines) or 'no'} characters: not a 五绝, 七绝, 五律 or 七律 "
+                "(4 or 8 lines of 5 or 7 characters)",
             )
         ]  # fmt: skip
     out = [*_rhyme_problems(lines)]

@@ -72,11 +72,6 @@ def two_sample_auc(model_texts: Sequence[str], human_texts: Sequence[str], seed:
 # ---------------------------------------------------------------- (b) lines that belong together
 
 
-def _join(lines: Sequence[str]) -> str:
-    """Lines as a poem: ，。 alternating."""
-    return "".join(ln + ("，" if i % 2 == 0 else "。") for i, ln in enumerate(lines))
-
-
 def shuffle_lines(texts: Sequence[str], seed: int = 0, p: float = 0.5) -> list[str]:
     """The poems with their lines swapped among poems of the same regular form: every line is
     replaced, with probability p, by the same-index line of another random poem of that form (at
@@ -105,7 +100,7 @@ def shuffle_lines(texts: Sequence[str], seed: int = 0, p: float = 0.5) -> list[s
                     j = rng.choice(peers)
                 line = lines[j][k]
             new.append(line)
-        out[i] = _join(new)
+        out[i] = P.join_lines(new)
     return out
 
 

@@ -471,6 +471,9 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
 
     Body = request_model(settings)
 
+    def _unknown_model(name: str) -> JSONResponse:
+        return _unprocessable("model", f"no model '{name[:MAX_ECHO]}'; loaded: {', '.join(app.state.poets)}")
+
     @app.post(
         "/v1/poems",
         response_model=PoemsOut,
@@ -486,7 +489,7 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
         values = req.model_dump()
         name = values.pop("model") or next(iter(app.state.poets))
         if name not in app.state.poets:
-            return _unprocessable("model", f"no model '{name[:MAX_ECHO]}'; loaded: {', '.join(app.state.poets)}")
+            return _unknown_model(name)
         try:
             options = WriteOptions(
                 **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in NAMES}
@@ -540,7 +543,7 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
         that would keep the rule, likeliest whole poem first."""
         name, poet = _poet(req.model)
         if poet is None:
-            return _unprocessable("model", f"no model '{name[:MAX_ECHO]}'; loaded: {', '.join(app.state.poets)}")
+            return _unknown_model(name)
 
         def run() -> dict[str, Any]:
             with reading:
@@ -549,7 +552,7 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
         try:
             return {"model": name, **await asyncio.to_thread(run)}
         except OptionError as e:
-            return _unprocessable("text" if e.field == "text" else e.field, str(e))
+            return _unprocessable(e.field, str(e))
 
     @app.post("/v1/lines", responses=reading_responses)
     async def lines(req: LinesIn) -> dict[str, Any]:
@@ -557,7 +560,7 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
         log-likelihood of the whole poem with the line in place (the prefix-only rank beside)."""
         name, poet = _poet(req.model)
         if poet is None:
-            return _unprocessable("model", f"no model '{name[:MAX_ECHO]}'; loaded: {', '.join(app.state.poets)}")
+            return _unknown_model(name)
 
         def run() -> list[dict[str, Any]]:
             with reading:

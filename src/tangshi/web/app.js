@@ -145,9 +145,11 @@ function ownPoem(text, checked) {
   return { text, lines: r.lines, prosody: r, plan: null, acrostic: "", title: "", author: "" };
 }
 
+// lines as a poem: ，。 alternating (tangshi.prosody.join_lines)
+const joinLines = (lines) => lines.map((l, i) => l + (i % 2 ? "。" : "，")).join("");
+
 function templateOfLocks() {
-  return last.prosody.lines.map((line, i) =>
-    [...line].map((c, k) => (locks.has(`${i}:${k}`) ? c : "＿")).join("") + (i % 2 ? "。" : "，")).join("");
+  return joinLines(last.prosody.lines.map((line, i) => [...line].map((c, k) => (locks.has(`${i}:${k}`) ? c : "＿")).join("")));
 }
 
 async function alternatives(line) {
@@ -188,7 +190,7 @@ async function liveCheck() {
       : "<li class=\"ok\">合律 keeps the rules</li>";
     if (checked.report.form !== "other") {
       locks = new Set();
-      show(ownPoem(checked.report.lines.map((l, i) => l + (i % 2 ? "。" : "，")).join(""), checked), checked.problems);
+      show(ownPoem(joinLines(checked.report.lines), checked), checked.problems);
     }
     document.body.dataset.checks = String(mine);  // tests wait on this
   } catch (err) {
