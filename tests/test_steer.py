@@ -11,7 +11,7 @@ import torch
 from tangshi import Poet, prosody
 from tangshi.compose import Steer
 from tangshi.options import OptionError
-from tangshi.vocab import EOS
+from tangshi.vocab import BOS, EOS, PAD, UNK
 
 
 @cache
@@ -120,3 +120,46 @@ def test_beam_search_is_steered_too_and_reports_the_models_own_likelihood():
     for a, b in zip(plain, steered, strict=True):
         assert prosody.check(b.text).rhyme and b.nll >= a.nll - 1e-4  # the search's best is the model's likeliest
     assert [p.text for p in poet().write(BEGINS[:4], form="五绝", beam=4)] == [p.text for p in plain]  # off by default
+
+
+# ---------------------------------------------------------------- guidance (classifier-free)
+
+
+def test_guidance_samples_from_the_guided_distribution():
+    """Greedy with guidance g picks argmax of log p(x | title) + g (log p(x | title) - log p(x | plain)),
+    computed here by reading both contexts step by step."""
+    from tangshi.compose import prime, write
+    from tangshi.sampling import Sampler
+
+    p = poet()
+    v = p.vocab
+    title = [v.id(c) for c in "送友人"]
+    ctx, plain = [BOS, *title, v.sep], [BOS]
+    model = p.model.eval()
+    with torch.inference_mode():
+        x, s = prime(model, [ctx], "cpu")
+        lc, _ = model.step(x, s)
+        lu, _ = model.step(torch.tensor([BOS]), None)
+        lc, lu = lc.float(), lu.float()
+        for g in (0.0, 3.0):
+            want = lc.log_softmax(-1) + g * (lc.log_softmax(-1) - lu.log_softmax(-1))
+            want[:, [PAD, UNK, BOS, *v.conditions]] = float("-inf")  # never written
+            got = write(model, v, [""], Sampler(greedy=True), max_length=1, seed=0, contexts=[ctx],
+                        guidance=g, plain_contexts=[plain])  # fmt: skip
+            best = int(want.argmax())
+            assert got[0].text == ("" if best == EOS else v.tokens[best])
+
+
+def test_guidance_only_acts_with_a_title_and_keeps_the_form():
+    p = poet()
+    plain = p.write("月", seeds=[3], guidance=5)  # no title: nothing to guide by
+    assert plain[0].text == p.write("月", seeds=[3], guidance=0)[0].text
+    a = p.write("", seeds=[3], form="五律", title="送友人", guidance=0)[0]
+    b = p.write("", seeds=[3], form="五律", title="送友人", guidance=2)[0]
+    assert a.text != b.text
+    assert prosody.check(b.text).form == "五律" and prosody.check(b.text).rhyme and prosody.check(b.text).relaxed_ok
+
+
+def test_guidance_is_bounded():
+    with pytest.raises(OptionError):
+        poet().write("", title="送友人", guidance=-1)

@@ -89,6 +89,7 @@ class Plan:
     keywords: planning.Plan | None = None  # one keyword a line, where asked (--keywords, --theme)
     fixed: list[dict[tuple[int, int], str]] = field(default_factory=list)  # each group's keyword places
     topic: torch.Tensor | None = None  # (V,) the fixed steering bias: topic (title, keywords, theme) and manner
+    plain: list[int] | None = None  # the context without the title, for guidance (None: no title)
 
     @property
     def notes(self) -> list[str]:
@@ -311,7 +312,7 @@ def resolve(
     heads, head_notes = _known(poet, opts.acrostic, "acrostic head")
     shape = _shape(poet, opts, list(resolved), heads)
     keywords, shape = _plan(poet, opts, shape, heads, list(resolved))
-    context, context_notes = _context(poet, opts)
+    context, plain, context_notes = _context(poet, opts)
     topic, steer_notes = _topic(poet, opts)
     head_notes = head_notes + context_notes + steer_notes
     if _diversity(poet, opts) and poet.vocab.log_prior() is None:
@@ -336,7 +337,20 @@ def resolve(
                 )  # fmt: skip
             fixed[g] = placed[b]
     group_notes = [n + head_notes for n in notes]
-    return Plan(begins, list(resolved), nums, list(seeds), heads, shape, group_notes, context, keywords, fixed, topic)
+    return Plan(
+        begins,
+        list(resolved),
+        nums,
+        list(seeds),
+        heads,
+        shape,
+        group_notes,
+        context,
+        keywords,
+        fixed,
+        topic,
+        plain if opts.guidance else None,
+    )
 
 
 def check_text(text: str, field: str) -> None:
@@ -472,15 +486,16 @@ def _plan(
     return made, shape
 
 
-def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[str]]:
+def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[int] | None, list[str]]:
     """The ids read before each poem: a mood-setting prefix (a poem of its own), then the poet's token
-    and the title between <bos> and <sep>; and notes on title characters the model does not know."""
+    and the title between <bos> and <sep>; the same without the title (None: no title), what guidance
+    compares with; and notes on title characters the model does not know."""
     vocab, script, notes = poet.vocab, poet.ckpt.config.data.script, []
     context = [BOS]
     if opts.prefix:
         prefix = normalise(opts.prefix, script)
         context = [BOS, *(i for i in vocab.encode(prefix) if i != UNK), EOS, BOS]
-    cond = []
+    cond, titled = [], []
     if opts.author:
         known = vocab.authors()
         name = normalise(opts.author, script)
@@ -498,10 +513,11 @@ def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[str]]:
         unknown = "".join(c for c in title if c not in vocab)
         if unknown:
             notes.append(f"title characters the model does not know are left out: {unknown}")
-        cond += [vocab.id(c) for c in title if c in vocab]
-    if cond:
-        context = [*context, *cond, vocab.sep]
-    return context, notes
+        titled = [vocab.id(c) for c in title if c in vocab]
+    plain = [*context, *cond, vocab.sep] if cond else context
+    if cond or titled:
+        context = [*context, *cond, *titled, vocab.sep]
+    return context, plain if titled else None, notes
 
 
 def _topic(poet: Poet, opts: WriteOptions) -> tuple[torch.Tensor | None, list[str]]:
@@ -632,6 +648,7 @@ def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool]
             random_state=opts.random_state and plan.shape is None, stop=stop,
             form=_mask(poet, plan, opts, [rows[r][0] for r in cand]),
             contexts=[plan.context] * len(cand), steer=_steer(poet, plan, opts, len(cand)),
+            guidance=opts.guidance, plain_contexts=[plan.plain] * len(cand) if plan.plain else None,
         )  # fmt: skip
         bonus = sense(poet, plan, written, opts) if k > 1 else [0.0] * len(written)
         for r, p, extra in zip(cand, written, bonus, strict=True):

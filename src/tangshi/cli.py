@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("inputs", nargs="+", help="poem texts, '-' (one poem a line on stdin), or paths")
     ck.add_argument("--json", action="store_true", help="JSON: one report a poem (texts) or the summary (paths)")
     ck.add_argument("--format", default="auto", choices=["auto", "json", "poems-txt", "plain"])
+    ck.add_argument("--cipai", help="read every poem as a 词 of this 词牌 (name or alias; else found from the text)")
+    ck.add_argument("--cipai-format", dest="format_number", type=int, help="with --cipai: this format (1, 2, …)")
+    ck.add_argument("--top", type=int, default=20, help="corpus files: a row for each of the N 词牌 with most 词")
     return p
 
 
@@ -532,56 +535,110 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _poem_texts(inputs: list[str], fmt: str) -> tuple[list[str], bool]:
-    """(poem texts, whether they came from corpus paths) for `prosody check`."""
+def _exists(s: str) -> bool:
+    """Whether a command-line word names a file or folder (a long poem text is no path)."""
+    try:
+        return Path(s).exists()
+    except OSError:
+        return False
+
+
+def _poem_texts(inputs: list[str], fmt: str) -> tuple[list[tuple[str, str]], bool]:
+    """((text, 词牌 or "") of each poem, whether they came from corpus paths) for `prosody check`."""
     from tangshi.corpus import CorpusError, find_files, read_file
     from tangshi.text import normalise
 
     if inputs == ["-"]:
-        return [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()], False
-    paths = [s for s in inputs if Path(s).exists()]
+        return [(ln.strip(), "") for ln in sys.stdin.read().splitlines() if ln.strip()], False
+    paths = [s for s in inputs if _exists(s)]
     for s in inputs:
         if s not in paths and ("/" in s or s.endswith((".json", ".txt"))):
             raise CorpusError(f"{s}: no such file or folder")
     if not paths:
-        return [normalise(s) for s in inputs], False
+        return [(normalise(s), "") for s in inputs], False
     if len(paths) != len(inputs):
         missing = next(s for s in inputs if s not in paths)
         raise CorpusError(f"{missing}: no such file or folder (give either poem texts or paths, not both)")
     bad: list = []
     raw = [p for f in find_files(paths) for p in read_file(f, fmt, bad)]
-    return [normalise(p.content) for p in raw], True
+    return [(normalise(p.content), normalise(p.cipai)) for p in raw], True
 
 
 def cmd_prosody(args: argparse.Namespace) -> int:
+    from tangshi import ci
     from tangshi.prosody import Summary, check
 
-    texts, from_paths = _poem_texts(args.inputs, args.format)
-    reports = [check(t) for t in texts]
-    if from_paths or len(reports) > 20:
-        summary = Summary.of(reports)
+    poems, from_paths = _poem_texts(args.inputs, args.format)
+    if args.cipai:
+        ci.find(args.cipai)  # an unknown 词牌 is named before anything is read
+        poems = [(t, args.cipai) for t, _ in poems]
+    shi = [t for t, c in poems if not c]
+    cis = [(t, c) for t, c in poems if c]
+    if from_paths or len(poems) > 20:
+        out: dict = {}
+        if shi:
+            summary = Summary.of([check(t) for t in shi])
+            out["shi"] = {"poems": summary.poems, "other": summary.other, "rows": summary.rows}
+            if not args.json:
+                print(summary.table())
+        if cis:
+            cs = ci.CiSummary.of(cis, top=args.top)
+            out["ci"] = {"ci": cs.ci, "unknown_cipai": cs.unknown_cipai, "rows": cs.rows}
+            if not args.json:
+                print(("\n" if shi else "") + cs.table())
         if args.json:
-            print(
-                json.dumps({"poems": summary.poems, "other": summary.other, "rows": summary.rows}, ensure_ascii=False)
-            )
-        else:
-            print(summary.table())
+            print(json.dumps(out.get("shi", out) if not cis else out, ensure_ascii=False))
         return 0
-    for i, r in enumerate(reports):
-        if args.json:
-            print(json.dumps(r.to_dict(), ensure_ascii=False))
-            continue
-        marks = r.actual or [""] * len(r.lines)
-        print(("\n" if i else "") + "\n".join(f"{ln}  {m}".rstrip() for ln, m in zip(r.lines, marks, strict=True)))
-        if r.form == "other":
-            print(f"form: other ({len(r.lines)} lines of {', '.join(str(len(ln)) for ln in r.lines)} characters)")
-            continue
-        rhyme = f"rhymes in {r.rhyme_group}" if r.rhyme else "does not rhyme"
-        print(
-            f"{r.form}; {rhyme}; {r.template_name}; tones relaxed {r.relaxed:.3f}, strict {r.strict:.3f}, "
-            f"wildcards {100 * r.wildcard:.0f} %" + (f"; unknown: {''.join(r.unknown)}" if r.unknown else "")
-        )
+    for i, (text, cipai) in enumerate(poems):
+        report = check(text)
+        found = ci.check(text, cipai, args.format_number) if cipai else None
+        if found is None and report.form == "other":
+            found = ci.identify(text)
+        if found is not None:
+            _print_ci(found, args.json, i)
+        else:
+            _print_shi(report, args.json, i)
     return 0
+
+
+def _print_shi(r, as_json: bool, i: int) -> None:
+    if as_json:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+        return
+    marks = r.actual or [""] * len(r.lines)
+    print(("\n" if i else "") + "\n".join(f"{ln}  {m}".rstrip() for ln, m in zip(r.lines, marks, strict=True)))
+    if r.form == "other":
+        print(f"form: other ({len(r.lines)} lines of {', '.join(str(len(ln)) for ln in r.lines)} characters)")
+        return
+    rhyme = f"rhymes in {r.rhyme_group}" if r.rhyme else "does not rhyme"
+    print(
+        f"{r.form}; {rhyme}; {r.template_name}; tones relaxed {r.relaxed:.3f}, strict {r.strict:.3f}, "
+        f"wildcards {100 * r.wildcard:.0f} %" + (f"; unknown: {''.join(r.unknown)}" if r.unknown else "")
+    )
+
+
+def _print_ci(r, as_json: bool, i: int) -> None:
+    """A 词 against its pattern: each 阕 beside the format's tones, the 韵位 and their 部."""
+    if as_json:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+        return
+    lead = "\n" if i else ""
+    if not r.format:
+        lengths = " + ".join(str(len(c)) for c in r.text_clauses)
+        print(f"{lead}{r.cipai}: no format of it has {sum(map(len, r.text_clauses))} characters ({lengths})")
+        return
+    print(f"{lead}{r.cipai}, format {r.format} ({r.source}){'' if r.in_pattern else ', clauses off the pattern'}")
+    for part, pattern in zip(r.parts, r.pattern.splitlines(), strict=False):
+        print(f"  {part}\n  {pattern}")
+    bad = [f"{x.char} (position {x.position + 1})" for x in r.rhymes if not x.ok]
+    groups = list(dict.fromkeys(g for g in r.groups if g))
+    rhyme = ("换韵: " if len(groups) > 1 else "rhymes in ") + " → ".join(groups) if groups else "no rhyme group"
+    print(
+        f"{rhyme}; 韵位 kept {sum(x.ok for x in r.rhymes)}/{len(r.rhymes)}"
+        + (f" (off: {', '.join(bad)})" if bad else "")
+        + f"; 平/仄 positions kept {r.tones_matched}/{r.tones_checked}"
+        + (f"; unknown: {''.join(r.unknown)}" if r.unknown else "")
+    )
 
 
 COMMANDS = {

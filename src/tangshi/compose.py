@@ -113,6 +113,8 @@ def write(
     stop: Callable[[], bool] | None = None,
     contexts: list[list[int]] | None = None,
     steer: Steer | None = None,
+    guidance: float = 0.0,
+    plain_contexts: list[list[int]] | None = None,
 ) -> list[Poem]:
     """Write `num` poems for each begin phrase (already resolved to known characters).
 
@@ -124,6 +126,9 @@ def write(
     model's own, unmasked log-likelihood. `contexts` (one a begin) are token ids read before each
     poem, from <bos> on (e.g. <bos>, a poet's token, a title, <sep>): what the poem is about.
     `steer` biases each step's logits before sampling (`nll` stays the model's own).
+    `guidance` g with `plain_contexts` (each begin's context without what the poem is about) is
+    classifier-free guidance: the model also reads each poem after its plain context, and the
+    sampler sees log p(x | context) + g (log p(x | context) - log p(x | plain)).
     """
     sampler = sampler or Sampler()
     sampler.validate()
@@ -158,11 +163,15 @@ def write(
         forced[r, : len(p)] = torch.tensor(p, dtype=torch.long)
     forced = forced.to(device)
     never = torch.tensor([PAD, UNK, BOS, *vocab.conditions], device=device)
+    guided = False
     if random_state:
         state = model.initial_state(batch, device, torch.Generator().manual_seed(seeds[0]))
         x = torch.full((batch,), BOS, dtype=torch.long, device=device)
     else:
         rows_ctx = [c for c in (contexts or [[BOS]] * len(begins)) for _ in range(num)]
+        guided = bool(guidance) and plain_contexts is not None
+        if guided:  # the plain rows after the poems' rows, stepped in the same batch
+            rows_ctx += [c for c in plain_contexts for _ in range(num)]
         x, state = prime(model, rows_ctx, device)
     out = torch.full((batch, max_length), PAD, dtype=torch.long, device=device)
     logps = torch.zeros(batch, max_length, device=device)  # log-likelihood of each written id
@@ -174,10 +183,16 @@ def write(
     try:
         for t in range(max_length):
             _check(stop, t)
-            logits, state = model.step(x, state)  # (B, V)
+            logits, state = model.step(x, state)  # (B, V), (2B, V) guided
             logits = logits.float()
             logits[:, never] = float("-inf")
-            choose = logits if steer is None else steer.apply(logits)
+            if guided:
+                logits, plain = logits[:batch], logits[batch:]
+                gap = torch.log_softmax(logits, -1) - torch.log_softmax(plain, -1)
+                choose = logits + guidance * torch.nan_to_num(gap, nan=0.0, posinf=0.0, neginf=0.0)
+            else:
+                choose = logits
+            choose = choose if steer is None else steer.apply(choose)
             if form is not None:
                 choose = choose.masked_fill(~form.allowed().to(device), float("-inf"))
             next_ids = sampler(choose, uniforms[:, t], seen, log_prior=log_prior)
@@ -196,7 +211,7 @@ def write(
                 done |= next_ids == EOS
                 if bool(done.all()):
                     break
-            x = next_ids
+            x = torch.cat([next_ids, next_ids]) if guided else next_ids
     finally:
         model.train(was_training)
     if stop_at_end:  # what a row writes after its end token is padding

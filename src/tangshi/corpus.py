@@ -100,6 +100,7 @@ class RawPoem:
     content: str
     where: str
     author: str = ""
+    cipai: str = ""  # a 词's 词牌 (chinese-poetry's `rhythmic`)
 
 
 def find_files(paths: list[str | Path]) -> list[Path]:
@@ -193,7 +194,8 @@ def _read_json(path: Path, text: str, bad: list[Malformed]) -> list[RawPoem]:
             bad.append(Malformed(where, "empty content"))
             continue
         title = item.get("title", item.get("rhythmic", ""))
-        poems.append(RawPoem(str(title or ""), "".join(paragraphs), where, str(item.get("author") or "")))
+        author, cipai = str(item.get("author") or ""), str(item.get("rhythmic") or "")
+        poems.append(RawPoem(str(title or ""), "".join(paragraphs), where, author, cipai))
     return poems
 
 

@@ -161,6 +161,14 @@ class WriteOptions:
         ge=0,
         le=5,
     )
+    guidance: float = _o(
+        2.0,
+        float,
+        "with a title: classifier-free guidance, how much more the title's own effect on the model counts "
+        "(sampling: each step the model also reads the poem without its title; 0 = off)",
+        ge=0,
+        le=10,
+    )
     manner: float = _o(
         1.0, float, "with --author: steer toward the characters the poet uses more than others do", ge=0, le=5
     )

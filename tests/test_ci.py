@@ -1,0 +1,131 @@
+"""词: the 词林正韵's 部, the 词谱, and a 词 checked against its 词牌's pattern."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tangshi import ci
+from tangshi.cli import main
+
+SHUIDIAO = (
+    "明月几时有？把酒问青天。不知天上宫阙，今夕是何年。我欲乘风归去，又恐琼楼玉宇，高处不胜寒。起舞弄清影，"
+    "何似在人间。转朱阁，低绮户，照无眠。不应有恨，何事长向别时圆？人有悲欢离合，月有阴晴圆缺，此事古难全。"
+    "但愿人长久，千里共婵娟。"
+)
+NIANNU = (
+    "大江东去，浪淘尽，千古风流人物。故垒西边，人道是，三国周郎赤壁。乱石穿空，惊涛拍岸，卷起千堆雪。江山如画，"
+    "一时多少豪杰。遥想公瑾当年，小乔初嫁了，雄姿英发。羽扇纶巾，谈笑间，樯橹灰飞烟灭。故国神游，多情应笑我，"
+    "早生华发。人生如梦，一尊还酹江月。"
+)
+HUANXI = "一曲新词酒一杯，去年天气旧亭台。夕阳西下几时回？无可奈何花落去，似曾相识燕归来。小园香径独徘徊。"
+
+
+def names(ch: str) -> set[str]:
+    return {r.name for r in ci.rhymes(ch)}
+
+
+@pytest.mark.parametrize(
+    "ch, bu",
+    [
+        ("东", "第一部平"), ("阳", "第二部平"), ("支", "第三部平"), ("鱼", "第四部平"), ("真", "第六部平"),
+        ("寒", "第七部平"), ("萧", "第八部平"), ("歌", "第九部平"), ("麻", "第十部平"), ("庚", "第十一部平"),
+        ("尤", "第十二部平"), ("侵", "第十三部平"), ("覃", "第十四部平"), ("屋", "第十五部入"),
+        ("药", "第十六部入"), ("质", "第十七部入"), ("月", "第十八部入"), ("合", "第十九部入"),
+        ("董", "第一部上去"), ("送", "第一部上去"),
+    ],
+)  # fmt: skip
+def test_whole_pingshui_groups_go_to_their_bu(ch, bu):
+    assert bu in names(ch)
+
+
+@pytest.mark.parametrize(
+    "ch, bu, not_bu",
+    [
+        ("灰", "第三部平", "第五部平"),  # 灰 of 廣韻 灰 -> 3, 咍 -> 5
+        ("杯", "第三部平", "第五部平"),
+        ("来", "第五部平", "第三部平"),
+        ("开", "第五部平", "第三部平"),
+        ("门", "第六部平", "第七部平"),  # 元: 魂 痕 -> 6, 元 -> 7
+        ("根", "第六部平", "第七部平"),
+        ("言", "第七部平", "第六部平"),
+        ("街", "第五部平", "第十部平"),  # 佳: most -> 5, the -a ones -> 10
+        ("蛙", "第十部平", "第五部平"),
+        ("叶", "第十八部入", "第十九部入"),  # 叶: 葉 帖 -> 18, 業 -> 19
+        ("业", "第十九部入", "第十八部入"),
+        ("外", "第三部上去", "第五部上去"),  # 泰: 合口 -> 3, 開口 -> 5
+        ("泰", "第五部上去", "第三部上去"),
+    ],
+)
+def test_split_groups_follow_the_guangyun(ch, bu, not_bu):
+    assert bu in names(ch) and not_bu not in names(ch)
+
+
+def test_ru_is_never_shangqu_and_unknown_characters_have_none():
+    assert all(r.kind == "入" for r in ci.rhymes("雪"))
+    assert ci.rhymes("a") == frozenset()
+
+
+def test_the_cipu_has_the_common_cipai_with_aliases():
+    assert len(ci.catalogue()) > 700
+    assert ci.find("浣溪沙").formats[0].chars == 42
+    assert ci.find("酹江月").name == "念奴娇"  # an alias
+    assert ci.find("水調歌頭").name == "水调歌头"  # traditional
+    f = ci.find("浣溪沙").formats[0]
+    assert f.lengths == [7, 7, 7, 7, 7, 7] and f.breaks == [2]  # 上阕 three lines, 下阕 three
+    assert sorted(f.rhyme_at) == [6, 13, 20, 34, 41]
+    assert [c.name for c in ci.search("木兰花")][:1] == ["减字木兰花"]
+    assert all(any(f.chars == 42 for f in c.formats) for c in ci.search("42"))
+
+
+def test_an_unknown_cipai_names_the_nearest():
+    with pytest.raises(ci.CiError, match="nearest: .*浣溪沙") as e:
+        ci.find("浣溪纱")
+    assert e.value.field == "cipai"
+    with pytest.raises(ci.CiError, match="formats 1 to"):
+        ci.find("浣溪沙").format(99)
+
+
+def test_a_ci_kept_to_its_pattern():
+    r = ci.check(SHUIDIAO, "水调歌头")
+    assert r.in_pattern and r.rhyme_ok and r.tones == 1.0
+    assert set(r.groups) == {"第七部平"} and len(r.rhymes) == 8
+    assert len(r.parts) == 2 and r.parts[1].startswith("转朱阁，低绮户，照无眠。")
+
+
+def test_a_rhyme_outside_its_bu_is_named():
+    r = ci.check(NIANNU, "念奴娇")
+    off = [x.char for x in r.rhymes if not x.ok]
+    assert r.in_pattern and off == ["壁"] and r.groups == ["第十八部入"]  # 壁 is 锡, 第十七部
+
+
+def test_a_ci_without_its_cipai_is_identified():
+    r = ci.identify(HUANXI)
+    assert r is not None and r.cipai == "浣溪沙" and r.in_pattern
+    assert ci.identify("一二三四五六七八九十，一二三") is None  # 10 + 3: no 词牌 has these clauses
+
+
+def test_wrong_lengths_are_no_format():
+    r = ci.check("一曲新词酒一杯", "浣溪沙")
+    assert r.format == 0 and not r.in_pattern
+
+
+def test_prosody_check_reads_ci_files(tmp_path, capsys):
+    records = [{"author": "苏轼", "rhythmic": "水调歌头", "paragraphs": [SHUIDIAO]},
+               {"author": "晏殊", "rhythmic": "浣溪沙", "paragraphs": [HUANXI]},
+               {"author": "无名氏", "rhythmic": "失调名", "paragraphs": ["某某某某。"]}]  # fmt: skip
+    (tmp_path / "ci.song.0.json").write_text(json.dumps(records, ensure_ascii=False), "utf-8")
+    assert main(["prosody", "check", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["ci"]
+    assert out["ci"] == 3 and out["unknown_cipai"] == 1
+    assert out["rows"]["水调歌头"]["rhyme_ok"] == 1.0 and out["rows"]["浣溪沙"]["in_pattern"] == 1.0
+    assert out["rows"]["浣溪沙"]["rhyme_ok"] == 0.0  # 来 is 第五部, 杯 回 徊 第三部
+
+
+def test_prosody_check_of_one_ci(capsys):
+    assert main(["prosody", "check", SHUIDIAO]) == 0
+    out = capsys.readouterr().out
+    assert "水调歌头" in out and "rhymes in 第七部平" in out and "韵位 kept 8/8" in out
+    assert main(["prosody", "check", "--cipai", "浣溪纱", HUANXI]) == 2
+    assert "浣溪沙" in capsys.readouterr().err
