@@ -129,3 +129,89 @@ def test_prosody_check_of_one_ci(capsys):
     assert "水调歌头" in out and "rhymes in 第七部平" in out and "韵位 kept 8/8" in out
     assert main(["prosody", "check", "--cipai", "浣溪纱", HUANXI]) == 2
     assert "浣溪沙" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- writing by 词牌
+
+
+@pytest.fixture(scope="module")
+def poet():
+    from tangshi import Poet
+
+    return Poet.load()
+
+
+@pytest.mark.parametrize("name", ["浣溪沙", "念奴娇", "减字木兰花", "水调歌头"])  # 平韵, 入声 韵, 换韵, long
+def test_written_ci_keep_pattern_rhyme_and_tones(poet, name):
+    written = poet.write(["", "春"], nums=[3, 3], seed=5, cipai=name)
+    assert len(written) == 6
+    for p in written:
+        r = p.prosody
+        assert r["cipai"] == name and r["format"] == 1 and p.failure is None
+        assert r["in_pattern"] and r["rhyme_ok"] and r["tones"] == 1.0, p.text
+        assert not p.copied
+        assert max(p.text.count(ch) for ch in set(p.text) if ch not in "，。") <= 2  # no loops
+        assert p.lines == r["parts"] and len(p.lines) == 2  # 上阕 and 下阕
+    assert all(p.text.startswith("春") for p in written[3:])
+
+
+def test_ci_with_a_format_heads_keywords_and_title(poet):
+    (p,) = poet.write("", seed=2, cipai="浣溪沙", format=2, acrostic="春江", keywords=("明月",), title="春晚")
+    r = p.prosody
+    assert r["format"] == 2 and r["in_pattern"] and r["rhyme_ok"]
+    clauses = r["text_clauses"]
+    assert clauses[0][0] == "春" and clauses[1][0] == "江"
+    assert any("明月" in c for c in clauses[2:])
+
+
+def test_ci_bad_requests_are_named(poet):
+    from tangshi.options import OptionError
+
+    cases = [
+        (dict(cipai="浣溪纱"), "cipai", "浣溪沙"),
+        (dict(cipai="浣溪沙", format=9), "format", "formats 1 to 6"),
+        (dict(cipai="浣溪沙", acrostic="一二三四五六七"), "acrostic", "6 clauses"),
+        (dict(cipai="浣溪沙", form="七律"), "form", "--cipai"),
+        (dict(cipai="浣溪沙", beam=2), "beam", "--cipai"),
+        (dict(cipai="念奴娇", acrostic="春江", tones="strict"), "tones", "clause 2"),
+    ]
+    for opts, field, words in cases:
+        with pytest.raises(OptionError, match=words) as e:
+            poet.write("", seed=1, **opts)
+        assert e.value.field == field, opts
+
+
+def test_a_keyword_that_fits_no_clause_is_named(poet):
+    from tangshi.forms import FormError
+
+    with pytest.raises(FormError, match="keyword '秋月' fits no clause left of 浣溪沙") as e:  # 7 words, 6 clauses
+        poet.write("", seed=1, cipai="浣溪沙", keywords=("明月", "清风", "白云", "青山", "绿水", "春花", "秋月"))
+    assert e.value.field == "keywords"
+
+
+def test_cipai_command_lists_and_shows(capsys):
+    assert main(["cipai", "浣溪"]) == 0
+    out = capsys.readouterr().out
+    assert "浣溪沙\t双调\t42/44/46 characters\t6 formats" in out
+    assert main(["cipai", "酹江月"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("念奴娇 (酹江月、大江东去)") and "format 1 (钦定词谱), 100 characters" in out
+    assert main(["cipai", "浣溪纱x"]) == 2
+    assert "nearest" in capsys.readouterr().err
+
+
+def test_cipai_over_http():
+    from fastapi.testclient import TestClient
+
+    from tangshi.serve import create_app
+
+    with TestClient(create_app()) as c:
+        found = c.get("/v1/cipai", params={"q": "水调歌头"}).json()["cipai"]
+        assert found[0]["name"] == "水调歌头" and found[0]["formats"][0]["chars"] == 95
+        assert "pattern" in found[0]["formats"][0]
+        r = c.post("/v1/poems", json={"begin": "", "cipai": "水调歌头", "seed": 3})
+        assert r.status_code == 200
+        poem = r.json()["poems"][0]
+        assert poem["prosody"]["cipai"] == "水调歌头" and poem["prosody"]["rhyme_ok"]
+        bad = c.post("/v1/poems", json={"begin": "", "cipai": "水调歌", "seed": 3})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "cipai"]

@@ -34,7 +34,7 @@ from tangshi.lineindex import LineIndex
 from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions, check_begin
 from tangshi.sampling import DEFAULT_DIVERSITY, Sampler
 from tangshi.text import normalise, to_script
-from tangshi.vocab import BOS, EOS, UNK, author_token
+from tangshi.vocab import BOS, EOS, UNK, author_token, genre_token
 
 DEFAULT_COHESION = 0.5  # the line steering's weight unless told (docs/about-something.md)
 LINE_BREAKS = "，。！？；：、"  # the punctuation that ends a line
@@ -90,10 +90,16 @@ class Plan:
     fixed: list[dict[tuple[int, int], str]] = field(default_factory=list)  # each group's keyword places
     topic: torch.Tensor | None = None  # (V,) the fixed steering bias: topic (title, keywords, theme) and manner
     plain: list[int] | None = None  # the context without the title, for guidance (None: no title)
+    ci: Any = None  # the 词牌's format (ci.CiFormat) when a 词 is written
 
     @property
     def notes(self) -> list[str]:
         return _once(self.group_notes)
+
+    @property
+    def free(self) -> bool:
+        """Neither a regular form nor a 词牌: what the seed-tf options may change."""
+        return self.shape is None and self.ci is None
 
     def rows(self) -> list[tuple[int, str]]:
         """(group, resolved begin) of every poem, in order."""
@@ -110,6 +116,7 @@ class Poet:
     def __init__(self, ckpt: Checkpoint):
         self.ckpt = ckpt
         self._prosody: forms.VocabProsody | None = None
+        self._ci_prosody: forms.CiProsody | None = None
         self._words: planning.WordStats | None | bool = False  # False: not read yet
         self._following: tuple[torch.Tensor, torch.Tensor] | None = None
         self._lock = threading.Lock()
@@ -168,6 +175,15 @@ class Poet:
                 breaks[[vocab.id(ch) for ch in LINE_BREAKS if ch in vocab]] = True
                 self._following = (table, breaks)
             return self._following
+
+    @property
+    def ci_prosody(self) -> forms.CiProsody:
+        """The vocabulary against the 词林正韵, made on first use (a second or two)."""
+        vp = self.vocab_prosody  # takes the lock itself
+        with self._lock:
+            if self._ci_prosody is None:
+                self._ci_prosody = forms.CiProsody(vp)
+            return self._ci_prosody
 
     @property
     def vocab_prosody(self) -> forms.VocabProsody:
@@ -310,8 +326,9 @@ def resolve(
         WriteOptions(num=n, beam=opts.beam).validate()
     resolved, notes = zip(*(_known(poet, b, "begin character") for b in begins), strict=True)
     heads, head_notes = _known(poet, opts.acrostic, "acrostic head")
-    shape = _shape(poet, opts, list(resolved), heads)
-    keywords, shape = _plan(poet, opts, shape, heads, list(resolved))
+    cifmt = _ci_format(poet, opts, heads) if opts.cipai else None
+    shape = None if cifmt is not None else _shape(poet, opts, list(resolved), heads)
+    keywords, shape = (None, None) if cifmt is not None else _plan(poet, opts, shape, heads, list(resolved))
     context, plain, context_notes = _context(poet, opts)
     topic, steer_notes = _topic(poet, opts)
     head_notes = head_notes + context_notes + steer_notes
@@ -325,6 +342,8 @@ def resolve(
         seed = opts.seed if opts.seed is not None else secrets.randbits(31)
         seeds = [seed + sum(nums[:g]) * opts.rerank for g in range(len(begins))]
     fixed = [{} for _ in begins]
+    if cifmt is not None:
+        fixed = [_ci_keywords(poet, opts, cifmt, heads, b) for b in resolved]
     if opts.template:
         fixed = [_template(poet, opts, shape, heads, list(resolved)) for _ in begins]
     if keywords is not None:  # each begin phrase is forced at the start of line 1: the keywords go elsewhere
@@ -350,6 +369,7 @@ def resolve(
         fixed,
         topic,
         plain if opts.guidance else None,
+        cifmt,
     )
 
 
@@ -487,15 +507,24 @@ def _plan(
 
 
 def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[int] | None, list[str]]:
-    """The ids read before each poem: a mood-setting prefix (a poem of its own), then the poet's token
-    and the title between <bos> and <sep>; the same without the title (None: no title), what guidance
-    compares with; and notes on title characters the model does not know."""
+    """The ids read before each poem: a mood-setting prefix (a poem of its own), then the genre's token,
+    the poet's token and the title (a 词's title is its 词牌, as in training) between <bos> and <sep>;
+    the same without the title (None: no title), what guidance compares with; and notes on title
+    characters the model does not know."""
     vocab, script, notes = poet.vocab, poet.ckpt.config.data.script, []
     context = [BOS]
     if opts.prefix:
         prefix = normalise(opts.prefix, script)
         context = [BOS, *(i for i in vocab.encode(prefix) if i != UNK), EOS, BOS]
     cond, titled = [], []
+    genre = normalise(opts.genre, script) or ("宋词" if opts.cipai else "")
+    if genre:
+        kinds = vocab.genres()
+        if genre in kinds:
+            cond.append(vocab.id(genre_token(genre)))
+        elif opts.genre:
+            shown = "、".join(kinds) or "none: train with --genres"
+            raise OptionError(f"--genre {opts.genre}: this model knows no such genre ({shown})", "genre")
     if opts.author:
         known = vocab.authors()
         name = normalise(opts.author, script)
@@ -506,10 +535,15 @@ def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[int] | Non
                 "author",
             )
         cond.append(vocab.id(author_token(name)))
-    if opts.title:
+    title = opts.title or (opts.cipai if opts.cipai and poet.ckpt.config.data.titles else "")
+    if title and not opts.title:  # a 词 was read after its 词牌, as its title: the 词牌's name
+        from tangshi import ci
+
+        title = ci.find(opts.cipai).name
+    if title:
         if vocab.sep is None or not poet.ckpt.config.data.titles:
             raise OptionError("--title needs a model trained with titles (tangshi train --titles)", "title")
-        title = normalise(opts.title, script)[: poet.ckpt.config.data.max_title]
+        title = normalise(title, script)[: poet.ckpt.config.data.max_title]
         unknown = "".join(c for c in title if c not in vocab)
         if unknown:
             notes.append(f"title characters the model does not know are left out: {unknown}")
@@ -571,6 +605,78 @@ def _shape(poet: Poet, opts: WriteOptions, resolved: list[str], heads: str) -> f
     return shape
 
 
+def _ci_format(poet: Poet, opts: WriteOptions, heads: str):
+    """The 词牌's format to write, checked against the model: heads, and enough rhymes of each tone."""
+    from tangshi import ci
+
+    fmt = ci.find(opts.cipai).format(opts.format)
+    cp = poet.ci_prosody
+    for g in fmt.groups:
+        best = int((cp.member[cp.tone_classes[g.tone]].sum(dim=1)).max())
+        if best < len(g.at):
+            raise forms.FormError(
+                f"--cipai {opts.cipai}: a rhyme group of {len(g.at)} {g.tone} rhymes, but the model knows at most "
+                f"{best} characters of one 部 of that tone",
+                "cipai",
+            )
+    forms.CiMask(cp, fmt, 1, [heads], opts.tones)  # heads checked now, before anything is written
+    return fmt
+
+
+def _ci_keywords(poet: Poet, opts: WriteOptions, fmt, heads: str, begin: str) -> dict[tuple[int, int], str]:
+    """The keywords (and the theme's words) of a 词, each in a clause of its own, spread over the
+    clauses in order, at the first place where its tones take the word and no rhyme falls inside it
+    (the start of a clause where it can); a keyword that fits no clause left is named."""
+    script = poet.ckpt.config.data.script
+    words = [normalise(k, script) for k in opts.keywords]
+    if opts.theme and poet.words is not None:
+        words += [w for w in poet.words.words_in(normalise(opts.theme, script)) if w not in words][:4]
+    for k in words:
+        unknown = [c for c in k if c not in poet.vocab]
+        if unknown:
+            raise OptionError(f"keyword '{k}': '{unknown[0]}' is not in the model's vocabulary", "keywords")
+    if not words:
+        return {}
+    vp, clauses = poet.vocab_prosody, fmt.clauses
+    starts = [sum(n for n, _ in clauses[:c]) for c in range(len(clauses))]
+    rhyming = set(fmt.rhyme_at)
+    taken = {0} if begin else set()
+    taken |= set(range(len(heads)))
+    fixed: dict[tuple[int, int], str] = {}
+    for k, w in enumerate(words):
+        want = round(k * len(clauses) / len(words))
+        order = sorted(range(len(clauses)), key=lambda c: (c < want, abs(c - want)))
+        spot = next(
+            (
+                (c, j)
+                for c in order
+                if c not in taken
+                for j in range(clauses[c][0] - len(w) + 1)
+                if not any(starts[c] + j + i in rhyming for i in range(len(w)))
+                and all(
+                    fmt.tones[starts[c] + j + i] not in "平仄" or _has_tone(vp, ch, fmt.tones[starts[c] + j + i])
+                    for i, ch in enumerate(w)
+                )
+            ),
+            None,
+        )
+        if spot is None:
+            raise forms.FormError(
+                f"keyword '{w}' fits no clause left of {fmt.cipai} (format {fmt.number}): none long enough whose "
+                "tones take it without a rhyme inside it",
+                "keywords",
+            )
+        c, j = spot
+        fixed.update({(c, j + i): ch for i, ch in enumerate(w)})
+        taken.add(c)
+    return fixed
+
+
+def _has_tone(vp, ch: str, tone: str) -> bool:
+    i = vp.vocab.id(ch)
+    return bool(vp.ping[i] if tone == prosody.PING else vp.ze[i])
+
+
 def _diversity(poet: Poet, opts: WriteOptions) -> float:
     return poet.default_diversity if opts.diversity is None else opts.diversity
 
@@ -603,6 +709,12 @@ def decode(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] 
 
 def _mask(poet: Poet, plan: Plan, opts: WriteOptions, groups: list[int]) -> forms.FormMask | None:
     """The form's mask for rows of these groups (begins): its heads, and each group's keyword places."""
+    if plan.ci is not None:
+        rows = len(groups)
+        return forms.CiMask(
+            poet.ci_prosody, plan.ci, rows, [plan.heads] * rows, opts.tones,
+            fixed=[plan.fixed[g] for g in groups], allow_repeat=opts.allow_repeat,
+        )  # fmt: skip
     if plan.shape is None:
         return None
     rows = len(groups)
@@ -644,8 +756,8 @@ def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool]
         tries = [bases[r] + c + attempt * RETRY_STRIDE for r in todo for c in range(k)]
         written = compose.write(
             poet.model, poet.vocab, [rows[r][1] for r in cand], sampler, num=1, seeds=tries,
-            max_length=_max_length(plan, opts), stop_at_end=not (opts.ignore_end and plan.shape is None),
-            random_state=opts.random_state and plan.shape is None, stop=stop,
+            max_length=_max_length(plan, opts), stop_at_end=not (opts.ignore_end and plan.free),
+            random_state=opts.random_state and plan.free, stop=stop,
             form=_mask(poet, plan, opts, [rows[r][0] for r in cand]),
             contexts=[plan.context] * len(cand), steer=_steer(poet, plan, opts, len(cand)),
             guidance=opts.guidance, plain_contexts=[plan.plain] * len(cand) if plan.plain else None,
@@ -674,6 +786,8 @@ def _sampler(poet: Poet, opts: WriteOptions) -> Sampler:
 
 
 def _max_length(plan: Plan, opts: WriteOptions) -> int:
+    if plan.ci is not None:
+        return plan.ci.chars + len(plan.ci.clauses) + 1
     return plan.shape.length + 1 if plan.shape is not None else opts.max_length
 
 
@@ -733,7 +847,13 @@ def judge(p: Poem, plan: Plan, lines: LineIndex | None, opts: WriteOptions, bonu
     mean log-likelihood, `prosody_weight` x prosody, and the `bonus` for sense) and say whether it is
     rejected."""
     score = -opts.likelihood_weight * p.nll + bonus
-    if plan.shape is not None and not plan.shape.free:
+    if plan.ci is not None:
+        from tangshi import ci
+
+        report = ci.check(p.text, plan.ci.cipai, plan.ci.number)
+        p.prosody = report.to_dict()
+        score += opts.prosody_weight * (report.rhyme + report.tones) / 2
+    elif plan.shape is not None and not plan.shape.free:
         report = prosody.check(p.text)
         p.prosody = report.to_dict()
         score += opts.prosody_weight * (report.rhyme + report.relaxed + report.strict) / 3
@@ -751,5 +871,9 @@ def finish(p: Poem, begin: str, opts: WriteOptions) -> Poem:
     p.begin, p.title, p.author = begin, opts.title, opts.author
     p.text = to_script(p.text, script)
     p.lines = [to_script(x, script) for x in p.lines]
+    if "cipai" in report:  # a 词: its lines are its 阕
+        p.lines = [to_script(x, script) for x in report["parts"]]
+        p.prosody = {**report, "parts": p.lines}
+        return p
     p.prosody = {**report, "lines": [to_script(x, script) for x in report.get("lines", [])]}
     return p

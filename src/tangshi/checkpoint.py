@@ -271,6 +271,17 @@ def _check_header(expected: Shapes, header: dict[str, tuple[tuple[int, ...], str
             raise CheckpointError(f"{path}: int8 tensor {name} has no per-row scale {name + SCALE}")
 
 
+def load_vocab(folder: str | Path) -> Vocab:
+    """A checkpoint folder's vocabulary alone (what --init-from keeps); a missing or bad file is named."""
+    f = Path(folder) / "vocab.json"
+    if not f.is_file():
+        raise CheckpointError(f"{folder}: no vocab.json (a checkpoint folder is expected)")
+    try:
+        return Vocab.load(f)
+    except VocabError as e:
+        raise CheckpointError(str(e)) from None
+
+
 def load(folder: str | Path, device: str | torch.device = "cpu", with_trainer: bool = False) -> Checkpoint:
     """Load and check a checkpoint folder; any missing or mismatched file is named."""
     folder = Path(folder)

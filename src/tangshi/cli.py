@@ -235,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
     au.add_argument("--json", action="store_true", help="print JSON")
 
+    cp = sub.add_parser("cipai", help="the 词牌 of the 词谱 (--cipai): list, search, or one with its formats")
+    cp.add_argument("query", nargs="?", default="", help="a name or alias (or part of one), or a character count")
+    cp.add_argument("--json", action="store_true", help="print JSON")
+
     pr = sub.add_parser("presets", help="show the named presets")
     pr.add_argument("name", nargs="?", help="show one preset in full")
 
@@ -520,6 +524,40 @@ def cmd_authors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cipai(args: argparse.Namespace) -> int:
+    """Every 词牌 (or those matching the query) a line; one exact name shows its formats' patterns."""
+    from tangshi import ci
+
+    exact = None
+    if args.query and not args.query.isdigit():
+        try:
+            exact = ci.find(args.query)
+        except ci.CiError:
+            pass
+    found = [exact] if exact is not None else ci.search(args.query)
+    if not found and args.query.isdigit():
+        raise ci.CiError(f"no 词牌 of {args.query} characters in the 词谱", "cipai")
+    if not found:
+        ci.find(args.query)  # names the nearest ones
+    if args.json:
+        out = [{"name": c.name, "aliases": list(c.aliases), "type": c.kind,
+                "formats": [{"format": f.number, "source": f.source, "chars": f.chars, "clauses": f.lengths,
+                             "rhymes": len(f.rhyme_at), "pattern": f.describe()} for f in c.formats]}
+               for c in found]  # fmt: skip
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    for c in found:
+        counts = "/".join(dict.fromkeys(str(f.chars) for f in c.formats))
+        aliases = f" ({'、'.join(c.aliases)})" if c.aliases else ""
+        plural = "s" if len(c.formats) > 1 else ""
+        print(f"{c.name}{aliases}\t{c.kind}\t{counts} characters\t{len(c.formats)} format{plural}")
+    if exact is not None:
+        for f in exact.formats:
+            print(f"\nformat {f.number} ({f.source}), {f.chars} characters, {len(f.rhyme_at)} rhymes (◎; 叶 ◇):")
+            print(f.describe())
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     names = [args.name] if args.name else preset_names()
     for name in names:
@@ -650,6 +688,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "presets": cmd_presets,
     "authors": cmd_authors,
+    "cipai": cmd_cipai,
     "prosody": cmd_prosody,
     "check": cmd_check,
     "lines": cmd_lines,

@@ -47,6 +47,8 @@ class DataConfig:
     title_drop: float = _f(0.25, "with --titles: share of training poems shown without their title (untitled writing)")
     author_drop: float = _f(0.25, "with --authors: share of training poems shown without their poet")
     max_title: int = _f(16, "with --titles: characters of a title read at most")
+    genres: bool = _f(False, "read a token for each poem's genre (唐诗, 宋诗, 宋词: from its file's name) first")
+    genre_drop: float = _f(0.2, "with --genres: share of training poems shown without their genre")
 
     def validate(self) -> None:
         if self.script not in ("simplified", "traditional"):
@@ -69,7 +71,7 @@ class DataConfig:
             raise ConfigError(f"--max-vocab must be >= 0, got {self.max_vocab}")
         if self.authors < 0:
             raise ConfigError(f"--authors must be >= 0, got {self.authors}")
-        for name in ("title_drop", "author_drop"):
+        for name in ("title_drop", "author_drop", "genre_drop"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if self.max_title < 1:
@@ -77,8 +79,8 @@ class DataConfig:
 
     @property
     def conditioned(self) -> bool:
-        """Poems are read after conditions (title, poet)."""
-        return self.titles or self.authors > 0
+        """Poems are read after conditions (genre, poet, title)."""
+        return self.titles or self.authors > 0 or self.genres
 
 
 CELLS = ("rnn", "lstm", "gru")
@@ -178,8 +180,8 @@ class TrainConfig:
     seed: int = _f(1234, "random seed: the same seed repeats the run exactly")
     init_from: str = _f(
         "",
-        "start from this checkpoint's weights (the same model; its vocabulary must begin this run's, new tokens "
-        "start fresh)",
+        "start from this checkpoint's weights and vocabulary (the same model; characters it lacks become <unk>, "
+        "condition tokens it lacks are added and start fresh)",
     )
     device: str = _f("auto", "auto, cpu or cuda")
     precision: str = _f(

@@ -32,7 +32,7 @@ from tangshi.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3  # 2: the vocabulary keeps its counts; 3: titles and authors
+CACHE_VERSION = 4  # 2: the vocabulary keeps its counts; 3: titles and authors; 4: genres
 SPLITS = ("train", "val", "test")
 FORMATS = ("auto", "poems-txt", "json", "plain")
 
@@ -56,6 +56,7 @@ class Corpus:
     split: list[int]  # 0 train, 1 val, 2 test, per text
     titles: list[str] = field(default_factory=list)  # normalised title per text ("" when none)
     authors: list[str] = field(default_factory=list)  # normalised author per text ("" when none)
+    genres: list[str] = field(default_factory=list)  # genre per text (唐诗, 宋诗, 宋词; "" when unknown)
     counts: dict[str, int] = field(default_factory=dict)  # read, dropped by rule, kept
     malformed: list[Malformed] = field(default_factory=list)
     vocab: Vocab | None = None  # built from the train split
@@ -70,6 +71,9 @@ class Corpus:
 
     def authors_of(self, split: str) -> list[str]:
         return self.of_split(self.authors, split)
+
+    def genres_of(self, split: str) -> list[str]:
+        return self.of_split(self.genres or [""] * len(self.texts), split)
 
     def of_split(self, values: list, split: str) -> list:
         """The entries of a per-text list (texts, titles, authors) that belong to a split."""
@@ -101,6 +105,18 @@ class RawPoem:
     where: str
     author: str = ""
     cipai: str = ""  # a 词's 词牌 (chinese-poetry's `rhythmic`)
+    genre: str = ""  # 唐诗, 宋诗, 宋词: from a chinese-poetry file's name (poet.tang.*, poet.song.*, ci.song.*)
+
+
+DYNASTIES = {"tang": "唐", "song": "宋", "yuan": "元", "ming": "明", "qing": "清"}
+
+
+def genre_of(path: Path) -> str:
+    """A chinese-poetry file's genre from its name: poet.<dynasty>.* 诗, ci.<dynasty>.* 词 ("" otherwise)."""
+    m = re.match(r"(poet|ci)\.([a-z]+)\.", path.name)
+    if not m or m.group(2) not in DYNASTIES:
+        return ""
+    return DYNASTIES[m.group(2)] + ("诗" if m.group(1) == "poet" else "词")
 
 
 def find_files(paths: list[str | Path]) -> list[Path]:
@@ -181,6 +197,7 @@ def _read_json(path: Path, text: str, bad: list[Malformed]) -> list[RawPoem]:
     if not isinstance(data, list):
         raise CorpusError(f"{path}: expected a JSON list of poems, got {type(data).__name__}")
     poems = []
+    genre = genre_of(path)
     for i, item in enumerate(data):
         where = f"{path.name} poem {i}"
         if not isinstance(item, dict):
@@ -195,7 +212,7 @@ def _read_json(path: Path, text: str, bad: list[Malformed]) -> list[RawPoem]:
             continue
         title = item.get("title", item.get("rhythmic", ""))
         author, cipai = str(item.get("author") or ""), str(item.get("rhythmic") or "")
-        poems.append(RawPoem(str(title or ""), "".join(paragraphs), where, author, cipai))
+        poems.append(RawPoem(str(title or ""), "".join(paragraphs), where, author, cipai, genre))
     return poems
 
 
@@ -261,7 +278,7 @@ def build_poems(raw: list[RawPoem], cfg: DataConfig) -> tuple[list[RawPoem], dic
         else:
             seen.add(text)
             title, author = normalise(poem.title, cfg.script), normalise(poem.author, cfg.script)
-            kept.append(RawPoem(title, text, poem.where, author))
+            kept.append(RawPoem(title, text, poem.where, author, normalise(poem.cipai, cfg.script), poem.genre))
             counts["cleaned_notes"] += cleaned
     counts["kept"] = len(kept)
     for rule in ("dropped_chars", "dropped_short", "dropped_long", "dropped_duplicate", "cleaned_notes"):
@@ -279,8 +296,10 @@ def default_cache_dir() -> Path:
     return Path(base)
 
 
-def _cache_key(files: list[Path], fmt: str, cfg: DataConfig) -> str:
+def _cache_key(files: list[Path], fmt: str, cfg: DataConfig, base: Vocab | None = None) -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION}|{fmt}|{json.dumps(asdict(cfg), sort_keys=True)}".encode())
+    if base is not None:  # a kept vocabulary: its tokens
+        h.update("\n".join(base.tokens).encode())
     for f in files:
         st = f.stat()
         h.update(f"|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -295,6 +314,7 @@ def _save_cache(folder: Path, corpus: Corpus) -> None:
         "split": corpus.split,
         "titles": corpus.titles,
         "authors": corpus.authors,
+        "genres": corpus.genres,
         "counts": corpus.counts,
         "malformed": [[m.where, m.why] for m in corpus.malformed],
     }
@@ -320,6 +340,7 @@ def _load_cache(folder: Path) -> Corpus | None:
         split=meta["split"],
         titles=meta["titles"],
         authors=meta["authors"],
+        genres=meta.get("genres", []),
         counts=meta["counts"],
         malformed=[Malformed(w, y) for w, y in meta["malformed"]],
         vocab=vocab,
@@ -334,14 +355,17 @@ def load_corpus(
     fmt: str = "auto",
     cache_dir: Path | None = None,
     use_cache: bool = True,
+    base: Vocab | None = None,
 ) -> Corpus:
-    """Read, normalise, filter, split and encode; cached unless `use_cache` is False."""
+    """Read, normalise, filter, split and encode; cached unless `use_cache` is False. With `base` (the
+    vocabulary of a checkpoint a run starts from), the corpus keeps its tokens and ids: characters it
+    lacks become <unk>, condition tokens it lacks are added after its own."""
     cfg = cfg or DataConfig()
     cfg.validate()
     if fmt not in FORMATS:
         raise CorpusError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     files = find_files(paths)
-    folder = (cache_dir or default_cache_dir()) / _cache_key(files, fmt, cfg)
+    folder = (cache_dir or default_cache_dir()) / _cache_key(files, fmt, cfg, base)
     if use_cache and folder.exists():
         cached = _load_cache(folder)
         if cached is not None:
@@ -359,14 +383,18 @@ def load_corpus(
             f"({json.dumps(counts)}){': ' + shown if shown else ''}"
         )
     split = [split_of(t, cfg) for t in texts]
-    vocab = Vocab.build(
-        (t for t, s in zip(texts, split, strict=False) if s == 0), min_count=cfg.min_count, max_size=cfg.max_vocab
-    )
+    train = [t for t, s in zip(texts, split, strict=False) if s == 0]
+    if base is not None:
+        vocab = base.with_counts(train)
+    else:
+        vocab = Vocab.build(train, min_count=cfg.min_count, max_size=cfg.max_vocab)
     titles, authors = [p.title for p in poems], [p.author for p in poems]
+    genres = [p.genre for p in poems] if cfg.genres else []
     if cfg.conditioned:
-        vocab = vocab.with_conditions(top_authors(authors, split, cfg.authors))
+        kinds = Counter(g for g, s in zip(genres, split, strict=False) if s == 0 and g)
+        vocab = vocab.with_conditions(top_authors(authors, split, cfg.authors), dict(sorted(kinds.items())))
     ids, offsets = vocab.encode_many(texts)
-    corpus = Corpus(texts, split, titles, authors, counts, bad, vocab, ids, offsets)
+    corpus = Corpus(texts, split, titles, authors, genres, counts, bad, vocab, ids, offsets)
     log.info("prepared %d poems in %.1fs", len(texts), time.perf_counter() - t0)
     if use_cache:
         _save_cache(folder, corpus)

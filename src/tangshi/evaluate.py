@@ -17,7 +17,7 @@ import torch
 from tangshi.checkpoint import Checkpoint
 from tangshi.corpus import SPLITS, CorpusError, encode_split, load_corpus, normalise
 from tangshi.model import CharRNN
-from tangshi.vocab import BOS, EOS, PAD, Vocab, author_token
+from tangshi.vocab import BOS, EOS, PAD, Vocab, author_token, genre_token
 
 Seqs = list[np.ndarray]
 
@@ -50,14 +50,23 @@ def collate(
 
 
 def condition_ids(
-    titles: list[str], authors: list[str], vocab: Vocab, max_title: int, title: bool = True, author: bool = True
+    titles: list[str],
+    authors: list[str],
+    vocab: Vocab,
+    max_title: int,
+    title: bool = True,
+    author: bool = True,
+    genres: list[str] | None = None,
 ) -> Seqs:
-    """Each poem's condition as ids: its poet's token (if the vocabulary has one) and its title's
-    first `max_title` characters; empty where neither is asked or known."""
-    known = vocab.authors()
+    """Each poem's condition as ids: its genre's token (where `genres` is given and the vocabulary has
+    one), its poet's token (likewise) and its title's first `max_title` characters; empty where none
+    is asked or known."""
+    known, kinds = vocab.authors(), vocab.genres()
     out = []
-    for t, a in zip(titles, authors, strict=True):
-        ids = [vocab.id(author_token(a))] if author and a in known else []
+    for k, (t, a) in enumerate(zip(titles, authors, strict=True)):
+        g = genres[k] if genres else ""
+        ids = [vocab.id(genre_token(g))] if g in kinds else []
+        ids += [vocab.id(author_token(a))] if author and a in known else []
         ids += [i for i in vocab.encode(t[:max_title])] if title else []
         out.append(np.array(ids, dtype=np.int64))
     return out
@@ -135,7 +144,8 @@ def corpus_loss(
     given: tuple[str, ...] = (),
 ) -> dict[str, float | int]:
     """Loss of the poems at `paths` (read with the checkpoint's own normalisation and filters), over
-    the poems' own tokens; `given` ("title", "author") reads those first (a model trained with them)."""
+    the poems' own tokens; `given` ("genre", "title", "author") reads those first (a model trained
+    with them)."""
     if split not in ("all", *SPLITS):
         raise CorpusError(f"--split must be all, train, val or test, got {split!r}")
     corpus = load_corpus(paths, replace(ckpt.config.data), fmt=fmt, cache_dir=cache_dir)
@@ -149,6 +159,7 @@ def corpus_loss(
         conds = condition_ids(
             corpus.titles_of(split), corpus.authors_of(split), ckpt.vocab, ckpt.config.data.max_title,
             title="title" in given, author="author" in given,
+            genres=corpus.genres_of(split) if "genre" in given else None,
         )  # fmt: skip
     device = next(ckpt.model.parameters()).device
     loss, tokens = mean_loss(ckpt.model, seqs, batch_size=batch_size, device=device, conds=conds, sep=ckpt.vocab.sep)

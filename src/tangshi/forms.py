@@ -446,3 +446,225 @@ class FormMask:
         self.heads = [self.heads[r] for r in rows]
         self.failures = [self.failures[r] for r in rows]
         self.batch = len(rows)
+
+
+# ---------------------------------------------------------------- 词 by 词牌
+
+
+class CiProsody:
+    """The vocabulary's characters against the 词林正韵: 平, 仄, and membership of each rhyme class
+    (平 and 上去 of 部 1–14, 入 of 部 15–19) and of each 部."""
+
+    def __init__(self, vp: VocabProsody):
+        from tangshi import ci
+
+        self.vp = vp
+        self.classes = ci.rhyme_classes()
+        index = {c: k for k, c in enumerate(self.classes)}
+        v = len(vp.vocab)
+        self.member = torch.zeros(len(self.classes), v, dtype=torch.bool)  # (C, V)
+        for i, tok in enumerate(vp.vocab.tokens):
+            if bool(vp.char[i]):
+                for r in ci.rhymes(tok):
+                    self.member[index[r], i] = True
+        bus = torch.tensor([c.bu for c in self.classes])
+        self.same_bu = bus[:, None] == bus[None, :]  # (C, C): classes of one 部
+        self.tone_classes = {  # the classes a rhyme of each tone may take
+            P.PING: torch.tensor([c.kind == P.PING for c in self.classes]),
+            P.ZE: torch.tensor([c.kind != P.PING for c in self.classes]),
+        }
+        self.member_f = self.member.float()
+
+    def name(self, k: int) -> str:
+        return self.classes[k].name
+
+
+class CiMask:
+    """Per-词 progress through a 词牌's format, and the ids each 词 may write next: its clauses'
+    lengths and punctuation (，after a clause that does not rhyme, 。after one that does), 平 or 仄 at
+    every 平/仄 position (中 free; `tones="off"` frees them all), every rhyme group in one 词林正韵
+    class (a 部's 平, its 上去, or an 入声 部) with no rhyme character twice, its 叶 positions in the
+    same 部, no character more than `MAX_USES` times (a 词 repeats more than a 诗 does, but never
+    loops; `allow_repeat` lifts it), and the end token after the last clause. Heads start the clauses
+    and `fixed` characters are forced at their places: a head's place keeps no tone unless
+    `tones="strict"` (as the first character of a line of 诗), a fixed one's must fit. Same interface
+    as `FormMask` (`allowed`, `update`, `select`, `failures`)."""
+
+    MAX_USES = 2
+
+    def __init__(
+        self,
+        cp: CiProsody,
+        fmt,  # ci.CiFormat
+        batch: int,
+        heads: list[str] | None = None,
+        tones: str = "relaxed",
+        fixed: list[dict[tuple[int, int], str]] | None = None,
+        fixed_field: str = "keywords",
+        allow_repeat: bool = False,
+    ):
+        if tones not in TONES:
+            raise FormError(f"--tones must be one of {', '.join(TONES)}, got {tones!r}", "tones")
+        vp = cp.vp
+        self.tones, self.allow_repeat = tones, allow_repeat
+        self.cp, self.vp, self.fmt, self.batch = cp, vp, fmt, batch
+        self.heads = heads or [""] * batch
+        n = fmt.chars
+        need = torch.zeros(n, dtype=torch.long)  # 0 either, 1 平, 2 仄
+        if tones != "off":
+            for p, t in enumerate(fmt.tones):
+                need[p] = 1 if t == P.PING else 2 if t == P.ZE else 0
+        self.need = need
+        self.group = torch.full((n,), -1, dtype=torch.long)  # rhyme group at each position, -1 none
+        self.ye = torch.zeros(n, dtype=torch.bool)
+        for p, (g, ye) in fmt.rhyme_at.items():
+            self.group[p], self.ye[p] = g, ye
+        starts, self.ends = [], []
+        total = 0
+        for length, _ in fmt.clauses:
+            starts.append(total)
+            total += length
+            self.ends.append(total - 1)
+        self.starts = starts
+        self.clause_of = torch.tensor([c for c, (length, _) in enumerate(fmt.clauses) for _ in range(length)])
+        self.punct = torch.tensor([vp.vocab.id(fmt.punctuation(c)) for c in range(len(fmt.clauses))])
+        self.tone_masks = torch.stack([vp.char, vp.char & vp.ping, vp.char & vp.ze])  # (3, V)
+        groups = len(fmt.groups)
+        tone_ok = torch.stack([cp.tone_classes[g.tone] for g in fmt.groups]) if groups else torch.zeros(0, 1)
+        self.open = tone_ok[None].expand(batch, -1, -1).clone()  # (B, G, C) the classes each group may rhyme in
+        self.rhymed = torch.zeros(batch, max(groups, 1), len(vp.vocab), dtype=torch.bool)  # used rhyme characters
+        self.fixed_ids = torch.full((batch, n), -1, dtype=torch.long)
+        self.free_tone = torch.zeros(batch, n, dtype=torch.bool)  # heads' places: any tone
+        self.uses = torch.zeros(batch, len(vp.vocab), dtype=torch.uint8)
+        fixed = fixed or [{} for _ in range(batch)]
+        if len(fixed) != batch or len(self.heads) != batch:
+            raise ValueError(f"heads and fixed need one entry a row: {len(self.heads)} and {len(fixed)} for {batch}")
+        for r in range(batch):
+            self._check_heads(self.heads[r])
+            places = {(k, 0): ch for k, ch in enumerate(self.heads[r])}
+            for (i, j), ch in fixed[r].items():
+                if (i, j) in places and places[(i, j)] != ch:
+                    raise FormError(f"fixed character '{ch}' at clause {i + 1}: the acrostic head there is "
+                                    f"'{places[(i, j)]}'", fixed_field)  # fmt: skip
+                places[(i, j)] = ch
+            for (i, j), ch in places.items():
+                if not (0 <= i < len(starts) and 0 <= j < fmt.clauses[i][0]):
+                    raise FormError(f"fixed character '{ch}': clause {i + 1} of {fmt.cipai} has no place {j + 1}",
+                                    fixed_field)  # fmt: skip
+                self.fixed_ids[r, starts[i] + j] = vp.vocab.id(ch)
+                self.free_tone[r, starts[i] + j] = j == 0 and i < len(self.heads[r]) and tones != "strict"
+        self.pos = torch.zeros(batch, dtype=torch.long)  # the next character's position; n + clause when punctuating
+        self.at_punct = torch.zeros(batch, dtype=torch.bool)
+        self.finished = torch.zeros(batch, dtype=torch.bool)
+        self.ended_line = torch.zeros(batch, dtype=torch.bool)
+        self.failures: list[str | None] = [None] * batch
+
+    def _check_heads(self, heads: str) -> None:
+        f = self.fmt
+        if len(heads) > len(f.clauses):
+            raise FormError(
+                f"acrostic '{heads}' has {len(heads)} heads but {f.cipai} (format {f.number}) has "
+                f"{len(f.clauses)} clauses",
+                "acrostic",
+            )
+        for ch in heads:
+            if ch not in self.vp.vocab or not P.is_han(ch):
+                raise FormError(f"acrostic head '{ch}' is not a Chinese character the model knows", "acrostic")
+        if self.tones != "strict":
+            return
+        vp, start = self.vp, 0
+        for c, ch in enumerate(heads):
+            need, i = self.need[start], vp.vocab.id(ch)
+            if need and not bool(self.tone_masks[int(need), i]):
+                raise FormError(
+                    f"--tones strict cannot be met: acrostic head '{ch}' ({vp.tone_name(i)}) starts clause {c + 1} "
+                    f"of {f.cipai}, which the pattern starts with {P.PING if need == 1 else P.ZE}; use --tones relaxed",
+                    "tones",
+                )
+            start += f.clauses[c][0]
+
+    def _rhymes(self, rows: torch.Tensor, groups: torch.Tensor, ye: torch.Tensor) -> torch.Tensor:
+        """(R, V): the characters that can fill these rows' rhyme positions (of `groups`, 叶 or not)."""
+        cp = self.cp
+        open_ = self.open[rows, groups]  # (R, C)
+        bu = (open_.float() @ cp.same_bu.float()) > 0  # the classes of the open classes' 部
+        classes = torch.where(ye[:, None], bu, open_)
+        return ((classes.float() @ cp.member_f) > 0) & ~self.rhymed[rows, groups]
+
+    def allowed(self) -> torch.Tensor:
+        vp, n = self.vp, self.fmt.chars
+        rows = torch.arange(self.batch)
+        done = self.finished
+        p = self.pos.clamp(max=n - 1)
+        m = self.tone_masks[self.need[p]].clone()  # (B, V)
+        if not self.allow_repeat:
+            m &= self.uses < self.MAX_USES
+        g = self.group[p]
+        rhyming = (g >= 0) & ~self.at_punct & ~done
+        if bool(rhyming.any()):
+            r = rows[rhyming]
+            m[r] &= self._rhymes(r, g[r], self.ye[p[r]])
+        forced = torch.where(~self.at_punct & ~done, self.fixed_ids[rows, p], -1)
+        stuck = ~m.any(dim=1) & ~self.at_punct & ~done & (forced < 0)
+        for r in stuck.nonzero().flatten().tolist():
+            self._note(r, int(p[r]), "no character fits")
+        m[stuck] = vp.char
+        special = self.at_punct | (forced >= 0) | done
+        if not bool(special.any()):
+            return m
+        out = m & ~special[:, None]
+        punct = self.at_punct & ~done
+        clause = self.clause_of[(self.pos - 1).clamp(min=0, max=n - 1)]  # the clause just written
+        out[rows[punct], self.punct[clause[punct]]] = True
+        force = forced >= 0
+        out[rows[force], forced[force]] = True
+        out[done] = False
+        out[done, EOS] = True
+        return out
+
+    def _note(self, r: int, p: int, what: str) -> None:
+        if self.failures[r] is None:
+            c = int(self.clause_of[p])
+            self.failures[r] = f"clause {c + 1}, character {p - self.starts[c] + 1}: {what}"
+
+    def update(self, ids: torch.Tensor) -> None:
+        vp, cp, n = self.vp, self.cp, self.fmt.chars
+        c = ids.to("cpu", torch.long)
+        rows = torch.arange(self.batch)
+        live = ~self.finished
+        punct = live & self.at_punct
+        writes = live & ~self.at_punct
+        p = self.pos.clamp(max=n - 1)
+        for r in writes.nonzero().flatten().tolist():  # characters the mask did not choose (begins): noted
+            need, ch = int(self.need[p[r]]), int(c[r])
+            if need and not bool(self.tone_masks[need, ch]) and not bool(self.free_tone[r, p[r]]):
+                self._note(r, int(p[r]), f"'{vp.vocab.tokens[ch]}' is {vp.tone_name(ch)} where the pattern needs "
+                                         f"{P.PING if need == 1 else P.ZE}")  # fmt: skip
+        g = self.group[p]
+        rhymes = writes & (g >= 0)
+        for r in rhymes.nonzero().flatten().tolist():
+            gr, ch = int(g[r]), int(c[r])
+            has = cp.member[:, ch]  # (C,) the classes of the character
+            if bool(self.ye[p[r]]):
+                has = (has.float() @ cp.same_bu.float()) > 0
+            narrowed = self.open[r, gr] & has
+            if bool(narrowed.any()):
+                self.open[r, gr] = narrowed
+            else:
+                self._note(r, int(p[r]), f"'{vp.vocab.tokens[ch]}' does not rhyme with the group")
+            self.rhymed[r, gr, ch] = True
+        w = rows[writes]
+        self.uses[w, c[writes]] = (self.uses[w, c[writes]] + 1).clamp(max=255)
+        last = writes & torch.isin(p, torch.tensor(self.ends))
+        self.ended_line = punct.clone()
+        self.pos = torch.where(writes, self.pos + 1, self.pos)
+        self.at_punct = torch.where(writes, last, torch.where(punct, False, self.at_punct))
+        self.finished = self.finished | (punct & (self.pos >= n)) | (live & (c == EOS))
+
+    def select(self, rows: list[int]) -> None:
+        idx = torch.tensor(rows, dtype=torch.long)
+        for name in ("open", "rhymed", "fixed_ids", "free_tone", "uses", "pos", "at_punct", "finished", "ended_line"):
+            setattr(self, name, getattr(self, name)[idx])
+        self.heads = [self.heads[r] for r in rows]
+        self.failures = [self.failures[r] for r in rows]
+        self.batch = len(rows)

@@ -110,6 +110,12 @@ class WriteOptions:
     title: str = _o("", str, "write for this title (a model trained with --titles)", max_length=MAX_TITLE)
     author: str = _o("", str, "in this poet's manner (`tangshi authors` lists the model's poets)", max_length=MAX_BEGIN)
     prefix: str = _o("", str, "a text read before the poem to set its mood, not written", max_length=MAX_PREFIX)
+    genre: str = _o(
+        "",
+        str,
+        "唐诗, 宋诗 or 宋词: write in this genre (a model trained with --genres; --cipai reads 宋词 unless told)",
+        max_length=MAX_BEGIN,
+    )
     keywords: tuple[str, ...] = _o(
         (), tuple, "words the poem must hold, one a line in order (a plan fills the other lines)", items=8, max_length=4
     )
@@ -118,6 +124,10 @@ class WriteOptions:
     )
     seed: int | None = _o(None, int, "the same seed writes the same poems (none: a random one)", ge=0, le=MAX_SEED)
     form: str = _o("free", str, "free, or a regular form that rhymes and keeps its tone template", choices=FORMS)
+    cipai: str = _o(
+        "", str, "write a 词 of this 词牌 (a name or alias; `tangshi cipai` lists them)", max_length=MAX_BEGIN
+    )
+    format: int = _o(1, int, "with --cipai: which of the 词牌's formats (`tangshi cipai NAME` shows them)", ge=1, le=64)
     template: str = _o(
         "",
         str,
@@ -213,6 +223,12 @@ class WriteOptions:
             raise OptionError(f"--num {self.num} must be at most --beam {self.beam}", "num")
         if self.rhyme and self.form == "free" and not self.template:
             raise OptionError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)", "rhyme")
+        if self.cipai:
+            for name, off in (("form", self.regular), ("template", self.template), ("rhyme", self.rhyme)):
+                if off:
+                    raise OptionError(f"--cipai writes a 词 by its 词牌's pattern: give --{name} without it", name)
+            if self.beam:
+                raise OptionError("--cipai writes by sampling: give --beam without it", "beam")
         if self.template and (self.keywords or self.theme):
             raise OptionError(
                 "--template fixes the characters itself: give --keywords or --theme without it", "template"

@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -468,6 +468,39 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
                 }
             )
         return {"models": out}
+
+    @app.get("/v1/cipai")
+    async def cipai(q: str = Query("", max_length=16, description="a name or alias, part of one, or a count")):
+        """The 词牌 for --cipai: those whose name or an alias holds `q` (all for none), each with its
+        formats (character count, clauses, rhymes); an exact name also gets each format's pattern."""
+        from tangshi import ci
+
+        try:
+            exact = ci.find(q) if q and not q.isdigit() else None
+        except ci.CiError:
+            exact = None
+        found = [exact] if exact is not None else ci.search(q)
+        return {
+            "cipai": [
+                {
+                    "name": c.name,
+                    "aliases": list(c.aliases),
+                    "type": c.kind,
+                    "formats": [
+                        {
+                            "format": f.number,
+                            "source": f.source,
+                            "chars": f.chars,
+                            "clauses": f.lengths,
+                            "rhymes": len(f.rhyme_at),
+                            **({"pattern": f.describe()} if exact is not None else {}),
+                        }
+                        for f in c.formats
+                    ],  # fmt: skip
+                }
+                for c in found
+            ]
+        }
 
     Body = request_model(settings)
 

@@ -412,20 +412,24 @@ class Conditions:
 
     titles: Seqs  # training split, title ids
     authors: Seqs  # training split, the poet's token (or nothing)
-    val: Seqs  # validation split, poet and title
+    val: Seqs  # validation split, genre, poet and title
     sep: int
     title_drop: float
     author_drop: float
+    genres: Seqs = field(default_factory=list)  # training split, the genre's token (or nothing)
+    genre_drop: float = 1.0
 
     @classmethod
     def of(cls, corpus: Corpus, vocab: Vocab, data: DataConfig) -> Conditions:
-        def ids(split: str, title: bool, author: bool) -> Seqs:
+        def ids(split: str, title: bool, author: bool, genre: bool) -> Seqs:
             titles = corpus.titles_of(split) if data.titles else [""] * len(corpus.titles_of(split))
-            return condition_ids(titles, corpus.authors_of(split), vocab, data.max_title, title, author)
+            genres = corpus.genres_of(split) if genre and data.genres else None
+            return condition_ids(titles, corpus.authors_of(split), vocab, data.max_title, title, author, genres)
 
         return cls(
-            ids("train", True, False), ids("train", False, True), ids("val", True, True), vocab.sep,
-            data.title_drop if data.titles else 1.0, data.author_drop,
+            ids("train", True, False, False), ids("train", False, True, False), ids("val", True, True, True),
+            vocab.sep, data.title_drop if data.titles else 1.0, data.author_drop,
+            ids("train", False, False, True), data.genre_drop if data.genres else 1.0,
         )  # fmt: skip
 
     def sample(self, index: np.ndarray, seed: int, epoch: int, batch: int) -> Seqs:
@@ -434,9 +438,11 @@ class Conditions:
         rng = np.random.default_rng([seed, epoch, batch, 17])
         keep_title = rng.random(len(index)) >= self.title_drop
         keep_author = rng.random(len(index)) >= self.author_drop
+        keep_genre = rng.random(len(index)) >= self.genre_drop if self.genres else np.zeros(len(index), dtype=bool)
         out = [np.array([], dtype=np.int64)] * (int(index.max()) + 1)
         for row, i in enumerate(index):
-            parts = [self.authors[i]] * bool(keep_author[row]) + [self.titles[i]] * bool(keep_title[row])
+            parts = [self.genres[i]] * bool(keep_genre[row]) if self.genres else []
+            parts += [self.authors[i]] * bool(keep_author[row]) + [self.titles[i]] * bool(keep_title[row])
             out[i] = np.concatenate(parts) if parts else np.array([], dtype=np.int64)
         return out
 
@@ -770,7 +776,8 @@ def train(
         try:
             if not world.main:
                 world.barrier()  # rank 0 prepares (and caches) the corpus first
-            corpus = load_corpus(data, cfg.data, cache_dir=cache_dir)
+            base = checkpoint.load_vocab(Path(cfg.train.init_from)) if cfg.train.init_from else None
+            corpus = load_corpus(data, cfg.data, cache_dir=cache_dir, base=base)
             if world.main:
                 world.barrier()
             vocab = Vocab.load(resume_from / "vocab.json") if resume_from is not None else corpus.vocab

@@ -32,6 +32,10 @@ def author_token(name: str) -> str:
     return f"<@{name}>"
 
 
+def genre_token(name: str) -> str:
+    return f"<#{name}>"
+
+
 def is_condition(token: str) -> bool:
     return len(token) > 1 and token.startswith("<") and token.endswith(">")
 
@@ -80,11 +84,20 @@ class Vocab:
                 out[self.tokens[i][2:-1]] = self.counts[i] if self.counts else 0
         return out
 
-    def with_conditions(self, authors: dict[str, int]) -> Vocab:
-        """The same characters, then <sep> and a token a poet (`authors`: name -> training poems)."""
-        extra = [SEP, *(author_token(a) for a in authors)]
-        counts = None if self.counts is None else [*self.counts, self.counts[EOS], *authors.values()]
-        return Vocab([*self.tokens, *extra], counts)
+    def genres(self) -> dict[str, int]:
+        """The genres (唐诗, 宋诗, 宋词) this vocabulary has a token for, with their training poems."""
+        return {self.tokens[i][2:-1]: self.counts[i] if self.counts else 0
+                for i in self._conditions if self.tokens[i].startswith("<#")}  # fmt: skip
+
+    def with_conditions(self, authors: dict[str, int], genres: dict[str, int] | None = None) -> Vocab:
+        """The same tokens, then those it lacks of <sep>, a token a poet (`authors`: name -> training
+        poems) and a token a genre (`genres`: name -> training poems)."""
+        wanted = [(SEP, self.counts[EOS] if self.counts else 0)]
+        wanted += [(author_token(a), n) for a, n in authors.items()]
+        wanted += [(genre_token(g), n) for g, n in (genres or {}).items()]
+        extra = [(t, n) for t, n in wanted if t not in self.index]
+        counts = None if self.counts is None else [*self.counts, *(n for _, n in extra)]
+        return Vocab([*self.tokens, *(t for t, _ in extra)], counts)
 
     @classmethod
     def build(cls, texts: Iterable[str], min_count: int = 1, max_size: int = 0) -> Vocab:

@@ -1,0 +1,112 @@
+"""Three genres in one corpus: Tang 诗, Song 诗 (the npm package's traditional poet.song.*.json) and
+Song 词, each poem read after its genre's token; a run that keeps the vocabulary it starts from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import POEMS, tiny_config
+from tangshi import Poet
+from tangshi.corpus import genre_of, load_corpus
+from tangshi.options import OptionError
+from tangshi.train import Conditions, train
+from tangshi.vocab import UNK, Vocab, genre_token
+
+# the Song poems' format (chinese-poetry@2.0.1 dist/quantangshi/poet.song.*.json): traditional, with ids
+SONG = [
+    {
+        "author": "蘇軾",
+        "title": "題西林壁",
+        "paragraphs": ["橫看成嶺側成峰，遠近高低各不同。", "不識廬山真面目，只緣身在此山中。"],
+        "id": "00000000-0000-0000-0000-000000000001",
+    },
+    {
+        "author": "陸游",
+        "title": "示兒",
+        "paragraphs": ["死去元知萬事空，但悲不見九州同。", "王師北定中原日，家祭無忘告乃翁。"],
+        "id": "00000000-0000-0000-0000-000000000002",
+    },
+    {
+        "author": "王安石",
+        "title": "梅花",
+        "paragraphs": ["牆角數枝梅，凌寒獨自開。", "遙知不是雪，爲有暗香來。"],
+        "id": "00000000-0000-0000-0000-000000000003",
+    },
+]
+
+
+@pytest.fixture
+def three(json_dir: Path) -> Path:
+    (json_dir / "poet.song.0.json").write_text(json.dumps(SONG, ensure_ascii=False), "utf-8")
+    return json_dir
+
+
+def test_genres_come_from_the_file_names():
+    assert genre_of(Path("poet.tang.1000.json")) == "唐诗"
+    assert genre_of(Path("poet.song.254000.json")) == "宋诗"
+    assert genre_of(Path("ci.song.0.json")) == "宋词"
+    assert genre_of(Path("poems.txt")) == "" and genre_of(Path("poet.unknown.0.json")) == ""
+
+
+def test_a_corpus_of_three_genres(three):
+    cfg = tiny_config().data
+    cfg.genres, cfg.val_fraction = True, 0.0
+    corpus = load_corpus([str(three)], cfg)
+    by_genre = {g: [t for t, x in zip(corpus.texts, corpus.genres, strict=True) if x == g] for g in set(corpus.genres)}
+    assert sorted(by_genre) == ["唐诗", "宋词", "宋诗"]
+    assert "横看成岭侧成峰，远近高低各不同。不识庐山真面目，只缘身在此山中。" in by_genre["宋诗"]  # simplified
+    assert corpus.vocab.genres() == {"唐诗": 6, "宋词": 6, "宋诗": 3}
+    c = Conditions.of(corpus, corpus.vocab, cfg)
+    first = [corpus.vocab.tokens[i] for i in c.genres[0]]
+    assert first == [genre_token(corpus.genres[0])]
+    kept = c.sample(np.arange(len(corpus.texts)), 1, 0, 0)
+    assert any(genre_token(corpus.genres[0]) == corpus.vocab.tokens[int(k[0])] for k in kept[:1] if len(k))
+
+
+def test_genre_drop_rate_is_kept():
+    genres = [np.array([50]) for _ in range(400)]
+    empty = [np.array([], dtype=np.int64)] * 400
+    c = Conditions(empty, empty, [], sep=3, title_drop=1.0, author_drop=1.0, genres=genres, genre_drop=0.2)
+    kept = sum(len(x) for x in c.sample(np.arange(400), 1, 0, 0))
+    assert 280 < kept < 360
+
+
+def test_a_kept_vocabulary_keeps_its_ids(three):
+    base = Vocab.build(["床前明月光"]).with_conditions({"李白": 1})
+    cfg = tiny_config().data
+    cfg.genres = True
+    corpus = load_corpus([str(three)], cfg, base=base)
+    v = corpus.vocab
+    assert v.tokens[: len(base)] == base.tokens and set(v.genres()) == {"唐诗", "宋诗", "宋词"}
+    assert len(v) == len(base) + 3  # only the genres are new: <sep> and <@李白> were there
+    assert UNK in corpus.ids.tolist() and v.id("明") == base.id("明")
+
+
+def test_a_run_from_a_checkpoint_learns_genres_and_writes_them(tmp_path, three, tiny_run):
+    cfg = tiny_config(max_steps=6, init_from=str(tiny_run / "best"))
+    cfg.data.genres = True
+    run = tmp_path / "genres"
+    train(cfg, [str(three)], run)
+    poet = Poet.load(run / "best")
+    assert set(poet.vocab.genres()) == {"唐诗", "宋诗", "宋词"}
+    assert poet.vocab.tokens[: len(Poet.load(tiny_run / "best").vocab)] == Poet.load(tiny_run / "best").vocab.tokens
+    a = poet.write("", seeds=[1], genre="宋词", max_length=12)[0]
+    b = poet.write("", seeds=[1], max_length=12)[0]
+    assert a.seed == b.seed == 1
+    with pytest.raises(OptionError, match="no such genre") as e:
+        poet.write("", genre="元曲")
+    assert e.value.field == "genre"
+    with pytest.raises(OptionError, match="no such genre"):
+        Poet.load(tiny_run / "best").write("", genre="宋词")
+
+
+def test_poems_txt_has_no_genre(poems_txt):
+    cfg = tiny_config().data
+    cfg.genres = True
+    corpus = load_corpus([str(poems_txt)], cfg)
+    assert set(corpus.genres) == {""} and corpus.vocab.genres() == {}
+    assert len(corpus.texts) == len(POEMS)
