@@ -185,3 +185,32 @@ def test_co_writing_lock_rewrite_alternatives_undo_and_live_checking(server, tmp
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
         finally:
             browser.close()
+
+
+def test_the_page_writes_a_ci_by_its_cipai(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']", timeout=30000)
+            assert page.locator("#cipais option[value='念奴娇']").count() == 1  # the 词牌 to choose from
+            page.fill("#cipai", "浣溪沙")
+            page.click("#write")
+            page.wait_for_selector("body[data-poems='1']", timeout=30000)
+            parts = page.locator("#poem .line.ci")
+            assert parts.count() == 2  # 上阕 and 下阕, each with the pattern under it
+            assert "上阕" in parts.nth(0).inner_text() and "下阕" in parts.nth(1).inner_text()
+            assert page.inner_text("#poem .pattern >> nth=0").startswith("中仄中平中仄平")  # a sentence a row
+            assert page.locator("#poem .rhyme").count() == 5 and page.locator("#poem .broken").count() == 0
+            info = page.inner_text("#info")
+            assert "词牌 浣溪沙" in info and "韵位 5/5" in info
+            _shot(page, tmp_path, "ci-huanxisha")
+            page.fill("#cipai", "浣溪纱")  # a 词牌 that does not exist: the nearest are named
+            page.click("#write")
+            page.wait_for_selector("#error:not([hidden])", timeout=30000)
+            assert "cipai" in page.inner_text("#error") and "浣溪沙" in page.inner_text("#error")
+        finally:
+            browser.close()

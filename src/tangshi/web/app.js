@@ -13,10 +13,13 @@ const history = { past: [], future: [] };  // undo / redo of the poems shown
 let checking = 0;  // the latest live check asked (older answers are dropped)
 
 function request() {
+  const cipai = $("cipai").value.trim();
   const body = {
     begin: $("begin").value.trim(),
     acrostic: $("acrostic").value.trim(),
-    form: $("form").value,
+    form: cipai ? "free" : $("form").value,
+    cipai,
+    format: Number($("cformat").value) || 1,
     tones: $("tones").value,
     title: $("title").value.trim(),
     keywords: $("keywords").value.split(/[\s,，、]+/).filter((w) => w),
@@ -33,8 +36,43 @@ function escapeHtml(s) {
   return s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
 
+// a 词: each 阕 on its own, its 韵位 in red, the 词牌's pattern under it
+function renderCi(poem) {
+  const p = poem.prosody;
+  const rhymes = new Map(p.rhymes.map((r) => [r.position, r]));
+  const patterns = p.pattern.split("\n");
+  let at = 0;  // the character's position in the 词
+  const sentences = (text) => text.match(/[^。！？]+[。！？]?/g) || [text];
+  const out = poem.lines.map((part, i) => {
+    const shown = $("marks").checked ? sentences(patterns[i] || "") : [];
+    const rows = sentences(part).map((sentence, k) => {
+      const body = [...sentence].map((c) => {
+        if (/[，。！？；、]/.test(c)) return escapeHtml(c);
+        const r = rhymes.get(at++);
+        const cls = r ? (r.ok ? "rhyme" : "rhyme broken") : "";
+        return cls ? `<span class="${cls}" title="${escapeHtml(r.bu)}">${escapeHtml(c)}</span>` : escapeHtml(c);
+      }).join("");
+      const pattern = shown[k] ? `<span class="pattern" aria-label="pattern">${escapeHtml(shown[k])}</span>` : "";
+      return `<span class="text">${body}</span>${pattern}`;
+    }).join("");
+    const name = poem.lines.length > 1 ? `<span class="part">${["上阕", "下阕", "三阕", "四阕"][i] || ""}</span>` : "";
+    return `<div class="line ci">${name}${rows}</div>`;
+  });
+  const box = $("poem");
+  box.className = $("vertical").checked ? "vertical" : "";
+  box.innerHTML = out.join("");
+  const groups = [...new Set(p.groups.filter((g) => g))];
+  const facts = [`词牌 ${p.cipai}`, `格 ${p.format} (${p.source})`, groups.length ? `押 ${groups.join(" → ")}` : "",
+    `韵位 ${p.rhymes.filter((r) => r.ok).length}/${p.rhymes.length}`, `平仄 ${p.tones_matched}/${p.tones_checked}`];
+  if (poem.acrostic) facts.push(`藏头 ${poem.acrostic}`);
+  if (poem.seed !== undefined) facts.push(`seed ${poem.seed}`);
+  $("info").textContent = facts.filter((f) => f).join(" · ");
+  $("plan").textContent = "";
+}
+
 function render(poem, problems = []) {
   const p = poem.prosody;
+  if (p.cipai) { renderCi(poem); return; }
   const broken = new Map(problems.filter((q) => q.place && q.rule !== "strict").map((q) => [`${q.line - 1}:${q.place - 1}`, q.message]));
   const regular = p.form !== "other";
   const rhyming = new Set();
@@ -110,7 +148,7 @@ function show(poem, problems = []) {
 }
 
 function buttons() {
-  const regular = last && last.prosody.form !== "other";
+  const regular = last && last.prosody.form && last.prosody.form !== "other";
   $("copy").disabled = !last;
   $("rewrite").disabled = !regular || locks.size === 0;
   $("undo").disabled = history.past.length === 0;
@@ -246,6 +284,8 @@ async function setUp() {
   const models = (await (await fetch("/v1/models")).json()).models;
   for (const name of Object.keys(models[0].authors || {})) $("author").add(new Option(name, name));
   for (const name of ["title", "theme"]) if (props[name].maxLength) $(name).maxLength = props[name].maxLength;
+  const cipai = (await (await fetch("/v1/cipai")).json()).cipai;
+  for (const c of cipai) $("cipais").append(new Option(c.aliases.length ? `${c.name} (${c.aliases.join("、")})` : c.name, c.name));
   document.body.dataset.ready = "1";  // tests wait on this
 }
 
