@@ -94,13 +94,19 @@ def test_a_run_from_a_checkpoint_learns_genres_and_writes_them(tmp_path, three, 
     poet = Poet.load(run / "best")
     assert set(poet.vocab.genres()) == {"唐诗", "宋诗", "宋词"}
     assert poet.vocab.tokens[: len(Poet.load(tiny_run / "best").vocab)] == Poet.load(tiny_run / "best").vocab.tokens
-    a = poet.write("", seeds=[1], genre="宋词", max_length=12)[0]
-    b = poet.write("", seeds=[1], max_length=12)[0]
-    assert a.seed == b.seed == 1
+    from tangshi.api import _context
+    from tangshi.options import WriteOptions
+    from tangshi.vocab import genre_token
+
+    v = poet.vocab
+    assert _context(poet, WriteOptions())[0][1] == v.id(genre_token("唐诗"))  # tangshi writes Tang poems
+    assert _context(poet, WriteOptions(cipai="浣溪沙"))[0][1] == v.id(genre_token("宋词"))
+    assert _context(poet, WriteOptions(genre="宋诗"))[0][1] == v.id(genre_token("宋诗"))
+    assert poet.write("", seeds=[1], genre="宋词", max_length=12)[0].seed == 1
     with pytest.raises(OptionError, match="no such genre") as e:
         poet.write("", genre="元曲")
     assert e.value.field == "genre"
-    with pytest.raises(OptionError, match="no such genre"):
+    with pytest.raises(OptionError, match="knows no genres"):
         Poet.load(tiny_run / "best").write("", genre="宋词")
 
 

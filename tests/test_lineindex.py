@@ -49,3 +49,17 @@ def test_lineindex_imports_no_checkpoint_and_names_its_own_error(tmp_path):
     with pytest.raises(L.LineIndexError, match=f"{FILE}: not a readable line index"):
         LineIndex.load(tmp_path)
     assert issubclass(L.LineIndexError, ValueError)
+
+
+def test_a_large_corpus_keeps_32_bit_hashes(tmp_path, monkeypatch):
+    import torch
+
+    import tangshi.lineindex as L
+
+    monkeypatch.setattr(L, "WIDE", 5)  # the POEMS have 48 lines: more than 5
+    index = LineIndex.of_texts([c for _, c in POEMS])
+    assert index.bits == 32 and index.hashes.dtype == torch.int32
+    assert "床前明月光" in index and "床前明月白" not in index
+    index.save(tmp_path)
+    again = LineIndex.load(tmp_path)
+    assert again is not None and again.bits == 32 and "白日依山尽" in again and len(again) == len(index)

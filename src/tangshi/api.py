@@ -517,14 +517,15 @@ def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[int] | Non
         prefix = normalise(opts.prefix, script)
         context = [BOS, *(i for i in vocab.encode(prefix) if i != UNK), EOS, BOS]
     cond, titled = [], []
-    genre = normalise(opts.genre, script) or ("宋词" if opts.cipai else "")
-    if genre:
-        kinds = vocab.genres()
+    kinds = vocab.genres()
+    genre = normalise(opts.genre, script) or ("宋词" if opts.cipai else "唐诗")  # tangshi writes Tang poems
+    if genre and kinds:
         if genre in kinds:
             cond.append(vocab.id(genre_token(genre)))
         elif opts.genre:
-            shown = "、".join(kinds) or "none: train with --genres"
-            raise OptionError(f"--genre {opts.genre}: this model knows no such genre ({shown})", "genre")
+            raise OptionError(f"--genre {opts.genre}: this model knows no such genre ({'、'.join(kinds)})", "genre")
+    elif opts.genre:
+        raise OptionError(f"--genre {opts.genre}: this model knows no genres (train one with --genres)", "genre")
     if opts.author:
         known = vocab.authors()
         name = normalise(opts.author, script)

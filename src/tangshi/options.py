@@ -113,7 +113,7 @@ class WriteOptions:
     genre: str = _o(
         "",
         str,
-        "唐诗, 宋诗 or 宋词: write in this genre (a model trained with --genres; --cipai reads 宋词 unless told)",
+        "唐诗, 宋诗 or 宋词: write in this genre (a model trained with --genres; none: 宋词 with --cipai, else 唐诗)",
         max_length=MAX_BEGIN,
     )
     keywords: tuple[str, ...] = _o(
