@@ -45,6 +45,11 @@ def losses(ckpt: checkpoint.Checkpoint, data: list[str]) -> dict[str, float]:
     corpus = load_corpus(data, ckpt.config.data)
     out = {split: mean_loss(ckpt.model, encode_split(corpus, ckpt.vocab, split))[0] for split in ("val", "test")}
     d = ckpt.config.data
+    if d.genres:  # each genre's test poems apart (the Tang ones compare with a model of the Tang poems alone)
+        seqs, genres = encode_split(corpus, ckpt.vocab, "test"), corpus.genres_of("test")
+        for g in sorted(set(genres) - {""}):
+            mine = [x for x, k in zip(seqs, genres, strict=True) if k == g]
+            out[f"test {g}"] = mean_loss(ckpt.model, mine)[0]
     for name, title, author in (("test_title", True, False), ("test_both", True, True)):
         if d.titles and (author is False or d.authors):
             conds = condition_ids(
@@ -53,6 +58,20 @@ def losses(ckpt: checkpoint.Checkpoint, data: list[str]) -> dict[str, float]:
             seqs = encode_split(corpus, ckpt.vocab, "test")
             out[name] = mean_loss(ckpt.model, seqs, conds=conds, sep=ckpt.vocab.sep)[0]
     return out
+
+
+def _files(path: str) -> str:
+    """A corpus path as the card names it: the folder and the files read from it (find_files)."""
+    from tangshi.corpus import find_files
+
+    files = [f.name for f in find_files([path])]
+    kinds = sorted({".".join(f.split(".")[:2]) + ".*" + Path(f).suffix for f in files})
+    where = (
+        " (the npm package chinese-poetry@2.0.1, dist/quantangshi: these files only)"
+        if "poet.song.*.json" in kinds
+        else ""
+    )
+    return f"`{Path(path).name}`: {', '.join(kinds)}, {len(files)} files{where}"
 
 
 def main() -> int:
@@ -104,17 +123,24 @@ def main() -> int:
             if d.authors
             else []
         )
+        if d.genres:
+            parts.insert(0, f"its genre (唐诗, 宋诗 or 宋词, from its file's name; left out for {d.genre_drop:.0%})")
         reads = ", ".join(parts) + ", then the poem"
     given = ""
     if "test_title" in fp32:
         given = f"; given the title {fp32['test_title']:.4f} (perplexity {torch.tensor(fp32['test_title']).exp():.1f})"
     if "test_both" in fp32:
         given += f", given the title and the poet {fp32['test_both']:.4f} ({torch.tensor(fp32['test_both']).exp():.1f})"
+    genre_losses = "; ".join(
+        f"{k[5:]} {v:.4f} ({torch.tensor(v).exp():.1f})" for k, v in fp32.items() if k.startswith("test ")
+    )
+    if genre_losses:
+        given += f"; by genre, alone: {genre_losses}"
     card = f"""# The bundled tangshi model
 
 | | |
 |---|---|
-| data | {", ".join(f"`{Path(x).name}`" for x in data)} ({len(best.vocab) - 4:,} characters + 4 special tokens), simplified with OpenCC, the seed's filters (poems of {d.min_length}–{d.max_length} characters{longer}), duplicates dropped, 95 / 2.5 / 2.5 % split by text hash |
+| data | {", ".join(_files(x) for x in data)} ({len(best.vocab) - 4:,} characters + 4 special tokens), simplified with OpenCC, the seed's filters (poems of {d.min_length}–{d.max_length} characters{longer}), duplicates dropped, 95 / 2.5 / 2.5 % split by text hash |
 | preset | `{best.config.preset}`: {m.cell.upper()} {m.num_layers} × {m.hidden_size}, embedding {m.embedding_size}, {regularised}, {m.output} softmax, {count_parameters(best.model):,} parameters; {t.optimizer} lr {t.lr:g}, {t.schedule} over the last {t.decay_fraction:.0%}, warm-up {t.warmup_steps}, batch {t.batch_size}, clip {t.clip_grad:g}, precision {t.precision}, seed {t.seed} |
 | reads | {reads} |
 | command | `{args.command}` |
