@@ -11,13 +11,17 @@ batch size 100, it measures target tokens/s for
       output layer on real positions only);
   (c) tangshi's trainer with its fast options: adaptive softmax and bf16 autocast (where the CPU
       has bf16; otherwise adaptive softmax alone).
-It also measures the fp32 and bf16 matrix-multiply peak (GFLOP/s, `torch.matmul` on squares), and
-prints per configuration tokens/s, the ratio to (a) and the share of the fp32 roofline reached,
+It also measures the fp32 and bf16 matrix-multiply peak (GFLOP/s, `torch.matmul` on squares) and
+the exact model's two parts alone (recurrent layers; output layer and loss), each in `--trials`
+trials interleaved with the configurations (before (a), between them, after (c)), the best trial
+kept: a peak measured once on a shared machine is not a yardstick. It prints per configuration
+tokens/s with its spread over the windows, the ratio to (a), the share of the fp32 roofline reached
 from the model's training FLOPs per token (6 x the forward multiply-adds; for (c) its own, smaller
-count and its own precision's peak). Each figure is the median of several timed windows after a
-warm-up; a window in which other processes used more than --max-foreign of the CPU (from
-/proc/stat) is measured again. The last line is machine-readable:
-`train_throughput: exact=<x>x fast=<x>x roofline=<share>`.
+count and its own precision's peak), and the share of the parts-alone ceiling (b) reaches. Each
+figure is the median of several timed windows after a warm-up; a window in which other processes
+used more than --max-foreign of the CPU (from /proc/stat) is left out. The last line is
+machine-readable:
+`train_throughput: exact=<x>x fast=<x>x roofline=<share> ceiling=<share>`.
 """
 
 from __future__ import annotations
@@ -202,13 +206,50 @@ def trainer_windows(corpus, cfg, steps: int, window: int) -> list[tuple[int, Win
         return out
 
 
-def rate(windows: list[tuple[int, Window]], warmup: int, max_foreign: float) -> tuple[float, int]:
-    """Median tokens/s over the windows after `warmup`, skipping busy-machine windows."""
+def rate(windows: list[tuple[int, Window]], warmup: int, max_foreign: float) -> tuple[float, int, float, float]:
+    """(median tokens/s, windows kept, slowest, fastest) over the windows after `warmup`, skipping
+    busy-machine windows."""
     kept = [t / w.seconds for t, w in windows[warmup:] if w.foreign <= max_foreign]
     if not kept:  # everything was disturbed: report all, and say so
         kept = [t / w.seconds for t, w in windows[warmup:]]
         print("  (every window shared the CPU with other processes; figures are low)", flush=True)
-    return statistics.median(kept), len(kept)
+    return statistics.median(kept), len(kept), min(kept), max(kept)
+
+
+class Yardsticks:
+    """The peaks and the parts-alone ceiling, measured in trials spread over the run; best kept."""
+
+    def __init__(self, model_cfg, batch: int, length: int, bf16: bool):
+        self.model_cfg, self.batch, self.length, self.has_bf16 = model_cfg, batch, length, bf16
+        self.fp32: list[float] = []
+        self.bf16: list[float] = []
+        self.parts: list[list[tuple[str, float, float]]] = []
+
+    def trial(self) -> None:
+        self.fp32.append(gemm_gflops(torch.float32))
+        if self.has_bf16:  # without bf16 hardware torch multiplies bf16 at ~1 GFLOP/s: no peak to measure
+            self.bf16.append(gemm_gflops(torch.bfloat16))
+        self.parts.append(model_shapes(self.model_cfg, self.batch, self.length))
+
+    @property
+    def peak32(self) -> float:
+        return max(self.fp32)
+
+    @property
+    def peak16(self) -> float:
+        return max(self.bf16) if self.bf16 else float("nan")
+
+    def best_parts(self) -> list[tuple[str, float, float]]:
+        """Each part's fastest trial."""
+        return [min((trial[k] for trial in self.parts), key=lambda p: p[2]) for k in range(len(self.parts[0]))]
+
+    def attainable(self) -> float:
+        parts = self.best_parts()
+        return sum(f for _, f, _ in parts) / sum(t for *_, t in parts) / 1e9
+
+    def attainable_spread(self) -> tuple[float, float]:
+        each = [sum(f for _, f, _ in t) / sum(s for *_, s in t) / 1e9 for t in self.parts]
+        return min(each), max(each)
 
 
 def main() -> int:
@@ -220,6 +261,9 @@ def main() -> int:
     ap.add_argument("--window-steps", type=int, default=20)
     ap.add_argument("--seed-steps", type=int, default=6, help="timed batches of the seed loop")
     ap.add_argument("--max-foreign", type=float, default=0.1, help="discard windows with more foreign CPU use")
+    ap.add_argument(
+        "--trials", type=int, default=4, help="trials of the peaks and the parts alone, spread over the run"
+    )
     args = ap.parse_args()
     tune_process([__file__, *sys.argv[1:]])  # the allocator settings `tangshi train` runs with
     torch.set_num_threads(args.threads)
@@ -230,9 +274,6 @@ def main() -> int:
     vocab = len(corpus.vocab)
     print(f"corpus: {len(seqs):,} training poems, vocabulary {vocab:,}")
     print(f"torch {torch.__version__}, {args.threads} threads")
-
-    peak32, peak16 = gemm_gflops(torch.float32), gemm_gflops(torch.bfloat16)
-    print(f"matrix-multiply peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
 
     exact = dataclasses.replace(base)
     exact.model = dataclasses.replace(base.model, vocab_size=vocab)
@@ -248,48 +289,77 @@ def main() -> int:
     f_exact, f_fast = flops_per_token(exact.model), flops_per_token(fast.model, head, tail)
 
     steps = (args.windows + 1) * args.window_steps
-    rows = []
+    length = int(np.mean([len(q) for q in seqs]))
+    sticks = Yardsticks(exact.model, args.batch_size, length, bf16)
+    if args.trials < 1:
+        ap.error("--trials must be >= 1")
+    early = min(args.trials, 3)  # one before each configuration, the rest after (c)
+    if early > 0:
+        sticks.trial()
+    measured = []
     seed_windows = seed_loop(seqs, vocab, args.batch_size, args.seed_steps + 1)
-    seed_rate, n = rate(seed_windows, 1, args.max_foreign)
-    rows.append(("(a) seed loop, batch 1 per poem, fp32", seed_rate, f_exact, peak32, n))
-    print(f"(a) {seed_rate:,.0f} tokens/s", flush=True)
-    exact_rate, n = rate(trainer_windows(corpus, exact, steps, args.window_steps), 1, args.max_foreign)
-    rows.append(("(b) tangshi exact: full softmax, fp32", exact_rate, f_exact, peak32, n))
-    print(f"(b) {exact_rate:,.0f} tokens/s", flush=True)
-    fast_rate, n = rate(trainer_windows(corpus, fast, steps, args.window_steps), 1, args.max_foreign)
+    measured.append(("(a) seed loop, batch 1 per poem, fp32", rate(seed_windows, 1, args.max_foreign), f_exact, 32))
+    print(f"(a) {measured[-1][1][0]:,.0f} tokens/s", flush=True)
+    if early > 1:
+        sticks.trial()
+    exact_w = trainer_windows(corpus, exact, steps, args.window_steps)
+    measured.append(("(b) tangshi exact: full softmax, fp32", rate(exact_w, 1, args.max_foreign), f_exact, 32))
+    print(f"(b) {measured[-1][1][0]:,.0f} tokens/s", flush=True)
+    if early > 2:
+        sticks.trial()
+    fast_w = trainer_windows(corpus, fast, steps, args.window_steps)
     label = "adaptive softmax, bf16" if bf16 else "adaptive softmax (no bf16 on this CPU)"
-    rows.append((f"(c) tangshi fast: {label}", fast_rate, f_fast, peak16 if bf16 else peak32, n))
-    print(f"(c) {fast_rate:,.0f} tokens/s", flush=True)
+    measured.append((f"(c) tangshi fast: {label}", rate(fast_w, 1, args.max_foreign), f_fast, 16 if bf16 else 32))
+    print(f"(c) {measured[-1][1][0]:,.0f} tokens/s", flush=True)
+    for _ in range(args.trials - early):
+        sticks.trial()
+    peak32, peak16 = sticks.peak32, sticks.peak16
+    bf16_peak = (
+        f"bf16 {peak16:.0f} GFLOP/s (trials {min(sticks.bf16):.0f}–{max(sticks.bf16):.0f})"
+        if sticks.bf16
+        else "bf16 not measured (no bf16 hardware)"
+    )
+    print(
+        f"matrix-multiply peak, best of {len(sticks.fp32)} trials: fp32 {peak32:.0f} GFLOP/s "
+        f"(trials {min(sticks.fp32):.0f}–{max(sticks.fp32):.0f}), {bf16_peak}"
+    )
+    rows = [(name, r, f, peak32 if bits == 32 else peak16, n, lo, hi) for name, (r, n, lo, hi), f, bits in measured]
+    seed_rate, exact_rate, fast_rate = (r for _, r, *_ in rows)
 
     print()
-    print("| configuration | tokens/s | vs (a) | MFLOP/token | GFLOP/s | roofline share | windows |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, r, f, peak, n in rows:
+    print(
+        "| configuration | tokens/s | spread over windows | vs (a) | MFLOP/token | GFLOP/s | roofline share | windows |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r, f, peak, n, lo, hi in rows:
         print(
-            f"| {name} | {r:,.0f} | {r / seed_rate:.2f}x | {f / 1e6:.2f} | {r * f / 1e9:.0f} | "
+            f"| {name} | {r:,.0f} | {lo:,.0f}–{hi:,.0f} | {r / seed_rate:.2f}x | {f / 1e6:.2f} | {r * f / 1e9:.0f} | "
             f"{r * f / 1e9 / peak:.0%} of {peak:.0f} | {n} |"
         )
-    lengths = [len(q) for q in seqs]
-    length = int(np.mean(lengths))
-    parts = model_shapes(exact.model, args.batch_size, length)
+    parts = sticks.best_parts()
     print()
-    print(f"The exact model's parts alone, fp32, a batch of {args.batch_size} poems of {length} tokens:")
+    print(
+        f"The exact model's parts alone, fp32, a batch of {args.batch_size} poems of {length} tokens "
+        f"(each part's best of {len(sticks.parts)} trials):"
+    )
     print()
     print("| part | GFLOP a batch | ms | GFLOP/s | share of the fp32 peak |")
     print("|---|---:|---:|---:|---:|")
     for name, flops, sec in parts:
         gflops = flops / sec / 1e9
         print(f"| {name} | {flops / 1e9:.2f} | {sec * 1e3:.1f} | {gflops:.0f} | {gflops / peak32:.0%} |")
-    attainable = sum(f for _, f, _ in parts) / sum(t for *_, t in parts) / 1e9
+    attainable = sticks.attainable()
+    lo, hi = sticks.attainable_spread()
     print(
-        f"| both, back to back (the most a trainer of this model can reach) | | | {attainable:.0f} | "
-        f"{attainable / peak32:.0%} |"
+        f"| both, back to back (the most a trainer of this model can reach) | | | {attainable:.0f} "
+        f"(trials {lo:.0f}–{hi:.0f}) | {attainable / peak32:.0%} |"
     )
+    ceiling = exact_rate * f_exact / 1e9 / attainable
     print()
-    print(f"(b) reaches {exact_rate * f_exact / 1e9 / attainable:.0%} of what its two parts reach alone.")
+    print(f"(b) reaches {ceiling:.0%} of what its two parts reach alone (the ceiling, measured in this run).")
     print(
         f"train_throughput: exact={exact_rate / seed_rate:.2f}x fast={fast_rate / seed_rate:.2f}x "
-        f"roofline={exact_rate * f_exact / 1e9 / peak32:.3f}"
+        f"roofline={exact_rate * f_exact / 1e9 / peak32:.3f} ceiling={ceiling:.3f}"
     )
     return 0
 
