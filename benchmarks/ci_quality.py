@@ -47,7 +47,7 @@ def main() -> int:
     poet = Poet.load(args.checkpoint)
     raw = [p for f in find_files([args.songci]) for p in read_file(f, "auto", [])]
     counts = Counter(p.cipai for p in raw if p.cipai)
-    names = [n for n, _ in counts.most_common() if _known(n)][: args.top]
+    names = [n for n, _ in counts.most_common() if ci.known(n)][: args.top]
     known = {c for p in raw for c in ci.clauses_of(p.content) if len(c) >= 4}
     if args.data:
         known |= {c for f in find_files([args.data]) for p in read_file(f, "auto", []) for c in ci.clauses_of(p.content)
@@ -105,14 +105,6 @@ def main() -> int:
         f"copied_clauses={statistics.mean(r['copied_clauses'] for r in rows.values()):.4f}"
     )
     return 0
-
-
-def _known(name: str) -> bool:
-    try:
-        ci.find(name)
-        return True
-    except ci.CiError:
-        return False
 
 
 if __name__ == "__main__":

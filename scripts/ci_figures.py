@@ -63,7 +63,7 @@ def main() -> int:
 
     corpus = load_corpus([args.songci], replace(poet.ckpt.config.data, max_length=200))
     counts = Counter(corpus.titles)  # a 词's title is its 词牌 (chinese-poetry's rhythmic)
-    top = [n for n, _ in counts.most_common() if _known(n)][:20]
+    top = [n for n, _ in counts.most_common() if ci.known(n)][:20]
     human, written = [], []
     for text, name in zip(corpus.texts_of("test"), corpus.titles_of("test"), strict=True):
         if name not in top or len(human) >= args.per:
@@ -80,14 +80,6 @@ def main() -> int:
     print(json.dumps({"ci_auc": round(auc, 4), "pairs": len(human), "cipai": top, "samples": written[:3],
                       "human": human[:3]}, ensure_ascii=False))  # fmt: skip
     return 0
-
-
-def _known(name: str) -> bool:
-    try:
-        ci.find(name)
-        return True
-    except ci.CiError:
-        return False
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ def test_the_cipu_has_the_common_cipai_with_aliases():
     assert ci.find("浣溪沙").formats[0].chars == 42
     assert ci.find("酹江月").name == "念奴娇"  # an alias
     assert ci.find("水調歌頭").name == "水调歌头"  # traditional
+    assert ci.known("酹江月") and ci.known("水調歌頭") and not ci.known("浣溪纱")
     f = ci.find("浣溪沙").formats[0]
     assert f.lengths == [7, 7, 7, 7, 7, 7] and f.breaks == [2]  # 上阕 three lines, 下阕 three
     assert sorted(f.rhyme_at) == [6, 13, 20, 34, 41]

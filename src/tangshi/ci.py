@@ -294,6 +294,11 @@ def find(name: str) -> Cipai:
     return found
 
 
+def known(name: str) -> bool:
+    """Whether the 词谱 has a 词牌 of this name or alias."""
+    return normalise(name.strip()) in _by_name()
+
+
 def search(query: str = "") -> list[Cipai]:
     """The 词牌 whose name or an alias contains `query` (all of them for ""), or of that many characters."""
     q = normalise(query.strip())
@@ -477,9 +482,9 @@ class CiSummary:
 
         s = cls(ci=len(pairs))
         counts = Counter(c for _, c in pairs)
-        known = {name for name in counts if _known(name)}
-        s.unknown_cipai = sum(n for name, n in counts.items() if name not in known)
-        chosen = [name for name, _ in counts.most_common() if name in known][:top]
+        listed = {name for name in counts if known(name)}
+        s.unknown_cipai = sum(n for name, n in counts.items() if name not in listed)
+        chosen = [name for name, _ in counts.most_common() if name in listed][:top]
         everything: list[CiReport] = []
         for name in chosen:
             reports = [check(t, name) for t, c in pairs if c == name]
@@ -503,14 +508,6 @@ class CiSummary:
             "in pattern"
         )
         return "\n".join(out)
-
-
-def _known(name: str) -> bool:
-    try:
-        find(name)
-        return True
-    except CiError:
-        return False
 
 
 def _row(reports: Sequence[CiReport]) -> dict[str, float]:
