@@ -492,10 +492,7 @@ def _plan(
         )
     script = poet.ckpt.config.data.script
     keywords = [normalise(k, script) for k in opts.keywords]
-    for k in keywords:
-        unknown = [c for c in k if c not in poet.vocab]
-        if unknown:
-            raise OptionError(f"keyword '{k}': '{unknown[0]}' is not in the model's vocabulary", "keywords")
+    _check_keywords(poet, keywords)
     if shape is None:
         shape = forms.free_form(max(len(keywords), 4))
     known = planning.writable(poet.vocab_prosody)
@@ -536,8 +533,8 @@ def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[int] | Non
                 "author",
             )
         cond.append(vocab.id(author_token(name)))
-    title = opts.title or (opts.cipai if opts.cipai and poet.ckpt.config.data.titles else "")
-    if title and not opts.title:  # a 词 was read after its 词牌, as its title: the 词牌's name
+    title = opts.title
+    if not title and opts.cipai and poet.ckpt.config.data.titles:  # a 词 was read after its 词牌, as its title
         from tangshi import ci
 
         title = ci.find(opts.cipai).name
@@ -632,14 +629,10 @@ def _ci_keywords(poet: Poet, opts: WriteOptions, fmt, heads: str, begin: str) ->
     words = [normalise(k, script) for k in opts.keywords]
     if opts.theme and poet.words is not None:
         words += [w for w in poet.words.words_in(normalise(opts.theme, script)) if w not in words][:4]
-    for k in words:
-        unknown = [c for c in k if c not in poet.vocab]
-        if unknown:
-            raise OptionError(f"keyword '{k}': '{unknown[0]}' is not in the model's vocabulary", "keywords")
+    _check_keywords(poet, words)
     if not words:
         return {}
-    vp, clauses = poet.vocab_prosody, fmt.clauses
-    starts = [sum(n for n, _ in clauses[:c]) for c in range(len(clauses))]
+    vp, clauses, starts = poet.vocab_prosody, fmt.clauses, fmt.starts
     rhyming = set(fmt.rhyme_at)
     taken = {0} if begin else set()
     taken |= set(range(len(heads)))
@@ -671,6 +664,14 @@ def _ci_keywords(poet: Poet, opts: WriteOptions, fmt, heads: str, begin: str) ->
         fixed.update({(c, j + i): ch for i, ch in enumerate(w)})
         taken.add(c)
     return fixed
+
+
+def _check_keywords(poet: Poet, words: Sequence[str]) -> None:
+    """Every keyword's characters are the model's; the first that is not is named."""
+    for k in words:
+        unknown = [c for c in k if c not in poet.vocab]
+        if unknown:
+            raise OptionError(f"keyword '{k}': '{unknown[0]}' is not in the model's vocabulary", "keywords")
 
 
 def _has_tone(vp, ch: str, tone: str) -> bool:

@@ -173,13 +173,18 @@ class CiFormat:
         return [n for n, _ in self.clauses]
 
     @property
-    def ends(self) -> list[int]:
-        """The position of each clause's last character."""
+    def starts(self) -> list[int]:
+        """The position of each clause's first character."""
         out, n = [], 0
         for k, _ in self.clauses:
+            out.append(n)
             n += k
-            out.append(n - 1)
         return out
+
+    @property
+    def ends(self) -> list[int]:
+        """The position of each clause's last character."""
+        return [s + k - 1 for s, (k, _) in zip(self.starts, self.clauses, strict=True)]
 
     @property
     def rhyme_at(self) -> dict[int, tuple[int, bool]]:

@@ -519,13 +519,8 @@ class CiMask:
         self.ye = torch.zeros(n, dtype=torch.bool)
         for p, (g, ye) in fmt.rhyme_at.items():
             self.group[p], self.ye[p] = g, ye
-        starts, self.ends = [], []
-        total = 0
-        for length, _ in fmt.clauses:
-            starts.append(total)
-            total += length
-            self.ends.append(total - 1)
-        self.starts = starts
+        starts = self.starts = fmt.starts
+        self.ends = fmt.ends
         self.clause_of = torch.tensor([c for c, (length, _) in enumerate(fmt.clauses) for _ in range(length)])
         self.punct = torch.tensor([vp.vocab.id(fmt.punctuation(c)) for c in range(len(fmt.clauses))])
         self.tone_masks = torch.stack([vp.char, vp.char & vp.ping, vp.char & vp.ze])  # (3, V)
