@@ -116,3 +116,36 @@ def test_poems_txt_has_no_genre(poems_txt):
     corpus = load_corpus([str(poems_txt)], cfg)
     assert set(corpus.genres) == {""} and corpus.vocab.genres() == {}
     assert len(corpus.texts) == len(POEMS)
+
+
+def test_genre_weights_repeat_and_thin_a_genre_each_epoch(three):
+    from tangshi.config import ConfigError
+    from tangshi.train import epoch_pool, poem_weights
+
+    weights = np.array([3.0] * 100 + [0.25] * 400 + [1.0] * 50)
+    pool = epoch_pool(weights, seed=1, epoch=0)
+    counts = np.bincount(pool, minlength=len(weights))
+    assert (counts[:100] == 3).all() and (counts[500:] == 1).all()
+    assert set(counts[100:500].tolist()) <= {0, 1} and 60 < counts[100:500].sum() < 140
+    assert np.array_equal(epoch_pool(weights, 1, 0), pool) and not np.array_equal(epoch_pool(weights, 1, 1), pool)
+
+    cfg = tiny_config().data
+    cfg.genres, cfg.val_fraction, cfg.test_fraction = True, 0.0, 0.0
+    cfg.genre_weights = "宋诗=2, 宋词=0"
+    corpus = load_corpus([str(three)], cfg)
+    w = poem_weights(corpus, cfg)
+    assert {(g, float(x)) for g, x in zip(corpus.genres_of("train"), w, strict=True)} == {
+        ("唐诗", 1.0),
+        ("宋诗", 2.0),
+        ("宋词", 0.0),
+    }
+    cfg.genre_weights = "元曲=2"
+    with pytest.raises(ValueError, match="元曲.*唐诗, 宋词, 宋诗"):
+        poem_weights(corpus, cfg)
+    for bad in ("唐诗", "唐诗=x", "唐诗=-1"):
+        cfg.genre_weights = bad
+        with pytest.raises(ConfigError, match="--genre-weights"):
+            cfg.validate()
+    cfg.genres, cfg.genre_weights = False, "唐诗=2"
+    with pytest.raises(ConfigError, match="needs --genres"):
+        cfg.validate()

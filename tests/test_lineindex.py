@@ -58,8 +58,19 @@ def test_a_large_corpus_keeps_32_bit_hashes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(L, "WIDE", 5)  # the POEMS have 48 lines: more than 5
     index = LineIndex.of_texts([c for _, c in POEMS])
-    assert index.bits == 32 and index.hashes.dtype == torch.int32
+    assert index.bits == 32 and int(index.hashes.max()) < 2**32 and int(index.hashes.min()) >= 0
     assert "床前明月光" in index and "床前明月白" not in index
     index.save(tmp_path)
     again = LineIndex.load(tmp_path)
     assert again is not None and again.bits == 32 and "白日依山尽" in again and len(again) == len(index)
+    assert torch.equal(again.hashes, index.hashes)
+    saved = L.load_file(str(tmp_path / FILE))
+    assert saved["low"].dtype == torch.int16 and saved["low"].numel() == len(index)  # two bytes a line
+    assert all(line in again for _, text in POEMS for line in L.split_lines(text) if len(line) >= L.MIN_CHARS)
+    # the index of earlier versions (signed 32-bit hashes, sorted) still loads
+    old = torch.tensor(sorted({L.line_hash(ln, 32) for _, t in POEMS for ln in L.split_lines(t) if len(ln) >= 4}))
+    L.save_file({"hashes": old.to(torch.int32)}, str(tmp_path / FILE))
+    assert torch.equal(LineIndex.load(tmp_path).hashes, index.hashes)
+    L.save_file({"top_counts": torch.zeros(5, dtype=torch.int32), "low": old.to(torch.int16)}, str(tmp_path / FILE))
+    with pytest.raises(L.LineIndexError, match="top_counts"):
+        LineIndex.load(tmp_path)

@@ -145,7 +145,7 @@ def write_size(
     """About how many bytes `write` puts on disk: the tensors' bytes (the JSON files are small)."""
     tensors = [*model_tensors(model).values(), *(trainer_tensors or {}).values()]
     if lines is not None:
-        tensors.append(lines.hashes)
+        tensors += lines.tensors().values()
     return sum(t.numel() * t.element_size() for t in tensors)
 
 

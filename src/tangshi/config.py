@@ -49,6 +49,11 @@ class DataConfig:
     max_title: int = _f(16, "with --titles: characters of a title read at most")
     genres: bool = _f(False, "read a token for each poem's genre (唐诗, 宋诗, 宋词: from its file's name) first")
     genre_drop: float = _f(0.2, "with --genres: share of training poems shown without their genre")
+    genre_weights: str = _f(
+        "",
+        "with --genres: how often an epoch shows a genre's training poems, e.g. 唐诗=3,宋诗=0.5"
+        " (a fraction: that share of them, drawn anew each epoch; unnamed genres 1)",
+    )
 
     def validate(self) -> None:
         if self.script not in ("simplified", "traditional"):
@@ -76,6 +81,25 @@ class DataConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if self.max_title < 1:
             raise ConfigError(f"--max-title must be >= 1, got {self.max_title}")
+        self.weights_of_genres()
+
+    def weights_of_genres(self) -> dict[str, float]:
+        """--genre-weights as {genre: weight}; a ConfigError names the part at fault."""
+        if not self.genre_weights.strip():
+            return {}
+        if not self.genres:
+            raise ConfigError("--genre-weights needs --genres (the genre of each poem comes from its file)")
+        out: dict[str, float] = {}
+        for part in self.genre_weights.replace("，", ",").split(","):
+            name, eq, value = part.strip().partition("=")
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = -1.0
+            if not eq or not name.strip() or not weight >= 0 or weight == float("inf"):
+                raise ConfigError(f"--genre-weights: {part.strip()!r} is not GENRE=WEIGHT (a weight >= 0), e.g. 唐诗=3")
+            out[name.strip()] = weight
+        return out
 
     @property
     def conditioned(self) -> bool:

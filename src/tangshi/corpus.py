@@ -297,7 +297,8 @@ def default_cache_dir() -> Path:
 
 
 def _cache_key(files: list[Path], fmt: str, cfg: DataConfig, base: Vocab | None = None) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{fmt}|{json.dumps(asdict(cfg), sort_keys=True)}".encode())
+    fields = {k: v for k, v in asdict(cfg).items() if k != "genre_weights"}  # sampling only: same corpus
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{fmt}|{json.dumps(fields, sort_keys=True)}".encode())
     if base is not None:  # a kept vocabulary: its tokens
         h.update("\n".join(base.tokens).encode())
     for f in files:

@@ -5,8 +5,10 @@ A checkpoint carries `lines.safetensors`: the sorted, distinct 64-bit BLAKE2b ha
 corpus text itself is never stored. Looking a line up is one hash and one set probe; a false
 positive needs a 64-bit collision (about 1 in 10^13 for the Tang corpus's 300 thousand lines).
 A corpus of more than `WIDE` distinct lines (the three genres: about two million) is kept as 32-bit
-hashes, half the size: then about 1 written line in 2,000 is taken for a copy it is not, which
-costs that poem one more try, never a copy let through.
+hashes: then about 1 written line in 2,000 is taken for a copy it is not, which costs that poem one
+more try, never a copy let through. On disk a sorted 32-bit hash is its top 16 bits, said once for
+all the hashes that share them (a count for each of the 65,536 values), and its low 16 bits: two
+bytes a line, a quarter of the 64-bit index.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -35,26 +38,43 @@ def line_hash(line: str, bits: int = 64) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+def _key(line: str, bits: int) -> int:
+    """A line's hash as the index keeps it: signed 64-bit, or unsigned 32-bit."""
+    h = line_hash(line, bits)
+    return h if bits == 64 else h & 0xFFFFFFFF
+
+
 class LineIndex:
-    def __init__(self, hashes: torch.Tensor):
-        self.hashes = hashes  # (N,) int64 or int32, sorted, distinct
-        self.bits = 32 if hashes.dtype == torch.int32 else 64
-        self._set: set[int] | None = None
+    def __init__(self, hashes: torch.Tensor, bits: int = 64):
+        self.hashes = hashes  # (N,) int64, sorted, distinct: signed 64-bit hashes, or unsigned 32-bit ones
+        self.bits = bits
+        self._sorted = hashes.numpy()
 
     @classmethod
     def of_texts(cls, texts: Iterable[str]) -> LineIndex:
         lines = {ln for text in texts for ln in split_lines(text) if len(ln) >= MIN_CHARS}
         bits = 64 if len(lines) <= WIDE else 32
-        seen = {line_hash(ln, bits) for ln in lines}
-        return cls(torch.tensor(sorted(seen), dtype=torch.int64 if bits == 64 else torch.int32))
+        seen = {_key(ln, bits) for ln in lines}
+        return cls(torch.tensor(sorted(seen), dtype=torch.int64), bits)
 
     def __len__(self) -> int:
         return int(self.hashes.numel())
 
     def __contains__(self, line: str) -> bool:
-        if self._set is None:
-            self._set = set(self.hashes.tolist())
-        return len(line) >= MIN_CHARS and line_hash(line, self.bits) in self._set
+        if len(line) < MIN_CHARS or not len(self):
+            return False
+        key = _key(line, self.bits)
+        at = int(np.searchsorted(self._sorted, key))
+        return at < len(self._sorted) and int(self._sorted[at]) == key
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What `save` writes: the 64-bit hashes, or the 32-bit ones as counts of their top 16 bits and
+        their low 16 bits."""
+        if self.bits == 64:
+            return {"hashes": self.hashes.contiguous()}
+        top = torch.bincount(self.hashes >> 16, minlength=1 << 16).to(torch.int32)
+        low = (self.hashes & 0xFFFF).to(torch.int32).to(torch.int16)  # two bytes, wrapped
+        return {"top_counts": top, "low": low}
 
     def copied(self, text: str) -> list[str]:
         """The lines of `text` found in the corpus, in order."""
@@ -64,7 +84,7 @@ class LineIndex:
         """Write `folder/lines.safetensors` (through a temporary file, so never half-written)."""
         path = Path(folder) / FILE
         tmp = path.with_name(f".{FILE}.tmp")
-        save_file({"hashes": self.hashes.contiguous()}, str(tmp), metadata={"min_chars": str(MIN_CHARS)})
+        save_file(self.tensors(), str(tmp), metadata={"min_chars": str(MIN_CHARS), "bits": str(self.bits)})
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
 
@@ -75,9 +95,21 @@ class LineIndex:
         if not path.is_file():
             return None
         try:
-            hashes = load_file(str(path))["hashes"]
+            found = load_file(str(path))
         except Exception as e:  # noqa: BLE001 - any unreadable file is named, never a traceback
             raise LineIndexError(f"{path}: not a readable line index ({e})") from None
-        if hashes.dtype not in (torch.int64, torch.int32) or hashes.dim() != 1:
-            raise LineIndexError(f"{path}: expected a 1-d int64 or int32 tensor 'hashes'")
-        return cls(hashes)
+        if "hashes" in found:
+            hashes = found["hashes"]
+            if hashes.dtype not in (torch.int64, torch.int32) or hashes.dim() != 1:
+                raise LineIndexError(f"{path}: expected a 1-d int64 or int32 tensor 'hashes'")
+            if hashes.dtype == torch.int64:
+                return cls(hashes, 64)
+            return cls((hashes.to(torch.int64) & 0xFFFFFFFF).sort().values, 32)  # signed 32-bit, as once saved
+        top, low = found.get("top_counts"), found.get("low")
+        if (
+            top is None or low is None or top.dtype != torch.int32 or low.dtype != torch.int16
+            or top.shape != (1 << 16,) or low.dim() != 1 or int(top.sum()) != low.numel() or bool((top < 0).any())
+        ):  # fmt: skip
+            raise LineIndexError(f"{path}: expected 'hashes', or 'top_counts' (65,536 int32) and 'low' (int16)")
+        high = torch.repeat_interleave(torch.arange(1 << 16, dtype=torch.int64), top.to(torch.int64))
+        return cls((high << 16) | (low.to(torch.int64) & 0xFFFF), 32)

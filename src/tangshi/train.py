@@ -70,6 +70,31 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, bucket: bool, seed: int,
     return [batches[i] for i in perm]
 
 
+def epoch_pool(weights: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """The training poems one epoch shows (each index repeated): a poem of weight w int(w) times, and
+    once more with probability w - int(w), drawn from (seed, epoch) so a resumed run sees the same."""
+    whole = np.floor(weights).astype(np.int64)
+    rng = np.random.default_rng([seed, epoch, 29])
+    extra = rng.random(len(weights)) < weights - whole
+    return np.repeat(np.arange(len(weights)), whole + extra)
+
+
+def poem_weights(corpus: Corpus, data: DataConfig) -> np.ndarray | None:
+    """Each training poem's weight from --genre-weights (None when every poem counts once)."""
+    wanted = data.weights_of_genres()
+    if not wanted:
+        return None
+    genres = corpus.genres_of("train")
+    known = sorted(set(genres) - {""})
+    for name in wanted:
+        if name not in known:
+            raise TrainError(f"--genre-weights: no training poems of genre {name!r}; the genres are {', '.join(known)}")
+    weights = np.array([wanted.get(g, 1.0) for g in genres])
+    if not weights.any():
+        raise TrainError("--genre-weights leaves no training poems (every weight 0)")
+    return weights
+
+
 class Objective(torch.nn.Module):
     """The training loss as a module (what DistributedDataParallel wraps): returns what to
     back-propagate (the objective, with any activation penalties, times `scale`) and the mean
@@ -479,7 +504,9 @@ class Trainer:
         if not self.train_seqs:
             raise TrainError("the training split is empty: give more poems or lower --val-fraction/--test-fraction")
         self.lengths = np.array([len(s) for s in self.train_seqs])
-        self.epoch_tokens = int(self.lengths.sum() + len(self.lengths))
+        self.weights = poem_weights(corpus, cfg.data)  # --genre-weights: poems an epoch shows more or less often
+        shown = self.lengths + 1 if self.weights is None else (self.lengths + 1) * self.weights
+        self.epoch_tokens = max(1, int(shown.sum()))
         torch.manual_seed(tc.seed)
         cfg.model.vocab_size = len(vocab)
         self.model = CharRNN(cfg.model).to(self.device)
@@ -624,7 +651,12 @@ class Trainer:
         s, tc = self.state, self.cfg.train
         while True:
             if not self._batches:
-                self._batches = epoch_batches(self.lengths, tc.batch_size, tc.bucket, tc.seed, s.epoch)
+                if self.weights is None:
+                    self._batches = epoch_batches(self.lengths, tc.batch_size, tc.bucket, tc.seed, s.epoch)
+                else:
+                    pool = epoch_pool(self.weights, tc.seed, s.epoch)
+                    batches = epoch_batches(self.lengths[pool], tc.batch_size, tc.bucket, tc.seed, s.epoch)
+                    self._batches = [pool[b] for b in batches]
             if s.batch_in_epoch < len(self._batches):
                 batch = self._batches[s.batch_in_epoch]
                 if len(batch) >= self.world.size:
