@@ -107,6 +107,15 @@ def main() -> int:
             metadata={"format": "pt", "dtype": smaller},
         )  # fmt: skip
         shipped, dtype = losses(checkpoint.load(tmp / "m"), data), smaller
+    pruned = ""
+    if words is not None:  # then the plan statistics keep fewer neighbours a word (the best ones) until it fits
+        for k in (24, 20, 16, 12, 10):
+            if (tmp / "m" / "model.safetensors").stat().st_size + others <= LIMIT:
+                break
+            before = (tmp / "m" / "words.safetensors").stat().st_size
+            words.pruned(k).save(tmp / "m")
+            others += (tmp / "m" / "words.safetensors").stat().st_size - before
+            pruned = f"; the plan statistics keep {k} neighbours a word (of {words.settings.get('k')}) to fit"
     if (tmp / "m" / "model.safetensors").stat().st_size + others > LIMIT:
         sys.exit(f"make_bundle: {args.run / 'best'} does not fit in {LIMIT / 1e6:g} MB even as int8")
     cost = 100 * (shipped["val"] / fp32["val"] - 1)
@@ -154,7 +163,7 @@ def main() -> int:
 | training time | {best_row["elapsed"] / 60:.1f} minutes on a 2-core CPU (torch {torch.__version__}) |
 | validation loss | {fp32["val"]:.4f} nats per character (perplexity {torch.tensor(fp32["val"]).exp():.1f}), float32 weights |
 | test loss | {fp32["test"]:.4f} nats per character (perplexity {torch.tensor(fp32["test"]).exp():.1f}) of the poems alone{given}; float32 weights |
-| shipped weights | {dtype}, {size / 2**20:.1f} MiB: validation loss {shipped["val"]:.4f}, test loss {shipped["test"]:.4f} ({100 * (shipped["val"] / fp32["val"] - 1):+.3f} % against float32) |
+| shipped weights | {dtype}, {size / 2**20:.1f} MiB: validation loss {shipped["val"]:.4f}, test loss {shipped["test"]:.4f} ({100 * (shipped["val"] / fp32["val"] - 1):+.3f} % against float32){pruned} |
 
 Loss is the mean cross-entropy per predicted token: pad excluded, end token included.
 """

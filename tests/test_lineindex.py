@@ -65,12 +65,31 @@ def test_a_large_corpus_keeps_32_bit_hashes(tmp_path, monkeypatch):
     assert again is not None and again.bits == 32 and "白日依山尽" in again and len(again) == len(index)
     assert torch.equal(again.hashes, index.hashes)
     saved = L.load_file(str(tmp_path / FILE))
-    assert saved["low"].dtype == torch.int16 and saved["low"].numel() == len(index)  # two bytes a line
+    n, low_bits = saved["ef_shape"].tolist()
+    assert n == len(index) and saved["ef_low"].shape[0] == low_bits > 20  # 48 lines: 32 - log2(48) bits
     assert all(line in again for _, text in POEMS for line in L.split_lines(text) if len(line) >= L.MIN_CHARS)
     # the index of earlier versions (signed 32-bit hashes, sorted) still loads
     old = torch.tensor(sorted({L.line_hash(ln, 32) for _, t in POEMS for ln in L.split_lines(t) if len(ln) >= 4}))
     L.save_file({"hashes": old.to(torch.int32)}, str(tmp_path / FILE))
     assert torch.equal(LineIndex.load(tmp_path).hashes, index.hashes)
-    L.save_file({"top_counts": torch.zeros(5, dtype=torch.int32), "low": old.to(torch.int16)}, str(tmp_path / FILE))
-    with pytest.raises(L.LineIndexError, match="top_counts"):
+    broken = index.tensors() | {"ef_shape": torch.tensor([len(index) + 1, low_bits])}
+    L.save_file(broken, str(tmp_path / FILE))
+    with pytest.raises(L.LineIndexError, match=f"{FILE}: not a readable line index"):
         LineIndex.load(tmp_path)
+
+
+def test_elias_fano_round_trips_many_hashes(tmp_path):
+    import numpy as np
+    import torch
+
+    keys = np.unique(np.random.default_rng(0).integers(0, 2**32, 200_000))
+    index = LineIndex(torch.from_numpy(keys.astype(np.int64)), 32)
+    index.save(tmp_path)
+    bits = np.log2(2**32 / len(keys)) + 2.5  # Elias–Fano: log2(U / n) + 2 bits a hash (64-bit: 64)
+    assert (tmp_path / FILE).stat().st_size < len(keys) * bits / 8 + 10_000
+    again = LineIndex.load(tmp_path)
+    assert torch.equal(again.hashes, index.hashes) and again.bits == 32
+    for keys in (np.array([], dtype=np.int64), np.array([0, 2**32 - 1], dtype=np.int64)):
+        small = LineIndex(torch.from_numpy(keys), 32)
+        small.save(tmp_path)
+        assert torch.equal(LineIndex.load(tmp_path).hashes, small.hashes)

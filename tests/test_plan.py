@@ -276,3 +276,16 @@ def test_a_keyword_may_repeat_its_own_character_but_planned_words_do_not():
     assert "萧萧" in P.split_lines(text)[0] and P.check(text).relaxed == 1.0
     plan = make_plan(small(), 8, title="月夜", theme="明月", known=set("明月清风高楼夜深山水云天江"))
     assert all(len(set(w)) == len(w) and set(w) <= set("明月清风高楼夜深山水云天江") for w in plan.words)
+
+
+def test_a_pruned_table_keeps_each_words_best_neighbours_and_reads_back(tmp_path):
+    s = small()
+    p = s.pruned(2)
+    assert p.settings["k"] == 2 and s.settings["k"] != 2
+    for w in ("明月", "送", "山"):
+        assert p.neighbours(w, 30) == s.neighbours(w, 30)[:2]
+        assert p.neighbours(w, 30, table="title") == s.neighbours(w, 30, table="title")[:2]
+    assert list(p.following()) == list(s.following())  # the cohesion table is kept whole
+    p.save(tmp_path)
+    back = WordStats.load(tmp_path)
+    assert [back.neighbours(w, 30) for w in ("明月", "送")] == [p.neighbours(w, 30) for w in ("明月", "送")]

@@ -6,14 +6,15 @@ corpus text itself is never stored. Looking a line up is one hash and one set pr
 positive needs a 64-bit collision (about 1 in 10^13 for the Tang corpus's 300 thousand lines).
 A corpus of more than `WIDE` distinct lines (the three genres: about two million) is kept as 32-bit
 hashes: then about 1 written line in 2,000 is taken for a copy it is not, which costs that poem one
-more try, never a copy let through. On disk a sorted 32-bit hash is its top 16 bits, said once for
-all the hashes that share them (a count for each of the 65,536 values), and its low 16 bits: two
-bytes a line, a quarter of the 64-bit index.
+more try, never a copy let through. On disk the sorted 32-bit hashes are Elias–Fano coded (the low
+bits as they are, the high bits as gaps in unary): about 13 bits a line, a fifth of the 64-bit index
+(3.9 MB for the three genres' 2.4 million lines).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -68,13 +69,36 @@ class LineIndex:
         return at < len(self._sorted) and int(self._sorted[at]) == key
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """What `save` writes: the 64-bit hashes, or the 32-bit ones as counts of their top 16 bits and
-        their low 16 bits."""
+        """What `save` writes: the 64-bit hashes as they are; the 32-bit ones Elias–Fano coded (the
+        low `low_bits` bits of each hash as bit planes, the rest as gaps in unary)."""
         if self.bits == 64:
             return {"hashes": self.hashes.contiguous()}
-        top = torch.bincount(self.hashes >> 16, minlength=1 << 16).to(torch.int32)
-        low = (self.hashes & 0xFFFF).to(torch.int32).to(torch.int16)  # two bytes, wrapped
-        return {"top_counts": top, "low": low}
+        keys = self._sorted
+        n = len(keys)
+        low_bits = max(0, min(32, round(math.log2(2**32 / max(n, 1)))))
+        high = (keys >> low_bits) + np.arange(n)  # the i-th hash's high part, as the place of its 1 bit
+        unary = np.zeros(int(high[-1]) + 1 if n else 0, dtype=np.uint8)
+        unary[high] = 1
+        low = keys & ((1 << low_bits) - 1)
+        planes = np.stack([np.packbits((low >> b) & 1) for b in range(low_bits)]) if n and low_bits else None
+        out = {
+            "ef_high": torch.from_numpy(np.packbits(unary)),
+            "ef_low": torch.from_numpy(planes if planes is not None else np.zeros((0, 0), np.uint8)),
+            "ef_shape": torch.tensor([n, low_bits], dtype=torch.int64),
+        }
+        return out
+
+    @classmethod
+    def _of_elias_fano(cls, high: torch.Tensor, low: torch.Tensor, shape: torch.Tensor) -> LineIndex:
+        n, low_bits = (int(x) for x in shape.tolist())
+        ones = np.flatnonzero(np.unpackbits(high.numpy()))
+        if len(ones) != n or low.shape != ((low_bits, (n + 7) // 8) if n and low_bits else low.shape):
+            raise ValueError(f"{n} hashes of {low_bits} low bits, but {len(ones)} high parts, low {tuple(low.shape)}")
+        keys = (ones - np.arange(n)).astype(np.int64) << low_bits
+        planes = low.numpy()
+        for b in range(low_bits if n else 0):
+            keys |= np.unpackbits(planes[b])[:n].astype(np.int64) << b
+        return cls(torch.from_numpy(keys), 32)
 
     def copied(self, text: str) -> list[str]:
         """The lines of `text` found in the corpus, in order."""
@@ -105,11 +129,10 @@ class LineIndex:
             if hashes.dtype == torch.int64:
                 return cls(hashes, 64)
             return cls((hashes.to(torch.int64) & 0xFFFFFFFF).sort().values, 32)  # signed 32-bit, as once saved
-        top, low = found.get("top_counts"), found.get("low")
-        if (
-            top is None or low is None or top.dtype != torch.int32 or low.dtype != torch.int16
-            or top.shape != (1 << 16,) or low.dim() != 1 or int(top.sum()) != low.numel() or bool((top < 0).any())
-        ):  # fmt: skip
-            raise LineIndexError(f"{path}: expected 'hashes', or 'top_counts' (65,536 int32) and 'low' (int16)")
-        high = torch.repeat_interleave(torch.arange(1 << 16, dtype=torch.int64), top.to(torch.int64))
-        return cls((high << 16) | (low.to(torch.int64) & 0xFFFF), 32)
+        parts = [found.get(k) for k in ("ef_high", "ef_low", "ef_shape")]
+        try:
+            if any(p is None for p in parts) or parts[0].dtype != torch.uint8 or parts[1].dtype != torch.uint8:
+                raise ValueError("expected 'hashes', or 'ef_high', 'ef_low' (uint8) and 'ef_shape'")
+            return cls._of_elias_fano(*parts)
+        except (ValueError, IndexError, RuntimeError) as e:
+            raise LineIndexError(f"{path}: not a readable line index ({e})") from None

@@ -37,7 +37,7 @@ import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,15 +76,28 @@ class Neighbours:
         return self.ids[a:b].tolist(), self.ppmi[a:b].tolist()
 
     def tensors(self, prefix: str, small: bool) -> dict[str, np.ndarray]:
+        sizes = np.diff(self.offsets)  # a word's count of neighbours (offsets are their running sum)
         return {
-            f"{prefix}offsets": self.offsets.astype(np.int64),
+            f"{prefix}sizes": sizes.astype(np.uint8 if sizes.max(initial=0) < 256 else np.int32),
             f"{prefix}ids": self.ids.astype(np.uint16 if small else np.int32),
             f"{prefix}ppmi": self.ppmi.astype(np.float16),
         }
 
     @classmethod
     def of_tensors(cls, t: dict[str, np.ndarray], prefix: str) -> Neighbours:
-        return cls(t[f"{prefix}offsets"], t[f"{prefix}ids"].astype(np.int32), t[f"{prefix}ppmi"])
+        if f"{prefix}sizes" in t:
+            offsets = np.concatenate([[0], np.cumsum(t[f"{prefix}sizes"], dtype=np.int64)])
+        else:  # files of earlier versions
+            offsets = t[f"{prefix}offsets"].astype(np.int64)
+        return cls(offsets, t[f"{prefix}ids"].astype(np.int32), t[f"{prefix}ppmi"])
+
+    def pruned(self, k: int) -> Neighbours:
+        """Each word's k best neighbours (they are kept best first)."""
+        sizes = np.diff(self.offsets)
+        rank = np.arange(len(self.ids)) - np.repeat(self.offsets[:-1], sizes)  # 0 for each word's best
+        keep = rank < k
+        offsets = np.concatenate([[0], np.cumsum(np.minimum(sizes, k))]).astype(np.int64)
+        return Neighbours(offsets, self.ids[keep], self.ppmi[keep])
 
 
 @dataclass(eq=False)
@@ -111,6 +124,12 @@ class WordStats:
                 inside[ch] = max(inside[ch], n)
         # characters that are mostly half of one word (萸 of 茱萸): no keyword alone
         self.bound = {ch for ch, n in inside.items() if n >= 0.7 * self.counts[self.index[ch]]}
+
+    def pruned(self, k: int) -> WordStats:
+        """The same statistics with at most k neighbours a word in the poem and title tables (to fit a
+        size; the cohesion and manner tables are kept whole)."""
+        settings = {**self.settings, "k": min(k, self.settings.get("k", k))}
+        return replace(self, poem=self.poem.pruned(k), title=self.title.pruned(k), settings=settings)
 
     def __contains__(self, word: str) -> bool:
         return word in self.index
