@@ -463,6 +463,7 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
                     "script": cfg.data.script,
                     "line_index": poet.ckpt.lines is not None,
                     "authors": poet.vocab.authors(),
+                    "genres": poet.vocab.genres(),
                     "word_statistics": poet.words is not None,
                     "card": poet.ckpt.card,
                 }

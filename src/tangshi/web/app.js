@@ -25,6 +25,7 @@ function request() {
     keywords: $("keywords").value.split(/[\s,，、]+/).filter((w) => w),
     theme: $("theme").value.trim(),
     author: $("author").value,
+    genre: $("genre").value,
     temperature: Number($("temperature").value),
     script: $("traditional").checked ? "traditional" : "simplified",
     seed: (Date.now() + asked++) % 2147483647,
@@ -283,6 +284,9 @@ async function setUp() {
   }
   const models = (await (await fetch("/v1/models")).json()).models;
   for (const name of Object.keys(models[0].authors || {})) $("author").add(new Option(name, name));
+  const genres = Object.keys(models[0].genres || {});  // a model of several genres: 唐诗 宋诗 宋词
+  for (const name of genres) $("genre").add(new Option(name, name));
+  $("genre-field").hidden = !genres.length;
   for (const name of ["title", "theme"]) if (props[name].maxLength) $(name).maxLength = props[name].maxLength;
   const cipai = (await (await fetch("/v1/cipai")).json()).cipai;
   for (const c of cipai) $("cipais").append(new Option(c.aliases.length ? `${c.name} (${c.aliases.join("、")})` : c.name, c.name));
