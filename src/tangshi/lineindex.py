@@ -2,7 +2,7 @@
 
 A checkpoint carries `lines.safetensors`: the sorted, distinct 64-bit BLAKE2b hashes of every line
 (split at punctuation, at least `MIN_CHARS` characters) of the corpus it was trained on. The
-corpus text itself is never stored. Looking a line up is one hash and one set probe; a false
+corpus text itself is never stored. Looking a line up is one hash and one binary search; a false
 positive needs a 64-bit collision (about 1 in 10^13 for the Tang corpus's 300 thousand lines).
 A corpus of more than `WIDE` distinct lines (the three genres: about two million) is kept as 32-bit
 hashes: then about 1 written line in 2,000 is taken for a copy it is not, which costs that poem one
@@ -76,27 +76,26 @@ class LineIndex:
         keys = self._sorted
         n = len(keys)
         low_bits = max(0, min(32, round(math.log2(2**32 / max(n, 1)))))
-        high = (keys >> low_bits) + np.arange(n)  # the i-th hash's high part, as the place of its 1 bit
-        unary = np.zeros(int(high[-1]) + 1 if n else 0, dtype=np.uint8)
-        unary[high] = 1
-        low = keys & ((1 << low_bits) - 1)
-        planes = np.stack([np.packbits((low >> b) & 1) for b in range(low_bits)]) if n and low_bits else None
-        out = {
+        unary = np.zeros(int(keys[-1] >> low_bits) + n if n else 0, dtype=np.uint8)
+        unary[(keys >> low_bits) + np.arange(n)] = 1  # the i-th hash's high part, as the place of its 1 bit
+        planes = np.zeros((low_bits, (n + 7) // 8), dtype=np.uint8)
+        for b in range(low_bits):
+            planes[b] = np.packbits((keys >> b) & 1)
+        return {
             "ef_high": torch.from_numpy(np.packbits(unary)),
-            "ef_low": torch.from_numpy(planes if planes is not None else np.zeros((0, 0), np.uint8)),
+            "ef_low": torch.from_numpy(planes),
             "ef_shape": torch.tensor([n, low_bits], dtype=torch.int64),
         }
-        return out
 
     @classmethod
     def _of_elias_fano(cls, high: torch.Tensor, low: torch.Tensor, shape: torch.Tensor) -> LineIndex:
         n, low_bits = (int(x) for x in shape.tolist())
         ones = np.flatnonzero(np.unpackbits(high.numpy()))
-        if len(ones) != n or low.shape != ((low_bits, (n + 7) // 8) if n and low_bits else low.shape):
+        if len(ones) != n or tuple(low.shape) != (low_bits, (n + 7) // 8):
             raise ValueError(f"{n} hashes of {low_bits} low bits, but {len(ones)} high parts, low {tuple(low.shape)}")
         keys = (ones - np.arange(n)).astype(np.int64) << low_bits
         planes = low.numpy()
-        for b in range(low_bits if n else 0):
+        for b in range(low_bits):
             keys |= np.unpackbits(planes[b])[:n].astype(np.int64) << b
         return cls(torch.from_numpy(keys), 32)
 
@@ -108,7 +107,7 @@ class LineIndex:
         """Write `folder/lines.safetensors` (through a temporary file, so never half-written)."""
         path = Path(folder) / FILE
         tmp = path.with_name(f".{FILE}.tmp")
-        save_file(self.tensors(), str(tmp), metadata={"min_chars": str(MIN_CHARS), "bits": str(self.bits)})
+        save_file(self.tensors(), str(tmp), metadata={"min_chars": str(MIN_CHARS)})
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
 

@@ -651,12 +651,10 @@ class Trainer:
         s, tc = self.state, self.cfg.train
         while True:
             if not self._batches:
-                if self.weights is None:
-                    self._batches = epoch_batches(self.lengths, tc.batch_size, tc.bucket, tc.seed, s.epoch)
-                else:
-                    pool = epoch_pool(self.weights, tc.seed, s.epoch)
-                    batches = epoch_batches(self.lengths[pool], tc.batch_size, tc.bucket, tc.seed, s.epoch)
-                    self._batches = [pool[b] for b in batches]
+                every = self.weights is None
+                pool = np.arange(len(self.lengths)) if every else epoch_pool(self.weights, tc.seed, s.epoch)
+                batches = epoch_batches(self.lengths[pool], tc.batch_size, tc.bucket, tc.seed, s.epoch)
+                self._batches = [pool[b] for b in batches]
             if s.batch_in_epoch < len(self._batches):
                 batch = self._batches[s.batch_in_epoch]
                 if len(batch) >= self.world.size:
