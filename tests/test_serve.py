@@ -44,6 +44,21 @@ def test_a_poem_in_form_with_its_prosody(client):
     assert again["text"] == poem["text"] == Poet.load().write("月", form="七绝", seed=1)[0].text
 
 
+def test_the_bundled_model_writes_three_genres(client):
+    (model,) = client.get("/v1/models").json()["models"]
+    assert set(model["genres"]) == {"唐诗", "宋诗", "宋词"}
+    poems = {}
+    for genre in ("唐诗", "宋诗"):
+        r = client.post("/v1/poems", json={"begin": "梅", "form": "七绝", "genre": genre, "seed": 2})
+        assert r.status_code == 200, r.text
+        (poems[genre],) = r.json()["poems"]
+        p = poems[genre]["prosody"]
+        assert p["form"] == "七绝" and p["rhyme"] and p["relaxed"] == 1.0 and poems[genre]["text"].startswith("梅")
+    assert poems["唐诗"]["text"] != poems["宋诗"]["text"]  # the genre is read: same seed, another poem
+    bad = client.post("/v1/poems", json={"begin": "梅", "genre": "元曲"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "genre"]
+
+
 def test_acrostic_num_and_traditional_script(client):
     r = client.post("/v1/poems", json={"acrostic": "春夏秋冬", "form": "五绝", "num": 3, "seed": 4})
     poems = r.json()["poems"]
