@@ -28,12 +28,32 @@ _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTM cell step with packed weights (`CharRNN._packed`): gates i, f, g, o as torch.lstm_cell."""
-    w, bias = layer
-    xh = torch.cat([x, h], dim=1).to(w.dtype)
-    gates = torch.addmm(bias, xh, w) if w.dtype == torch.float32 else torch.mm(xh, w).float() + bias
+    w, bias, scales = layer
+    if scales is not None:  # int8 weights, a scale a gate: bfloat16 activations, float32 sums in the kernel
+        gates = torch._weight_int8pack_mm(torch.cat([x, h], dim=1).to(torch.bfloat16), w, scales).float() + bias
+    elif w.dtype == torch.float32:
+        gates = torch.addmm(bias, torch.cat([x, h], dim=1), w)
+    else:
+        gates = torch.mm(torch.cat([x, h], dim=1).to(w.dtype), w).float() + bias
     i, f, g, o = gates.chunk(4, dim=1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def step_weights(device: torch.device) -> str:
+    """How `CharRNN.step` holds an LSTM layer's weights on `device`: "bfloat16" on a CPU that multiplies
+    it in hardware, "int8" on other CPUs (for layers whose sizes are multiples of 16; torch's kernel
+    fails on others), "float32" on a GPU."""
+    if device.type != "cpu":
+        return "float32"
+    return "bfloat16" if cpu_has_bf16() else "int8"
+
+
+def _int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w (N, K) as int8 with a bfloat16 scale a row, as `torch._weight_int8pack_mm` takes it (the scale
+    rounded up, so that no weight is clipped)."""
+    scales = (w.abs().amax(dim=1).clamp(min=1e-12) / 127 * (1 + 2**-7)).to(torch.bfloat16)
+    return torch.round(w / scales.float()[:, None]).clamp(-127, 127).to(torch.int8).contiguous(), scales
 
 
 class CharRNN(nn.Module):
@@ -166,8 +186,9 @@ class CharRNN(nn.Module):
 
         The same function as `forward` on one position, run cell by cell: for one step the fused
         multi-layer kernel costs several times more in per-call set-up than the arithmetic. An LSTM
-        layer is one product of [x, h] with [W_ih | W_hh] (`_packed`), in bfloat16 on a CPU with
-        bfloat16 hardware (a row's sums do not depend on its batch; docs/speed.md).
+        layer is one product of [x, h] with [W_ih | W_hh] (`_packed`): in bfloat16 on a CPU with
+        bfloat16 hardware, with int8 weights on other CPUs; either way a row's sums do not depend on
+        its batch (docs/speed.md).
         """
         cfg = self.cfg
         batch = ids.shape[0]
@@ -196,21 +217,29 @@ class CharRNN(nn.Module):
         return logits, new_state
 
     def _packed(self, device: torch.device) -> list[tuple]:
-        """Each LSTM layer's weights for `step`: [W_ih | W_hh] transposed, (in + H, 4H), and b_ih + b_hh;
-        in bfloat16 on a CPU that multiplies it in hardware (the model's weights stay in cache: half
-        the bytes), else float32; made again whenever the weights change (training writes them in
-        place) or move."""
+        """Each LSTM layer's weights for `step`, (weights, b_ih + b_hh, scales): [W_ih | W_hh]
+        transposed, (in + H, 4H), in bfloat16 on a CPU that multiplies it in hardware (half the bytes
+        to stream a step); on a CPU without it (where float32 sums of a row depend on its batch),
+        int8 with a bfloat16 scale a gate (`torch._weight_int8pack_mm`: a quarter of the bytes, the same
+        sums whatever the batch); float32 on a GPU. Made again whenever the weights change (training
+        writes them in place) or move."""
         weights = self.rnn._flat_weights
         key = (str(device), tuple(w._version for w in weights), tuple(w.data_ptr() for w in weights))
         cached = getattr(self, "_packed_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]
-        dtype = torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
+        kind = step_weights(device)
         layers = []
         for i in range(self.cfg.num_layers):
             w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
-            w = torch.cat([w_ih, w_hh], dim=1).t().contiguous().to(dtype)
-            layers.append((w, (b_ih + b_hh).float()))
+            w, bias = torch.cat([w_ih, w_hh], dim=1).float(), (b_ih + b_hh).float()
+            if kind == "int8" and w.shape[0] % 16 == 0 and w.shape[1] % 16 == 0:  # the kernel's safe shapes
+                q, scales = _int8_rows(w)
+                layers.append((q, bias, scales))
+            else:
+                layers.append(
+                    (w.t().contiguous().to(torch.bfloat16 if kind == "bfloat16" else torch.float32), bias, None)
+                )
         self._packed_cache = (key, layers)
         return layers
 
