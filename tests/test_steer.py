@@ -20,9 +20,9 @@ def poet() -> Poet:
 
 
 def toy(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 10-id vocabulary: 4 and 5 are characters, 6 ends a line; 4 is followed by 7 (PPMI 2) and 8 (1)
-    (the table transposed: [next, this])."""
-    ids, values = torch.tensor([[7, 8], [4, 4]]), torch.tensor([2.0, 1.0])
+    """A 10-id vocabulary: 4 and 5 are characters, 6 ends a line; 4 is followed by 7 (PPMI 2) and 8 (1),
+    9 by 7 (0.5) ([this, next], as `Poet.following` gives it)."""
+    ids, values = torch.tensor([[4, 4, 9], [7, 8, 7]]), torch.tensor([2.0, 1.0, 0.5])
     table = torch.sparse_coo_tensor(ids, values, (10, 10), check_invariants=True).coalesce()
     breaks = torch.zeros(10, dtype=torch.bool)
     breaks[6] = True
@@ -163,3 +163,16 @@ def test_guidance_only_acts_with_a_title_and_keeps_the_form():
 def test_guidance_is_bounded():
     with pytest.raises(OptionError):
         poet().write("", title="送友人", guidance=-1)
+
+
+def test_a_line_bias_is_its_characters_rows_of_the_table_averaged():
+    g = torch.Generator().manual_seed(3)
+    dense = torch.rand(30, 30, generator=g) * (torch.rand(30, 30, generator=g) < 0.2)  # [this, next]
+    breaks = torch.zeros(30, dtype=torch.bool)
+    breaks[3] = True
+    s = Steer(dense.to_sparse(), 1.0, breaks, 3)
+    lines = torch.tensor([[5, 9, 5, 3], [7, 3, 8, 3], [11, 12, 13, 14]])  # rows 0 and 1 end a line
+    for t in range(lines.shape[1]):
+        s.update(lines[:, t])
+    assert torch.allclose(s.line_bias[0], (2 * dense[5] + dense[9]) / 3)
+    assert torch.allclose(s.line_bias[1], dense[8]) and torch.equal(s.line_bias[2], torch.zeros(30))

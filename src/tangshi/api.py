@@ -159,8 +159,8 @@ class Poet:
         return DEFAULT_COHESION if words is not None and words.next is not None else 0.0
 
     def following(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the next-line PPMI table in the model's ids, transposed: (V, V) sparse, [b, a] = PPMI of a
-        character a of a line and b of the next; the ids that end a line)."""
+        """(the next-line PPMI table in the model's ids: (V, V) sparse, [a, b] = PPMI of a character a
+        of a line and b of the next; the ids that end a line)."""
         words = self.words
         with self._lock, torch.inference_mode(False):  # kept across calls: never an inference tensor
             if self._following is None:
@@ -169,8 +169,8 @@ class Poet:
                 rows, cols, vals = zip(*pairs, strict=True) if pairs else ((), (), ())
                 ids = torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1)
                 values = torch.tensor(vals, dtype=torch.float32)
-                # transposed: a row for each character of the next line (the steering's sparse product)
-                table = torch.sparse_coo_tensor(ids.flip(0), values, (v, v), check_invariants=True).coalesce()
+                # a row for each character of a line: its next-line neighbours, which the steering gathers
+                table = torch.sparse_coo_tensor(ids, values, (v, v), check_invariants=True).coalesce()
                 breaks = torch.zeros(v, dtype=torch.bool)
                 breaks[[vocab.id(ch) for ch in LINE_BREAKS if ch in vocab]] = True
                 self._following = (table, breaks)

@@ -395,14 +395,14 @@ def _last_line(vocab: Vocab, ids: list[int]) -> str:
 class Steer:
     """A bias added to each step's logits, one row a poem: a fixed `topic` bias (V,) for every row,
     and a line bias: when a row ends a line, `weight` x the mean over that line's characters a of
-    `table_t[:, a]` ((V, V) sparse, [b, a]: how much more often b is in the line after a line with a
+    `table[a]` ((V, V) sparse, [a, b]: how much more often b is in the line after a line with a
     than chance), until its next line ends. `breaks` (V,) marks the ids that end a line. The bias moves probability
     among the characters only: the line breaks and the end token keep the model's probability, so a
     steered poem's lines are as long as the model would write them."""
 
     def __init__(
         self,
-        table_t: torch.Tensor | None,
+        table: torch.Tensor | None,
         weight: float,
         breaks: torch.Tensor,
         batch: int,
@@ -413,7 +413,13 @@ class Steer:
         self.weight, self.breaks = weight, breaks.to(device)
         self.structure = self.breaks.clone()
         self.structure[EOS] = True
-        self.table_t = table_t.to(device) if table_t is not None and weight else None
+        self.table = None
+        if table is not None and weight:  # its rows as flat arrays: a line's neighbours are gathered, not multiplied
+            table = table.coalesce()  # entries sorted by row
+            first, col = table.indices()
+            crow = torch.zeros(v + 1, dtype=torch.long)
+            crow[1:] = torch.cumsum(torch.bincount(first, minlength=v), 0)
+            self.table = (crow.to(device), col.to(device), table.values().to(device))
         self.fixed = (topic.to(device) if topic is not None else torch.zeros(v, device=device)).expand(batch, v)
         self.active = topic is not None  # no bias at all until a topic is given or a line has ended
         self.line_bias = torch.zeros(batch, v, device=device)
@@ -436,8 +442,20 @@ class Steer:
         self.fixed, self.line, self.line_bias = self.fixed[rows], self.line[rows], self.line_bias[rows]
         self.length = self.length[rows]
 
+    def _following(self, share: torch.Tensor) -> torch.Tensor:
+        """(n, V): each row's sum over its characters a of share[a] x table[a] (the few characters of a
+        line: their rows of the table gathered and added, where a sparse product would visit all of it)."""
+        crow, col, val = self.table
+        row, a = share.nonzero(as_tuple=True)
+        start, count = crow[a], crow[a + 1] - crow[a]
+        of = torch.repeat_interleave(torch.arange(a.numel(), device=a.device), count)  # each entry's (row, a)
+        first = torch.cumsum(count, 0) - count
+        at = start[of] + torch.arange(of.numel(), device=a.device) - first[of]  # each entry's place in the table
+        out = torch.zeros_like(share)
+        return out.index_put_((row[of], col[at]), val[at] * share[row[of], a[of]], accumulate=True)
+
     def update(self, ids: torch.Tensor) -> None:
-        if self.table_t is None:
+        if self.table is None:
             return
         ends = self.breaks[ids]
         if not bool(ends.any()):  # most steps: one more character in each row's line
@@ -449,9 +467,7 @@ class Steer:
         self.length[rows] += 1
         done = self.rows[ends & (self.length > 0)]
         if done.numel():
-            line = self.line[done]
-            mean = torch.sparse.mm(self.table_t, (line / self.length[done].unsqueeze(1)).t()).t()
-            self.line_bias[done] = self.weight * mean
+            self.line_bias[done] = self.weight * self._following(self.line[done] / self.length[done].unsqueeze(1))
             self.line[done] = 0
             self.length[done] = 0
             self.active = True
