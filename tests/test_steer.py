@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tangshi import Poet, prosody
-from tangshi.compose import Steer
+from tangshi.compose import Steer, table_rows
 from tangshi.options import OptionError
 from tangshi.vocab import BOS, EOS, PAD, UNK
 
@@ -23,7 +23,7 @@ def toy(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """A 10-id vocabulary: 4 and 5 are characters, 6 ends a line; 4 is followed by 7 (PPMI 2) and 8 (1),
     9 by 7 (0.5) ([this, next], as `Poet.following` gives it)."""
     ids, values = torch.tensor([[4, 4, 9], [7, 8, 7]]), torch.tensor([2.0, 1.0, 0.5])
-    table = torch.sparse_coo_tensor(ids, values, (10, 10), check_invariants=True).coalesce()
+    table = table_rows(torch.sparse_coo_tensor(ids, values, (10, 10), check_invariants=True))
     breaks = torch.zeros(10, dtype=torch.bool)
     breaks[6] = True
     return table, breaks
@@ -170,7 +170,7 @@ def test_a_line_bias_is_its_characters_rows_of_the_table_averaged():
     dense = torch.rand(30, 30, generator=g) * (torch.rand(30, 30, generator=g) < 0.2)  # [this, next]
     breaks = torch.zeros(30, dtype=torch.bool)
     breaks[3] = True
-    s = Steer(dense.to_sparse(), 1.0, breaks, 3)
+    s = Steer(table_rows(dense.to_sparse()), 1.0, breaks, 3)
     lines = torch.tensor([[5, 9, 5, 3], [7, 3, 8, 3], [11, 12, 13, 14]])  # rows 0 and 1 end a line
     for t in range(lines.shape[1]):
         s.update(lines[:, t])

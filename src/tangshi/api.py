@@ -118,7 +118,7 @@ class Poet:
         self._prosody: forms.VocabProsody | None = None
         self._ci_prosody: forms.CiProsody | None = None
         self._words: planning.WordStats | None | bool = False  # False: not read yet
-        self._following: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._following: tuple[compose.Rows, torch.Tensor] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -158,9 +158,9 @@ class Poet:
         words = self.words
         return DEFAULT_COHESION if words is not None and words.next is not None else 0.0
 
-    def following(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the next-line PPMI table in the model's ids: (V, V) sparse, [a, b] = PPMI of a character a
-        of a line and b of the next; the ids that end a line)."""
+    def following(self) -> tuple[compose.Rows, torch.Tensor]:
+        """(the next-line PPMI table in the model's ids as `compose.table_rows`: row a, the PPMI of a
+        character a of a line and each b of the next; the ids that end a line)."""
         words = self.words
         with self._lock, torch.inference_mode(False):  # kept across calls: never an inference tensor
             if self._following is None:
@@ -170,7 +170,7 @@ class Poet:
                 ids = torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1)
                 values = torch.tensor(vals, dtype=torch.float32)
                 # a row for each character of a line: its next-line neighbours, which the steering gathers
-                table = torch.sparse_coo_tensor(ids, values, (v, v), check_invariants=True).coalesce()
+                table = compose.table_rows(torch.sparse_coo_tensor(ids, values, (v, v), check_invariants=True))
                 breaks = torch.zeros(v, dtype=torch.bool)
                 breaks[[vocab.id(ch) for ch in LINE_BREAKS if ch in vocab]] = True
                 self._following = (table, breaks)

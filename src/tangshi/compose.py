@@ -392,17 +392,30 @@ def _last_line(vocab: Vocab, ids: list[int]) -> str:
     return parts[-1] if parts else ""
 
 
+Rows = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def table_rows(table: torch.Tensor) -> Rows:
+    """A (V, V) sparse table as flat rows, (starts (V + 1,), columns, values): row a's entries are at
+    starts[a]:starts[a + 1] (what `Steer` gathers; made once a model, by `Poet.following`)."""
+    table = table.coalesce()  # entries sorted by row
+    first, col = table.indices()
+    starts = torch.zeros(table.shape[0] + 1, dtype=torch.long)
+    starts[1:] = torch.cumsum(torch.bincount(first, minlength=table.shape[0]), 0)
+    return starts, col, table.values()
+
+
 class Steer:
     """A bias added to each step's logits, one row a poem: a fixed `topic` bias (V,) for every row,
     and a line bias: when a row ends a line, `weight` x the mean over that line's characters a of
-    `table[a]` ((V, V) sparse, [a, b]: how much more often b is in the line after a line with a
-    than chance), until its next line ends. `breaks` (V,) marks the ids that end a line. The bias moves probability
-    among the characters only: the line breaks and the end token keep the model's probability, so a
-    steered poem's lines are as long as the model would write them."""
+    row a of `table` (`table_rows` of a (V, V) table, [a, b]: how much more often b is in the line
+    after a line with a than chance), until its next line ends. `breaks` (V,) marks the ids that end
+    a line. The bias moves probability among the characters only: the line breaks and the end token
+    keep the model's probability, so a steered poem's lines are as long as the model would write them."""
 
     def __init__(
         self,
-        table: torch.Tensor | None,
+        table: Rows | None,
         weight: float,
         breaks: torch.Tensor,
         batch: int,
@@ -413,13 +426,7 @@ class Steer:
         self.weight, self.breaks = weight, breaks.to(device)
         self.structure = self.breaks.clone()
         self.structure[EOS] = True
-        self.table = None
-        if table is not None and weight:  # its rows as flat arrays: a line's neighbours are gathered, not multiplied
-            table = table.coalesce()  # entries sorted by row
-            first, col = table.indices()
-            crow = torch.zeros(v + 1, dtype=torch.long)
-            crow[1:] = torch.cumsum(torch.bincount(first, minlength=v), 0)
-            self.table = (crow.to(device), col.to(device), table.values().to(device))
+        self.table = tuple(t.to(device) for t in table) if table is not None and weight else None
         self.fixed = (topic.to(device) if topic is not None else torch.zeros(v, device=device)).expand(batch, v)
         self.active = topic is not None  # no bias at all until a topic is given or a line has ended
         self.line_bias = torch.zeros(batch, v, device=device)

@@ -29,12 +29,13 @@ _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTM cell step with packed weights (`CharRNN._packed`): gates i, f, g, o as torch.lstm_cell."""
     w, bias, scales = layer
+    xh = torch.cat([x, h], dim=1)
     if scales is not None:  # int8 weights, a scale a gate: bfloat16 activations, float32 sums in the kernel
-        gates = torch._weight_int8pack_mm(torch.cat([x, h], dim=1).to(torch.bfloat16), w, scales).float() + bias
+        gates = torch._weight_int8pack_mm(xh.to(torch.bfloat16), w, scales).float() + bias
     elif w.dtype == torch.float32:
-        gates = torch.addmm(bias, torch.cat([x, h], dim=1), w)
+        gates = torch.addmm(bias, xh, w)
     else:
-        gates = torch.mm(torch.cat([x, h], dim=1).to(w.dtype), w).float() + bias
+        gates = torch.mm(xh.to(w.dtype), w).float() + bias
     i, f, g, o = gates.chunk(4, dim=1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
@@ -49,11 +50,13 @@ def step_weights(device: torch.device) -> str:
     return "bfloat16" if cpu_has_bf16() else "int8"
 
 
-def _int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """w (N, K) as int8 with a bfloat16 scale a row, as `torch._weight_int8pack_mm` takes it (the scale
-    rounded up, so that no weight is clipped)."""
-    scales = (w.abs().amax(dim=1).clamp(min=1e-12) / 127 * (1 + 2**-7)).to(torch.bfloat16)
-    return torch.round(w / scales.float()[:, None]).clamp(-127, 127).to(torch.int8).contiguous(), scales
+def int8_rows(w: torch.Tensor, scale_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """w (N, K) as int8 with one scale a row in `scale_dtype` (symmetric, round to nearest; a scale
+    that the narrower type would round down is taken one step up, so that no weight is clipped)."""
+    exact = w.float().abs().amax(dim=1).clamp(min=1e-12) / 127
+    scales = exact.to(scale_dtype)
+    scales = torch.where(scales.float() < exact, torch.nextafter(scales, torch.full_like(scales, torch.inf)), scales)
+    return torch.round(w.float() / scales.float()[:, None]).clamp(-127, 127).to(torch.int8).contiguous(), scales
 
 
 class CharRNN(nn.Module):
@@ -234,7 +237,7 @@ class CharRNN(nn.Module):
             w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
             w, bias = torch.cat([w_ih, w_hh], dim=1).float(), (b_ih + b_hh).float()
             if kind == "int8" and w.shape[0] % 16 == 0 and w.shape[1] % 16 == 0:  # the kernel's safe shapes
-                q, scales = _int8_rows(w)
+                q, scales = int8_rows(w, torch.bfloat16)  # the kernel takes the scales in the activations' type
                 layers.append((q, bias, scales))
             else:
                 layers.append(
