@@ -81,7 +81,7 @@ def main() -> int:
             p, q = torch.softmax(logits.float(), -1), torch.softmax(full[:, t].float(), -1)
             worst = max(worst, 0.5 * float((p - q).abs().sum()))  # total variation distance
     assert worst < 0.05, worst
-    kinds = sorted({str(w.dtype) for w, *_ in model._packed(torch.device("cpu"))}) if model.cfg.cell == "lstm" else []
+    kinds = sorted({str(w.dtype) for w, _ in model._packed(torch.device("cpu"))}) if model.cfg.cell == "lstm" else []
 
     results = {}
     print(f"checkpoint: {args.checkpoint or 'bundled'}  threads: {args.threads}  repeats: {args.repeats}")

@@ -12,7 +12,7 @@ mode = sys.argv[1] if len(sys.argv) > 1 else "fast"
 if mode == "float":
     import tangshi.model
 
-    tangshi.model.step_weights = lambda device: "float32"
+    tangshi.model.cpu_has_bf16 = lambda: False
 poet = Poet.load()
 c = load_corpus(["../shared/data/chinese-poetry/quantangshi"], poet.ckpt.config.data)
 texts = c.texts_of("test")

@@ -85,7 +85,7 @@ def test_adaptive_cutoffs_past_the_vocabulary_fall_back_to_full():
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("output", ["full", "adaptive"])
 def test_step_equals_forward(cell, output, monkeypatch):
-    monkeypatch.setattr("tangshi.model.step_weights", lambda device: "float32")  # float32 steps: equal to 1e-5
+    monkeypatch.setattr("tangshi.model.cpu_has_bf16", lambda: False)  # float32 steps: equal to 1e-5
     model = make(cell, output=output, cutoffs="8,14", div_value=2.0)
     ids = torch.randint(4, 20, (3, 6))
     full, full_state = model(ids)
@@ -240,20 +240,18 @@ def test_fused_cross_entropy_keeps_a_target_whose_probability_underflows():
     assert torch.isfinite(got) and torch.allclose(got, ref, rtol=1e-6)
 
 
-def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch():
+def test_the_bfloat16_step_is_close_to_forward_and_the_same_whatever_the_batch():
     from tangshi.device import cpu_has_bf16
 
+    if not cpu_has_bf16():
+        pytest.skip("no bfloat16 hardware: the step is float32, checked above")
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
-    w, _, scales = model._packed(torch.device("cpu"))[0]
-    if cpu_has_bf16():  # bfloat16 weights where the CPU multiplies them, else int8 ones with a scale a gate
-        assert w.dtype == torch.bfloat16 and scales is None
-    else:
-        assert w.dtype == torch.int8 and w.shape == (4 * 32, 32 + 32) and scales.shape == (4 * 32,)
+    assert model._packed(torch.device("cpu"))[0][0].dtype == torch.bfloat16
     ids = torch.randint(4, 50, (16, 8))
     full, _ = model(ids)
     steps, _ = stepped(model, ids)
-    assert (steps - full).abs().max() < 0.05 and not torch.equal(steps, full)  # narrow weights: close
+    assert (steps - full).abs().max() < 0.05 and not torch.equal(steps, full)  # bfloat16 weights: close
     (_, one), (_, every) = stepped(model, ids[5:6]), stepped(model, ids)
     assert all(torch.equal(a, b[:, 5:6]) for a, b in zip(one, every, strict=True))  # whatever the batch
     with torch.no_grad():  # weights written in place (as training does): the packed copy follows

@@ -28,11 +28,9 @@ _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTM cell step with packed weights (`CharRNN._packed`): gates i, f, g, o as torch.lstm_cell."""
-    w, bias, scales = layer
+    w, bias = layer
     xh = torch.cat([x, h], dim=1)
-    if scales is not None:  # int8 weights, a scale a gate: bfloat16 activations, float32 sums in the kernel
-        gates = torch._weight_int8pack_mm(xh.to(torch.bfloat16), w, scales).float() + bias
-    elif w.dtype == torch.float32:
+    if w.dtype == torch.float32:
         gates = torch.addmm(bias, xh, w)
     else:
         gates = torch.mm(xh.to(w.dtype), w).float() + bias
@@ -43,20 +41,9 @@ def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) 
 
 def step_weights(device: torch.device) -> str:
     """How `CharRNN.step` holds an LSTM layer's weights on `device`: "bfloat16" on a CPU that multiplies
-    it in hardware, "int8" on other CPUs (for layers whose sizes are multiples of 16; torch's kernel
-    fails on others), "float32" on a GPU."""
-    if device.type != "cpu":
-        return "float32"
-    return "bfloat16" if cpu_has_bf16() else "int8"
-
-
-def int8_rows(w: torch.Tensor, scale_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """w (N, K) as int8 with one scale a row in `scale_dtype` (symmetric, round to nearest; a scale
-    that the narrower type would round down is taken one step up, so that no weight is clipped)."""
-    exact = w.float().abs().amax(dim=1).clamp(min=1e-12) / 127
-    scales = exact.to(scale_dtype)
-    scales = torch.where(scales.float() < exact, torch.nextafter(scales, torch.full_like(scales, torch.inf)), scales)
-    return torch.round(w.float() / scales.float()[:, None]).clamp(-127, 127).to(torch.int8).contiguous(), scales
+    it in hardware, else "float32" (int8 steps were tried and lose title relevance under guidance:
+    docs/speed.md)."""
+    return "bfloat16" if device.type == "cpu" and cpu_has_bf16() else "float32"
 
 
 class CharRNN(nn.Module):
@@ -189,9 +176,8 @@ class CharRNN(nn.Module):
 
         The same function as `forward` on one position, run cell by cell: for one step the fused
         multi-layer kernel costs several times more in per-call set-up than the arithmetic. An LSTM
-        layer is one product of [x, h] with [W_ih | W_hh] (`_packed`): in bfloat16 on a CPU with
-        bfloat16 hardware, with int8 weights on other CPUs; either way a row's sums do not depend on
-        its batch (docs/speed.md).
+        layer is one product of [x, h] with [W_ih | W_hh] (`_packed`), in bfloat16 on a CPU with
+        bfloat16 hardware (a row's sums do not depend on its batch; docs/speed.md).
         """
         cfg = self.cfg
         batch = ids.shape[0]
@@ -220,12 +206,10 @@ class CharRNN(nn.Module):
         return logits, new_state
 
     def _packed(self, device: torch.device) -> list[tuple]:
-        """Each LSTM layer's weights for `step`, (weights, b_ih + b_hh, scales): [W_ih | W_hh]
-        transposed, (in + H, 4H), in bfloat16 on a CPU that multiplies it in hardware (half the bytes
-        to stream a step); on a CPU without it (where float32 sums of a row depend on its batch),
-        int8 with a bfloat16 scale a gate (`torch._weight_int8pack_mm`: a quarter of the bytes, the same
-        sums whatever the batch); float32 on a GPU. Made again whenever the weights change (training
-        writes them in place) or move."""
+        """Each LSTM layer's weights for `step`, (weights, b_ih + b_hh): [W_ih | W_hh] transposed,
+        (in + H, 4H), in bfloat16 on a CPU that multiplies it in hardware (half the bytes to stream a
+        step), else float32 (`step_weights`). Made again whenever the weights change (training writes
+        them in place) or move."""
         weights = self.rnn._flat_weights
         key = (str(device), tuple(w._version for w in weights), tuple(w.data_ptr() for w in weights))
         cached = getattr(self, "_packed_cache", None)
@@ -236,13 +220,7 @@ class CharRNN(nn.Module):
         for i in range(self.cfg.num_layers):
             w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
             w, bias = torch.cat([w_ih, w_hh], dim=1).float(), (b_ih + b_hh).float()
-            if kind == "int8" and w.shape[0] % 16 == 0 and w.shape[1] % 16 == 0:  # the kernel's safe shapes
-                q, scales = int8_rows(w, torch.bfloat16)  # the kernel takes the scales in the activations' type
-                layers.append((q, bias, scales))
-            else:
-                layers.append(
-                    (w.t().contiguous().to(torch.bfloat16 if kind == "bfloat16" else torch.float32), bias, None)
-                )
+            layers.append((w.t().contiguous().to(torch.bfloat16 if kind == "bfloat16" else torch.float32), bias))
         self._packed_cache = (key, layers)
         return layers
 
