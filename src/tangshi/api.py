@@ -28,6 +28,7 @@ import torch
 
 from tangshi import checkpoint, compose, evaluate, forms, prosody
 from tangshi import plan as planning
+from tangshi.calibration import NO_GENRE, Calibration
 from tangshi.checkpoint import Checkpoint, CheckpointError
 from tangshi.compose import Poem
 from tangshi.lineindex import LineIndex
@@ -37,6 +38,7 @@ from tangshi.text import normalise, to_script
 from tangshi.vocab import BOS, EOS, UNK, author_token, genre_token
 
 DEFAULT_COHESION = 0.5  # the line steering's weight unless told (docs/about-something.md)
+CALIBRATED_COHESION = 0.8  # the same where the frequency calibration applies (docs/about-something.md)
 LINE_BREAKS = "，。！？；：、"  # the punctuation that ends a line
 
 RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
@@ -91,6 +93,8 @@ class Plan:
     topic: torch.Tensor | None = None  # (V,) the fixed steering bias: topic (title, keywords, theme) and manner
     plain: list[int] | None = None  # the context without the title, for guidance (None: no title)
     ci: Any = None  # the 词牌's format (ci.CiFormat) when a 词 is written
+    genre: str = NO_GENRE  # the genre written, where the model knows genres
+    calibrated: bool = False  # the checkpoint's frequency calibration is in `topic`
 
     @property
     def notes(self) -> list[str]:
@@ -118,6 +122,7 @@ class Poet:
         self._prosody: forms.VocabProsody | None = None
         self._ci_prosody: forms.CiProsody | None = None
         self._words: planning.WordStats | None | bool = False  # False: not read yet
+        self._calibration: Calibration | None | bool = False
         self._following: tuple[compose.Rows, torch.Tensor] | None = None
         self._lock = threading.Lock()
 
@@ -150,6 +155,19 @@ class Poet:
             if self._words is False:
                 self._words = planning.WordStats.load(self.ckpt.path)
             return self._words
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The checkpoint's frequency calibration (`calibration.safetensors`), None when it has none."""
+        with self._lock:
+            if self._calibration is False:
+                self._calibration = Calibration.load(self.ckpt.path, len(self.vocab))
+            return self._calibration
+
+    @calibration.setter
+    def calibration(self, value: Calibration | None) -> None:
+        with self._lock:
+            self._calibration = value
 
     @property
     def default_cohesion(self) -> float:
@@ -331,6 +349,10 @@ def resolve(
     keywords, shape = (None, None) if cifmt is not None else _plan(poet, opts, shape, heads, list(resolved))
     context, plain, context_notes = _context(poet, opts)
     topic, steer_notes = _topic(poet, opts)
+    genre = _genre(poet, opts)
+    weight = _calibration(poet, opts, genre)
+    if weight:
+        topic = (topic if topic is not None else 0) + weight * poet.calibration.bias(genre)
     head_notes = head_notes + context_notes + steer_notes
     if _diversity(poet, opts) and poet.vocab.log_prior() is None:
         raise OptionError(
@@ -370,6 +392,8 @@ def resolve(
         topic,
         plain if opts.guidance else None,
         cifmt,
+        genre,
+        bool(weight),
     )
 
 
@@ -514,15 +538,9 @@ def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[int] | Non
         prefix = normalise(opts.prefix, script)
         context = [BOS, *(i for i in vocab.encode(prefix) if i != UNK), EOS, BOS]
     cond, titled = [], []
-    kinds = vocab.genres()
-    genre = normalise(opts.genre, script) or ("宋词" if opts.cipai else "唐诗")  # tangshi writes Tang poems
-    if genre and kinds:
-        if genre in kinds:
-            cond.append(vocab.id(genre_token(genre)))
-        elif opts.genre:
-            raise OptionError(f"--genre {opts.genre}: this model knows no such genre ({'、'.join(kinds)})", "genre")
-    elif opts.genre:
-        raise OptionError(f"--genre {opts.genre}: this model knows no genres (train one with --genres)", "genre")
+    genre = _genre(poet, opts)
+    if genre:
+        cond.append(vocab.id(genre_token(genre)))
     if opts.author:
         known = vocab.authors()
         name = normalise(opts.author, script)
@@ -550,6 +568,32 @@ def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[int] | Non
     if cond or titled:
         context = [*context, *cond, *titled, vocab.sep]
     return context, plain if titled else None, notes
+
+
+def _genre(poet: Poet, opts: WriteOptions) -> str:
+    """The genre a poem is written in (tangshi writes Tang poems unless told, 词 for a 词牌), NO_GENRE for a
+    model that knows none; a genre the model does not know is refused."""
+    kinds = poet.vocab.genres()
+    genre = normalise(opts.genre, poet.ckpt.config.data.script) or ("宋词" if opts.cipai else "唐诗")
+    if kinds:
+        if genre in kinds:
+            return genre
+        if opts.genre:
+            raise OptionError(f"--genre {opts.genre}: this model knows no such genre ({'、'.join(kinds)})", "genre")
+    elif opts.genre:
+        raise OptionError(f"--genre {opts.genre}: this model knows no genres (train one with --genres)", "genre")
+    return NO_GENRE
+
+
+def _calibration(poet: Poet, opts: WriteOptions, genre: str) -> float:
+    """The frequency calibration's weight: as asked, else 1 when sampling where the checkpoint has a
+    calibration for the genre, 0 for beam search; 0 wherever there is none to apply."""
+    calibration = poet.calibration
+    if calibration is None or calibration.bias(genre) is None:
+        return 0.0
+    if opts.calibration is not None:
+        return opts.calibration
+    return 0.0 if opts.beam else 1.0
 
 
 def _topic(poet: Poet, opts: WriteOptions) -> tuple[torch.Tensor | None, list[str]]:
@@ -683,17 +727,20 @@ def _diversity(poet: Poet, opts: WriteOptions) -> float:
     return poet.default_diversity if opts.diversity is None else opts.diversity
 
 
-def _cohesion(poet: Poet, opts: WriteOptions) -> float:
-    """The line steering's weight: as asked, else the checkpoint's default when sampling, 0 for beam search
-    (whose likeliest lines already go together: docs/about-something.md)."""
+def _cohesion(poet: Poet, plan: Plan, opts: WriteOptions) -> float:
+    """The line steering's weight: as asked, else the checkpoint's default when sampling (higher where the
+    frequency calibration applies, which alone loosens the lines), 0 for beam search (whose likeliest lines
+    already go together: docs/about-something.md)."""
     if opts.cohesion is not None:
         return opts.cohesion
-    return 0.0 if opts.beam else poet.default_cohesion
+    if opts.beam or not poet.default_cohesion:
+        return 0.0
+    return CALIBRATED_COHESION if plan.calibrated else poet.default_cohesion
 
 
 def _steer(poet: Poet, plan: Plan, opts: WriteOptions, batch: int) -> compose.Steer | None:
     """The steering of a batch of sampled poems (None: nothing to steer)."""
-    cohesion = _cohesion(poet, opts)
+    cohesion = _cohesion(poet, plan, opts)
     if not cohesion and plan.topic is None:
         return None
     table, breaks = poet.following() if cohesion else (None, torch.zeros(len(poet.vocab), dtype=torch.bool))

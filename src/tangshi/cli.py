@@ -216,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--data", nargs="+", required=True, help="the corpus the model was trained on")
     _common(ix)
 
+    ca = sub.add_parser(
+        "calibrate",
+        help="measure which characters a checkpoint writes more or less often than human poems and save the "
+        "bias that corrects it (calibration.safetensors, applied when sampling)",
+    )
+    ca.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
+    ca.add_argument("--data", nargs="+", required=True, help="the corpus the model was trained on")
+    ca.add_argument("--genre", default=None, help="the genre to calibrate (default: 唐诗 where the model knows genres)")
+    ca.add_argument("--poems", type=int, default=1500, help="human training poems whose begins and forms are written")
+    ca.add_argument("--rounds", type=int, default=2, help="measure-and-correct rounds")
+    ca.add_argument("--eta", type=float, default=0.8, help="share of the measured log-ratio corrected a round")
+    ca.add_argument("--seed", type=int, default=100)
+    _common(ca)
+
     sv = sub.add_parser("serve", help="serve poems over HTTP: JSON API, OpenAPI docs at /docs, web page at /")
     sv.add_argument(
         "--checkpoint",
@@ -509,6 +523,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from tangshi import api
+    from tangshi.calibration import NO_GENRE, Calibration, calibrate
+    from tangshi.corpus import load_corpus
+    from tangshi.text import normalise
+
+    if args.poems < 1 or args.rounds < 1 or not 0 < args.eta <= 2:
+        raise OptionError("--poems and --rounds must be >= 1 and --eta in (0, 2]", "poems")
+    poet = api.Poet.load(args.checkpoint)
+    kinds = poet.vocab.genres()
+    genre = normalise(args.genre, poet.ckpt.config.data.script) if args.genre else ("唐诗" if kinds else NO_GENRE)
+    if genre and genre not in kinds:
+        known = "、".join(kinds) if kinds else "none: train one with --genres"
+        raise OptionError(f"--genre {args.genre}: this model knows no such genre ({known})", "genre")
+    corpus = load_corpus(args.data, poet.ckpt.config.data, fmt=args.format, cache_dir=args.cache_dir)
+    texts = corpus.texts_of("train")
+    if genre:
+        texts = [t for t, g in zip(texts, corpus.genres_of("train"), strict=True) if g == genre]
+    try:
+        bias, log = calibrate(
+            poet, texts, genre, poems=args.poems, rounds=args.rounds, eta=args.eta, seed=args.seed, progress=print
+        )
+    except ValueError as e:  # no regular poems of the genre to write from
+        raise OptionError(f"--data: {e} in the training split{f' of {genre}' if genre else ''}", "data") from None
+    old = poet.calibration
+    biases = {**(old.biases if old else {}), genre: bias}
+    made = {"poems": args.poems, "rounds": log, "eta": args.eta, "seed": args.seed, "data": [str(d) for d in args.data]}
+    settings = {**(old.settings if old else {}), genre or "model": made}
+    path = Calibration(biases, settings).save(args.checkpoint)
+    print(f"the bias of {genre or 'the model'} -> {path}")
+    return 0
+
+
 def cmd_authors(args: argparse.Namespace) -> int:
     from tangshi import checkpoint
     from tangshi.api import bundled_path
@@ -685,6 +732,7 @@ COMMANDS = {
     "write": cmd_write,
     "eval": cmd_eval,
     "index": cmd_index,
+    "calibrate": cmd_calibrate,
     "serve": cmd_serve,
     "presets": cmd_presets,
     "authors": cmd_authors,
