@@ -85,6 +85,12 @@ def test_a_checkpoints_calibration_applies_when_sampling_by_default_and_not_in_b
     on = [p.text for p in poet.write(BEGINS, form="七绝", seed=4)]
     assert on != plain and all("月" not in t[1:] for t in on)
     assert sum("月" in t[1:] for t in plain) > 0
+    titled = poet.write(BEGINS[:3], form="七绝", seed=4, title="秋夜")  # a topic: not calibrated unless asked
+    assert [p.text for p in titled] == [
+        p.text for p in bundled().write(BEGINS[:3], form="七绝", seed=4, title="秋夜", calibration=0)
+    ]
+    asked = poet.write(BEGINS[:3], form="七绝", seed=4, title="秋夜", calibration=1)
+    assert all("月" not in p.text[1:] for p in asked)
     beam = poet.write("春", form="五绝", beam=2)[0].text
     assert beam == bundled().write("春", form="五绝", beam=2)[0].text
     song = poet.write(BEGINS[:3], form="七绝", seed=4, genre="宋诗")  # no bias for 宋诗: as before

@@ -586,14 +586,16 @@ def _genre(poet: Poet, opts: WriteOptions) -> str:
 
 
 def _calibration(poet: Poet, opts: WriteOptions, genre: str) -> float:
-    """The frequency calibration's weight: as asked, else 1 when sampling where the checkpoint has a
-    calibration for the genre, 0 for beam search; 0 wherever there is none to apply."""
+    """The frequency calibration's weight: as asked, else 1 when sampling a poem about nothing in particular
+    where the checkpoint has a calibration for the genre; 0 for beam search and for a poem with a title,
+    keywords or a theme (the calibration was measured without them: a topic means other characters, and
+    correcting them costs relevance, docs/about-something.md); 0 wherever there is none to apply."""
     calibration = poet.calibration
     if calibration is None or calibration.bias(genre) is None:
         return 0.0
     if opts.calibration is not None:
         return opts.calibration
-    return 0.0 if opts.beam else 1.0
+    return 0.0 if opts.beam or opts.title or opts.keywords or opts.theme else 1.0
 
 
 def _topic(poet: Poet, opts: WriteOptions) -> tuple[torch.Tensor | None, list[str]]:

@@ -155,13 +155,12 @@ def calibrate(
     each of `poems` regular human poems (`Poet.write` with `options`, the genre's context and the bias
     so far), and the bias moves by -eta x `log_ratio`. `poet`'s calibration for `genre` is the bias
     so far while it runs and is restored after."""
-    from tangshi import suite
-
     if rounds < 1 or poems < 1 or not 0 < eta <= 2:
         raise ValueError("calibrate needs rounds >= 1, poems >= 1 and 0 < eta <= 2")
     vocab = poet.vocab
     human = character_counts(human_texts, vocab)
     begins, forms = sample_prompts(human_texts, poems, seed)
+    begins = [b if b in poet.vocab else "" for b in begins]  # a begin the model does not know: its own choice
     opts = dict(options or {})
     if genre:
         opts["genre"] = genre
@@ -171,8 +170,8 @@ def calibrate(
     try:
         for r in range(rounds):
             poet.calibration = Calibration({**(before.biases if before else {}), genre: bias.float()})
-            in_form, _ = suite.write_texts(poet, begins, forms, seed + 7919 * r, calibration=1.0, **opts)
-            free, _ = suite.write_texts(poet, begins, ["free"] * len(begins), seed + 7919 * r, calibration=1.0, **opts)
+            in_form = _write(poet, begins, forms, seed + 7919 * r, opts)
+            free = _write(poet, begins, ["free"] * len(begins), seed + 7919 * r, opts)
             written = character_counts(in_form + free, vocab)
             step = log_ratio(written, human)
             most = torch.argsort(step, descending=True)[:8].tolist()
@@ -196,3 +195,17 @@ def calibrate(
     finally:
         poet.calibration = before
     return bias.float(), log
+
+
+def _write(poet, begins: list[str], forms: list[str], seed: int, opts: dict[str, Any]) -> list[str]:
+    """One poem a begin, each in its form ("free": none) with seed `seed + i`, calibrated."""
+    texts = [""] * len(begins)
+    for form in dict.fromkeys(forms):
+        idx = [i for i, f in enumerate(forms) if f == form]
+        written = poet.write(
+            [begins[i] for i in idx], nums=[1] * len(idx), seeds=[seed + i for i in idx], form=form,
+            calibration=1.0, **opts,
+        )  # fmt: skip
+        for i, poem in zip(idx, written, strict=True):
+            texts[i] = poem.text
+    return texts

@@ -169,7 +169,8 @@ class WriteOptions:
         None,
         float,
         "weight of the checkpoint's frequency calibration, which brings the characters written to human poems' "
-        "rates (none: 1 when sampling where the checkpoint has one for the genre, else 0)",
+        "rates (none: 1 when sampling without a title, keywords or theme where the checkpoint has one for "
+        "the genre, else 0)",
         ge=0,
         le=5,
     )
