@@ -6,6 +6,7 @@ The weights are shipped as float32 when the folder fits in 15 MB, else as float1
 with a scale a row (loaded back as float32); a precision that costs 0.5 % of validation loss or
 more is refused. The card records the data, preset, steps, training time and the validation / test loss of
 the shipped weights; for float16 also their cost against float32, measured, not assumed. Then the
+calibration (`tangshi calibrate`, with the suite's data) is saved beside the weights; then the
 evaluation suite (`tangshi eval`, test split, 100 poems a setting) measures the shipped model: its
 tables go into the card, and its result, with the 7 begin-character samples, to
 docs/results/bundled.json, where `scripts/compare.py` finds it for the comparison table.
@@ -175,8 +176,12 @@ Loss is the mean cross-entropy per predicted token: pad excluded, end token incl
     shutil.copytree(tmp / "m", DEST)
     shutil.rmtree(tmp)
 
-    t0 = time.perf_counter()
     suite_data = args.suite_data or data
+    from tangshi.cli import main as tangshi_main
+
+    if tangshi_main(["calibrate", "--checkpoint", str(DEST), "--data", *map(str, suite_data)]) != 0:
+        raise SystemExit("calibration failed")  # the message is above
+    t0 = time.perf_counter()
     result = run_suite({"bundled": DEST}, suite_data)
     seconds = time.perf_counter() - t0
     card += (
