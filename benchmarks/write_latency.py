@@ -7,7 +7,8 @@ poems at once, with tangshi's writer (the recurrent state carried from step to s
 seed's way of re-running the whole prefix at every step, greedy, so every variant does the same
 work. Then the same lengths as real forms with their masks on (`Poet.write(form=...)`: 五绝 and
 七律 with rhyme, relaxed tones, no repeats, the copy check), default sampler. One warm-up call,
-then the median of --repeats calls. The last line is machine-readable:
+then the median of --repeats calls (`--step-weights float32`: the float32 figures to set beside).
+The last line is machine-readable:
 `write_latency: wujue_ms=<ms> qilv_ms=<ms> qilv64_ms=<ms> form_wujue_ms=<ms> form_qilv_ms=<ms>
 form_qilv64_ms=<ms>` (medians; the 64s are a whole batch).
 """
@@ -55,7 +56,17 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--begin", default="月")
+    ap.add_argument(
+        "--step-weights",
+        choices=["auto", "float32", "int8", "bfloat16"],
+        default="auto",
+        help="how the steps hold the LSTM weights (auto: by CPU, as tangshi writes; float32 for the figures beside)",
+    )
     args = ap.parse_args()
+    if args.step_weights != "auto":
+        import tangshi.model
+
+        tangshi.model.step_weights = lambda device: args.step_weights
     tune_process([__file__, *sys.argv[1:]])  # the allocator settings `tangshi train` runs with
     torch.set_num_threads(args.threads)
     poet = Poet.load(args.checkpoint)
@@ -81,7 +92,9 @@ def main() -> int:
             p, q = torch.softmax(logits.float(), -1), torch.softmax(full[:, t].float(), -1)
             worst = max(worst, 0.5 * float((p - q).abs().sum()))  # total variation distance
     assert worst < 0.05, worst
-    kinds = sorted({str(w.dtype) for w, _ in model._packed(torch.device("cpu"))}) if model.cfg.cell == "lstm" else []
+    from tangshi import model as M
+
+    kinds = [M.step_weights(torch.device("cpu"))] if model.cfg.cell == "lstm" else []
 
     results = {}
     print(f"checkpoint: {args.checkpoint or 'bundled'}  threads: {args.threads}  repeats: {args.repeats}")

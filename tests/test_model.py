@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tangshi.config import ModelConfig
-from tangshi.model import CharRNN, count_parameters
+from tangshi.model import CharRNN, count_parameters, int8_rows
 
 
 def make(cell: str, **kw) -> CharRNN:
@@ -85,7 +85,7 @@ def test_adaptive_cutoffs_past_the_vocabulary_fall_back_to_full():
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("output", ["full", "adaptive"])
 def test_step_equals_forward(cell, output, monkeypatch):
-    monkeypatch.setattr("tangshi.model.cpu_has_bf16", lambda: False)  # float32 steps: equal to 1e-5
+    monkeypatch.setattr("tangshi.model.step_weights", lambda device: "float32")  # float32 steps: equal to 1e-5
     model = make(cell, output=output, cutoffs="8,14", div_value=2.0)
     ids = torch.randint(4, 20, (3, 6))
     full, full_state = model(ids)
@@ -240,18 +240,26 @@ def test_fused_cross_entropy_keeps_a_target_whose_probability_underflows():
     assert torch.isfinite(got) and torch.allclose(got, ref, rtol=1e-6)
 
 
-def test_the_bfloat16_step_is_close_to_forward_and_the_same_whatever_the_batch():
+@pytest.mark.parametrize("kind", ["bfloat16", "int8"])
+def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kind, monkeypatch):
     from tangshi.device import cpu_has_bf16
 
-    if not cpu_has_bf16():
-        pytest.skip("no bfloat16 hardware: the step is float32, checked above")
+    if kind == "bfloat16" and not cpu_has_bf16():
+        pytest.skip("no bfloat16 hardware: bfloat16 products are emulated there, and not used")
+    monkeypatch.setattr("tangshi.model.step_weights", lambda device: kind)
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
-    assert model._packed(torch.device("cpu"))[0][0].dtype == torch.bfloat16
+    w, _, scales = model._packed(torch.device("cpu"))[0]
+    if kind == "bfloat16":
+        assert w.dtype == torch.bfloat16 and scales is None
+    else:  # W_ih and W_hh apart, each exactly as a shipped checkpoint stores it
+        q, s = int8_rows(model.rnn.weight_hh_l0)
+        assert w[1].dtype == torch.int8 and torch.equal(w[1], q) and torch.equal(scales[1], s)
+        assert w[0].shape == (4 * 32, 32) and scales[0].dtype == torch.float32
     ids = torch.randint(4, 50, (16, 8))
     full, _ = model(ids)
     steps, _ = stepped(model, ids)
-    assert (steps - full).abs().max() < 0.05 and not torch.equal(steps, full)  # bfloat16 weights: close
+    assert (steps - full).abs().max() < 0.05 and not torch.equal(steps, full)  # narrow weights: close
     (_, one), (_, every) = stepped(model, ids[5:6]), stepped(model, ids)
     assert all(torch.equal(a, b[:, 5:6]) for a, b in zip(one, every, strict=True))  # whatever the batch
     with torch.no_grad():  # weights written in place (as training does): the packed copy follows

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from tangshi import __version__
 from tangshi.config import ConfigError, ModelConfig, RunConfig
 from tangshi.lineindex import LineIndex, LineIndexError
-from tangshi.model import CharRNN
+from tangshi.model import CharRNN, int8_rows
 from tangshi.vocab import Vocab, VocabError, write_json_atomic
 
 REQUIRED = ("config.json", "vocab.json", "model.safetensors")
@@ -76,9 +76,7 @@ def quantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for name, t in tensors.items():
         if t.dim() == 2 and t.is_floating_point():
-            scale = t.float().abs().amax(dim=1).clamp(min=1e-12) / 127
-            out[name] = torch.round(t.float() / scale[:, None]).clamp(-127, 127).to(torch.int8)
-            out[name + SCALE] = scale.contiguous()
+            out[name], out[name + SCALE] = int8_rows(t)
         else:
             out[name] = t.half() if t.is_floating_point() else t
     return out

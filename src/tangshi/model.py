@@ -12,6 +12,8 @@ sampling and softmax treat exactly like logits.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +30,14 @@ _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTM cell step with packed weights (`CharRNN._packed`): gates i, f, g, o as torch.lstm_cell."""
-    w, bias = layer
+    w, bias, scales = layer
+    if scales is not None:  # int8 W_ih and W_hh, each row exact with its float32 scale: bfloat16 activations
+        (w_ih, w_hh), (s_ih, s_hh), unit = w, scales, _unit_scales(w[0].shape[0])
+        gates = torch._weight_int8pack_mm(x.to(torch.bfloat16), w_ih, unit).float() * s_ih
+        gates = gates + torch._weight_int8pack_mm(h.to(torch.bfloat16), w_hh, unit).float() * s_hh + bias
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
     xh = torch.cat([x, h], dim=1)
     if w.dtype == torch.float32:
         gates = torch.addmm(bias, xh, w)
@@ -41,9 +50,26 @@ def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) 
 
 def step_weights(device: torch.device) -> str:
     """How `CharRNN.step` holds an LSTM layer's weights on `device`: "bfloat16" on a CPU that multiplies
-    it in hardware, else "float32" (int8 steps were tried and lose title relevance under guidance:
-    docs/speed.md)."""
-    return "bfloat16" if device.type == "cpu" and cpu_has_bf16() else "float32"
+    it in hardware, "int8" on other CPUs (W_ih and W_hh apart, each row with its float32 scale: the
+    shipped model's own int8 weights exactly; for layers whose sizes are multiples of 16, torch's kernel
+    fails on others), "float32" on a GPU (docs/speed.md)."""
+    if device.type != "cpu":
+        return "float32"
+    return "bfloat16" if cpu_has_bf16() else "int8"
+
+
+def int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w (N, K) as int8 with one float32 scale a row (symmetric, round to nearest): what a shipped
+    checkpoint stores (`checkpoint.quantize_int8`), so that its weights come back exactly."""
+    scale = w.float().abs().amax(dim=1).clamp(min=1e-12) / 127
+    return torch.round(w.float() / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous(), scale.contiguous()
+
+
+@functools.cache
+def _unit_scales(n: int) -> torch.Tensor:
+    """Scales of 1 for torch's int8 kernel, which takes them in the activations' type: the rows' own
+    float32 scales are applied after it, exactly."""
+    return torch.ones(n, dtype=torch.bfloat16)
 
 
 class CharRNN(nn.Module):
@@ -177,7 +203,8 @@ class CharRNN(nn.Module):
         The same function as `forward` on one position, run cell by cell: for one step the fused
         multi-layer kernel costs several times more in per-call set-up than the arithmetic. An LSTM
         layer is one product of [x, h] with [W_ih | W_hh] (`_packed`), in bfloat16 on a CPU with
-        bfloat16 hardware (a row's sums do not depend on its batch; docs/speed.md).
+        bfloat16 hardware, or two int8 products on other CPUs (either way a row's sums do not depend on
+        its batch; docs/speed.md).
         """
         cfg = self.cfg
         batch = ids.shape[0]
@@ -206,10 +233,12 @@ class CharRNN(nn.Module):
         return logits, new_state
 
     def _packed(self, device: torch.device) -> list[tuple]:
-        """Each LSTM layer's weights for `step`, (weights, b_ih + b_hh): [W_ih | W_hh] transposed,
+        """Each LSTM layer's weights for `step`, (weights, b_ih + b_hh, scales): [W_ih | W_hh] transposed,
         (in + H, 4H), in bfloat16 on a CPU that multiplies it in hardware (half the bytes to stream a
-        step), else float32 (`step_weights`). Made again whenever the weights change (training writes
-        them in place) or move."""
+        step), float32 on a GPU; on a CPU without bfloat16, (W_ih, W_hh) in int8 with their float32
+        scales a row (a quarter of the bytes; kept apart, as the checkpoint ships them: one scale for
+        both would round the smaller half coarser, which guidance by a title then amplifies) (`step_weights`).
+        Made again whenever the weights change (training writes them in place) or move."""
         weights = self.rnn._flat_weights
         key = (str(device), tuple(w._version for w in weights), tuple(w.data_ptr() for w in weights))
         cached = getattr(self, "_packed_cache", None)
@@ -219,8 +248,13 @@ class CharRNN(nn.Module):
         layers = []
         for i in range(self.cfg.num_layers):
             w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
-            w, bias = torch.cat([w_ih, w_hh], dim=1).float(), (b_ih + b_hh).float()
-            layers.append((w.t().contiguous().to(torch.bfloat16 if kind == "bfloat16" else torch.float32), bias))
+            bias = (b_ih + b_hh).float()
+            if kind == "int8" and all(n % 16 == 0 for n in (*w_ih.shape, *w_hh.shape)):  # the kernel's safe shapes
+                (q_ih, s_ih), (q_hh, s_hh) = int8_rows(w_ih), int8_rows(w_hh)
+                layers.append(((q_ih, q_hh), bias, (s_ih, s_hh)))
+                continue
+            w = torch.cat([w_ih, w_hh], dim=1).float()
+            layers.append((w.t().contiguous().to(torch.bfloat16 if kind == "bfloat16" else torch.float32), bias, None))
         self._packed_cache = (key, layers)
         return layers
 
