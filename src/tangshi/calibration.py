@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tangshi.checkpoint import CheckpointError
-from tangshi.vocab import SPECIALS
+from tangshi.vocab import SPECIALS, write_atomic
 
 FILE = "calibration.safetensors"
 SMOOTHING = 5.0  # pseudo-count on both sides of a character's ratio: rare characters move little
@@ -56,16 +54,7 @@ class Calibration:
         folder = Path(folder)
         tensors = {_key(g): b.float().contiguous() for g, b in self.biases.items()}
         meta = {"settings": json.dumps(self.settings, ensure_ascii=False)}
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".calibration.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, folder / FILE)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return folder / FILE
+        return write_atomic(folder / FILE, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
     def load(cls, folder: str | Path, vocab_size: int) -> Calibration | None:

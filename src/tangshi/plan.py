@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator, Sequence
@@ -48,6 +46,7 @@ from safetensors.numpy import save_file
 from tangshi import prosody as P
 from tangshi.forms import ALL_TYPES, FREE_MAX, Form, FormError, VocabProsody, template_fits
 from tangshi.text import normalise
+from tangshi.vocab import write_atomic
 
 FILE = "words.safetensors"
 VERSION = 2
@@ -213,16 +212,7 @@ class WordStats:
             tensors |= self.manner.tensors("manner_", small)
         meta = {"words": json.dumps(self.words, ensure_ascii=False), "settings": json.dumps(self.settings)}
         meta["poets"] = json.dumps(self.poets, ensure_ascii=False)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".words.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is meant to be shared
-            os.replace(tmp, folder / FILE)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return folder / FILE
+        return write_atomic(folder / FILE, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
     def load(cls, folder: str | Path) -> WordStats | None:
