@@ -34,12 +34,11 @@ from tangshi.compose import Poem
 from tangshi.lineindex import LineIndex
 from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions, check_begin
 from tangshi.sampling import DEFAULT_DIVERSITY, Sampler
-from tangshi.text import normalise, to_script
+from tangshi.text import LINE_BREAKS, normalise, to_script
 from tangshi.vocab import BOS, EOS, UNK, author_token, genre_token
 
 DEFAULT_COHESION = 0.5  # the line steering's weight unless told (docs/about-something.md)
 CALIBRATED_COHESION = 0.8  # the same where the frequency calibration applies (docs/about-something.md)
-LINE_BREAKS = "，。！？；：、"  # the punctuation that ends a line
 
 RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
 CHUNK = 32  # poems a batch when `Poet.stream` writes many
@@ -93,7 +92,6 @@ class Plan:
     topic: torch.Tensor | None = None  # (V,) the fixed steering bias: topic (title, keywords, theme) and manner
     plain: list[int] | None = None  # the context without the title, for guidance (None: no title)
     ci: Any = None  # the 词牌's format (ci.CiFormat) when a 词 is written
-    genre: str = NO_GENRE  # the genre written, where the model knows genres
     calibrated: bool = False  # the checkpoint's frequency calibration is in `topic`
 
     @property
@@ -392,7 +390,6 @@ def resolve(
         topic,
         plain if opts.guidance else None,
         cifmt,
-        genre,
         bool(weight),
     )
 
@@ -886,7 +883,7 @@ def _line_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each line's characters in a poem's text, punctuation left out."""
     spans, start = [], 0
     for i, ch in enumerate(text + "。"):
-        if ch in "，。！？；：、":
+        if ch in LINE_BREAKS:
             if i > start:
                 spans.append((start, i))
             start = i + 1

@@ -29,13 +29,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tangshi.checkpoint import CheckpointError
+from tangshi.text import LINE_BREAKS
 from tangshi.vocab import SPECIALS, write_atomic
 
 FILE = "calibration.safetensors"
 SMOOTHING = 5.0  # pseudo-count on both sides of a character's ratio: rare characters move little
 STEP_LIMIT = 3.0  # the most a round moves a character's bias, in log units
 BIAS_LIMIT = 4.0
-LINE_BREAKS = "，。！？；：、"
 NO_GENRE = ""  # the key of a model that knows no genres
 
 

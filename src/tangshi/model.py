@@ -35,14 +35,10 @@ def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) 
         (w_ih, w_hh), (s_ih, s_hh), unit = w, scales, _unit_scales(w[0].shape[0])
         gates = torch._weight_int8pack_mm(x.to(torch.bfloat16), w_ih, unit).float() * s_ih
         gates = gates + torch._weight_int8pack_mm(h.to(torch.bfloat16), w_hh, unit).float() * s_hh + bias
-        i, f, g, o = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
-    xh = torch.cat([x, h], dim=1)
-    if w.dtype == torch.float32:
-        gates = torch.addmm(bias, xh, w)
+    elif w.dtype == torch.float32:
+        gates = torch.addmm(bias, torch.cat([x, h], dim=1), w)
     else:
-        gates = torch.mm(xh.to(w.dtype), w).float() + bias
+        gates = torch.mm(torch.cat([x, h], dim=1).to(w.dtype), w).float() + bias
     i, f, g, o = gates.chunk(4, dim=1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c

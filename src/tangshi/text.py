@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import opencc
 
+LINE_BREAKS = "，。！？；：、"  # the punctuation that ends a line
 HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "：", "(": "（", ")": "）"})
 _SPACE = re.compile(r"\s+")
 

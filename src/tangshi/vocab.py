@@ -198,18 +198,14 @@ def _count(texts: Iterable[str]) -> tuple[Counter, int]:
 
 def write_json_atomic(path: str | Path, obj: object) -> None:
     """Write JSON to a temp file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+
+    def dump(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, ensure_ascii=False, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, dump)
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
