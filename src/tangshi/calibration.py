@@ -28,8 +28,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from tangshi import prosody as P
 from tangshi.checkpoint import CheckpointError
-from tangshi.text import LINE_BREAKS
 from tangshi.vocab import SPECIALS, write_atomic
 
 FILE = "calibration.safetensors"
@@ -88,10 +88,12 @@ def _genre(key: str) -> str:
 
 
 def character_counts(texts: Sequence[str], vocab) -> torch.Tensor:
-    """(V,) how often each of the vocabulary's characters occurs in the texts; 0 for the specials, the
-    condition tokens and the line breaks (which the calibration leaves alone)."""
+    """(V,) how often each of the vocabulary's Chinese characters occurs in the texts; 0 for everything
+    else, which the calibration leaves alone: the specials, the condition tokens, punctuation, and marks
+    such as □ (the corpus's sign for a lost character: human poems have it, so a bias toward human rates
+    would have the model write it)."""
     counts = torch.zeros(len(vocab), dtype=torch.float64)
-    ids = [vocab.id(ch) for t in texts for ch in t if ch not in LINE_BREAKS]
+    ids = [vocab.id(ch) for t in texts for ch in t if P.is_han(ch)]
     if ids:
         counts += torch.bincount(torch.tensor(ids), minlength=len(vocab)).double()
     counts[: len(SPECIALS)] = 0
@@ -117,8 +119,6 @@ def gap(written: torch.Tensor, human: torch.Tensor) -> float:
 
 def sample_prompts(texts: Sequence[str], poems: int, seed: int) -> tuple[list[str], list[str]]:
     """The first characters and forms of `poems` random regular poems among `texts`."""
-    from tangshi import prosody as P
-
     rows = [(t[0], f) for t in texts if t and (f := P.classify(P.split_lines(t))) != "other"]
     if not rows:
         raise ValueError("no regular poems (五绝 七绝 五律 七律) to calibrate on")
