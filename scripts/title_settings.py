@@ -4,7 +4,7 @@
 
 Each setting is a JSON object of `Poet.write` options; two extra keys build the request from the
 title: "theme_title": true passes the title as --theme too, "kw_title": true passes its first two
-words (`WordStats.words_in`, no character shared) as --keywords (the title alone where the form
+words (n: its first n) (`WordStats.words_in`, no character shared) as --keywords (the title alone where the form
 cannot place them). For the first `--poems` regular test poems of `suite.human_sample` (seed 1), the
 bundled model writes one poem for each one's title in its form (seed s + i for each of `--seeds` s,
 default 1; no begin character). Printed per setting: retrieval@1 of the poem's own real poem among
@@ -76,10 +76,10 @@ def written_for(poet, title: str, form: str, seed: int, options: dict) -> str:
     opts = dict(options)
     if opts.pop("theme_title", False):
         opts["theme"] = title[:20]
-    if opts.pop("kw_title", False):
+    if kw := opts.pop("kw_title", False):
         words, seen = [], set()
         for w in poet.words.words_in(title):
-            if not seen & set(w) and len(words) < 2:
+            if not seen & set(w) and len(words) < (2 if kw is True else kw):
                 words.append(w)
                 seen |= set(w)
         opts["keywords"] = tuple(words)

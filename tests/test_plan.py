@@ -14,7 +14,7 @@ from conftest import TANG, need_shared_data
 from tangshi import prosody as P
 from tangshi.corpus import load_corpus
 from tangshi.forms import FormError, FormMask, free_form, get_form
-from tangshi.plan import FILE, Plan, PlanEntry, WordStats, make_plan, place
+from tangshi.plan import FILE, Plan, PlanEntry, WordStats, make_plan, place, placeable, subject
 from test_forms import decode, vp
 
 MOON = ["明月", "清风", "高楼", "夜深"]
@@ -261,6 +261,24 @@ def test_unplaceable_keywords_are_named():
         place(plan_of(["春风"]), vp(), get_form("五绝"), begin="风")
     with pytest.raises(FormError, match="keyword '春风明月夜长' \\(line 1\\) has 6 characters but a 五绝 line has 5"):
         place(plan_of(["春风明月夜长"]), vp(), get_form("五绝"))
+
+
+def test_a_titles_subject_leaves_out_its_place_in_a_series():
+    assert subject("宫词一百首八十八") == "宫词" and subject("江南杂题三十首其六") == "江南杂题"
+    assert subject("巨胜歌（并序）七") == "巨胜歌" and subject("咏家酝十韵") == "咏家酝"
+    assert subject("九日登高") == "九日登高" and subject("十五夜望月") == "十五夜望月"  # numbers inside stay
+    assert "一" not in "".join(make_plan(small(), 4, title="月夜一百首一").words)
+
+
+def test_the_planners_words_that_do_not_fit_are_dropped_but_given_keywords_are_not():
+    form = get_form("五绝")
+    plan = Plan(4, [PlanEntry(0, "明月", True), PlanEntry(1, "白日依山尽", False), PlanEntry(2, "高楼", False)])
+    kept = placeable(plan, vp(), form)
+    assert kept.words == ["明月", "高楼"] and [e.line for e in kept.entries] == [0, 2]
+    assert place(kept, vp(), form)  # what is kept fits together
+    assert placeable(plan_of(["明月", "高楼"]), vp(), form).words == ["明月", "高楼"]  # all fit: the plan as it was
+    with pytest.raises(FormError, match="keyword '白日依山尽' cannot be placed in line 2"):
+        placeable(plan_of(["明月", "白日依山尽"]), vp(), form)
 
 
 def test_keywords_agree_with_heads_and_begin():

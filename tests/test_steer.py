@@ -99,9 +99,22 @@ def test_a_title_steers_toward_poems_under_such_titles():
     topic = poet().words.topic("送友人")
     near = {ch for ch, v in topic.items() if v > 0.5}
     assert near
-    plain = poet().write(BEGINS, form="五绝", seed=3, title="送友人", topic=0)
-    steered = poet().write(BEGINS, form="五绝", seed=3, title="送友人", topic=2.0)
+    plain = poet().write(BEGINS, form="五绝", seed=3, title="送友人", topic=0, no_plan=True)
+    steered = poet().write(BEGINS, form="五绝", seed=3, title="送友人", topic=2.0, no_plan=True)
     assert share([p.text for p in steered], near) > 1.2 * share([p.text for p in plain], near)
+
+
+def test_a_title_alone_is_planned_from_in_a_regular_form():
+    poems = poet().write(BEGINS[:4], form="七律", seed=3, title="秋夜独坐其二")
+    for p in poems:
+        assert p.plan and {"独坐"} <= set(e["word"] for e in p.plan) and not any(e["given"] for e in p.plan)
+        assert all("二" not in e["word"] for e in p.plan)  # the series number is no subject
+        lines = p.prosody["lines"]
+        assert all(e["word"] in lines[e["line"]] for e in p.plan)
+        assert p.prosody["form"] == "七律" and p.prosody["rhyme"] and p.prosody["relaxed_ok"]
+    unplanned = poet().write(BEGINS[:4], form="七律", seed=3, title="秋夜独坐其二", no_plan=True)
+    assert all(p.plan is None for p in unplanned) and [p.text for p in unplanned] != [p.text for p in poems]
+    assert poet().write("春", seed=3, title="秋夜独坐")[0].plan is None  # a free poem keeps its own shape
 
 
 def test_steering_options_are_bounded():

@@ -346,7 +346,7 @@ def resolve(
     shape = None if cifmt is not None else _shape(poet, opts, list(resolved), heads)
     keywords, shape = (None, None) if cifmt is not None else _plan(poet, opts, shape, heads, list(resolved))
     context, plain, context_notes = _context(poet, opts)
-    topic, steer_notes = _topic(poet, opts)
+    topic, steer_notes = _topic(poet, opts, keywords)
     genre = _genre(poet, opts)
     weight = _calibration(poet, opts, genre)
     if weight:
@@ -367,13 +367,13 @@ def resolve(
     if opts.template:
         fixed = [_template(poet, opts, shape, heads, list(resolved)) for _ in begins]
     if keywords is not None:  # each begin phrase is forced at the start of line 1: the keywords go elsewhere
+        where = {"heads": heads, "rhyme": opts.rhyme, "tones": opts.tones, "allow_repeat": opts.allow_repeat}
+        for b in dict.fromkeys(resolved):  # the planner's words that fit with every begin
+            keywords = planning.placeable(keywords, poet.vocab_prosody, shape, begin=b, **where)
         placed = {}
         for g, b in enumerate(resolved):
             if b not in placed:
-                placed[b] = planning.place(
-                    keywords, poet.vocab_prosody, shape, heads=heads, begin=b, rhyme=opts.rhyme, tones=opts.tones,
-                    allow_repeat=opts.allow_repeat, seed=seeds[g],
-                )  # fmt: skip
+                placed[b] = planning.place(keywords, poet.vocab_prosody, shape, begin=b, seed=seeds[g], **where)
             fixed[g] = placed[b]
     group_notes = [n + head_notes for n in notes]
     return Plan(
@@ -500,11 +500,14 @@ def _known(poet: Poet, text: str, what: str) -> tuple[str, list[str]]:
 def _plan(
     poet: Poet, opts: WriteOptions, shape: forms.Form | None, heads: str, resolved: list[str]
 ) -> tuple[planning.Plan | None, forms.Form | None]:
-    """One keyword a line when keywords or a theme are asked (the title's words and the corpus
-    statistics fill the lines left over), and the form that holds them (free: one line a keyword)."""
-    if not opts.keywords and not opts.theme:
-        return None, shape
+    """One keyword a line when keywords, a theme or a title are asked (the title's words and the corpus
+    statistics fill the lines left over; a regular poem's title alone is planned from unless `no_plan`,
+    where the checkpoint keeps word statistics), and the form that holds them (free: one line a keyword)."""
     stats = poet.words
+    regular = shape is not None and not shape.free
+    titled = opts.title and regular and not opts.no_plan and not opts.template and stats is not None
+    if not opts.keywords and not opts.theme and not titled:
+        return None, shape
     if stats is None and opts.theme:
         raise OptionError(
             "--theme needs the checkpoint's word statistics (words.safetensors); add them with "
@@ -518,9 +521,11 @@ def _plan(
         shape = forms.free_form(max(len(keywords), 4))
     known = planning.writable(poet.vocab_prosody)
     avoid = heads + "".join(resolved)
+    alone = not keywords and not opts.theme  # a title alone: its words may take every line
     made = planning.make_plan(
-        stats, shape.lines, keywords, normalise(opts.title, script), normalise(opts.theme, script), avoid, known
-    )
+        stats, shape.lines, keywords, normalise(opts.title, script), normalise(opts.theme, script), avoid, known,
+        from_text=shape.lines if alone else None,
+    )  # fmt: skip
     return made, shape
 
 
@@ -595,9 +600,13 @@ def _calibration(poet: Poet, opts: WriteOptions, genre: str) -> float:
     return 0.0 if opts.beam or opts.title or opts.keywords or opts.theme else 1.0
 
 
-def _topic(poet: Poet, opts: WriteOptions) -> tuple[torch.Tensor | None, list[str]]:
+PLANNED_TOPIC = False
+
+
+def _topic(poet: Poet, opts: WriteOptions, plan: planning.Plan | None = None) -> tuple[torch.Tensor | None, list[str]]:
     """The fixed steering bias (V,): `topic` x the characters of poems about the title, keywords and
-    theme, plus `manner` x the characters the poet favours (`WordStats.topic`, `.manner_of`)."""
+    theme (and the words the planner chose), plus `manner` x the characters the poet favours
+    (`WordStats.topic`, `.manner_of`)."""
     about = opts.topic and (opts.title or opts.keywords or opts.theme)
     manner = opts.manner and opts.author
     if not (about or manner):
@@ -611,6 +620,8 @@ def _topic(poet: Poet, opts: WriteOptions) -> tuple[torch.Tensor | None, list[st
         told = [normalise(k, script) for k in opts.keywords]
         if opts.theme:
             told += words.words_in(normalise(opts.theme, script))
+        if PLANNED_TOPIC and plan is not None:
+            told += [w for w in plan.words if w not in told]
         for ch, v in words.topic(normalise(opts.title, script), told).items():
             bias[ch] = bias.get(ch, 0.0) + opts.topic * v
     notes = []

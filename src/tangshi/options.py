@@ -119,6 +119,12 @@ class WriteOptions:
     keywords: tuple[str, ...] = _o(
         (), tuple, "words the poem must hold, one a line in order (a plan fills the other lines)", items=8, max_length=4
     )
+    no_plan: bool = _o(
+        False,
+        bool,
+        "with a title: no plan (by default the title's words and the corpus statistics give each line a keyword, "
+        "as with --keywords; with --no-plan the title only conditions the model and steers it)",
+    )
     theme: str = _o(
         "", str, "a word or sentence the poem is about, turned into keywords by the plan", max_length=MAX_TITLE
     )

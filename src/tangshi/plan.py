@@ -57,6 +57,22 @@ STOP = set(
 )
 
 
+_NUMERAL = "一二三四五六七八九十百千两〇零"
+# what a title says about its poem's place in a series or its length, not what the poem is about
+_SERIES = re.compile(rf"[（(【\[][^）)】\]]*[）)】\]]|其[{_NUMERAL}]+|第[{_NUMERAL}]+|[{_NUMERAL}]+[首章篇韵则]")
+_TRAILING = re.compile(rf"[{_NUMERAL}]+$")
+
+
+FILL_MIN_COUNT = 0
+
+
+def subject(title: str) -> str:
+    """A title without what numbers the poem in its series or counts it: notes in brackets (（并序）),
+    其二, 第五, 八首, 十韵, and a number at its end (宫词一百首八十八 → 宫词, 元日楼前观仗一 → 元日楼前观仗).
+    Numbers inside it stay (九日登高, 十五夜望月)."""
+    return _TRAILING.sub("", _SERIES.sub("", title))
+
+
 def _boundaries(n: int) -> set[int] | None:
     """Where a 2-character word may start in a line of n characters (None: anywhere)."""
     return {5: {0, 2, 3}, 7: {0, 2, 4, 5}}.get(n)
@@ -264,7 +280,8 @@ class WordStats:
         chance: the mean over the title's words of their title-table neighbours, plus the mean over
         `words` of their poem-table neighbours, a neighbour word's PPMI shared among its characters."""
         out: Counter[str] = Counter()
-        for table, ws in (("title", self.words_in(title, stop=False) if title else []), ("poem", list(words))):
+        titled = self.words_in(subject(title), stop=False) if title else []
+        for table, ws in (("title", titled), ("poem", list(words))):
             for w in ws:
                 for nb, v in self.neighbours_of(w, table).items():
                     for ch in nb:
@@ -297,6 +314,7 @@ class WordStats:
         length: int | None = None,
         title_words: Iterable[str] = (),
         known: Container[str] | None = None,
+        min_count: int = 0,
     ) -> list[str]:
         """The n words most associated with all the seeds together (summed PPMI), best first.
 
@@ -323,6 +341,8 @@ class WordStats:
             if (length and len(w) != length) or w in STOP or w in self.bound or banned & set(w):
                 continue
             if len(set(w)) < len(w) or (known is not None and not all(ch in known for ch in w)):
+                continue
+            if self.counts[self.index[w]] < min_count:
                 continue
             out.append(w)
             banned.update(w)
@@ -464,7 +484,7 @@ def make_plan(
     No word twice; a chosen word shares no character with another word of the plan or with `avoid`
     (heads, begin phrase), repeats none of its own (依依) and has only characters in `known` (the
     characters the model can write: `writable(vocab_prosody)`) when given. Without statistics only
-    the keywords given are planned."""
+    the keywords given are planned. The title's words are those of its `subject` (no series numbers)."""
     keywords = [k for k in (k.strip() for k in keywords) if k]
     if len(keywords) > form_lines:
         raise FormError(f"{len(keywords)} keywords but the poem has {form_lines} lines: one a line at most", "keywords")
@@ -481,6 +501,7 @@ def make_plan(
         return len(set(w)) == len(w) and not banned & set(w) and (known is None or all(ch in known for ch in w))
 
     chosen: list[str] = []
+    title = subject(title)
     texts = [w for t in (title, theme) for w in stats.words_in(t) if w not in stats.bound]
     for w in sorted(texts, key=lambda w: -len(w)):
         if len(chosen) < (from_text if from_text is not None else (left + 1) // 2) and fits(w):
@@ -489,7 +510,7 @@ def make_plan(
     titled = stats.words_in(title, stop=False)
     for length in (2, None):
         seeds = [*keywords, *chosen]
-        more = stats.expand(seeds, left - len(chosen), banned, length, titled, known)
+        more = stats.expand(seeds, left - len(chosen), banned, length, titled, known, FILL_MIN_COUNT)
         chosen.extend(more)
         banned.update(ch for w in more for ch in w)
     entries += [PlanEntry(len(keywords) + i, w, False) for i, w in enumerate(chosen)]
@@ -537,6 +558,26 @@ def place(
         return {p: ch for p, ch in state.places.items() if p not in occupied}
     _blame(plan, start, vp, form, tones, allow_repeat)
     raise AssertionError("unreachable: a plan that fails has a first keyword that fails")
+
+
+def placeable(plan: Plan, vp: VocabProsody, form: Form, **where) -> Plan:
+    """The plan less the planner's words (not given) that cannot be placed with the others (`place`'s
+    keyword arguments in `where`): the given keywords must all fit (else FormError naming the first
+    that does not), then each planned word is kept if it fits with those kept before it."""
+    try:
+        place(plan, vp, form, **where)
+        return plan
+    except FormError:
+        kept = Plan(plan.lines, [e for e in plan.entries if e.given])
+        place(kept, vp, form, **where)
+    for e in (e for e in plan.entries if not e.given):
+        trial = Plan(plan.lines, sorted([*kept.entries, e], key=lambda x: x.line))
+        try:
+            place(trial, vp, form, **where)
+            kept = trial
+        except FormError:
+            continue
+    return kept
 
 
 def _check_words(plan: Plan, vp: VocabProsody, form: Form, allow_repeat: bool) -> None:
