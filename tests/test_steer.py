@@ -117,6 +117,14 @@ def test_a_title_alone_is_planned_from_in_a_regular_form():
     assert poet().write("春", seed=3, title="秋夜独坐")[0].plan is None  # a free poem keeps its own shape
 
 
+def test_title_guidance_is_stronger_by_default_for_a_planned_poem():
+    def texts(**kw):
+        return [p.text for p in poet().write(BEGINS[:2], form="五律", seed=5, title="秋夜独坐", **kw)]
+
+    assert texts() == texts(guidance=4) != texts(guidance=2)
+    assert texts(no_plan=True) == texts(no_plan=True, guidance=2) != texts(no_plan=True, guidance=4)
+
+
 def test_steering_options_are_bounded():
     with pytest.raises(OptionError) as e:
         poet().write("月", cohesion=-1)

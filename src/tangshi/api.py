@@ -39,6 +39,8 @@ from tangshi.vocab import BOS, EOS, UNK, author_token, genre_token
 
 DEFAULT_COHESION = 0.5  # the line steering's weight unless told (docs/about-something.md)
 CALIBRATED_COHESION = 0.8  # the same where the frequency calibration applies (docs/about-something.md)
+GUIDANCE = 2.0  # title guidance unless told, for a poem without a plan (docs/about-something.md)
+PLANNED_GUIDANCE = 4.0  # the same for a poem with a plan (from its title, keywords or theme)
 
 RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
 CHUNK = 32  # poems a batch when `Poet.stream` writes many
@@ -93,6 +95,7 @@ class Plan:
     plain: list[int] | None = None  # the context without the title, for guidance (None: no title)
     ci: Any = None  # the 词牌's format (ci.CiFormat) when a 词 is written
     calibrated: bool = False  # the checkpoint's frequency calibration is in `topic`
+    guidance: float = 0.0  # classifier-free guidance by the title (0: none)
 
     @property
     def notes(self) -> list[str]:
@@ -346,7 +349,8 @@ def resolve(
     shape = None if cifmt is not None else _shape(poet, opts, list(resolved), heads)
     keywords, shape = (None, None) if cifmt is not None else _plan(poet, opts, shape, heads, list(resolved))
     context, plain, context_notes = _context(poet, opts)
-    topic, steer_notes = _topic(poet, opts, keywords)
+    guidance = opts.guidance if opts.guidance is not None else PLANNED_GUIDANCE if keywords is not None else GUIDANCE
+    topic, steer_notes = _topic(poet, opts)
     genre = _genre(poet, opts)
     weight = _calibration(poet, opts, genre)
     if weight:
@@ -388,9 +392,10 @@ def resolve(
         keywords,
         fixed,
         topic,
-        plain if opts.guidance else None,
+        plain if guidance else None,
         cifmt,
         bool(weight),
+        guidance,
     )
 
 
@@ -600,13 +605,9 @@ def _calibration(poet: Poet, opts: WriteOptions, genre: str) -> float:
     return 0.0 if opts.beam or opts.title or opts.keywords or opts.theme else 1.0
 
 
-PLANNED_TOPIC = False
-
-
-def _topic(poet: Poet, opts: WriteOptions, plan: planning.Plan | None = None) -> tuple[torch.Tensor | None, list[str]]:
+def _topic(poet: Poet, opts: WriteOptions) -> tuple[torch.Tensor | None, list[str]]:
     """The fixed steering bias (V,): `topic` x the characters of poems about the title, keywords and
-    theme (and the words the planner chose), plus `manner` x the characters the poet favours
-    (`WordStats.topic`, `.manner_of`)."""
+    theme, plus `manner` x the characters the poet favours (`WordStats.topic`, `.manner_of`)."""
     about = opts.topic and (opts.title or opts.keywords or opts.theme)
     manner = opts.manner and opts.author
     if not (about or manner):
@@ -620,8 +621,6 @@ def _topic(poet: Poet, opts: WriteOptions, plan: planning.Plan | None = None) ->
         told = [normalise(k, script) for k in opts.keywords]
         if opts.theme:
             told += words.words_in(normalise(opts.theme, script))
-        if PLANNED_TOPIC and plan is not None:
-            told += [w for w in plan.words if w not in told]
         for ch, v in words.topic(normalise(opts.title, script), told).items():
             bias[ch] = bias.get(ch, 0.0) + opts.topic * v
     notes = []
@@ -819,7 +818,7 @@ def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool]
             random_state=opts.random_state and plan.free, stop=stop,
             form=_mask(poet, plan, opts, [rows[r][0] for r in cand]),
             contexts=[plan.context] * len(cand), steer=_steer(poet, plan, opts, len(cand)),
-            guidance=opts.guidance, plain_contexts=[plan.plain] * len(cand) if plan.plain else None,
+            guidance=plan.guidance, plain_contexts=[plan.plain] * len(cand) if plan.plain else None,
         )  # fmt: skip
         bonus = sense(poet, plan, written, opts) if k > 1 else [0.0] * len(written)
         for r, p, extra in zip(cand, written, bonus, strict=True):

@@ -187,11 +187,12 @@ class WriteOptions:
         ge=0,
         le=5,
     )
-    guidance: float = _o(
-        2.0,
+    guidance: float | None = _o(
+        None,
         float,
         "with a title: classifier-free guidance, how much more the title's own effect on the model counts "
-        "(sampling: each step the model also reads the poem without its title; 0 = off)",
+        "(sampling: each step the model also reads the poem without its title; 0 = off; none: 4 for a poem "
+        "with a plan, 2 without)",
         ge=0,
         le=10,
     )
