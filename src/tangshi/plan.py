@@ -3,8 +3,9 @@
 `WordStats` holds corpus statistics made from the train split: a word list and, for each word,
 the words most associated with it. `make_plan` gives each line of a poem one keyword: the given
 keywords first, in order, the lines left over from the title's and the theme's words (half of them
-at most), then from the words most associated with everything chosen so far. `place` puts each keyword inside its line
-where the form's rules allow it and returns the characters a `forms.FormMask` fixes (`fixed=`).
+at most; all of them for a title alone), then from the common words most associated with everything
+chosen so far. `place` puts each keyword inside its line where the form's rules allow it and
+returns the characters a `forms.FormMask` fixes (`fixed=`).
 
 Words are single characters and 2-character words. A 2-character word is a character bigram inside
 a line that is
@@ -325,7 +326,8 @@ class WordStats:
         returned shares a character with a seed, a title word, a string of `exclude` or a word
         before it (a poem does not repeat characters); function characters and characters that are
         mostly half of one word (萸 of 茱萸) are left out; `length` keeps only words of that many
-        characters; `known`, when given, holds the characters a word may have."""
+        characters; `known`, when given, holds the characters a word may have; `min_count`: only words
+        seen that often."""
         seeds = []
         for s in seed_words:
             seeds.extend([s] if s in self.index else self.words_in(s))
