@@ -14,7 +14,7 @@ from conftest import TANG, need_shared_data
 from tangshi import prosody as P
 from tangshi.corpus import load_corpus
 from tangshi.forms import FormError, FormMask, free_form, get_form
-from tangshi.plan import FILE, Plan, PlanEntry, WordStats, make_plan, place, placeable, subject
+from tangshi.plan import FILE, Plan, PlanEntry, WordStats, make_plan, place, placeable, subject, title_words
 from test_forms import decode, vp
 
 MOON = ["明月", "清风", "高楼", "夜深"]
@@ -268,6 +268,9 @@ def test_a_titles_subject_leaves_out_its_place_in_a_series():
     assert subject("巨胜歌（并序）七") == "巨胜歌" and subject("咏家酝十韵") == "咏家酝"
     assert subject("九日登高") == "九日登高" and subject("十五夜望月") == "十五夜望月"  # numbers inside stay
     assert "一" not in "".join(make_plan(small(), 4, title="月夜一百首一").words)
+    assert title_words(tang(), "无题") == [] and title_words(tang(), "绝句") == []  # its kind, not its subject
+    assert title_words(tang(), "奉和春日应制") == ["春", "日"] and title_words(tang(), "咏柳") == ["柳"]
+    assert title_words(tang(), "秋夜独坐") == ["秋夜", "独坐"]
 
 
 def test_the_planners_words_that_do_not_fit_are_dropped_but_given_keywords_are_not():

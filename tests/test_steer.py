@@ -115,6 +115,7 @@ def test_a_title_alone_is_planned_from_in_a_regular_form():
     unplanned = poet().write(BEGINS[:4], form="七律", seed=3, title="秋夜独坐其二", no_plan=True)
     assert all(p.plan is None for p in unplanned) and [p.text for p in unplanned] != [p.text for p in poems]
     assert poet().write("春", seed=3, title="秋夜独坐")[0].plan is None  # a free poem keeps its own shape
+    assert poet().write("春", seed=3, title="无题", form="五律")[0].plan is None  # nothing to plan from
 
 
 def test_title_guidance_is_stronger_by_default_for_a_planned_poem():

@@ -507,10 +507,12 @@ def _plan(
 ) -> tuple[planning.Plan | None, forms.Form | None]:
     """One keyword a line when keywords, a theme or a title are asked (the title's words and the corpus
     statistics fill the lines left over; a regular poem's title alone is planned from unless `no_plan`,
-    where the checkpoint keeps word statistics), and the form that holds them (free: one line a keyword)."""
+    where the checkpoint keeps word statistics and the title has words to plan: not 无题), and the form
+    that holds them (free: one line a keyword)."""
     stats = poet.words
     regular = shape is not None and not shape.free
     titled = opts.title and regular and not opts.no_plan and not opts.template and stats is not None
+    titled = titled and bool(planning.title_words(stats, normalise(opts.title, poet.ckpt.config.data.script)))
     if not opts.keywords and not opts.theme and not titled:
         return None, shape
     if stats is None and opts.theme:
