@@ -509,11 +509,11 @@ def _plan(
     statistics fill the lines left over; a regular poem's title alone is planned from unless `no_plan`,
     where the checkpoint keeps word statistics and the title has words to plan: not 无题), and the form
     that holds them (free: one line a keyword)."""
-    stats = poet.words
+    stats, script = poet.words, poet.ckpt.config.data.script
     regular = shape is not None and not shape.free
     titled = opts.title and regular and not opts.no_plan and not opts.template and stats is not None
-    titled = titled and bool(planning.title_words(stats, normalise(opts.title, poet.ckpt.config.data.script)))
-    if not opts.keywords and not opts.theme and not titled:
+    from_title = titled and bool(planning.title_words(stats, normalise(opts.title, script)))
+    if not opts.keywords and not opts.theme and not from_title:
         return None, shape
     if stats is None and opts.theme:
         raise OptionError(
@@ -521,7 +521,6 @@ def _plan(
             "`tangshi index --checkpoint DIR --data CORPUS`",
             "theme",
         )
-    script = poet.ckpt.config.data.script
     keywords = [normalise(k, script) for k in opts.keywords]
     _check_keywords(poet, keywords)
     if shape is None:

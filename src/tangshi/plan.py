@@ -72,7 +72,7 @@ FILL_SHARE = 1 / 1500
 # words of a title that name its occasion or kind, not its subject: poems under such titles hardly ever
 # hold them (under 3.5 % of the Tang poems do: 绝句 0.2 %, 应制 0.1 %, 题 3.4 %), so no line is planned on them
 FORMULA = set(
-    "无题 失题 题 句 绝句 杂诗 杂咏 即事 有感 感怀 偶作 偶题 偶成 应制 应教 联句 五言 七言 古意 赋得 奉和 奉酬 "
+    "无题 失题 题 句 绝句 杂诗 杂咏 即事 有感 感怀 偶作 偶题 偶成 应制 应教 联句 五言 七言 古意 赋得 "
     "咏 赠 酬 答 呈 词 谣 辞 奉 和".split()
 )
 
@@ -531,9 +531,9 @@ def make_plan(
             chosen.append(w)
             banned.update(w)
     titled = stats.words_in(title, stop=False)
+    common = math.ceil(FILL_SHARE * stats.settings.get("poems", 0))
     for length in (2, None):
         seeds = [*keywords, *chosen]
-        common = math.ceil(FILL_SHARE * stats.settings.get("poems", 0))
         more = stats.expand(seeds, left - len(chosen), banned, length, titled, known, common)
         chosen.extend(more)
         banned.update(ch for w in more for ch in w)
