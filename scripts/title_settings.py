@@ -33,10 +33,11 @@ def main() -> int:
     ap.add_argument("settings", help="a JSON object: name -> options")
     ap.add_argument("--poems", type=int, default=200)
     ap.add_argument("--data", default="../shared/data/chinese-poetry/quantangshi")
+    ap.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled model)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1], help="the poems' base seeds")
     args = ap.parse_args()
     settings = json.loads(args.settings)
-    poet = api.Poet.load()
+    poet = api.Poet.load(args.checkpoint)
     corpus = load_corpus([args.data], poet.ckpt.config.data)
     n = args.poems
     human = suite.human_sample(corpus, "test", n, 1)

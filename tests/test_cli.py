@@ -123,3 +123,28 @@ def test_poems_are_streamed_in_order_as_they_are_finished():
 def test_help_shows_each_default_once():
     for command in ("train", "write"):
         assert "(default: None)" not in run(command, "--help").stdout
+
+
+def test_index_titles_only_rebuilds_the_title_index_and_keeps_the_rest(tiny_run, poems_txt, tmp_path, capsys):
+    from tangshi import checkpoint
+    from tangshi.corpus import load_corpus
+    from tangshi.plan import WordStats
+
+    ck = tiny_run / "best"
+    (ck / "words.safetensors").unlink(missing_ok=True)
+    assert main(["index", "--checkpoint", str(ck), "--data", str(poems_txt), "--titles-only"]) == 2
+    assert f"{ck} has no words.safetensors" in capsys.readouterr().err
+    assert main(["index", "--checkpoint", str(ck), "--data", str(poems_txt)]) == 0
+    before = WordStats.load(ck)
+    lines = poems_txt.read_text("utf-8").splitlines()
+    some = tmp_path / "some.txt"
+    some.write_text("\n".join(lines[: len(lines) // 2]) + "\n", "utf-8")
+    assert main(["index", "--checkpoint", str(ck), "--data", str(some), "--titles-only"]) == 0
+    after = WordStats.load(ck)
+    corpus = load_corpus([str(some)], checkpoint.load(ck).config.data)
+    assert after.kin.titles == [t for t in corpus.titles_of("train") if t] != before.kin.titles
+    assert after.words == before.words and after.poem.ids.tolist() == before.poem.ids.tolist()
+    untitled = tmp_path / "untitled.txt"
+    untitled.write_text("\n".join(ln.split(":", 1)[1] for ln in lines) + "\n", "utf-8")
+    assert main(["index", "--checkpoint", str(ck), "--data", str(untitled), "--titles-only"]) == 2
+    assert "have no titles" in capsys.readouterr().err

@@ -311,3 +311,41 @@ def test_a_pruned_table_keeps_each_words_best_neighbours_and_reads_back(tmp_path
     p.save(tmp_path)
     back = WordStats.load(tmp_path)
     assert [back.neighbours(w, 30) for w in ("明月", "送")] == [p.neighbours(w, 30) for w in ("明月", "送")]
+
+
+# ---------------------------------------------------------------- titles like a new one
+
+
+def test_the_poems_under_the_nearest_titles_say_what_a_title_holds():
+    s = small()
+    assert s.kin is not None and len(s.kin) == 240
+    moon = [s.words[w] for w in s.kin.ranked("月夜")]
+    assert set(moon[:4]) == set(MOON) and not set(moon) & set(FAREWELL)  # the poems under 月夜 hold these most
+    farewell = [s.words[w] for w in s.kin.ranked("送友人")]  # no such title: 送 is nearest 送别
+    assert set(farewell[:4]) == set(FAREWELL) and not set(farewell) & set(MOON)
+    assert s.kin.ranked("") == [] and s.kin.ranked("其二") == [] and s.kin.ranked("秋江") == []
+
+
+def test_a_plan_for_a_title_fills_its_lines_from_the_nearest_titles_poems():
+    plan = make_plan(small(), 4, title="送友人")
+    assert plan.words[0] == "送" or set(plan.words) & set(FAREWELL)
+    assert set(plan.words) - {"送", "友", "人"} <= set(FAREWELL) | set(FILLER)
+    assert len(set(plan.words) & set(FAREWELL)) >= 2 and not set(plan.words) & set(MOON)
+
+
+def test_the_title_index_reads_back_and_keeps_one_genre(tmp_path):
+    texts, titles = synthetic()
+    genres = ["唐诗" if k % 4 < 2 else "宋诗" for k in range(len(texts))]
+    s = WordStats.of_texts(texts, titles, min_count=5, min_cooc=3, min_title_cooc=3, genres=genres)
+    s.save(tmp_path / "all")
+    back = WordStats.load(tmp_path / "all")
+    assert back.kin.titles == s.kin.titles and sorted(back.kin.genre_names) == ["唐诗", "宋诗"]
+    for title in ("月夜", "送别"):
+        assert back.kin.ranked(title) == s.kin.ranked(title)
+        assert back.kin.ranked(title, "唐诗") == s.kin.ranked(title, "唐诗")
+    tang = s.pruned(30, genre="唐诗")
+    assert len(tang.kin) == 120 and tang.settings["kin_genre"] == "唐诗" and "kin_genre" not in s.settings
+    assert tang.kin.ranked("月夜") == s.kin.ranked("月夜", "唐诗")
+    assert s.pruned(30, genre="宋词").kin is s.kin  # a genre it does not know: all the titles
+    tang.save(tmp_path / "tang")
+    assert WordStats.load(tmp_path / "tang").kin.ranked("送别") == s.kin.ranked("送别", "唐诗")

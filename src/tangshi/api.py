@@ -530,7 +530,7 @@ def _plan(
     alone = not keywords and not opts.theme  # a title alone: its words may take every line
     made = planning.make_plan(
         stats, shape.lines, keywords, normalise(opts.title, script), normalise(opts.theme, script), avoid, known,
-        from_text=shape.lines if alone else None,
+        from_text=shape.lines if alone else None, genre=_genre(poet, opts),
     )  # fmt: skip
     return made, shape
 

@@ -214,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ix.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
     ix.add_argument("--data", nargs="+", required=True, help="the corpus the model was trained on")
+    ix.add_argument(
+        "--titles-only",
+        action="store_true",
+        help="rebuild only the index of titles in its word statistics (what poems under titles like a new one "
+        "hold, for --title) from the training split of --data, e.g. of one genre; the rest is kept",
+    )
     _common(ix)
 
     ca = sub.add_parser(
@@ -493,6 +499,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     ckpt = checkpoint.load(args.checkpoint)
     corpus = load_corpus(args.data, ckpt.config.data, fmt=args.format, cache_dir=args.cache_dir)
+    if args.titles_only:
+        return _index_titles(args.checkpoint, corpus, args.data)
     index = LineIndex.of_texts(corpus.texts)
     index.save(args.checkpoint)
     print(f"{len(index):,} distinct lines of {len(corpus.texts):,} poems -> {args.checkpoint / FILE}")
@@ -505,6 +513,22 @@ def cmd_index(args: argparse.Namespace) -> int:
     counted = ckpt.vocab.with_counts(corpus.texts_of("train"))
     counted.save(args.checkpoint / "vocab.json")
     print(f"training counts of {len(counted) - 4:,} characters -> {args.checkpoint / 'vocab.json'}")
+    return 0
+
+
+def _index_titles(folder: Path, corpus, data: list[str]) -> int:
+    from tangshi.plan import FILE, Kin, WordStats
+
+    words = WordStats.load(folder)
+    if words is None:
+        raise ConfigError(f"--titles-only: {folder} has no {FILE} to add titles to; run tangshi index without it")
+    if not any(corpus.titles_of("train")):
+        raise ConfigError(f"--titles-only: the training poems of --data {' '.join(data)} have no titles")
+    genres = corpus.genres_of("train") if corpus.genres else None
+    words.kin = Kin.of(words, corpus.texts_of("train"), corpus.titles_of("train"), genres)
+    words.save(folder)
+    kinds = f" ({', '.join(words.kin.genre_names)})" if genres is not None else ""
+    print(f"{len(words.kin):,} titles of training poems{kinds} and their words -> {folder / FILE}")
     return 0
 
 

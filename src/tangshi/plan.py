@@ -3,8 +3,8 @@
 `WordStats` holds corpus statistics made from the train split: a word list and, for each word,
 the words most associated with it. `make_plan` gives each line of a poem one keyword: the given
 keywords first, in order, the lines left over from the title's and the theme's words (half of them
-at most; all of them for a title alone), then from the common words most associated with everything
-chosen so far. `place` puts each keyword inside its line where the form's rules allow it and
+at most; all of them for a title alone), then from the words of the training poems under the titles
+nearest the title (`Kin`), then from the common words most associated with everything chosen so far. `place` puts each keyword inside its line where the form's rules allow it and
 returns the characters a `forms.FormMask` fixes (`fixed=`).
 
 Words are single characters and 2-character words. A 2-character word is a character bigram inside
@@ -25,6 +25,8 @@ title's words to the words of the poems under such titles (pairs seen 10 times o
 titles into the poems' own sets instead lets title formulas (奉和, 判官, 十首) crowd out what poems
 say. Each word keeps its `k` (30) best neighbours in each table, a sparse table: about 1.5 MB for the
 Tang corpus in `words.safetensors` (word list and settings in the file's metadata, never pickle).
+The title index (`Kin`: each training poem's title and words, 3.1 MB for the Tang poems) is saved
+in the same file.
 """
 
 from __future__ import annotations
@@ -126,6 +128,131 @@ class Neighbours:
         return Neighbours(offsets, self.ids[keep], self.ppmi[keep])
 
 
+# how many training titles nearest a new one are read for its poem's words (`Kin.ranked`)
+KIN = 200
+# a character found in more than this share of the training poems is not kept in the title index (`Kin.of`):
+# 2 % halves its size (2.4 of 5 MB for the Tang poems) at no cost (retrieval@1 0.434 both; 1 %: 0.423)
+KIN_SHARE = 0.02
+
+
+@dataclass(eq=False)
+class Kin:
+    """The training poems' titles (their `subject`) and each poem's common 2-character words: the poems
+    under the titles nearest a new one say what a poem under it holds (retrieval@1 of poems written
+    for test titles 0.395 → 0.434 against a table of each title word's neighbours; docs/about-something.md).
+    Nearness is the cosine of character 1–2-gram TF-IDF vectors (sublinear counts), so a whole title
+    counts, its rare words most (送李判官之润州行营: poems to 判官 and about 润州 before farewells)."""
+
+    titles: list[str]
+    offsets: np.ndarray  # (P + 1,) int64: poem p's words are ids[offsets[p]:offsets[p + 1]]
+    ids: np.ndarray  # (nnz,) word ids of `WordStats.words`
+    genres: np.ndarray  # (P,) uint8: each poem's genre, an index into `genre_names`
+    genre_names: list[str]
+
+    def __post_init__(self):
+        self._vectors = None  # fitted on first use: (vectorizer, (P, F) sparse matrix)
+        self._scopes: dict[str, tuple] = {}
+
+    def _scope(self, genre: str) -> tuple[np.ndarray | None, np.ndarray, int]:
+        """The poems a query reads (a mask; None: all), each word's count of poems among them, how many."""
+        if genre not in self.genre_names or len(self.genre_names) == 1:
+            genre = ""
+        if genre not in self._scopes:
+            width = int(self.ids.max(initial=0)) + 1
+            if not genre:
+                self._scopes[genre] = None, np.bincount(self.ids, minlength=width), len(self.titles)
+            else:
+                mine = self.genres == self.genre_names.index(genre)
+                per = np.repeat(mine, np.diff(self.offsets))
+                self._scopes[genre] = mine, np.bincount(self.ids[per], minlength=width), int(mine.sum())
+        return self._scopes[genre]
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    @classmethod
+    def of(cls, stats: WordStats, texts: Sequence[str], titles: Sequence[str], genres: Sequence[str] | None = None,
+           max_share: float = KIN_SHARE) -> Kin:
+        """The poems with a title (subject), each with its words (characters and 2-character words)
+        but function characters, bound characters (萸 of 茱萸) and the characters found in more than
+        `max_share` of the poems (to fit a size)."""  # fmt: skip
+        keep = [i for i, t in enumerate(titles) if subject(t)]
+        names = sorted({genres[i] for i in keep}) if genres is not None else [""]
+        out = {stats.index[w] for w in STOP | stats.bound if w in stats.index}
+        bags = [[w for w in stats._bag([ln for ln in _LINE.split(texts[i]) if ln]) if w not in out] for i in keep]
+        df = np.bincount([w for b in bags for w in b], minlength=len(stats.words))
+        out = {w for w in np.flatnonzero(df > max_share * len(keep)).tolist() if len(stats.words[w]) == 1}
+        bags = [[w for w in b if w not in out] for b in bags]
+        return cls(
+            [subject(titles[i]) for i in keep],
+            np.concatenate([[0], np.cumsum([len(b) for b in bags], dtype=np.int64)]),
+            np.array([w for b in bags for w in b], dtype=np.int32),
+            np.array([names.index(genres[i]) if genres is not None else 0 for i in keep], dtype=np.uint8),
+            names,
+        )
+
+    def only(self, genre: str) -> Kin:
+        """The poems of one genre (all of them where the index knows no such genre)."""
+        if genre not in self.genre_names:
+            return self
+        keep = np.flatnonzero(self.genres == self.genre_names.index(genre))
+        sizes = np.diff(self.offsets)[keep]
+        ids = self.ids[np.repeat(self.genres == self.genre_names.index(genre), np.diff(self.offsets))]
+        offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        return Kin([self.titles[p] for p in keep], offsets, ids, np.zeros(len(keep), np.uint8), [genre])
+
+    def tensors(self, small: bool) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        alphabet = sorted({ch for t in self.titles for ch in t})
+        code = {ch: i for i, ch in enumerate(alphabet)}
+        lengths, sizes = np.array([len(t) for t in self.titles], dtype=np.int64), np.diff(self.offsets)
+        tensors = {
+            "kin_title_sizes": lengths.astype(np.uint8 if lengths.max(initial=0) < 256 else np.int32),
+            "kin_title_chars": np.array([code[ch] for t in self.titles for ch in t], dtype=np.uint16),
+            "kin_sizes": sizes.astype(np.uint8 if sizes.max(initial=0) < 256 else np.int32),
+            "kin_ids": self.ids.astype(np.uint16 if small else np.int32),
+            "kin_genres": self.genres,
+        }
+        meta = {"kin_alphabet": "".join(alphabet), "kin_genres": json.dumps(self.genre_names, ensure_ascii=False)}
+        return tensors, meta
+
+    @classmethod
+    def of_tensors(cls, t: dict[str, np.ndarray], meta: dict[str, str]) -> Kin:
+        alphabet = meta["kin_alphabet"]
+        chars = "".join(alphabet[c] for c in t["kin_title_chars"].tolist())
+        ends = np.cumsum(t["kin_title_sizes"], dtype=np.int64).tolist()
+        titles = [chars[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+        offsets = np.concatenate([[0], np.cumsum(t["kin_sizes"], dtype=np.int64)])
+        return cls(titles, offsets, t["kin_ids"].astype(np.int32), t["kin_genres"], json.loads(meta["kin_genres"]))
+
+    def ranked(self, title: str, genre: str = "", k: int = KIN) -> list[int]:
+        """Word ids for a poem under `title`, best first: over the k poems whose titles are nearest
+        (cosine s_i > 0; those of `genre` where the index has it), a word's share p of the summed
+        nearness (Σ s_i over the poems holding it / Σ s_i), scored p · log(p / g), g its share of
+        all the poems: common among the kin and rarer elsewhere. A word needs Σ s_i ≥ 2."""
+        if not self.titles or not subject(title):
+            return []
+        if self._vectors is None:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True)
+            self._vectors = vec, vec.fit_transform(self.titles).tocsr()
+        vec, matrix = self._vectors
+        sims = (matrix @ vec.transform([subject(title)]).T).toarray().ravel()
+        mine, df, n = self._scope(genre)
+        if mine is not None:
+            sims = np.where(mine, sims, 0.0)
+        top = [p for p in np.argsort(-sims, kind="stable")[:k].tolist() if sims[p] > 0]
+        if not top:
+            return []
+        score: Counter[int] = Counter()
+        for p in top:
+            for w in self.ids[self.offsets[p] : self.offsets[p + 1]].tolist():
+                score[w] += float(sims[p])
+        total = float(sims[top].sum())
+        best = [(s / total * math.log(s / total / (df[w] / n)), w) for w, s in score.items() if s >= 2]
+        return [w for _, w in sorted(best, key=lambda b: (-b[0], b[1]))]
+
+
 @dataclass(eq=False)
 class WordStats:
     """Words (characters and 2-character words) and the words most associated with each (PPMI):
@@ -141,6 +268,8 @@ class WordStats:
     # poet -> the characters the poet uses most beyond the corpus's rate (PPMI): the poet's manner
     poets: list[str] = field(default_factory=list)
     manner: Neighbours | None = None
+    # the training poems' titles and their common words: what poems under a title like a new one hold
+    kin: Kin | None = None
 
     def __post_init__(self):
         self.index = {w: i for i, w in enumerate(self.words)}
@@ -151,11 +280,15 @@ class WordStats:
         # characters that are mostly half of one word (萸 of 茱萸): no keyword alone
         self.bound = {ch for ch, n in inside.items() if n >= 0.7 * self.counts[self.index[ch]]}
 
-    def pruned(self, k: int) -> WordStats:
-        """The same statistics with at most k neighbours a word in the poem and title tables (to fit a
-        size; the cohesion and manner tables are kept whole)."""
+    def pruned(self, k: int, genre: str = "") -> WordStats:
+        """The same statistics with at most k neighbours a word in the poem and title tables, and with
+        `genre`, the titles of that genre's poems only (to fit a size; the cohesion and manner tables are
+        kept whole)."""
         settings = {**self.settings, "k": min(k, self.settings.get("k", k))}
-        return replace(self, poem=self.poem.pruned(k), title=self.title.pruned(k), settings=settings)
+        kin = self.kin.only(genre) if self.kin is not None and genre else self.kin
+        if kin is not self.kin:
+            settings["kin_genre"] = genre
+        return replace(self, poem=self.poem.pruned(k), title=self.title.pruned(k), settings=settings, kin=kin)
 
     def __contains__(self, word: str) -> bool:
         return word in self.index
@@ -183,9 +316,11 @@ class WordStats:
         k_next: int = 50,
         k_manner: int = 300,
         min_manner: int = 5,
+        genres: Sequence[str] | None = None,
     ) -> WordStats:
-        """Statistics of poem texts (the train split) and, when given, their titles; with `authors`
-        (aligned with `texts`), the manner of each poet of `poets`."""
+        """Statistics of poem texts (the train split) and, when given, their titles (and the index of
+        titles, `Kin`, with each poem's genre from `genres`); with `authors` (aligned with `texts`), the
+        manner of each poet of `poets`."""
         lines = [[ln for ln in _LINE.split(t) if ln] for t in texts]
         words, counts = _word_list(lines, min_count, min_pmi, min_boundary)
         empty = Neighbours(np.zeros(len(words) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float16))
@@ -195,6 +330,7 @@ class WordStats:
         if titles is not None:
             heads = [sorted({stats.index[w] for w in stats.words_in(t, stop=False)}) for t in titles]
             stats.title = _neighbours(stats, heads, bags, min_title_cooc, alpha, k)
+            stats.kin = Kin.of(stats, texts, titles, genres)
         chars = [[sorted({stats.index[ch] for ch in ln if ch in stats.index}) for ln in ls] for ls in lines]
         upper = [ln for ls in chars for ln in ls[:-1]]
         lower = [ln for ls in chars for ln in ls[1:]]
@@ -239,6 +375,10 @@ class WordStats:
             tensors |= self.manner.tensors("manner_", small)
         meta = {"words": json.dumps(self.words, ensure_ascii=False), "settings": json.dumps(self.settings)}
         meta["poets"] = json.dumps(self.poets, ensure_ascii=False)
+        if self.kin is not None:
+            kin, kin_meta = self.kin.tensors(small)
+            tensors |= kin
+            meta |= kin_meta
         return write_atomic(folder / FILE, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
@@ -257,6 +397,7 @@ class WordStats:
             Neighbours.of_tensors(t, "next_") if "next_ids" in t else None,
             json.loads(meta.get("poets", "[]")),
             Neighbours.of_tensors(t, "manner_") if "manner_ids" in t else None,
+            Kin.of_tensors(t, meta) if "kin_ids" in t else None,
         )  # fmt: skip
 
     # ---------------------------------------------------------------- reading
@@ -496,12 +637,15 @@ def make_plan(
     avoid: str = "",
     known: Container[str] | None = None,
     from_text: int | None = None,
+    genre: str = "",
 ) -> Plan:
     """A keyword for each of `form_lines` lines: the given keywords on the first lines, in order;
     the lines left over from the title's words, then the theme's words (2-character words first, at
     most `from_text` of them: half the lines left over unless told, since a title's single
-    characters are often names or formulas), then `stats.expand` of every word so far and of the
-    title's words (by the title table), 2-character words first, among the common words (`FILL_SHARE`).
+    characters are often names or formulas), then the words of the poems under the titles nearest
+    the title (`Kin.ranked`, of `genre` where the index has it), then `stats.expand` of every word so
+    far and of the title's words (by the title table), 2-character words first, among the common words
+    (`FILL_SHARE`).
 
     No word twice; a chosen word shares no character with another word of the plan or with `avoid`
     (heads, begin phrase), repeats none of its own (依依) and has only characters in `known` (the
@@ -530,6 +674,15 @@ def make_plan(
         if len(chosen) < (from_text if from_text is not None else (left + 1) // 2) and fits(w):
             chosen.append(w)
             banned.update(w)
+    if stats.kin is not None and title:  # first the words of the poems under the nearest titles
+        kin = [stats.words[i] for i in stats.kin.ranked(title, genre)]
+        for length in (2, None):
+            for w in kin:
+                if len(chosen) >= left:
+                    break
+                if (length is None or len(w) == length) and fits(w):
+                    chosen.append(w)
+                    banned.update(w)
     titled = stats.words_in(title, stop=False)
     common = math.ceil(FILL_SHARE * stats.settings.get("poems", 0))
     for length in (2, None):

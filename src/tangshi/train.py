@@ -427,6 +427,7 @@ def word_stats(corpus: Corpus, vocab: Vocab) -> WordStats:
         corpus.titles_of("train") if corpus.titles else None,
         authors=corpus.authors_of("train") if corpus.authors else None,
         poets=list(vocab.authors()),
+        genres=corpus.genres_of("train") if corpus.genres else None,
     )
 
 
