@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import POEMS, TANG, need_shared_data, tiny_config
+from tangshi import prosody as P
 from tangshi.cli import main
 from tangshi.suite import Reference, _longest_repeat, parse_samplers, poem_metrics
 
@@ -153,14 +154,23 @@ class FakePoet:
             raise self.error(f"no such poet {author}", "author")
         poems = []
         for b, s in zip(begins, seeds, strict=True):
+            plan = None
             if title:
                 text = self.by_title[title]
+            elif opts.get("keywords"):  # each keyword starts a line; an odd seed puts the second one a line late
+                pool = self.by_form[form]
+                lines = P.split_lines(pool[s % len(pool)])
+                plan = [{"word": w, "line": k, "given": True} for k, w in enumerate(opts["keywords"])]
+                for k, w in enumerate(opts["keywords"]):
+                    at = k + (k == 1 and s % 2)
+                    lines[at] = w + lines[at][len(w) :]
+                text = "".join(ln + ("，" if k % 2 == 0 else "。") for k, ln in enumerate(lines))
             elif author:
                 text = self.by_poet[author][s % len(self.by_poet[author])]
             else:
                 pool = self.by_form[form]
                 text = b + pool[s % len(pool)][1:] if b else pool[s % len(pool)]
-            poems.append(type("Poem", (), {"text": text}))
+            poems.append(type("Poem", (), {"text": text, "plan": plan}))
         return poems
 
 
@@ -190,8 +200,19 @@ def test_readers_of_a_poet_that_writes_human_poems(monkeypatch):
     author = out["author"]
     assert set(author["poets"]) == set(known) and len(author["unknown_poets"]) == 17
     assert author["share"] > 0.5 and author["chance"] == 0.05
+    kw = out["keywords"]
+    assert kw["poems"] >= 30 and kw["asked"] == 2 * kw["poems"] and kw["in_form"] == 1.0 and kw["refused"] == 0
+    assert kw["present"] == 1.0 and 0.6 < kw["placed"] < 0.9  # the second keyword a line late in half the poems
+    assert {c["keywords"] for c in poet.calls if c.get("keywords")} == {
+        suite._asked_keywords(t) for t in judges.human.texts if suite._asked_keywords(t)
+    }
     monkeypatch.setattr("tangshi.options.NAMES", ("num", "seed", "form"))
     assert suite.title_row(poet, judges, 1.0, 0.0) == {"note": "Poet.write takes no title= yet"}
     assert suite.author_row(poet, judges, 40, 1.0, 0.0) == {"note": "Poet.write takes no author= yet"}
+    assert suite.keyword_row(poet, judges, 1.0, 0.0) == {"note": "Poet.write takes no keywords= yet"}
     md = suite.readers_markdown({"split": "test", "human": ref, "models": [out]})
     assert any(line.startswith("| fake | title | 40 | retrieval@1 |") for line in md)
+    assert any(
+        line.startswith(f"| fake | keywords | {kw['poems']} | present, in the planned line, in form | 100 %")
+        for line in md
+    )

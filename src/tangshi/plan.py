@@ -4,8 +4,9 @@
 the words most associated with it. `make_plan` gives each line of a poem one keyword: the given
 keywords first, in order, the lines left over from the title's and the theme's words (half of them
 at most; all of them for a title alone), then from the words of the training poems under the titles
-nearest the title (`Kin`), then from the common words most associated with everything chosen so far. `place` puts each keyword inside its line where the form's rules allow it and
-returns the characters a `forms.FormMask` fixes (`fixed=`).
+nearest the title (`Kin`), then from the common words most associated with everything chosen so far.
+`place` puts each keyword inside its line where the form's rules allow it and returns the characters
+a `forms.FormMask` fixes (`fixed=`).
 
 Words are single characters and 2-character words. A 2-character word is a character bigram inside
 a line that is
@@ -171,8 +172,14 @@ class Kin:
         return len(self.titles)
 
     @classmethod
-    def of(cls, stats: WordStats, texts: Sequence[str], titles: Sequence[str], genres: Sequence[str] | None = None,
-           max_share: float = KIN_SHARE) -> Kin:
+    def of(
+        cls,
+        stats: WordStats,
+        texts: Sequence[str],
+        titles: Sequence[str],
+        genres: Sequence[str] | None = None,
+        max_share: float = KIN_SHARE,
+    ) -> Kin:
         """The poems with a title (subject), each with its words (characters and 2-character words)
         but function characters, bound characters (萸 of 茱萸) and the characters found in more than
         `max_share` of the poems (to fit a size)."""  # fmt: skip

@@ -399,6 +399,56 @@ def title_row(poet, judges: Judges, temperature: float, diversity: float) -> dic
     }
 
 
+def _asked_keywords(text: str) -> tuple[str, ...]:
+    """Two keywords from a human poem: the first two characters (a word in a 2+3 or 2+2+3 line) of
+    its second and fourth lines, where they share no character and are Han characters."""
+    lines = P.split_lines(text)
+    words = [ln[:2] for ln in lines[1:4:2] if len(ln) >= 2 and all(P.is_han(ch) for ch in ln[:2])]
+    return tuple(words) if len(words) == 2 and not set(words[0]) & set(words[1]) else ()
+
+
+def keyword_row(poet, judges: Judges, temperature: float, diversity: float) -> dict:
+    """Poems written with two keywords taken from each human poem (`_asked_keywords`, no begin
+    character), in its form: the share of keywords present in the poem and in the line the plan
+    gave them (`readers.keyword_report`), and the share of poems in their form; keywords the model
+    cannot place are counted (the writer names them), not written."""
+    from tangshi import readers as R
+    from tangshi.options import NAMES, OptionError
+
+    if "keywords" not in NAMES:
+        return {"note": "Poet.write takes no keywords= yet"}
+    h = judges.human
+    t0 = time.perf_counter()
+    texts, plans, in_form, refused = [], [], [], 0
+    for i, (text, form) in enumerate(zip(h.texts, h.forms, strict=True)):
+        if not (asked := _asked_keywords(text)):
+            continue
+        try:
+            written = poet.write("", seeds=[judges.seed + i], nums=[1], form=form, keywords=asked,
+                                 temperature=temperature, diversity=diversity)  # fmt: skip
+        except OptionError as e:
+            if e.field != "keywords":
+                raise
+            refused += 1
+            continue
+        poem = written[0]
+        texts.append(poem.text)
+        plans.append([(e["word"], e["line"]) for e in poem.plan or [] if e["given"]])
+        in_form.append(P.classify(P.split_lines(poem.text)) == form)
+    if not texts:
+        return {"note": f"not measured: {refused} requests refused, none written"}
+    report = R.keyword_report(texts, plans)
+    return {
+        "poems": len(texts),
+        **report,
+        "asked": 2 * len(texts),
+        "in_form": round(sum(in_form) / len(in_form), 4),
+        "refused": refused,
+        "samples": texts[:: max(1, len(texts) // 3)][:3],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
 def author_row(poet, judges: Judges, poems: int, temperature: float, diversity: float) -> dict:
     """Poems written as each of the attribution's poets (`author=`), in the human sample's forms:
     the share attributed to the poet asked for, per poet and over all (chance 1/20), beside the
@@ -456,6 +506,7 @@ def readers_model(poet, name: str, judges: Judges, samplers: Sequence[tuple[floa
         "rows": rows,
         "title": {"temperature": t, "diversity": d, **title_row(poet, judges, t, d)},
         "author": {"temperature": t, "diversity": d, **author_row(poet, judges, n, t, d)},
+        "keywords": {"temperature": t, "diversity": d, **keyword_row(poet, judges, t, d)},
     }
 
 
@@ -580,7 +631,7 @@ def readers_markdown(r: dict) -> list[str]:
     )
     out.append(f"| human, lines shuffled | | | | | {h['coherence_shuffled']:.3f} | 0 % | | | |")
     out.append(f"| chance | | | 0.5 | 0.5 | | | | | {h['retrieval_chance']:.3f} |")
-    out += ["", "Titles and poets (the first sampler):", ""]
+    out += ["", "Titles, keywords and poets (the first sampler):", ""]
     out += ["| model | row | poems | measure | value | reference |", "|---|---|---:|---|---:|---|"]
     a = h["attribution"]
     for m in r["models"]:
@@ -592,6 +643,16 @@ def readers_markdown(r: dict) -> list[str]:
             out.append(
                 f"| {m['model']} | title | {t['poems']} | retrieval@1 | {_cell(t['retrieval'])} | "
                 f"begin-character baseline {_cell(base)}, chance 0.100 |"
+            )
+        kw = m.get("keywords", {"note": "not measured"})
+        if "note" in kw:
+            out.append(f"| {m['model']} | keywords | – | present, in the planned line, in form | – | {kw['note']} |")
+        else:
+            out.append(
+                f"| {m['model']} | keywords | {kw['poems']} | present, in the planned line, in form | "
+                f"{_pct(kw['present'])}, {_pct(kw['placed'])}, {_pct(kw['in_form'])} | "
+                f"{kw['keywords']} of {kw['asked']} planned (2 a poem, from the human poem's 2nd and 4th lines); "
+                f"{kw['refused']} requests refused with the keyword named |"
             )
         if "note" in au:
             out.append(f"| {m['model']} | author | – | attributed to the poet asked | – | {au['note']} |")
