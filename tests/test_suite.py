@@ -201,8 +201,9 @@ def test_readers_of_a_poet_that_writes_human_poems(monkeypatch):
     assert set(author["poets"]) == set(known) and len(author["unknown_poets"]) == 17
     assert author["share"] > 0.5 and author["chance"] == 0.05
     kw = out["keywords"]
-    assert kw["poems"] >= 30 and kw["asked"] == 2 * kw["poems"] and kw["in_form"] == 1.0 and kw["refused"] == 0
+    assert kw["poems"] >= 30 and kw["asked"] == 2 * kw["poems"] and kw["refused"] == 0
     assert kw["present"] == 1.0 and 0.6 < kw["placed"] < 0.9  # the second keyword a line late in half the poems
+    assert 0 < kw["in_form"] < 0.5  # human poems with words pasted in: few rhyme and keep every tone
     assert {c["keywords"] for c in poet.calls if c.get("keywords")} == {
         suite._asked_keywords(t) for t in judges.human.texts if suite._asked_keywords(t)
     }

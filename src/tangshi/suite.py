@@ -410,7 +410,8 @@ def _asked_keywords(text: str) -> tuple[str, ...]:
 def keyword_row(poet, judges: Judges, temperature: float, diversity: float) -> dict:
     """Poems written with two keywords taken from each human poem (`_asked_keywords`, no begin
     character), in its form: the share of keywords present in the poem and in the line the plan
-    gave them (`readers.keyword_report`), and the share of poems in their form; keywords the model
+    gave them (`readers.keyword_report`), and the share of poems in their form, rhymed and with every
+    relaxed tone kept (`prosody.check`); keywords the model
     cannot place are counted (the writer names them), not written."""
     from tangshi import readers as R
     from tangshi.options import NAMES, OptionError
@@ -419,7 +420,7 @@ def keyword_row(poet, judges: Judges, temperature: float, diversity: float) -> d
         return {"note": "Poet.write takes no keywords= yet"}
     h = judges.human
     t0 = time.perf_counter()
-    texts, plans, in_form, refused = [], [], [], 0
+    texts, plans, in_form, refused = [], [], [], []
     for i, (text, form) in enumerate(zip(h.texts, h.forms, strict=True)):
         if not (asked := _asked_keywords(text)):
             continue
@@ -429,21 +430,23 @@ def keyword_row(poet, judges: Judges, temperature: float, diversity: float) -> d
         except OptionError as e:
             if e.field != "keywords":
                 raise
-            refused += 1
+            refused.append(str(e))
             continue
         poem = written[0]
         texts.append(poem.text)
         plans.append([(e["word"], e["line"]) for e in poem.plan or [] if e["given"]])
-        in_form.append(P.classify(P.split_lines(poem.text)) == form)
+        report = P.check(poem.text)
+        in_form.append(report.form == form and report.rhyme and report.relaxed_ok)
     if not texts:
-        return {"note": f"not measured: {refused} requests refused, none written"}
+        return {"note": f"not measured: {len(refused)} requests refused, none written"}
     report = R.keyword_report(texts, plans)
     return {
         "poems": len(texts),
         **report,
         "asked": 2 * len(texts),
         "in_form": round(sum(in_form) / len(in_form), 4),
-        "refused": refused,
+        "refused": len(refused),
+        "refusals": refused[:5],
         "samples": texts[:: max(1, len(texts) // 3)][:3],
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -650,7 +653,7 @@ def readers_markdown(r: dict) -> list[str]:
         else:
             out.append(
                 f"| {m['model']} | keywords | {kw['poems']} | present, in the planned line, in form | "
-                f"{_pct(kw['present'])}, {_pct(kw['placed'])}, {_pct(kw['in_form'])} | "
+                f"{_pct(kw['present'])}, {_pct(kw['placed'])}, {_pct(kw['in_form'])} (rhymed, tones kept) | "
                 f"{kw['keywords']} of {kw['asked']} planned (2 a poem, from the human poem's 2nd and 4th lines); "
                 f"{kw['refused']} requests refused with the keyword named |"
             )
