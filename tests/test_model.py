@@ -265,35 +265,3 @@ def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kin
     with torch.no_grad():  # weights written in place (as training does): the packed copy follows
         model.rnn.weight_ih_l0.mul_(0.5)
     assert not torch.equal(model.step(ids[:, 0])[0], steps[:, 0])
-
-
-@pytest.mark.parametrize("output", ["full", "adaptive"])
-def test_the_int8_step_multiplies_the_output_layer_in_int8_and_whatever_the_batch(output, monkeypatch):
-    monkeypatch.setattr("tangshi.model.step_weights", lambda device: "int8")
-    torch.manual_seed(0)
-    cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=64, num_layers=2, vocab_size=50, output=output)
-    if output == "adaptive":
-        cfg = ModelConfig(**{**cfg.__dict__, "cutoffs": "16,32", "div_value": 2.0})
-    model = CharRNN(cfg).eval()
-    assert model.adaptive == (output == "adaptive")
-    layers = model._packed_head(torch.device("cpu"))
-    weights = (
-        [model.head.weight]
-        if output == "full"
-        else [model.head.head.weight, *(w.weight for t in model.head.tail for w in t)]
-    )
-    assert len(layers) == len(weights)
-    for (q, scale, n), w in zip(layers, weights, strict=True):  # exactly the rows a shipped checkpoint stores
-        assert n == w.shape[0] and q.shape[0] % 16 == 0 and torch.equal(q[:n], int8_rows(w)[0])
-        assert torch.equal(scale[:n], int8_rows(w)[1]) and not q[n:].any()
-    ids = torch.randint(4, 50, (16, 8))
-    full, _ = model(ids)
-    steps, _ = stepped(model, ids)
-    assert (steps - full).abs().max() < 0.05 and not torch.equal(steps, full)
-    if output == "adaptive":
-        assert torch.allclose(steps.exp().sum(-1), torch.ones(16, 8), atol=1e-5)  # still a distribution
-    one, _ = stepped(model, ids[5:6])
-    assert torch.equal(one[0], steps[5])  # a poem's next-character scores do not depend on its batch
-    with torch.no_grad():  # weights written in place: the int8 copy follows
-        weights[0].mul_(0.5)
-    assert not torch.equal(model.step(ids[:, 0])[0], steps[:, 0])

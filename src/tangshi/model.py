@@ -44,23 +44,6 @@ def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) 
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-def _int8_linear(x: torch.Tensor, layer: tuple[torch.Tensor, torch.Tensor, int]) -> torch.Tensor:
-    """x @ W.T for W held as int8 rows (`int8_rows`, padded to a multiple of 16 rows for torch's kernel)
-    and their float32 scales: bfloat16 activations, float32 sums, the padding cut off."""
-    q, scale, n = layer
-    return (torch._weight_int8pack_mm(x.to(torch.bfloat16), q, _unit_scales(q.shape[0])).float() * scale)[:, :n]
-
-
-def _int8_padded(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """`int8_rows` of w with zero rows added up to a multiple of 16 (scale 1: they add nothing)."""
-    q, scale = int8_rows(w)
-    extra = -q.shape[0] % 16
-    if extra:
-        q = torch.cat([q, q.new_zeros(extra, q.shape[1])])
-        scale = torch.cat([scale, scale.new_ones(extra)])
-    return q.contiguous(), scale.contiguous(), w.shape[0]
-
-
 def step_weights(device: torch.device) -> str:
     """How `CharRNN.step` holds an LSTM layer's weights on `device`: "bfloat16" on a CPU that multiplies
     it in hardware, "int8" on other CPUs (W_ih and W_hh apart, each row with its float32 scale: the
@@ -216,8 +199,8 @@ class CharRNN(nn.Module):
         The same function as `forward` on one position, run cell by cell: for one step the fused
         multi-layer kernel costs several times more in per-call set-up than the arithmetic. An LSTM
         layer is one product of [x, h] with [W_ih | W_hh] (`_packed`), in bfloat16 on a CPU with
-        bfloat16 hardware, or two int8 products on other CPUs, where the output layer's products are
-        int8 too (`_packed_head`) (either way a row's sums do not depend on its batch; docs/speed.md).
+        bfloat16 hardware, or two int8 products on other CPUs (either way a row's sums do not depend on
+        its batch; docs/speed.md).
         """
         cfg = self.cfg
         batch = ids.shape[0]
@@ -242,46 +225,8 @@ class CharRNN(nn.Module):
             new_state = torch.stack(hs)
         if self.proj is not None:
             x = self.proj(x)
-        head = self._packed_head(ids.device)
-        if head is not None:
-            return self._int8_head(x, head), new_state
         logits = self.head.log_prob(x) if self.adaptive else self.head(x)
         return logits, new_state
-
-    def _packed_head(self, device: torch.device) -> list | None:
-        """The output layer's matrices as int8 rows with their float32 scales where `step` multiplies
-        the LSTM layers in int8 (`step_weights`; the shipped model's own int8 weights exactly), else
-        None: the module runs as it is. Made again whenever the weights change or move."""
-        if step_weights(device) != "int8" or self.cfg.cell != "lstm" or self.proj is not None:
-            return None
-        if self.adaptive:
-            weights = [self.head.head.weight, *(w.weight for t in self.head.tail for w in t)]
-            if self.head.head_bias or any(w.bias is not None for t in self.head.tail for w in t):
-                return None
-        else:
-            weights = [self.head.weight]
-        if any(w.shape[1] % 16 for w in weights):  # the kernel's safe shapes
-            return None
-        key = (str(device), tuple(w._version for w in weights), tuple(w.data_ptr() for w in weights))
-        cached = getattr(self, "_head_cache", None)
-        if cached is None or cached[0] != key:
-            self._head_cache = cached = (key, [_int8_padded(w.detach()) for w in weights])
-        return cached[1]
-
-    def _int8_head(self, x: torch.Tensor, layers: list) -> torch.Tensor:
-        """The output layer of `step` from int8 matrices (`_packed_head`): logits of a full softmax, or
-        the adaptive softmax's log-probabilities, computed as `AdaptiveLogSoftmaxWithLoss.log_prob` does."""
-        if not self.adaptive:
-            return _int8_linear(x, layers[0]) + self.head.bias.float()
-        head = self.head
-        head_lp = torch.log_softmax(_int8_linear(x, layers[0]), dim=1)
-        out = x.new_empty(x.shape[0], head.n_classes, dtype=torch.float32)
-        out[:, : head.shortlist_size] = head_lp[:, : head.shortlist_size]
-        for i, (start, stop) in enumerate(zip(head.cutoffs[:-1], head.cutoffs[1:], strict=True)):
-            down, up = layers[1 + 2 * i], layers[2 + 2 * i]
-            cluster = torch.log_softmax(_int8_linear(_int8_linear(x, down), up), dim=1)
-            out[:, start:stop] = cluster + head_lp[:, head.shortlist_size + i, None]
-        return out
 
     def _packed(self, device: torch.device) -> list[tuple]:
         """Each LSTM layer's weights for `step`, (weights, b_ih + b_hh, scales): [W_ih | W_hh] transposed,
