@@ -138,7 +138,7 @@ KIN_SHARE = 0.02
 
 @dataclass(eq=False)
 class Kin:
-    """The training poems' titles (their `subject`) and each poem's common 2-character words: the poems
+    """The training poems' titles (their `subject`) and each poem's words (`Kin.of`): the poems
     under the titles nearest a new one say what a poem under it holds (retrieval@1 of poems written
     for test titles 0.395 → 0.434 against a table of each title word's neighbours; docs/about-something.md).
     Nearness is the cosine of character 1–2-gram TF-IDF vectors (sublinear counts), so a whole title
@@ -154,6 +154,11 @@ class Kin:
         self._vectors = None  # fitted on first use: (vectorizer, (P, F) sparse matrix)
         self._scopes: dict[str, tuple] = {}
 
+    def _of_genre(self, genre: str) -> tuple[np.ndarray, np.ndarray]:
+        """(P,) bool: the poems of a genre the index knows; (nnz,) bool: their words in `ids`."""
+        mine = self.genres == self.genre_names.index(genre)
+        return mine, np.repeat(mine, np.diff(self.offsets))
+
     def _scope(self, genre: str) -> tuple[np.ndarray | None, np.ndarray, int]:
         """The poems a query reads (a mask; None: all), each word's count of poems among them, how many."""
         if genre not in self.genre_names or len(self.genre_names) == 1:
@@ -163,9 +168,8 @@ class Kin:
             if not genre:
                 self._scopes[genre] = None, np.bincount(self.ids, minlength=width), len(self.titles)
             else:
-                mine = self.genres == self.genre_names.index(genre)
-                per = np.repeat(mine, np.diff(self.offsets))
-                self._scopes[genre] = mine, np.bincount(self.ids[per], minlength=width), int(mine.sum())
+                mine, words = self._of_genre(genre)
+                self._scopes[genre] = mine, np.bincount(self.ids[words], minlength=width), int(mine.sum())
         return self._scopes[genre]
 
     def __len__(self) -> int:
@@ -202,11 +206,10 @@ class Kin:
         """The poems of one genre (all of them where the index knows no such genre)."""
         if genre not in self.genre_names:
             return self
-        keep = np.flatnonzero(self.genres == self.genre_names.index(genre))
-        sizes = np.diff(self.offsets)[keep]
-        ids = self.ids[np.repeat(self.genres == self.genre_names.index(genre), np.diff(self.offsets))]
-        offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        return Kin([self.titles[p] for p in keep], offsets, ids, np.zeros(len(keep), np.uint8), [genre])
+        mine, words = self._of_genre(genre)
+        keep = np.flatnonzero(mine)
+        offsets = np.concatenate([[0], np.cumsum(np.diff(self.offsets)[keep], dtype=np.int64)])
+        return Kin([self.titles[p] for p in keep], offsets, self.ids[words], np.zeros(len(keep), np.uint8), [genre])
 
     def tensors(self, small: bool) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         alphabet = sorted({ch for t in self.titles for ch in t})
@@ -236,7 +239,8 @@ class Kin:
         (cosine s_i > 0; those of `genre` where the index has it), a word's share p of the summed
         nearness (Σ s_i over the poems holding it / Σ s_i), scored p · log(p / g), g its share of
         all the poems: common among the kin and rarer elsewhere. A word needs Σ s_i ≥ 2."""
-        if not self.titles or not subject(title):
+        title = subject(title)
+        if not self.titles or not title:
             return []
         if self._vectors is None:
             from sklearn.feature_extraction.text import TfidfVectorizer
@@ -244,7 +248,7 @@ class Kin:
             vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True)
             self._vectors = vec, vec.fit_transform(self.titles).tocsr()
         vec, matrix = self._vectors
-        sims = (matrix @ vec.transform([subject(title)]).T).toarray().ravel()
+        sims = (matrix @ vec.transform([title]).T).toarray().ravel()
         mine, df, n = self._scope(genre)
         if mine is not None:
             sims = np.where(mine, sims, 0.0)
@@ -675,21 +679,21 @@ def make_plan(
         return len(set(w)) == len(w) and not banned & set(w) and (known is None or all(ch in known for ch in w))
 
     chosen: list[str] = []
+
+    def take(w: str) -> None:
+        chosen.append(w)
+        banned.update(w)
+
     title = subject(title)
     texts = [*title_words(stats, title), *(w for w in stats.words_in(theme) if w not in stats.bound)]
     for w in sorted(texts, key=lambda w: -len(w)):
         if len(chosen) < (from_text if from_text is not None else (left + 1) // 2) and fits(w):
-            chosen.append(w)
-            banned.update(w)
-    if stats.kin is not None and title:  # first the words of the poems under the nearest titles
+            take(w)
+    if stats.kin is not None and title:  # then the words of the poems under the nearest titles
         kin = [stats.words[i] for i in stats.kin.ranked(title, genre)]
-        for length in (2, None):
-            for w in kin:
-                if len(chosen) >= left:
-                    break
-                if (length is None or len(w) == length) and fits(w):
-                    chosen.append(w)
-                    banned.update(w)
+        for w in sorted(kin, key=lambda w: len(w) != 2):  # 2-character words first, each kind in rank order
+            if len(chosen) < left and fits(w):
+                take(w)
     titled = stats.words_in(title, stop=False)
     common = math.ceil(FILL_SHARE * stats.settings.get("poems", 0))
     for length in (2, None):

@@ -411,8 +411,8 @@ def keyword_row(poet, judges: Judges, temperature: float, diversity: float) -> d
     """Poems written with two keywords taken from each human poem (`_asked_keywords`, no begin
     character), in its form: the share of keywords present in the poem and in the line the plan
     gave them (`readers.keyword_report`), and the share of poems in their form, rhymed and with every
-    relaxed tone kept (`prosody.check`); keywords the model
-    cannot place are counted (the writer names them), not written."""
+    relaxed tone kept (`prosody.check`); keywords the model cannot place are counted (the writer names
+    them), not written."""
     from tangshi import readers as R
     from tangshi.options import NAMES, OptionError
 
@@ -435,8 +435,8 @@ def keyword_row(poet, judges: Judges, temperature: float, diversity: float) -> d
         poem = written[0]
         texts.append(poem.text)
         plans.append([(e["word"], e["line"]) for e in poem.plan or [] if e["given"]])
-        report = P.check(poem.text)
-        in_form.append(report.form == form and report.rhyme and report.relaxed_ok)
+        checked = P.check(poem.text)
+        in_form.append(checked.form == form and checked.rhyme and checked.relaxed_ok)
     if not texts:
         return {"note": f"not measured: {len(refused)} requests refused, none written"}
     report = R.keyword_report(texts, plans)
