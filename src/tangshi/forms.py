@@ -142,7 +142,25 @@ class VocabProsody:
                 else:
                     self.ze[i] = True
         self.comma, self.period = vocab.id("，"), vocab.id("。")
-        self.groups_f = self.in_group.float()  # (G, V), for a matrix product over open groups
+        # the same facts as Python values, for the per-row bookkeeping of a decoding step
+        self.is_ze = self.ze.tolist()
+        self.tone_class = (self.ping.long() + 2 * self.ze.long()).tolist()  # 0 none, 1 平, 2 仄, 3 both
+        self.group_bits = [0] * v  # each id's 平 groups as bits, group g as 1 << g
+        for g, members in enumerate(self.in_group):
+            for i in members.nonzero().flatten().tolist():
+                self.group_bits[i] |= 1 << g
+        self._rhymes: dict[int, torch.Tensor] = {}
+
+    def rhymes(self, bits: int) -> torch.Tensor:
+        """(V,) bool: the 平 characters of the groups in `bits` (made once a set of groups)."""
+        m = self._rhymes.get(bits)
+        if m is None:
+            m = self._rhymes[bits] = self.in_group[self.group_list(bits)].any(dim=0)
+        return m
+
+    def group_list(self, bits: int) -> list[int]:
+        """The groups in a set of groups as bits, in order."""
+        return [g for g in range(len(self.groups)) if bits >> g & 1]
 
     def tone_name(self, i: int) -> str:
         return {(True, False): P.PING, (False, True): P.ZE, (True, True): "平 or 仄"}.get(
@@ -231,7 +249,7 @@ class FormMask:
         self.heads = heads or [""] * batch
         for h in set(self.heads):
             self._check_heads(h)
-        groups = torch.ones(batch, len(vp.groups), dtype=torch.bool)
+        groups = (1 << len(vp.groups)) - 1
         if rhyme:
             g = P.find_group(rhyme)
             if g is None:
@@ -242,14 +260,15 @@ class FormMask:
             known = int(vp.in_group[vp.groups.index(g)].sum())
             if known < form.lines // 2 + 1:
                 raise FormError(f"--rhyme {rhyme}: the model knows only {known} characters of {g}", "rhyme")
-            groups[:] = False
-            groups[:, vp.groups.index(g)] = True
-        self.open_groups = groups  # (B, G)
-        self.types = torch.full((batch,), ALL_TYPES, dtype=torch.long)  # (B,): bit k set while template k is open
-        self.used = torch.zeros(batch, len(vp.vocab), dtype=torch.bool)
-        self._code, self._tone_masks, self._fits, self._class = _tables(vp, form, self.tones)
-        width = form.chars or FREE_MAX
-        self.fixed_ids = torch.full((batch, form.lines, width), -1, dtype=torch.long)  # (B, lines, chars): -1 free
+            groups = 1 << vp.groups.index(g)
+        # where each poem stands, one Python value a row: a step's bookkeeping is a few look-ups a
+        # row, and only the (B, V) masks are tensors
+        self.groups = [groups] * batch  # the 平水韵 groups still open, as bits (group g: 1 << g)
+        self.types = [ALL_TYPES] * batch  # the tone templates still open, as bits (template k: 1 << k)
+        self.free_ids = torch.ones(batch, len(vp.vocab), dtype=torch.bool)  # the ids not used yet
+        code, self._tone_masks, fits, _ = _tables(vp, form, self.tones)
+        self._code_l, self._fits_l = code.tolist(), fits.tolist()  # looked up a row at a time
+        self.fixed: list[dict[tuple[int, int], int]] = []  # each row's ids fixed at (line, place)
         fixed = fixed or [{} for _ in range(batch)]
         if len(fixed) != batch or len(self.heads) != batch:
             raise ValueError(f"heads and fixed need one entry a row: {len(self.heads)} and {len(fixed)} for {batch}")
@@ -258,17 +277,32 @@ class FormMask:
             for (i, j), ch in fixed[r].items():
                 self._check_fixed(i, j, ch, places.get((i, j)))
                 places[(i, j)] = ch
-            for (i, j), ch in places.items():
-                self.fixed_ids[r, i, j] = vp.vocab.id(ch)
-                self.used[r, vp.vocab.id(ch)] = True
+            self.fixed.append({place: vp.vocab.id(ch) for place, ch in places.items()})
+            for ch in places.values():
+                self.free_ids[r, vp.vocab.id(ch)] = False
             if not form.free:
                 self._narrow(r, places)
-        self.line = torch.zeros(batch, dtype=torch.long)
-        self.pos = torch.zeros(batch, dtype=torch.long)  # 0..chars-1 a character, chars the punctuation
-        self.finished = torch.zeros(batch, dtype=torch.bool)
-        self.ended_line = torch.zeros(batch, dtype=torch.bool)  # the last update closed a line
+        self.line = [0] * batch
+        self.pos = [0] * batch  # 0..chars-1 a character, chars the punctuation
+        self.finished = [False] * batch
+        self.closed = [False] * batch  # the last update closed a line
         self.failures: list[str | None] = [None] * batch  # where a rule could not be met, first only
-        self._groups_f = vp.groups_f  # (G, V)
+
+    @property
+    def used(self) -> torch.Tensor:
+        """(B, V) bool: the ids each poem has used or reserved."""
+        return ~self.free_ids
+
+    @property
+    def open_groups(self) -> torch.Tensor:
+        """(B, G) bool: the 平水韵 groups still open for each poem's rhyme."""
+        g = torch.arange(len(self.vp.groups))
+        return (torch.tensor(self.groups)[:, None] >> g) & 1 > 0
+
+    @property
+    def ended_line(self) -> torch.Tensor:
+        """(B,) bool: the last update closed the row's line."""
+        return torch.tensor(self.closed, dtype=torch.bool)
 
     def _check_heads(self, heads: str) -> None:
         vp, f = self.vp, self.form
@@ -307,12 +341,12 @@ class FormMask:
     def _narrow(self, r: int, places: dict[tuple[int, int], str]) -> None:
         """Open only the templates and rhyme groups that every fixed character of row r fits."""
         vp, f = self.vp, self.form
-        types, groups = ALL_TYPES, self.open_groups[r].clone()
+        types, groups = ALL_TYPES, self.groups[r]
         for (i, j), ch in sorted(places.items()):
             c = vp.vocab.id(ch)
             if not bool(vp.char[c]):
                 continue  # a head without a known reading: noted when it is written, as before
-            fits = types & int(self._fits[i, j, self._class[c]])
+            fits = types & self._fits_l[i][j][vp.tone_class[c]]
             if not fits:
                 raise FormError(
                     f"fixed character '{ch}' at line {i + 1}, character {j + 1} is {vp.tone_name(c)}, which no "
@@ -321,81 +355,86 @@ class FormMask:
                 )
             types = fits
             if j == f.chars - 1 and i % 2 == 1:  # a fixed rhyme
-                groups = groups & vp.in_group[:, c]
-                if not bool(groups.any()):
+                groups &= vp.group_bits[c]
+                if not groups:
                     raise FormError(
                         f"fixed character '{ch}' ends line {i + 1}, which rhymes, but it is not a 平 rhyme of the "
                         "group the other rhymes and --rhyme leave open",
                         self.fixed_field,
                     )
-        self.types[r], self.open_groups[r] = types, groups
+        self.types[r], self.groups[r] = types, groups
 
     # -- what may come next
 
     @property
     def open_types(self) -> torch.Tensor:
         """(B, 4) bool: the tone templates still open for each poem."""
-        return (self.types[:, None] >> torch.arange(4)) & 1 > 0
+        return (torch.tensor(self.types)[:, None] >> torch.arange(4)) & 1 > 0
 
-    def _punctuation(self, line: torch.Tensor) -> torch.Tensor:
+    def _punctuation(self, i: int) -> int:
         """，after odd lines, 。after even ones and after the last."""
-        comma = (line % 2 == 0) & (line < self.form.lines - 1)
-        return torch.where(comma, self.vp.comma, self.vp.period)
+        return self.vp.comma if i % 2 == 0 and i < self.form.lines - 1 else self.vp.period
 
     def allowed(self) -> torch.Tensor:
         """(B, V) bool: the ids each poem may write next."""
         vp, f = self.vp, self.form
-        rows = torch.arange(self.batch)
-        done = self.finished | (self.line >= f.lines)
-        i = self.line.clamp(max=f.lines - 1)
-        j = self.pos
-        inside = (j < self.fixed_ids.shape[2]) & ~done
-        fixed = self.fixed_ids[rows, i, j.clamp(max=self.fixed_ids.shape[2] - 1)]
-        forced = torch.where(inside, fixed, -1)  # (B,): the id fixed at this place, -1 none
-        if f.free:
-            m = vp.char & (j < FREE_MAX)[:, None]
-            if not self.allow_repeat:
-                m = m & ~self.used
-            punct = ((j >= FREE_MIN) | ~m.any(dim=1)) & (forced < 0)
-        else:
-            punct = j >= f.chars
-            jj = j.clamp(max=f.chars - 1)
-            code = self._code[i, jj, self.types]  # (B,): 1 平, 2 仄, 3 either
-            m = self._tone_masks[code]  # (B, V)
-            if not self.allow_repeat:
-                m = m & ~self.used
-            last = (jj == f.chars - 1) & ~punct & ~done
-            even = last & (i % 2 == 1)
-            first = last & (i == 0)
-            if bool(last.any()):  # rhyme positions: only these rows pay for the group look-up
-                rhymes = (self.open_groups.float() @ self._groups_f) > 0  # (B, V) 平 chars of the open groups
-                m = torch.where(even[:, None], m & rhymes, m)
-                if bool(first.any()):
-                    may_rhyme = (self.types & RHYMING_FIRST)[:, None] > 0  # line 1 rhymes (A, B)...
-                    may_not = (self.types & ~RHYMING_FIRST)[:, None] > 0  # ...or ends 仄 (a, b)
-                    m = torch.where(first[:, None], m & ((rhymes & may_rhyme) | (vp.ze & may_not)), m)
-            stuck = ~m.any(dim=1) & ~punct & ~done & (forced < 0)
-            if bool(stuck.any()):  # nothing left that fits (e.g. every rhyme used): any character, noted
-                for r in stuck.nonzero().flatten().tolist():
-                    need = torch.tensor([bool(code[r] & 1), bool(code[r] & 2)])
-                    self._note_stuck(r, int(i[r]), int(j[r]), need, bool(even[r]))
-                m = torch.where(stuck[:, None], vp.char, m)
-        special = punct | (forced >= 0) | done
-        if not bool(special.any()):
-            return m
-        out = m & ~special[:, None]
-        out[rows[punct], self._punctuation(i[punct])] = True
-        force = forced >= 0
-        out[rows[force], forced[force]] = True
-        out[done] = False
-        out[done, EOS] = True
-        return out
+        only: dict[int, int] = {}  # rows that may write one id only (punctuation, a fixed id, the end)
+        open_rows = []  # rows writing a character of their own choice
+        codes, ends = [], []  # each row's tone code; the rows at a line's last character
+        for r in range(self.batch):
+            i, j = min(self.line[r], f.lines - 1), self.pos[r]
+            if self.finished[r] or self.line[r] >= f.lines:
+                only[r] = EOS
+            elif (i, j) in self.fixed[r]:
+                only[r] = self.fixed[r][(i, j)]
+            elif f.free and j >= FREE_MIN or not f.free and j >= f.chars:
+                only[r] = self._punctuation(i)
+            else:
+                open_rows.append(r)
+                if not f.free and j == f.chars - 1 and (i % 2 == 1 or i == 0):
+                    ends.append(r)
+            if not f.free:
+                codes.append(self._code_l[i][min(j, f.chars - 1)][self.types[r]])
+        m = vp.char.repeat(self.batch, 1) if f.free else self._tone_masks[torch.tensor(codes)]
+        if not self.allow_repeat:
+            m &= self.free_ids
+        if ends:  # rhyme positions: only these rows pay for the group look-up
+            m[ends] &= torch.stack([self._rhyme_rule(r) for r in ends])
+        if open_rows:
+            has = m.any(dim=1).tolist()
+            for r in open_rows:
+                if has[r]:
+                    continue
+                if f.free:  # no unused character left for a longer line: close it
+                    only[r] = self._punctuation(self.line[r])
+                    continue
+                # nothing left that fits (e.g. every rhyme used): any character, noted
+                i, j, code = self.line[r], self.pos[r], codes[r]
+                need = torch.tensor([bool(code & 1), bool(code & 2)])
+                self._note_stuck(r, i, j, need, j == f.chars - 1 and i % 2 == 1)
+                m[r] = vp.char
+        if only:
+            rows = list(only)
+            m[rows] = False
+            m[rows, list(only.values())] = True
+        return m
+
+    def _rhyme_rule(self, r: int) -> torch.Tensor:
+        """(V,) bool: what row r may end its line with: a rhyme of its open groups at an even line;
+        at line 1 a rhyme (templates A, B) or a 仄 character (a, b), as its open templates allow."""
+        rhymes = self.vp.rhymes(self.groups[r])
+        if self.line[r] % 2 == 1:
+            return rhymes
+        may_rhyme, may_not = self.types[r] & RHYMING_FIRST, self.types[r] & ~RHYMING_FIRST
+        if may_rhyme and may_not:
+            return rhymes | self.vp.ze
+        return rhymes if may_rhyme else self.vp.ze if may_not else torch.zeros_like(rhymes)
 
     def _note_stuck(self, r: int, i: int, j: int, need: torch.Tensor, rhyming: bool) -> None:
         if self.failures[r] is not None:
             return
         vp = self.vp
-        groups = "/".join(vp.groups[g][-1] for g in self.open_groups[r].nonzero().flatten().tolist())
+        groups = "/".join(vp.groups[g][-1] for g in vp.group_list(self.groups[r]))
         rules = [f"is {_need(need[None])}"] if not need.all() else []
         rules += [f"rhymes in {groups}"] if rhyming else []
         self.failures[r] = f"line {i + 1}, character {j + 1}: no unused character {' and '.join(rules)}"
@@ -404,47 +443,39 @@ class FormMask:
 
     def update(self, ids: torch.Tensor) -> None:
         vp, f = self.vp, self.form
-        c = ids.to("cpu", torch.long)
-        rows = torch.arange(self.batch)
-        self.ended_line = torch.zeros(self.batch, dtype=torch.bool)
-        live = ~self.finished
-        over = live & (self.line >= f.lines)
-        self.finished = self.finished | over
-        live = live & ~over
-        if f.free:
-            closes = live & ((c == vp.comma) | (c == vp.period))
-            writes = live & ~closes
-        else:
-            closes = live & (self.pos >= f.chars)
-            writes = live & ~closes
-            i, jj = self.line.clamp(max=f.lines - 1), self.pos.clamp(max=f.chars - 1)
-            fits = self.types & self._fits[i, jj, self._class[c]]  # (B,): the open templates the character fits
-            ok = fits > 0
-            self.types = torch.where(writes & ok, fits, self.types)
-            for r in (writes & ~ok).nonzero().flatten().tolist():  # a begin character (fixed ones fit by design)
-                if self.failures[r] is None:
-                    cr = int(c[r])
+        written_rows, written_ids = [], []
+        self.closed = [False] * self.batch
+        for r, c in enumerate(ids.tolist()):
+            i, j = self.line[r], self.pos[r]
+            if self.finished[r] or i >= f.lines:
+                self.finished[r] = True
+                continue
+            if (c in (vp.comma, vp.period)) if f.free else j >= f.chars:  # the line closes
+                self.line[r], self.pos[r], self.closed[r] = i + 1, 0, True
+                continue
+            if not f.free:
+                fits = self.types[r] & self._fits_l[i][j][vp.tone_class[c]]  # the open templates c fits
+                if fits:
+                    self.types[r] = fits
+                elif self.failures[r] is None:  # a begin character (fixed ones fit by design)
                     self.failures[r] = (
-                        f"line {int(i[r]) + 1}, character {int(jj[r]) + 1}: '{vp.vocab.tokens[cr]}' is "
-                        f"{vp.tone_name(cr)} where the tone template needs "
-                        f"{_need(self.req[self.open_types[r], i[r], jj[r]])}"
+                        f"line {i + 1}, character {j + 1}: '{vp.vocab.tokens[c]}' is {vp.tone_name(c)} where the "
+                        f"tone template needs {_need(self.req[self.open_types[r], i, j])}"
                     )
-            ends = writes & (jj == f.chars - 1) & ((i % 2 == 1) | ((i == 0) & ~vp.ze[c]))
-            narrowed = self.open_groups & vp.in_group[:, c].T  # (B, G)
-            keep = ends & narrowed.any(dim=1)
-            self.open_groups = torch.where(keep[:, None], narrowed, self.open_groups)
-        self.used[rows[writes], c[writes]] = True
-        self.pos = torch.where(writes, self.pos + 1, torch.where(closes, 0, self.pos))
-        self.line = torch.where(closes, self.line + 1, self.line)
-        self.ended_line = closes
+                if j == f.chars - 1 and (i % 2 == 1 or i == 0 and not vp.is_ze[c]):  # a rhyme: its groups
+                    self.groups[r] = (self.groups[r] & vp.group_bits[c]) or self.groups[r]
+            written_rows.append(r)
+            written_ids.append(c)
+            self.pos[r] = j + 1
+        if written_rows:
+            self.free_ids[written_rows, written_ids] = False
 
     def select(self, rows: list[int]) -> None:
         """Keep these rows, in this order (beam search reorders and copies its hypotheses)."""
-        idx = torch.tensor(rows, dtype=torch.long)
-        for name in ("open_groups", "types", "used", "fixed_ids", "line", "pos", "finished", "ended_line"):
-            setattr(self, name, getattr(self, name)[idx])
-        self.heads = [self.heads[r] for r in rows]
-        self.failures = [self.failures[r] for r in rows]
+        self.free_ids = self.free_ids[torch.tensor(rows, dtype=torch.long)]
+        for name in ("groups", "types", "fixed", "line", "pos", "finished", "closed", "heads", "failures"):
+            values = getattr(self, name)
+            setattr(self, name, [values[r] for r in rows])
         self.batch = len(rows)
 
 
