@@ -176,6 +176,7 @@ def write(
     out = torch.full((batch, max_length), PAD, dtype=torch.long, device=device)
     logps = torch.zeros(batch, max_length, device=device)  # log-likelihood of each written id
     done = torch.zeros(batch, dtype=torch.bool, device=device)
+    every = torch.arange(batch, device=device)
     # which ids each poem has used; only tracked when the sampler penalises repeats
     seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device) if sampler.repetition_penalty != 1 else None
     was_training = model.training
@@ -184,8 +185,7 @@ def write(
         for t in range(max_length):
             _check(stop, t)
             logits, state = model.step(x, state)  # (B, V), (2B, V) guided
-            logits = logits.float()
-            logits[:, never] = float("-inf")
+            logits = logits.float().index_fill_(1, never, float("-inf"))
             if guided:
                 logits, plain = logits[:batch], logits[batch:]
                 gap = torch.log_softmax(logits, -1) - torch.log_softmax(plain, -1)
@@ -206,7 +206,7 @@ def write(
             logps[:, t] = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
             out[:, t] = next_ids
             if seen is not None:
-                seen[torch.arange(batch, device=device), next_ids] = True
+                seen[every, next_ids] = True
             if stop_at_end:
                 done |= next_ids == EOS
                 if bool(done.all()):
@@ -433,15 +433,17 @@ class Steer:
         self.line = torch.zeros(batch, v, device=device)  # the characters of each row's current line
         self.length = torch.zeros(batch, device=device)  # and how many
         self.rows = torch.arange(batch, device=device)
+        self.one = torch.ones((), device=device)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, V) logits with the bias on the characters, the breaks and end shifted to keep their probability."""
         if not self.active:
             return logits
         steered = logits + self.fixed + self.line_bias
-        chars = steered.masked_fill(self.structure, float("-inf")), logits.masked_fill(self.structure, float("-inf"))
-        shift = torch.logsumexp(chars[0], dim=-1) - torch.logsumexp(chars[1], dim=-1)  # (B,)
-        shift = torch.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0)
+        # the characters' mass with and without the bias, both in one call (a row's sums are its own)
+        chars = torch.cat([steered, logits]).masked_fill_(self.structure, float("-inf"))
+        mass = torch.logsumexp(chars, dim=-1)
+        shift = torch.nan_to_num(mass[: len(logits)] - mass[len(logits) :], nan=0.0, posinf=0.0, neginf=0.0)
         return torch.where(self.structure, logits + shift.unsqueeze(-1), steered)
 
     def select(self, rows: torch.Tensor) -> None:
@@ -466,7 +468,7 @@ class Steer:
             return
         ends = self.breaks[ids]
         if not bool(ends.any()):  # most steps: one more character in each row's line
-            self.line[self.rows, ids] += 1
+            self.line.index_put_((self.rows, ids), self.one, accumulate=True)
             self.length += 1
             return
         rows = self.rows[~ends]

@@ -57,6 +57,7 @@ class Vocab:
             dup = next(t for t, n in Counter(self.tokens).items() if n > 1)
             raise VocabError(f"token {dup!r} appears twice in the vocabulary")
         self._table: np.ndarray | None = None
+        self._log_prior: torch.Tensor | None = None
         # the condition tokens, once: `write` masks them at every call
         self._conditions = [i for i, t in enumerate(self.tokens) if i >= len(SPECIALS) and is_condition(t)]
 
@@ -124,8 +125,10 @@ class Vocab:
         """(V,) log unigram probabilities of the training counts, add-one smoothed; None without counts."""
         if self.counts is None:
             return None
-        counts = torch.tensor(self.counts, dtype=torch.float64) + 1
-        return (counts.log() - math.log(float(counts.sum()))).float()
+        if self._log_prior is None:  # made once: a poem's writing asks for it
+            counts = torch.tensor(self.counts, dtype=torch.float64) + 1
+            self._log_prior = (counts.log() - math.log(float(counts.sum()))).float()
+        return self._log_prior
 
     def id(self, char: str) -> int:
         return self.index.get(char, UNK)
