@@ -7,10 +7,13 @@ poems at once, with tangshi's writer (the recurrent state carried from step to s
 seed's way of re-running the whole prefix at every step, greedy, so every variant does the same
 work. Then the same lengths as real forms with their masks on (`Poet.write(form=...)`: 五绝 and
 七律 with rhyme, relaxed tones, no repeats, the copy check), default sampler. One warm-up call,
-then the median of --repeats calls (`--step-weights float32`: the float32 figures to set beside).
-The last line is machine-readable:
+then the median of --repeats calls. The steps' weights as tangshi holds them on this machine
+(int8 or bfloat16, `model.step_weights`) and in float32 are timed in alternation, call by call, so
+the ratio between them is measured on the same machine state (`--step-weights float32` times
+float32 alone). The last line is machine-readable (the first kind's medians; the 64s are a whole
+batch):
 `write_latency: wujue_ms=<ms> qilv_ms=<ms> qilv64_ms=<ms> form_wujue_ms=<ms> form_qilv_ms=<ms>
-form_qilv64_ms=<ms>` (medians; the 64s are a whole batch).
+form_qilv64_ms=<ms>`
 """
 
 from __future__ import annotations
@@ -40,6 +43,24 @@ def median_ms(fn, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def alternating_ms(fn, model, kinds: list[str], repeats: int) -> list[float]:
+    """The median ms of `fn` with the steps' weights held as each of `kinds`, the kinds taking turns
+    call by call (each after a warm-up call)."""
+    import tangshi.model
+
+    times: list[list[float]] = [[] for _ in kinds]
+    for i in range(repeats + 1):
+        for k, kind in enumerate(kinds):
+            tangshi.model.step_weights = lambda device, kind=kind: kind
+            model._packed_cache = None  # made again for this kind, outside the timing
+            model._packed(next(model.parameters()).device)
+            t0 = time.perf_counter()
+            fn()
+            if i:
+                times[k].append(time.perf_counter() - t0)
+    return [1000 * statistics.median(t) for t in times]
+
+
 @torch.no_grad()
 def rerun_prefix(model, begin_id: int, batch: int, length: int) -> torch.Tensor:
     """The seed's way: feed the whole poem so far through the network for every new character."""
@@ -60,13 +81,13 @@ def main() -> int:
         "--step-weights",
         choices=["auto", "float32", "int8", "bfloat16"],
         default="auto",
-        help="how the steps hold the LSTM weights (auto: by CPU, as tangshi writes; float32 for the figures beside)",
+        help="how the steps hold the LSTM weights (auto: by CPU, as tangshi writes), timed beside float32",
     )
     args = ap.parse_args()
-    if args.step_weights != "auto":
-        import tangshi.model
+    import tangshi.model
 
-        tangshi.model.step_weights = lambda device: args.step_weights
+    chosen = tangshi.model.step_weights(torch.device("cpu")) if args.step_weights == "auto" else args.step_weights
+    tangshi.model.step_weights = lambda device: chosen
     tune_process([__file__, *sys.argv[1:]])  # the allocator settings `tangshi train` runs with
     torch.set_num_threads(args.threads)
     poet = Poet.load(args.checkpoint)
@@ -92,31 +113,41 @@ def main() -> int:
             p, q = torch.softmax(logits.float(), -1), torch.softmax(full[:, t].float(), -1)
             worst = max(worst, 0.5 * float((p - q).abs().sum()))  # total variation distance
     assert worst < 0.05, worst
-    from tangshi import model as M
 
-    kinds = [M.step_weights(torch.device("cpu"))] if model.cfg.cell == "lstm" else []
+    lstm = model.cfg.cell == "lstm"  # the other cells step in float32 whatever the machine
+    kinds = [chosen, *(["float32"] if chosen != "float32" else [])] if lstm else ["float32"]
+
+    def timed(fn) -> list[float]:
+        got = alternating_ms(fn, model, kinds, args.repeats)
+        tangshi.model.step_weights = lambda device: chosen
+        return got
 
     results = {}
     print(f"checkpoint: {args.checkpoint or 'bundled'}  threads: {args.threads}  repeats: {args.repeats}")
     print(
-        f"step weights: {', '.join(kinds) or 'float'}; largest total variation distance from the float "
+        f"step weights: {chosen if lstm else 'float32'}; largest total variation distance from the float "
         f"forward's next-character distribution along the seed's greedy poem: {worst:.4f}"
     )
-    print("| poems | characters | state carried (tangshi) | prefix re-run (seed) | ratio |")
-    print("|---:|---:|---:|---:|---:|")
+    beside = len(kinds) > 1
+    head = f"| tangshi, {kinds[0]} steps |" + (f" {kinds[1]} steps | {kinds[1]} / {kinds[0]} |" if beside else "")
+    rule = "---:|" * (3 if beside else 1)
+    print(f"| poems | characters {head} prefix re-run (seed) | seed / tangshi |")
+    print(f"|---:|---:|{rule}---:|---:|")
     for batch, length in [(1, 24), (1, 64), (64, 24), (64, 64)]:
-        carried = median_ms(ours(batch, length), args.repeats)
-        rerun = median_ms(seeds(batch, length), max(3, args.repeats // 3))
-        results[(batch, length)] = carried
-        print(f"| {batch} | {length} | {carried:.1f} ms | {rerun:.1f} ms | {rerun / carried:.1f}x |", flush=True)
+        got = timed(ours(batch, length))
+        rerun = median_ms(seeds(batch, length), max(3, args.repeats // 5))
+        results[(batch, length)] = got[0]
+        side = f" {got[1]:.1f} ms | {got[1] / got[0]:.2f}x |" if beside else ""
+        print(f"| {batch} | {length} | {got[0]:.1f} ms |{side} {rerun:.1f} ms | {rerun / got[0]:.1f}x |", flush=True)
     print()
-    print("| poems | form (tokens) | masks on, sampled |")
-    print("|---:|---|---:|")
+    print(f"| poems | form (tokens), masks on, sampled {head}")
+    print(f"|---:|---|{rule}")
     masked = {}
     for batch, form in [(1, "五绝"), (1, "七律"), (64, "五绝"), (64, "七律")]:
-        ms = median_ms(lambda b=batch, f=form: poet.write([args.begin], num=b, seed=0, form=f), args.repeats)
-        masked[(batch, form)] = ms
-        print(f"| {batch} | {form} ({24 if form == '五绝' else 64}) | {ms:.1f} ms |", flush=True)
+        got = timed(lambda b=batch, f=form: poet.write([args.begin], num=b, seed=0, form=f))
+        masked[(batch, form)] = got[0]
+        side = f" {got[1]:.1f} ms | {got[1] / got[0]:.2f}x |" if beside else ""
+        print(f"| {batch} | {form} ({24 if form == '五绝' else 64}) | {got[0]:.1f} ms |{side}", flush=True)
     print(
         f"write_latency: wujue_ms={results[(1, 24)]:.2f} qilv_ms={results[(1, 64)]:.2f} "
         f"qilv64_ms={results[(64, 64)]:.2f} form_wujue_ms={masked[(1, '五绝')]:.2f} "
