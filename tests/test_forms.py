@@ -109,6 +109,18 @@ def test_free_acrostic_lines_start_with_the_heads(seed, heads):
         assert text.endswith("。") and text.count("，") == len(heads) // 2
 
 
+def test_a_free_line_ends_where_the_model_chooses_from_4_to_9_characters():
+    mask = FormMask(vp(), free_form(2), 1)
+    comma = vp().vocab.id("，")
+    for j, ch in enumerate("明月照高楼流光正徘"):
+        allowed = mask.allowed()[0]
+        assert bool(allowed[vp().vocab.id(ch)])  # the line may go on below 9 characters
+        assert bool(allowed[comma]) == (j >= FREE_MIN)  # and may end from 4 on
+        mask.update(torch.tensor([vp().vocab.id(ch)]))
+    assert mask.allowed()[0].nonzero().flatten().tolist() == [comma]  # at 9 it ends
+    assert FREE_MAX == 9
+
+
 def test_a_rule_that_cannot_be_met_is_named():
     # a vocabulary whose 阳 rhymes run out after two lines
     chars = "光长" + "明月清风白日青山红花天寒" + "黄河入海流"

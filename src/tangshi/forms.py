@@ -379,6 +379,7 @@ class FormMask:
         """(B, V) bool: the ids each poem may write next."""
         vp, f = self.vp, self.form
         only: dict[int, int] = {}  # rows that may write one id only (punctuation, a fixed id, the end)
+        may_close: dict[int, int] = {}  # free-form rows that may end their line here or write on
         open_rows = []  # rows writing a character of their own choice
         codes, ends = [], []  # each row's tone code; the rows at a line's last character
         for r in range(self.batch):
@@ -387,11 +388,13 @@ class FormMask:
                 only[r] = EOS
             elif (i, j) in self.fixed[r]:
                 only[r] = self.fixed[r][(i, j)]
-            elif f.free and j >= FREE_MIN or not f.free and j >= f.chars:
+            elif f.free and j >= FREE_MAX or not f.free and j >= f.chars:
                 only[r] = self._punctuation(i)
             else:
                 open_rows.append(r)
-                if not f.free and j == f.chars - 1 and (i % 2 == 1 or i == 0):
+                if f.free and j >= FREE_MIN:
+                    may_close[r] = self._punctuation(i)
+                elif not f.free and j == f.chars - 1 and (i % 2 == 1 or i == 0):
                     ends.append(r)
             if not f.free:
                 codes.append(self._code_l[i][min(j, f.chars - 1)][self.types[r]])
@@ -413,6 +416,8 @@ class FormMask:
                 need = torch.tensor([bool(code & 1), bool(code & 2)])
                 self._note_stuck(r, i, j, need, j == f.chars - 1 and i % 2 == 1)
                 m[r] = vp.char
+        if may_close:
+            m[list(may_close), list(may_close.values())] = True
         if only:
             rows = list(only)
             m[rows] = False
