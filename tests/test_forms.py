@@ -119,6 +119,12 @@ def test_a_free_line_ends_where_the_model_chooses_from_4_to_9_characters():
         mask.update(torch.tensor([vp().vocab.id(ch)]))
     assert mask.allowed()[0].nonzero().flatten().tolist() == [comma]  # at 9 it ends
     assert FREE_MAX == 9
+    # a line with a character fixed further on stays open until it is written
+    mask = FormMask(vp(), free_form(2), 1, fixed=[{(0, 6): "月"}])
+    for ch in "明清照高楼流":
+        assert not bool(mask.allowed()[0, comma])
+        mask.update(torch.tensor([vp().vocab.id(ch)]))
+    assert mask.allowed()[0].nonzero().flatten().tolist() == [vp().vocab.id("月")]
 
 
 def test_a_rule_that_cannot_be_met_is_named():

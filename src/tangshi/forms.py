@@ -269,6 +269,7 @@ class FormMask:
         code, self._tone_masks, fits, _ = _tables(vp, form, self.tones)
         self._code_l, self._fits_l = code.tolist(), fits.tolist()  # looked up a row at a time
         self.fixed: list[dict[tuple[int, int], int]] = []  # each row's ids fixed at (line, place)
+        self.shortest: list[dict[int, int]] = [{} for _ in range(batch)]  # free lines with fixed characters
         fixed = fixed or [{} for _ in range(batch)]
         if len(fixed) != batch or len(self.heads) != batch:
             raise ValueError(f"heads and fixed need one entry a row: {len(self.heads)} and {len(fixed)} for {batch}")
@@ -278,6 +279,9 @@ class FormMask:
                 self._check_fixed(i, j, ch, places.get((i, j)))
                 places[(i, j)] = ch
             self.fixed.append({place: vp.vocab.id(ch) for place, ch in places.items()})
+            if form.free:  # a free line ends no sooner than its last fixed character
+                for i, j in places:
+                    self.shortest[r][i] = max(self.shortest[r].get(i, FREE_MIN), j + 1)
             for ch in places.values():
                 self.free_ids[r, vp.vocab.id(ch)] = False
             if not form.free:
@@ -392,7 +396,7 @@ class FormMask:
                 only[r] = self._punctuation(i)
             else:
                 open_rows.append(r)
-                if f.free and j >= FREE_MIN:
+                if f.free and j >= self.shortest[r].get(i, FREE_MIN):
                     may_close[r] = self._punctuation(i)
                 elif not f.free and j == f.chars - 1 and (i % 2 == 1 or i == 0):
                     ends.append(r)
@@ -478,7 +482,7 @@ class FormMask:
     def select(self, rows: list[int]) -> None:
         """Keep these rows, in this order (beam search reorders and copies its hypotheses)."""
         self.free_ids = self.free_ids[torch.tensor(rows, dtype=torch.long)]
-        for name in ("groups", "types", "fixed", "line", "pos", "finished", "closed", "heads", "failures"):
+        for name in ("groups", "types", "fixed", "shortest", "line", "pos", "finished", "closed", "heads", "failures"):
             values = getattr(self, name)
             setattr(self, name, [values[r] for r in rows])
         self.batch = len(rows)
