@@ -184,15 +184,14 @@ def _requirements(form: Form, tones: str) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _tables(vp: VocabProsody, form: Form, tones: str) -> tuple[torch.Tensor, ...]:
-    """Look-up tables that make a decoding step a few gathers, made once per vocabulary and form.
+def _tables(vp: VocabProsody, form: Form, tones: str) -> tuple[list, torch.Tensor, list]:
+    """Look-up tables that make a decoding step a few look-ups a row, made once per vocabulary and form.
 
-    A set of open templates is a 4-bit number; a character's tone class is 1 (平), 2 (仄),
-    3 (both readings) or 0 (no reading). Returns
-    code (lines, chars, 16 sets): which tones (bit 1 平, bit 2 仄) some open template takes there;
+    A set of open templates is a 4-bit number; a character's tone class is `VocabProsody.tone_class`:
+    1 (平), 2 (仄), 3 (both readings) or 0 (no reading). Returns
+    code [lines][chars][16 sets]: which tones (bit 1 平, bit 2 仄) some open template takes there;
     tone_masks (4 codes, V): the characters each code allows;
-    fits (lines, chars, 4 classes): the set of templates a character of each class fits there;
-    classes (V,): each id's tone class."""
+    fits [lines][chars][4 classes]: the set of templates a character of each class fits there."""
     req = _requirements(form, tones)
     bits = torch.tensor([1 << k for k in range(4)])
     sets = (torch.arange(16)[:, None] & bits) > 0  # (16, 4): the templates in each set
@@ -203,13 +202,12 @@ def _tables(vp: VocabProsody, form: Form, tones: str) -> tuple[torch.Tensor, ...
     classes = torch.tensor([[False, False], [True, False], [False, True], [True, True]])  # (4, 2)
     takes = (per_pos[:, :, None] & classes[:, None]).any(dim=-1)  # (lines, chars, 4 classes, 4 templates)
     fits = (takes.long() * bits).sum(dim=-1)
-    return code, tone_masks, fits, vp.ping.long() + 2 * vp.ze.long()
+    return code.tolist(), tone_masks, fits.tolist()
 
 
 def template_fits(vp: VocabProsody, form: Form, tones: str, line: int, pos: int, char: str) -> int:
     """The set of tone templates (4 bits, as `FormMask.types`) that take `char` at (line, pos), 0-based."""
-    c = vp.vocab.id(char)
-    return int(_tables(vp, form, tones)[2][line, pos, int(vp.ping[c]) + 2 * int(vp.ze[c])])
+    return _tables(vp, form, tones)[2][line][pos][vp.tone_class[vp.vocab.id(char)]]
 
 
 def _need(req: torch.Tensor) -> str:
@@ -266,8 +264,7 @@ class FormMask:
         self.groups = [groups] * batch  # the 平水韵 groups still open, as bits (group g: 1 << g)
         self.types = [ALL_TYPES] * batch  # the tone templates still open, as bits (template k: 1 << k)
         self.free_ids = torch.ones(batch, len(vp.vocab), dtype=torch.bool)  # the ids not used yet
-        code, self._tone_masks, fits, _ = _tables(vp, form, self.tones)
-        self._code_l, self._fits_l = code.tolist(), fits.tolist()  # looked up a row at a time
+        self._code, self._tone_masks, self._fits = _tables(vp, form, self.tones)
         self.fixed: list[dict[tuple[int, int], int]] = []  # each row's ids fixed at (line, place)
         self.shortest: list[dict[int, int]] = [{} for _ in range(batch)]  # free lines with fixed characters
         fixed = fixed or [{} for _ in range(batch)]
@@ -296,12 +293,6 @@ class FormMask:
     def used(self) -> torch.Tensor:
         """(B, V) bool: the ids each poem has used or reserved."""
         return ~self.free_ids
-
-    @property
-    def open_groups(self) -> torch.Tensor:
-        """(B, G) bool: the 平水韵 groups still open for each poem's rhyme."""
-        g = torch.arange(len(self.vp.groups))
-        return (torch.tensor(self.groups)[:, None] >> g) & 1 > 0
 
     @property
     def ended_line(self) -> torch.Tensor:
@@ -350,7 +341,7 @@ class FormMask:
             c = vp.vocab.id(ch)
             if not bool(vp.char[c]):
                 continue  # a head without a known reading: noted when it is written, as before
-            fits = types & self._fits_l[i][j][vp.tone_class[c]]
+            fits = types & self._fits[i][j][vp.tone_class[c]]
             if not fits:
                 raise FormError(
                     f"fixed character '{ch}' at line {i + 1}, character {j + 1} is {vp.tone_name(c)}, which no "
@@ -401,7 +392,7 @@ class FormMask:
                 elif not f.free and j == f.chars - 1 and (i % 2 == 1 or i == 0):
                     ends.append(r)
             if not f.free:
-                codes.append(self._code_l[i][min(j, f.chars - 1)][self.types[r]])
+                codes.append(self._code[i][min(j, f.chars - 1)][self.types[r]])
         m = vp.char.repeat(self.batch, 1) if f.free else self._tone_masks[torch.tensor(codes)]
         if not self.allow_repeat:
             m &= self.free_ids
@@ -463,7 +454,7 @@ class FormMask:
                 self.line[r], self.pos[r], self.closed[r] = i + 1, 0, True
                 continue
             if not f.free:
-                fits = self.types[r] & self._fits_l[i][j][vp.tone_class[c]]  # the open templates c fits
+                fits = self.types[r] & self._fits[i][j][vp.tone_class[c]]  # the open templates c fits
                 if fits:
                     self.types[r] = fits
                 elif self.failures[r] is None:  # a begin character (fixed ones fit by design)

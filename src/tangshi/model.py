@@ -340,9 +340,9 @@ def linear_cross_entropy(
 ) -> torch.Tensor:
     """mean(cross_entropy(h @ weight.T + bias, targets)), exactly, without the (N, V) logits.
 
-    The rows go through in chunks (`ce_chunk`): each chunk's logits are made, turned into the loss and, when a
-    gradient is wanted, at once into the gradient of h, weight and bias, while they are still in
-    the cache. The unfused way writes and re-reads N x V floats five times (logits, log-softmax,
+    The rows go through in chunks (`ce_chunk` rows): each chunk's logits are made, turned into the
+    loss and, when a gradient is wanted, at once into the gradient of h, weight and bias, while they
+    are still in the cache. The unfused way writes and re-reads N x V floats five times (logits, log-softmax,
     its gradient, a zero-filled NLL gradient, the bias sum), which on a CPU costs as much as the
     three matrix products; here they are touched while in cache.
     """
