@@ -36,15 +36,15 @@ def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) 
         gates = torch._weight_int8pack_mm(x.to(torch.bfloat16), w_ih, unit).float() * s_ih
         gates = gates + torch._weight_int8pack_mm(h.to(torch.bfloat16), w_hh, unit).float() * s_hh + bias
     elif kind == "onednn":  # bfloat16 [W_ih | W_hh] in oneDNN's own layout for one row (`_onednn_packed`)
-        gates = torch.ops.mkldnn._linear_pointwise(torch.cat([x, h], dim=1).to(torch.bfloat16), w, None, "none", [], "")
-        gates = gates.float() + bias
+        xh = torch.cat([x, h], dim=1, out=x.new_empty(x.shape[0], x.shape[1] + h.shape[1], dtype=torch.bfloat16))
+        gates = torch.ops.mkldnn._linear_pointwise(xh, w, None, "none", [], "") + bias  # promoted to float32
     elif kind == "float32":
         gates = torch.addmm(bias, torch.cat([x, h], dim=1), w)
     else:
         gates = torch.mm(torch.cat([x, h], dim=1).to(w.dtype), w).float() + bias
-    i, f, g, o = gates.chunk(4, dim=1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c), c
+    i, f, g, o = gates.view(gates.shape[0], 4, -1).unbind(1)
+    c = torch.sigmoid(f).mul_(c).add_(torch.sigmoid(i).mul_(torch.tanh(g)))
+    return torch.sigmoid(o).mul_(torch.tanh(c)), c
 
 
 def _onednn_packed(w: torch.Tensor) -> torch.Tensor | None:
