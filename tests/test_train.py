@@ -43,8 +43,10 @@ def test_collate_wraps_in_begin_and_end_and_pads():
     inputs, targets = collate([np.array([5, 6, 7]), np.array([8])], np.array([0, 1]), multiple=1)
     assert inputs.tolist() == [[2, 5, 6, 7], [2, 8, 0, 0]]
     assert targets.tolist() == [[5, 6, 7, 3], [8, 3, 0, 0]]
-    inputs, _ = collate([np.array([5] * 9)], np.array([0]))  # 10 positions, rounded up to 16
-    assert inputs.shape == (1, 16) and inputs[0, 10:].eq(0).all()
+    inputs, _ = collate([np.array([5] * 9)], np.array([0]))  # <bos> + 9, rounded up to <bos> + 16
+    assert inputs.shape == (1, 17) and inputs[0, 10:].eq(0).all()
+    inputs, targets = collate([np.array([5] * 24), np.array([6] * 20)], np.array([0, 1]))  # a 五绝: no padding
+    assert inputs.shape == (2, 25) and targets[0, -1] == 3 and targets[1, 21:].eq(0).all()
 
 
 def test_schedule_warms_up_and_decays():

@@ -30,9 +30,13 @@ _MALLOC_ENV = {
     "MALLOC_TRIM_THRESHOLD_": "68719476736",
     "MALLOC_TOP_PAD_": "1073741824",
 }
-# oneDNN (bf16 on CPU) caches a compiled kernel per matrix shape, and the output layer's shape
-# changes with every batch's token count: unbounded, the cache grows by gigabytes in a run.
-_ONEDNN_CACHE = "16"
+# oneDNN (bf16 on CPU) caches a compiled kernel per matrix and recurrent-layer shape. The output
+# layer's rows are padded to a few shapes (`model.ROW_MULTIPLE`, `TAIL_ROW_MULTIPLE`), but a step of
+# the adaptive softmax alone uses some 20: with room for 16 they were compiled again at every step.
+# 64 (measured on a Xeon with AMX, docs/speed.md): the seed-pytorch model's fast trainer 1.4x faster;
+# the bundled preset 4.3 GB resident after 320 steps (2.9 GB with 16, 5.8 GB with 1,024: its
+# recurrent layers' kernels hold memory in proportion to the sequence length).
+_ONEDNN_CACHE = "64"
 
 
 def tune_process(command: list[str]) -> None:

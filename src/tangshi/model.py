@@ -318,7 +318,7 @@ class CharRNN(nn.Module):
             # autocast: the low precision on CPUs, fp32 on CUDA
             low = torch.get_autocast_dtype(out.device.type)
             out = out.to(torch.log_softmax(out[:1, :1].to(low), dim=-1).dtype)
-            return -self.head(out, gold).output[:n].float().mean(), n
+            return -adaptive_log_likelihood(self.head, out, gold)[:n].float().mean(), n
         # fp32: the fused losses, which never write out the logits (on a GPU, the module's kernels)
         if not self.adaptive:
             return linear_cross_entropy(out, self.head.weight, self.head.bias, gold), n
@@ -437,6 +437,32 @@ def adaptive_log_prob(head: nn.AdaptiveLogSoftmaxWithLoss, x: torch.Tensor) -> t
         cluster = F.linear(F.linear(x, proj.weight, proj.bias), out.weight, out.bias)
         parts.append(F.log_softmax(cluster, dim=1) + head_lp[:, short + i, None])
     return torch.cat(parts, dim=1)
+
+
+TAIL_ROW_MULTIPLE = 64  # see adaptive_log_likelihood
+
+
+def adaptive_log_likelihood(head: nn.AdaptiveLogSoftmaxWithLoss, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """`head(h, targets).output`, each row's log-probability of its target, as the module computes it,
+    but each cluster's rows padded to a multiple of `TAIL_ROW_MULTIPLE` (repeats of its first row,
+    dropped after): under autocast on a CPU, oneDNN builds a kernel for every new product shape, and
+    the number of rows whose character is rare changes from batch to batch (on a Xeon with AMX the
+    rare cluster's product of 49 x 8 by 8 x 4,111 took 13 ms instead of microseconds; docs/speed.md)."""
+    out = h.new_zeros(targets.shape[0])
+    head_targets = targets.clone()
+    edges = [0, *head.cutoffs]
+    for i in range(1, len(edges) - 1):
+        rows = ((targets >= edges[i]) & (targets < edges[i + 1])).nonzero().squeeze(1)
+        k = rows.numel()
+        if not k:
+            continue
+        head_targets.index_fill_(0, rows, head.shortlist_size + i - 1)
+        padded = torch.cat([rows, rows[:1].expand(-k % TAIL_ROW_MULTIPLE)])
+        logp = F.log_softmax(head.tail[i - 1](h.index_select(0, padded)), dim=1)
+        inner = (targets.index_select(0, padded) - edges[i]).unsqueeze(1)
+        out.index_copy_(0, rows, logp.gather(1, inner).squeeze(1)[:k].to(out.dtype))
+    head_logp = F.log_softmax(head.head(h), dim=1)
+    return out + head_logp.gather(1, head_targets.unsqueeze(1)).squeeze(1)
 
 
 def adaptive_cross_entropy(h: torch.Tensor, head: nn.AdaptiveLogSoftmaxWithLoss, targets: torch.Tensor) -> torch.Tensor:
