@@ -340,17 +340,15 @@ class CharRNN(nn.Module):
         return (make(), make()) if self.cfg.cell == "lstm" else make()
 
 
-CE_CHUNK = 128  # rows of logits made at once by linear_cross_entropy (3.7 MB for 7,160 characters: in cache)
-CE_CHUNK_AVX2 = 512  # on CPUs whose kernels are AVX2 (no AVX-512): the exact trainer 1.14x faster (docs/speed.md)
+CE_CHUNK = 128  # rows of logits made at once by linear_cross_entropy on a GPU (unmeasured there)
+CE_CHUNK_CPU = 512  # on a CPU: the loss and gradients 1.23x faster than 128 on an AMD EPYC Zen 3, 1.11x on a Xeon
 
 
 def ce_chunk(device: torch.device) -> int:
-    """Rows of logits `linear_cross_entropy` makes at once on `device`: more on a CPU without AVX-512,
-    where a product of 128 rows by the vocabulary runs well below the CPU's peak (measured on an AMD
-    EPYC Zen 3); 128 elsewhere."""
-    if device.type == "cpu" and torch.backends.cpu.get_cpu_capability() == "AVX2":
-        return CE_CHUNK_AVX2
-    return CE_CHUNK
+    """Rows of logits `linear_cross_entropy` makes at once on `device`: 512 on a CPU (a product of
+    128 rows by the vocabulary runs below the CPU's peak; 512 was the fastest of 64-1,024 on an AMD
+    EPYC Zen 3 and of 128-2,048 on a Xeon with AMX, docs/speed.md), 128 elsewhere."""
+    return CE_CHUNK_CPU if device.type == "cpu" else CE_CHUNK
 
 
 def linear_cross_entropy(
@@ -442,7 +440,9 @@ def adaptive_log_prob(head: nn.AdaptiveLogSoftmaxWithLoss, x: torch.Tensor) -> t
 TAIL_ROW_MULTIPLE = 64  # see adaptive_log_likelihood
 
 
-def adaptive_log_likelihood(head: nn.AdaptiveLogSoftmaxWithLoss, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def adaptive_log_likelihood(
+    head: nn.AdaptiveLogSoftmaxWithLoss, h: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """`head(h, targets).output`, each row's log-probability of its target, as the module computes it,
     but each cluster's rows padded to a multiple of `TAIL_ROW_MULTIPLE` (repeats of its first row,
     dropped after): under autocast on a CPU, oneDNN builds a kernel for every new product shape, and
