@@ -265,3 +265,23 @@ def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kin
     with torch.no_grad():  # weights written in place (as training does): the packed copy follows
         model.rnn.weight_ih_l0.mul_(0.5)
     assert not torch.equal(model.step(ids[:, 0])[0], steps[:, 0])
+
+
+def test_the_padded_adaptive_likelihood_is_the_modules():
+    """Each cluster's rows padded to a multiple of 64 (kernels reused under autocast): the same
+    log-likelihoods and gradients as `AdaptiveLogSoftmaxWithLoss`, whatever the clusters' row counts."""
+    from torch import nn
+
+    from tangshi.model import adaptive_log_likelihood
+
+    torch.manual_seed(0)
+    head = nn.AdaptiveLogSoftmaxWithLoss(16, 300, [40, 120], div_value=2.0)
+    h = torch.randn(203, 16, requires_grad=True)
+    targets = torch.cat([torch.randint(0, 40, (150,)), torch.randint(40, 120, (45,)), torch.randint(120, 300, (8,))])
+    want, got = head(h, targets).output, adaptive_log_likelihood(head, h, targets)
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+    (g_want,) = torch.autograd.grad(want.sum(), h)
+    (g_got,) = torch.autograd.grad(got.sum(), h)
+    assert torch.allclose(g_got, g_want, atol=1e-6, rtol=0)
+    only_head = adaptive_log_likelihood(head, h[:5], targets[:5])  # no rare character: no cluster product
+    assert torch.allclose(only_head, head(h[:5], targets[:5]).output, atol=1e-6, rtol=0)
