@@ -250,8 +250,8 @@ def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kin
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
     packed, w, _, scales = model._packed(torch.device("cpu"))[0]
-    if kind == "bfloat16":  # oneDNN's layout where torch has it
-        assert packed in ("onednn", "bfloat16") and w.dtype == torch.bfloat16 and scales is None
+    if packed == "onednn":  # oneDNN's layout, where torch has it and its sums do not depend on the batch
+        assert kind == "bfloat16" and w.dtype == torch.bfloat16 and scales is None
     else:  # W_ih and W_hh apart, each exactly as a shipped checkpoint stores it
         q, s = int8_rows(model.rnn.weight_hh_l0)
         assert packed == "int8" and w[1].dtype == torch.int8 and torch.equal(w[1], q) and torch.equal(scales[1], s)
@@ -285,3 +285,20 @@ def test_the_padded_adaptive_likelihood_is_the_modules():
     assert torch.allclose(g_got, g_want, atol=1e-6, rtol=0)
     only_head = adaptive_log_likelihood(head, h[:5], targets[:5])  # no rare character: no cluster product
     assert torch.allclose(only_head, head(h[:5], targets[:5]).output, atol=1e-6, rtol=0)
+
+
+def test_a_bfloat16_layout_whose_sums_depend_on_the_batch_is_not_used(monkeypatch):
+    """Where oneDNN's one-row layout would give a row other sums in a batch, the steps take int8."""
+    import tangshi.model as model_module
+    from tangshi.device import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        pytest.skip("no bfloat16 hardware: the layout is never made there")
+    real = model_module._onednn_product
+    monkeypatch.setattr(model_module, "_onednn_product", lambda x, packed: real(x, packed) + (x.shape[0] > 1))
+    monkeypatch.setattr("tangshi.model.step_weights", lambda device: "bfloat16")
+    model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
+    assert [layer[0] for layer in model._packed(torch.device("cpu"))] == ["int8", "int8"]
+    monkeypatch.setattr(model_module, "_onednn_product", real)
+    model._packed_cache = None
+    assert [layer[0] for layer in model._packed(torch.device("cpu"))] == ["onednn", "onednn"]

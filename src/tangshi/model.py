@@ -37,11 +37,9 @@ def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) 
         gates = gates + torch._weight_int8pack_mm(h.to(torch.bfloat16), w_hh, unit).float() * s_hh + bias
     elif kind == "onednn":  # bfloat16 [W_ih | W_hh] in oneDNN's own layout for one row (`_onednn_packed`)
         xh = torch.cat([x, h], dim=1, out=x.new_empty(x.shape[0], x.shape[1] + h.shape[1], dtype=torch.bfloat16))
-        gates = torch.ops.mkldnn._linear_pointwise(xh, w, None, "none", [], "") + bias  # promoted to float32
-    elif kind == "float32":
+        gates = _onednn_product(xh, w) + bias  # promoted to float32
+    else:  # float32
         gates = torch.addmm(bias, torch.cat([x, h], dim=1), w)
-    else:
-        gates = torch.mm(torch.cat([x, h], dim=1).to(w.dtype), w).float() + bias
     i, f, g, o = gates.view(gates.shape[0], 4, -1).unbind(1)
     c = torch.sigmoid(f).mul_(c).add_(torch.sigmoid(i).mul_(torch.tanh(g)))
     return torch.sigmoid(o).mul_(torch.tanh(c)), c
@@ -49,15 +47,26 @@ def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) 
 
 def _onednn_packed(w: torch.Tensor) -> torch.Tensor | None:
     """w (N, K) in bfloat16, reordered once into the layout oneDNN's matrix product reads for a batch
-    of one row, or None where this torch has no such kernel. Measured on a Xeon with AMX (2 cores):
-    a step's two layers in 119 us against 380 with `torch.mm` on bfloat16 (which reorders the weights
-    at every call) and 282 in float32; at batch 64 340 us against 1,800 in float32. Packed for one
-    row, every batch runs the same kernel: a row's sums do not depend on its batch (tests/test_model.py;
-    packed for 64 rows they would)."""
+    of one row; None where this torch has no such kernel or where, on this CPU, a row's sums would
+    depend on its batch (checked here on rows 0 and 3-9 of a batch of 64: packed for one row, every
+    batch ran the same kernel on a Xeon with AMX; packed for 64 rows it did not). Measured there
+    (2 cores): a step's two layers in 119 us against 380 with `torch.mm` on bfloat16 (which reorders
+    the weights at every call) and 282 in float32; at batch 64 340 us against 1,800 in float32."""
     try:
-        return torch.ops.mkldnn._reorder_linear_weight(w.to(torch.bfloat16).contiguous(), 1)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w.to(torch.bfloat16).contiguous(), 1)
+        x = torch.randn(64, w.shape[1], generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+        full = _onednn_product(x, packed)
     except (AttributeError, RuntimeError):
         return None
+    same = torch.equal(_onednn_product(x[:1], packed), full[:1]) and torch.equal(
+        _onednn_product(x[3:10], packed), full[3:10]
+    )
+    return packed if same else None
+
+
+def _onednn_product(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """x (B, K) bfloat16 @ the weights `_onednn_packed` made, (B, N) bfloat16."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
 
 def step_weights(device: torch.device) -> str:
@@ -247,11 +256,13 @@ class CharRNN(nn.Module):
     def _packed(self, device: torch.device) -> list[tuple]:
         """Each LSTM layer's weights for `step`, (kind, weights, b_ih + b_hh, scales) (`step_weights`):
         on a CPU that multiplies bfloat16 in hardware, [W_ih | W_hh] in bfloat16 in oneDNN's layout
-        ("onednn", `_onednn_packed`: half the bytes to stream a step); on a GPU, [W_ih | W_hh]
-        transposed, (in + H, 4H), in float32; on a CPU without bfloat16, (W_ih, W_hh) in int8 with
-        their float32 scales a row ("int8": a quarter of the bytes; kept apart, as the checkpoint ships
-        them: one scale for both would round the smaller half coarser, which guidance by a title then
-        amplifies). Made again whenever the weights change (training writes them in place) or move."""
+        ("onednn", `_onednn_packed`: half the bytes to stream a step); on a CPU without bfloat16 (or
+        where that layout is missing or its sums depend on the batch), (W_ih, W_hh) in int8 with their
+        float32 scales a row ("int8": a quarter of the bytes; kept apart, as the checkpoint ships them:
+        one scale for both would round the smaller half coarser, which guidance by a title then
+        amplifies); on a GPU and for shapes the int8 kernel cannot take, [W_ih | W_hh] transposed,
+        (in + H, 4H), in float32. Made again whenever the weights change (training writes them in
+        place) or move."""
         weights = self.rnn._flat_weights
         key = (str(device), tuple(w._version for w in weights), tuple(w.data_ptr() for w in weights))
         cached = getattr(self, "_packed_cache", None)
@@ -262,17 +273,17 @@ class CharRNN(nn.Module):
         for i in range(self.cfg.num_layers):
             w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
             bias = (b_ih + b_hh).float()
-            if kind == "int8" and all(n % 16 == 0 for n in (*w_ih.shape, *w_hh.shape)):  # the kernel's safe shapes
-                (q_ih, s_ih), (q_hh, s_hh) = int8_rows(w_ih), int8_rows(w_hh)
-                layers.append(("int8", (q_ih, q_hh), bias, (s_ih, s_hh)))
-                continue
             w = torch.cat([w_ih, w_hh], dim=1).float()
             packed = _onednn_packed(w) if kind == "bfloat16" else None
             if packed is not None:
                 layers.append(("onednn", packed, bias, None))
                 continue
-            narrow = torch.bfloat16 if kind == "bfloat16" else torch.float32
-            layers.append((str(narrow).removeprefix("torch."), w.t().contiguous().to(narrow), bias, None))
+            # int8 where asked, and where oneDNN's layout is missing or depends on the batch
+            if kind != "float32" and all(n % 16 == 0 for n in (*w_ih.shape, *w_hh.shape)):  # the kernel's safe shapes
+                (q_ih, s_ih), (q_hh, s_hh) = int8_rows(w_ih), int8_rows(w_hh)
+                layers.append(("int8", (q_ih, q_hh), bias, (s_ih, s_hh)))
+                continue
+            layers.append(("float32", w.t().contiguous(), bias, None))
         self._packed_cache = (key, layers)
         return layers
 
