@@ -286,3 +286,22 @@ def test_cuda_training_learns_resumes_and_loads_on_cpu(tmp_path, poems_txt, prec
     resumed_cfg.train.max_steps = 40
     assert train(resumed_cfg, data, tmp_path / "r", resume_from=step_dir).state.step == 40
     assert checkpoint.load(tmp_path / "r" / "best", device="cpu").model.head.weight.device.type == "cpu"
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_the_gradient_clip_is_torchs(scale):
+    """Within the bound the gradients are left as they are (torch multiplies them by exactly 1), above
+    it they are scaled as torch scales them; the norm is torch's either way."""
+    from tangshi.train import clip_gradients
+
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(30, 7)), torch.nn.Parameter(torch.randn(11))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for a, b in zip(ours, theirs, strict=True):
+        a.grad = torch.randn_like(a) * scale
+        b.grad = a.grad.clone()
+    before = [p.grad.clone() for p in ours]
+    got, want = clip_gradients(ours, 1.0), torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    assert torch.equal(got, want)
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs, strict=True))
+    assert all(torch.equal(a.grad, g) for a, g in zip(ours, before, strict=True)) == (scale < 1)
