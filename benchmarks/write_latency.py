@@ -1,6 +1,6 @@
 """Time to write a poem with a checkpoint (default: the bundled model), on this machine.
 
-    python benchmarks/write_latency.py [--checkpoint DIR] [--threads 2] [--repeats 15]
+    python benchmarks/write_latency.py [--checkpoint DIR] [--threads 2] [--repeats 15] [--device cpu|cuda]
 
 Writes exactly 24 characters (a 五绝 with its punctuation) and 64 (a 七律), one poem alone and 64
 poems at once, with tangshi's writer (the recurrent state carried from step to step) and with the
@@ -29,16 +29,25 @@ import torch
 from tangshi.api import Poet
 from tangshi.cli import tune_process
 from tangshi.compose import write
+from tangshi.device import DeviceError, resolve_device
 from tangshi.sampling import Sampler
 from tangshi.vocab import BOS
+
+
+def sync() -> None:
+    """Wait for the GPU's queued work (a no-op without CUDA), so that a call's time is its own."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def median_ms(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return 1000 * statistics.median(times)
 
@@ -54,8 +63,10 @@ def alternating_ms(fn, model, kinds: list[str], repeats: int) -> list[float]:
             tangshi.model.step_weights = lambda device, kind=kind: kind
             model._packed_cache = None  # made again for this kind, outside the timing
             model._packed(next(model.parameters()).device)
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             if i:
                 times[k].append(time.perf_counter() - t0)
     return [1000 * statistics.median(t) for t in times]
@@ -64,7 +75,7 @@ def alternating_ms(fn, model, kinds: list[str], repeats: int) -> list[float]:
 @torch.no_grad()
 def rerun_prefix(model, begin_id: int, batch: int, length: int) -> torch.Tensor:
     """The seed's way: feed the whole poem so far through the network for every new character."""
-    ids = torch.tensor([[BOS, begin_id]] * batch)
+    ids = torch.tensor([[BOS, begin_id]] * batch, device=next(model.parameters()).device)
     while ids.shape[1] - 1 < length:
         logits, _ = model(ids)
         ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
@@ -77,6 +88,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--begin", default="月")
+    ap.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where the model writes")
     ap.add_argument(
         "--step-weights",
         choices=["auto", "float32", "int8", "bfloat16"],
@@ -86,11 +98,15 @@ def main() -> int:
     args = ap.parse_args()
     import tangshi.model
 
-    chosen = tangshi.model.step_weights(torch.device("cpu")) if args.step_weights == "auto" else args.step_weights
+    try:
+        device = resolve_device(args.device)
+    except DeviceError as e:
+        ap.error(str(e))
+    chosen = tangshi.model.step_weights(device) if args.step_weights == "auto" else args.step_weights
     tangshi.model.step_weights = lambda device: chosen
     tune_process([__file__, *sys.argv[1:]])  # the allocator settings `tangshi train` runs with
     torch.set_num_threads(args.threads)
-    poet = Poet.load(args.checkpoint)
+    poet = Poet.load(args.checkpoint, device=str(device))
     model, vocab = poet.model.eval(), poet.vocab
     begin_id = vocab.encode(args.begin)[0]
     greedy = Sampler(greedy=True)
