@@ -526,7 +526,7 @@ class Trainer:
         if tc.init_from and resume_from is None:
             init_weights(self.model, vocab, Path(tc.init_from))
         self.optimizer = make_optimizer(self.model, tc)
-        self.parameters = list(self.model.parameters())  # for the gradient clip
+        self.params = list(self.model.parameters())  # for the gradient clip
         self.amp_dtype = autocast_dtype(tc.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.state = TrainState()
@@ -741,7 +741,7 @@ class Trainer:
                 self.scaler.scale(scaled).backward()
                 if tc.clip_grad:
                     self.scaler.unscale_(self.optimizer)
-                    clip_gradients(self.parameters, tc.clip_grad)
+                    clip_gradients(self.params, tc.clip_grad)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 loss_sum = float(loss) * n
