@@ -273,8 +273,7 @@ class CharRNN(nn.Module):
         for i in range(self.cfg.num_layers):
             w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
             bias = (b_ih + b_hh).float()
-            w = torch.cat([w_ih, w_hh], dim=1).float()
-            packed = _onednn_packed(w) if kind == "bfloat16" else None
+            packed = _onednn_packed(torch.cat([w_ih, w_hh], dim=1)) if kind == "bfloat16" else None
             if packed is not None:
                 layers.append(("onednn", packed, bias, None))
                 continue
@@ -283,7 +282,7 @@ class CharRNN(nn.Module):
                 (q_ih, s_ih), (q_hh, s_hh) = int8_rows(w_ih), int8_rows(w_hh)
                 layers.append(("int8", (q_ih, q_hh), bias, (s_ih, s_hh)))
                 continue
-            layers.append(("float32", w.t().contiguous(), bias, None))
+            layers.append(("float32", torch.cat([w_ih, w_hh], dim=1).float().t().contiguous(), bias, None))
         self._packed_cache = (key, layers)
         return layers
 
@@ -448,6 +447,14 @@ def adaptive_log_prob(head: nn.AdaptiveLogSoftmaxWithLoss, x: torch.Tensor) -> t
     return torch.cat(parts, dim=1)
 
 
+def _clusters(head: nn.AdaptiveLogSoftmaxWithLoss, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each target's cluster (0: the head, i: tail i - 1) and its target in the head (a rare
+    character's is its cluster's entry)."""
+    edges = torch.tensor(head.cutoffs[:-1], device=targets.device)
+    cluster = torch.bucketize(targets, edges, right=True)
+    return cluster, torch.where(cluster == 0, targets, head.shortlist_size - 1 + cluster)
+
+
 TAIL_ROW_MULTIPLE = 64  # see adaptive_log_likelihood
 
 
@@ -459,18 +466,16 @@ def adaptive_log_likelihood(
     dropped after): under autocast on a CPU, oneDNN builds a kernel for every new product shape, and
     the number of rows whose character is rare changes from batch to batch (on a Xeon with AMX the
     rare cluster's product of 49 x 8 by 8 x 4,111 took 13 ms instead of microseconds; docs/speed.md)."""
+    cluster, head_targets = _clusters(head, targets)
     out = h.new_zeros(targets.shape[0])
-    head_targets = targets.clone()
-    edges = [0, *head.cutoffs]
-    for i in range(1, len(edges) - 1):
-        rows = ((targets >= edges[i]) & (targets < edges[i + 1])).nonzero().squeeze(1)
+    for i, tail in enumerate(head.tail):
+        rows = (cluster == i + 1).nonzero().squeeze(1)
         k = rows.numel()
         if not k:
             continue
-        head_targets.index_fill_(0, rows, head.shortlist_size + i - 1)
         padded = torch.cat([rows, rows[:1].expand(-k % TAIL_ROW_MULTIPLE)])
-        logp = F.log_softmax(head.tail[i - 1](h.index_select(0, padded)), dim=1)
-        inner = (targets.index_select(0, padded) - edges[i]).unsqueeze(1)
+        logp = F.log_softmax(tail(h.index_select(0, padded)), dim=1)
+        inner = (targets.index_select(0, padded) - head.cutoffs[i]).unsqueeze(1)
         out.index_copy_(0, rows, logp.gather(1, inner).squeeze(1)[:k].to(out.dtype))
     head_logp = F.log_softmax(head.head(h), dim=1)
     return out + head_logp.gather(1, head_targets.unsqueeze(1)).squeeze(1)
@@ -484,11 +489,9 @@ def adaptive_cross_entropy(h: torch.Tensor, head: nn.AdaptiveLogSoftmaxWithLoss,
     rare, the cross-entropy of its cluster's classifier on the projected features. PyTorch's module
     writes each part's logits, log-probabilities and their gradients out in full; here they stay in
     cache (72 against 83 ms a training step of the seed-pytorch architecture on a 2-core CPU; under
-    bf16 autocast the module is the faster, and `CharRNN.nll` keeps it there).
+    bf16 autocast the module's way is the faster, and `CharRNN.nll` takes `adaptive_log_likelihood`).
     """
-    edges = torch.tensor(head.cutoffs[:-1], device=targets.device)
-    cluster = torch.bucketize(targets, edges, right=True)  # 0: in the head, i: in tail i - 1
-    head_targets = torch.where(cluster == 0, targets, head.shortlist_size - 1 + cluster)
+    cluster, head_targets = _clusters(head, targets)
     total = linear_cross_entropy(h, head.head.weight, head.head.bias, head_targets) * targets.numel()
     for i, (proj, out) in enumerate(head.tail):
         rows = (cluster == i + 1).nonzero().squeeze(1)
