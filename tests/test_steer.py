@@ -198,3 +198,51 @@ def test_a_line_bias_is_its_characters_rows_of_the_table_averaged():
         s.update(lines[:, t])
     assert torch.allclose(s.line_bias[0], (2 * dense[5] + dense[9]) / 3)
     assert torch.allclose(s.line_bias[1], dense[8]) and torch.equal(s.line_bias[2], torch.zeros(30))
+
+
+REQUESTS = [dict(form="五绝", title="春望"), dict(cipai="如梦令", title="春"), dict(acrostic="春夏秋冬", title="秋")]
+
+
+@pytest.mark.parametrize("request_", REQUESTS)
+def test_the_masks_shortcuts_write_the_same_poems(monkeypatch, request_):
+    """Where every row has one id left, where no row may choose a line's end, and where the form
+    forbids repeats, `write` skips the sampler, the steering's shift and the repeat penalty: the
+    same poems as with every step taken the long way."""
+    from tangshi import forms
+
+    fast = poet().write(["", ""], num=4, seed=2, **request_).poems
+    for mask in (forms.FormMask, forms.CiMask):
+        allowed = mask.allowed
+
+        def long_way(self, allowed=allowed):
+            got = allowed(self)
+            self.single, self.mixed = False, True
+            return got
+
+        monkeypatch.setattr(mask, "allowed", long_way)
+        monkeypatch.setattr(mask, "masks_repeats", False)
+    shifted = Steer.apply
+    monkeypatch.setattr(Steer, "apply", lambda self, logits, shift=True: shifted(self, logits))
+    slow = poet().write(["", ""], num=4, seed=2, **request_).poems
+    assert [(p.text, p.nll, p.failure) for p in slow] == [(p.text, p.nll, p.failure) for p in fast]
+
+
+def test_a_regular_forms_mask_offers_no_line_end_beside_a_character_and_no_written_character():
+    from tangshi.forms import FREE_MIN, FormMask, free_form, get_form
+
+    vp = poet().vocab_prosody
+    mask = FormMask(vp, get_form("五绝"), 2)
+    written = []
+    for t in range(24):
+        allowed = mask.allowed()
+        assert not mask.mixed and mask.masks_repeats
+        assert mask.single == bool((allowed.sum(dim=1) == 1).all())
+        assert mask.single == (t % 6 == 5)  # the punctuation after each line of five
+        assert not allowed[:, written].any() or mask.single
+        ids = allowed.to(torch.uint8).argmax(dim=1)
+        written.append(int(ids[0]))
+        mask.update(ids)
+    free = FormMask(vp, free_form(4), 1)
+    for _ in range(FREE_MIN):
+        free.update(free.allowed().to(torch.uint8).argmax(dim=1))
+    assert free.allowed()[0, vp.comma] and free.mixed and not free.masks_repeats

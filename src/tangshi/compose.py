@@ -177,8 +177,9 @@ def write(
     logps = torch.zeros(batch, max_length, device=device)  # log-likelihood of each written id
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     every = torch.arange(batch, device=device)
-    # which ids each poem has used; only tracked when the sampler penalises repeats
-    seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device) if sampler.repetition_penalty != 1 else None
+    # which ids each poem has used; only tracked when the sampler penalises repeats and the form lets them come
+    penalise = sampler.repetition_penalty != 1 and not (form is not None and form.masks_repeats)
+    seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device) if penalise else None
     was_training = model.training
     model.eval()
     try:
@@ -188,14 +189,19 @@ def write(
             logits = logits.float().index_fill_(1, never, float("-inf"))
             if guided:
                 logits, plain = logits[:batch], logits[batch:]
-                gap = torch.log_softmax(logits, -1) - torch.log_softmax(plain, -1)
-                choose = logits + guidance * torch.nan_to_num(gap, nan=0.0, posinf=0.0, neginf=0.0)
+            allowed = form.allowed().to(device) if form is not None else None
+            if form is not None and form.single:  # each row's one id is its draw, whatever the bias and sampler
+                next_ids = allowed.to(torch.uint8).argmax(dim=1)
             else:
                 choose = logits
-            choose = choose if steer is None else steer.apply(choose)
-            if form is not None:
-                choose = choose.masked_fill(~form.allowed().to(device), float("-inf"))
-            next_ids = sampler(choose, uniforms[:, t], seen, log_prior=log_prior)
+                if guided:
+                    gap = torch.log_softmax(logits, -1) - torch.log_softmax(plain, -1)
+                    choose = logits + guidance * torch.nan_to_num(gap, nan=0.0, posinf=0.0, neginf=0.0)
+                if steer is not None:  # the line ends' shift only matters where a row may choose one
+                    choose = steer.apply(choose, shift=form is None or form.mixed)
+                if form is not None:
+                    choose = choose.masked_fill(~allowed, float("-inf"))
+                next_ids = sampler(choose, uniforms[:, t], seen, log_prior=log_prior)
             if t < longest:
                 force = forced[:, t] >= 0
                 next_ids = torch.where(force, forced[:, t], next_ids)
@@ -435,11 +441,16 @@ class Steer:
         self.rows = torch.arange(batch, device=device)
         self.one = torch.ones((), device=device)
 
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, V) logits with the bias on the characters, the breaks and end shifted to keep their probability."""
+    def apply(self, logits: torch.Tensor, shift: bool = True) -> torch.Tensor:
+        """(B, V) logits with the bias on the characters, the breaks and end shifted to keep their
+        probability; with `shift=False` the breaks and end are biased as the characters are, for a mask
+        under which no row chooses between a character and a break or the end (a regular form's): the
+        shift would change no draw there."""
         if not self.active:
             return logits
         steered = logits + self.fixed + self.line_bias
+        if not shift:
+            return steered
         # the characters' mass with and without the bias, both in one call (a row's sums are its own)
         chars = torch.cat([steered, logits]).masked_fill_(self.structure, float("-inf"))
         mass = torch.logsumexp(chars, dim=-1)

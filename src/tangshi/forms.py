@@ -288,6 +288,14 @@ class FormMask:
         self.finished = [False] * batch
         self.closed = [False] * batch  # the last update closed a line
         self.failures: list[str | None] = [None] * batch  # where a rule could not be met, first only
+        self.single = False  # the last `allowed` left every row one id only
+        self.mixed = True  # and some row a choice between a character and a line's end (free form)
+
+    @property
+    def masks_repeats(self) -> bool:
+        """Whether `allowed` never offers a character the poem has written, except as a row's only id
+        (a regular form without allow_repeat): then a sampler's repetition penalty changes no draw."""
+        return not self.form.free and not self.allow_repeat
 
     @property
     def used(self) -> torch.Tensor:
@@ -417,6 +425,7 @@ class FormMask:
             rows = list(only)
             m[rows] = False
             m[rows, list(only.values())] = True
+        self.single, self.mixed = len(only) == self.batch, bool(may_close)
         return m
 
     def _rhyme_rule(self, r: int) -> torch.Tensor:
@@ -519,9 +528,11 @@ class CiMask:
     loops; `allow_repeat` lifts it), and the end token after the last clause. Heads start the clauses
     and `fixed` characters are forced at their places: a head's place keeps no tone unless
     `tones="strict"` (as the first character of a line of 诗), a fixed one's must fit. Same interface
-    as `FormMask` (`allowed`, `update`, `select`, `failures`)."""
+    as `FormMask` (`allowed`, `update`, `select`, `failures`, `single`, `mixed`, `masks_repeats`)."""
 
     MAX_USES = 2
+    mixed = False  # a clause's end is never a choice: its punctuation is forced where it falls
+    masks_repeats = False  # a character may come back (up to MAX_USES)
 
     def __init__(
         self,
@@ -584,6 +595,7 @@ class CiMask:
         self.finished = torch.zeros(batch, dtype=torch.bool)
         self.ended_line = torch.zeros(batch, dtype=torch.bool)
         self.failures: list[str | None] = [None] * batch
+        self.single = False  # the last `allowed` left every row one id only
 
     def _check_heads(self, heads: str) -> None:
         f = self.fmt
@@ -636,7 +648,8 @@ class CiMask:
             self._note(r, int(p[r]), "no character fits")
         m[stuck] = vp.char
         special = self.at_punct | (forced >= 0) | done
-        if not bool(special.any()):
+        self.single = bool(special.all())
+        if not self.single and not bool(special.any()):
             return m
         out = m & ~special[:, None]
         punct = self.at_punct & ~done
