@@ -200,7 +200,7 @@ def write(
                 if steer is not None:  # the line ends' shift only matters where a row may choose one
                     choose = steer.apply(choose, shift=form is None or form.mixed)
                 if form is not None:
-                    choose = choose.masked_fill(~allowed, float("-inf"))
+                    choose = torch.where(allowed, choose, float("-inf"))
                 next_ids = sampler(choose, uniforms[:, t], seen, log_prior=log_prior)
             if t < longest:
                 force = forced[:, t] >= 0
@@ -214,9 +214,13 @@ def write(
             if seen is not None:
                 seen[every, next_ids] = True
             if stop_at_end:
-                done |= next_ids == EOS
-                if bool(done.all()):
-                    break
+                if form is not None:  # the mask knows which rows have written their end, without a sync
+                    if form.all_finished:
+                        break
+                else:
+                    done |= next_ids == EOS
+                    if bool(done.all()):
+                        break
             x = torch.cat([next_ids, next_ids]) if guided else next_ids
     finally:
         model.train(was_training)
@@ -436,8 +440,8 @@ class Steer:
         self.fixed = (topic.to(device) if topic is not None else torch.zeros(v, device=device)).expand(batch, v)
         self.active = topic is not None  # no bias at all until a topic is given or a line has ended
         self.line_bias = torch.zeros(batch, v, device=device)
-        self.line = torch.zeros(batch, v, device=device)  # the characters of each row's current line
-        self.length = torch.zeros(batch, device=device)  # and how many
+        self.line = torch.zeros(batch, v, device=device)  # the characters of each row's current line, counted
+        self.break_ids = self.breaks.tolist()  # the same, for a step's few ids looked up in Python
         self.rows = torch.arange(batch, device=device)
         self.one = torch.ones((), device=device)
 
@@ -460,7 +464,6 @@ class Steer:
     def select(self, rows: torch.Tensor) -> None:
         """Keep these rows, in this order (beam search's surviving hypotheses)."""
         self.fixed, self.line, self.line_bias = self.fixed[rows], self.line[rows], self.line_bias[rows]
-        self.length = self.length[rows]
 
     def _following(self, share: torch.Tensor) -> torch.Tensor:
         """(n, V): each row's sum over its characters a of share[a] x table[a] (the few characters of a
@@ -477,17 +480,16 @@ class Steer:
     def update(self, ids: torch.Tensor) -> None:
         if self.table is None:
             return
-        ends = self.breaks[ids]
-        if not bool(ends.any()):  # most steps: one more character in each row's line
+        if not any(self.break_ids[i] for i in ids.tolist()):  # most steps: one more character in each row's line
             self.line.index_put_((self.rows, ids), self.one, accumulate=True)
-            self.length += 1
             return
+        ends = self.breaks[ids]
         rows = self.rows[~ends]
         self.line[rows, ids[~ends]] += 1
-        self.length[rows] += 1
-        done = self.rows[ends & (self.length > 0)]
+        ended = self.rows[ends]
+        length = self.line[ended].sum(dim=1)  # the line's characters (whole counts: the sum is exact)
+        done, length = ended[length > 0], length[length > 0]
         if done.numel():
-            self.line_bias[done] = self.weight * self._following(self.line[done] / self.length[done].unsqueeze(1))
+            self.line_bias[done] = self.weight * self._following(self.line[done] / length.unsqueeze(1))
             self.line[done] = 0
-            self.length[done] = 0
             self.active = True

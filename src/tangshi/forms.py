@@ -298,6 +298,11 @@ class FormMask:
         return not self.form.free and not self.allow_repeat
 
     @property
+    def all_finished(self) -> bool:
+        """Whether every row has written its end token (the last `update` ended the last row)."""
+        return all(self.finished)
+
+    @property
     def used(self) -> torch.Tensor:
         """(B, V) bool: the ids each poem has used or reserved."""
         return ~self.free_ids
@@ -528,9 +533,12 @@ class CiMask:
     loops; `allow_repeat` lifts it), and the end token after the last clause. Heads start the clauses
     and `fixed` characters are forced at their places: a head's place keeps no tone unless
     `tones="strict"` (as the first character of a line of 诗), a fixed one's must fit. Same interface
-    as `FormMask` (`allowed`, `update`, `select`, `failures`, `single`, `mixed`, `masks_repeats`)."""
+    as `FormMask` (`allowed`, `update`, `select`, `failures`, `single`, `mixed`, `masks_repeats`,
+    `all_finished`)."""
 
     MAX_USES = 2
+    # each row's state, one tensor row a 词 (what `select` reorders)
+    _ROW_TENSORS = tuple("open rhymed fixed_ids free_tone uses pos at_punct finished ended ended_line".split())
     mixed = False  # a clause's end is never a choice: its punctuation is forced where it falls
     masks_repeats = False  # a character may come back (up to MAX_USES)
 
@@ -592,7 +600,8 @@ class CiMask:
                 self.free_tone[r, starts[i] + j] = j == 0 and i < len(self.heads[r]) and tones != "strict"
         self.pos = torch.zeros(batch, dtype=torch.long)  # the next character's position; n + clause when punctuating
         self.at_punct = torch.zeros(batch, dtype=torch.bool)
-        self.finished = torch.zeros(batch, dtype=torch.bool)
+        self.finished = torch.zeros(batch, dtype=torch.bool)  # the last clause written: the end token next
+        self.ended = torch.zeros(batch, dtype=torch.bool)  # the end token written
         self.ended_line = torch.zeros(batch, dtype=torch.bool)
         self.failures: list[str | None] = [None] * batch
         self.single = False  # the last `allowed` left every row one id only
@@ -661,6 +670,11 @@ class CiMask:
         out[done, EOS] = True
         return out
 
+    @property
+    def all_finished(self) -> bool:
+        """Whether every row has written its end token."""
+        return bool(self.ended.all())
+
     def _note(self, r: int, p: int, what: str) -> None:
         if self.failures[r] is None:
             c = int(self.clause_of[p])
@@ -699,10 +713,11 @@ class CiMask:
         self.pos = torch.where(writes, self.pos + 1, self.pos)
         self.at_punct = torch.where(writes, last, torch.where(punct, False, self.at_punct))
         self.finished = self.finished | (punct & (self.pos >= n)) | (live & (c == EOS))
+        self.ended = self.ended | (c == EOS)
 
     def select(self, rows: list[int]) -> None:
         idx = torch.tensor(rows, dtype=torch.long)
-        for name in ("open", "rhymed", "fixed_ids", "free_tone", "uses", "pos", "at_punct", "finished", "ended_line"):
+        for name in self._ROW_TENSORS:
             setattr(self, name, getattr(self, name)[idx])
         self.heads = [self.heads[r] for r in rows]
         self.failures = [self.failures[r] for r in rows]

@@ -145,7 +145,12 @@ def sample(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     cdf = torch.cumsum(probs, dim=-1)  # (B, V)
     target = (uniforms.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)  # (B, 1)
     ids = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    ids = ids.clamp_(max=logits.shape[-1] - 1)
+    last = logits.shape[-1] - 1
+    # on a CPU, cumsum adds a row's probabilities in order, so the first id whose cdf passes the target
+    # has a probability > 0: only a target rounded up to the row's total (past the end) needs the check
+    if ids.device.type == "cpu" and not bool(ids.max() > last):
+        return ids
+    ids = ids.clamp_(max=last)
     # never land on an id of zero probability (possible at the cdf's flat tail)
     bad = probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1) <= 0
     if bad.any():
