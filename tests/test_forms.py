@@ -137,6 +137,17 @@ def test_a_rule_that_cannot_be_met_is_named():
     assert re.fullmatch("line [2468], character 5: no unused character rhymes in 阳", mask.failures[0] or "")
 
 
+def test_a_row_out_of_characters_inside_a_line_is_noted_and_goes_on():
+    # 12 characters for a 五绝's 20 without repeats (4 of them 阳 rhymes): they run out inside line 3
+    chars = "光长香阳明月清风白日青山"
+    small = VocabProsody(Vocab(["<pad>", "<unk>", "<bos>", "<eos>", "，", "。", *chars]))
+    mask = FormMask(small, get_form("五绝"), 2, tones="off")
+    poems = decode(mask, 5)
+    for poem, failure in zip(poems, mask.failures, strict=True):
+        assert len(P.split_lines(poem)) == 4
+        assert failure == "line 3, character 3: no unused character", failure
+
+
 def test_select_reorders_and_copies_rows():
     mask = FormMask(vp(), get_form("五绝"), 2, heads=["春夏", "秋冬"], tones="off")
     mask.update(torch.tensor([vp().vocab.id("春"), vp().vocab.id("秋")]))

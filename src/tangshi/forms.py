@@ -219,6 +219,9 @@ def _need(req: torch.Tensor) -> str:
 class FormMask:
     """Per-poem progress through a form, and the ids each poem may write next."""
 
+    # each row's state, one list item a poem (what `select` reorders)
+    _ROW_LISTS = tuple("groups types fixed shortest taken line pos finished closed heads failures".split())
+
     def __init__(
         self,
         vp: VocabProsody,
@@ -265,7 +268,10 @@ class FormMask:
         self.types = [ALL_TYPES] * batch  # the tone templates still open, as bits (template k: 1 << k)
         self.free_ids = torch.ones(batch, len(vp.vocab), dtype=torch.bool)  # the ids not used yet
         self._code, self._tone_masks, self._fits = _tables(vp, form, self.tones)
+        self._mask_sizes = self._tone_masks.sum(dim=1).tolist()  # the characters each tone code allows
+        self._char_count = int(vp.char.sum())
         self.fixed: list[dict[tuple[int, int], int]] = []  # each row's ids fixed at (line, place)
+        self.taken: list[int] = []  # at least as many as each row's ids used or reserved
         self.shortest: list[dict[int, int]] = [{} for _ in range(batch)]  # free lines with fixed characters
         fixed = fixed or [{} for _ in range(batch)]
         if len(fixed) != batch or len(self.heads) != batch:
@@ -281,6 +287,7 @@ class FormMask:
                     self.shortest[r][i] = max(self.shortest[r].get(i, FREE_MIN), j + 1)
             for ch in places.values():
                 self.free_ids[r, vp.vocab.id(ch)] = False
+            self.taken.append(len(set(places.values())))
             if not form.free:
                 self._narrow(r, places)
         self.line = [0] * batch
@@ -406,14 +413,23 @@ class FormMask:
                     ends.append(r)
             if not f.free:
                 codes.append(self._code[i][min(j, f.chars - 1)][self.types[r]])
-        m = vp.char.repeat(self.batch, 1) if f.free else self._tone_masks[torch.tensor(codes)]
-        if not self.allow_repeat:
-            m &= self.free_ids
+        if f.free or len(set(codes)) == 1:  # one mask for every row: one operation
+            base = vp.char if f.free else self._tone_masks[codes[0]]
+            m = base.repeat(self.batch, 1) if self.allow_repeat else base & self.free_ids
+        else:
+            m = self._tone_masks[torch.tensor(codes)]
+            if not self.allow_repeat:
+                m &= self.free_ids
         if ends:  # rhyme positions: only these rows pay for the group look-up
             m[ends] &= torch.stack([self._rhyme_rule(r) for r in ends])
-        if open_rows:
-            has = m.any(dim=1).tolist()
-            for r in open_rows:
+        # a row may have nothing left only where its mask holds no more characters than it has taken
+        # (used or reserved), or at a rhyme: only those rows are looked at
+        taken = [0] * self.batch if self.allow_repeat else self.taken
+        sizes = [self._char_count] * self.batch if f.free else [self._mask_sizes[c] for c in codes]
+        doubtful = [r for r in open_rows if sizes[r] <= taken[r] or r in ends]
+        if doubtful:
+            has = dict(zip(doubtful, m[doubtful].any(dim=1).tolist(), strict=True))
+            for r in doubtful:
                 if has[r]:
                     continue
                 if f.free:  # no unused character left for a longer line: close it
@@ -451,7 +467,8 @@ class FormMask:
         groups = "/".join(vp.groups[g][-1] for g in vp.group_list(self.groups[r]))
         rules = [f"is {_need(need[None])}"] if not need.all() else []
         rules += [f"rhymes in {groups}"] if rhyming else []
-        self.failures[r] = f"line {i + 1}, character {j + 1}: no unused character {' and '.join(rules)}"
+        what = " ".join(["no unused character", *([" and ".join(rules)] if rules else [])])
+        self.failures[r] = f"line {i + 1}, character {j + 1}: {what}"
 
     # -- after each step
 
@@ -480,6 +497,7 @@ class FormMask:
                     self.groups[r] = (self.groups[r] & vp.group_bits[c]) or self.groups[r]
             written_rows.append(r)
             written_ids.append(c)
+            self.taken[r] += 1
             self.pos[r] = j + 1
         if written_rows:
             self.free_ids[written_rows, written_ids] = False
@@ -487,7 +505,7 @@ class FormMask:
     def select(self, rows: list[int]) -> None:
         """Keep these rows, in this order (beam search reorders and copies its hypotheses)."""
         self.free_ids = self.free_ids[torch.tensor(rows, dtype=torch.long)]
-        for name in ("groups", "types", "fixed", "shortest", "line", "pos", "finished", "closed", "heads", "failures"):
+        for name in self._ROW_LISTS:
             values = getattr(self, name)
             setattr(self, name, [values[r] for r in rows])
         self.batch = len(rows)

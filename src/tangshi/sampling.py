@@ -147,7 +147,7 @@ def sample(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     ids = torch.searchsorted(cdf, target, right=True).squeeze(-1)
     last = logits.shape[-1] - 1
     # on a CPU, cumsum adds a row's probabilities in order, so the first id whose cdf passes the target
-    # has a probability > 0: only a target rounded up to the row's total (past the end) needs the check
+    # has a probability > 0: only a row whose target is not below its total (past the end) needs the check
     if ids.device.type == "cpu" and not bool(ids.max() > last):
         return ids
     ids = ids.clamp_(max=last)
