@@ -8,7 +8,7 @@ seed's way of re-running the whole prefix at every step, greedy, so every varian
 work. Then the same lengths as real forms with their masks on (`Poet.write(form=...)`: 五绝 and
 七律 with rhyme, relaxed tones, no repeats, the copy check), default sampler. One warm-up call,
 then the median of --repeats calls. The steps' weights as tangshi holds them on this machine
-(int8 or bfloat16, `model.step_weights`) and in float32 are timed in alternation, call by call, so
+(qint8, int8 or bfloat16, `model.step_weights`) and in float32 are timed in alternation, call by call, so
 the ratio between them is measured on the same machine state (`--step-weights float32` times
 float32 alone). The last line is machine-readable (the first kind's medians; the 64s are a whole
 batch):
@@ -91,9 +91,9 @@ def main() -> int:
     ap.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where the model writes")
     ap.add_argument(
         "--step-weights",
-        choices=["auto", "float32", "int8", "bfloat16"],
+        choices=["auto", "float32", "int8", "bfloat16", "qint8"],
         default="auto",
-        help="how the steps hold the LSTM weights (auto: by CPU, as tangshi writes), timed beside float32",
+        help="how the steps hold the LSTM model's weights (auto: by CPU, as tangshi writes), timed beside float32",
     )
     args = ap.parse_args()
     import tangshi.model

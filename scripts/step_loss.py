@@ -2,7 +2,7 @@
 
     python scripts/step_loss.py [fast|float]
 
-"fast": the steps as this CPU takes them (bfloat16 or int8 weights, `model.step_weights`); "float": float32
+"fast": the steps as this CPU takes them (uint8 by int8, bfloat16 or int8, `model.step_weights`); "float": float32
 steps. The Tang test split, 256 poems a batch, one step a position; nats per token, end token included.
 """
 

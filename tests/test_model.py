@@ -240,17 +240,29 @@ def test_fused_cross_entropy_keeps_a_target_whose_probability_underflows():
     assert torch.isfinite(got) and torch.allclose(got, ref, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["bfloat16", "int8"])
-def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kind, monkeypatch):
+@pytest.mark.parametrize("kind", ["qint8", "bfloat16", "int8"])
+@pytest.mark.parametrize("output", ["full", "adaptive"])
+def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kind, output, monkeypatch):
     from tangshi.device import cpu_has_bf16
+    from tangshi.model import onednn_int8_exact
 
     if kind == "bfloat16" and not cpu_has_bf16():
         pytest.skip("no bfloat16 hardware: bfloat16 products are emulated there, and not used")
+    if kind == "qint8" and not onednn_int8_exact():
+        pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: not used")
     monkeypatch.setattr("tangshi.model.step_weights", lambda device: kind)
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
-    packed, w, _, scales = model._packed(torch.device("cpu"))[0]
-    if packed == "onednn":  # oneDNN's layout, where torch has it and its sums do not depend on the batch
+    cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50, output=output)
+    if output == "adaptive":
+        cfg.cutoffs = "20,35"
+    model = CharRNN(cfg).eval()
+    steps = model._packed(torch.device("cpu"))
+    packed, w, _, scales = steps.layers[0]
+    if kind == "qint8":  # W_ih and W_hh apart, each row as a shipped checkpoint stores it; uint8 activations
+        q, s = int8_rows(model.rnn.weight_hh_l0)
+        assert steps.kind == packed == "qint8" and torch.equal(w[1][1], s) and steps.embed[0].dtype == torch.uint8
+        assert steps.head is not None and steps.head[2] == ([22, 8, 2] if output == "adaptive" else [50])
+    elif packed == "onednn":  # oneDNN's layout, where torch has it and its sums do not depend on the batch
         assert kind == "bfloat16" and w.dtype == torch.bfloat16 and scales is None
     else:  # W_ih and W_hh apart, each exactly as a shipped checkpoint stores it
         q, s = int8_rows(model.rnn.weight_hh_l0)
@@ -287,6 +299,25 @@ def test_the_padded_adaptive_likelihood_is_the_modules():
     assert torch.allclose(only_head, head(h[:5], targets[:5]).output, atol=1e-6, rtol=0)
 
 
+def test_uint8_steps_whose_sums_depend_on_the_batch_or_saturate_are_not_used(monkeypatch):
+    """Where a uint8 x int8 product would give a row other numbers in a batch, the steps take the next
+    kind; where oneDNN's sums are not exact (16-bit pairs saturating), uint8 steps are never chosen."""
+    import tangshi.model as model_module
+
+    if not model_module.onednn_int8_exact():
+        pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: uint8 steps are never made")
+    real = model_module._qproduct
+    monkeypatch.setattr(model_module, "_qproduct", lambda x, *a, **k: real(x, *a, **k) + (x.shape[0] > 1))
+    monkeypatch.setattr("tangshi.model.step_weights", lambda device: "qint8")
+    model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
+    steps = model._packed(torch.device("cpu"))
+    assert steps.kind == "layers" and steps.layers[0][0] in ("onednn", "int8")
+    monkeypatch.setattr(model_module, "_qproduct", lambda x, *a, **k: real(x, *a, **k).clamp(-32768, 32767))
+    assert not model_module.onednn_int8_exact.__wrapped__()
+    monkeypatch.setattr(model_module, "_qproduct", real)
+    assert model_module.onednn_int8_exact.__wrapped__()
+
+
 def test_a_bfloat16_layout_whose_sums_depend_on_the_batch_is_not_used(monkeypatch):
     """Where oneDNN's one-row layout would give a row other sums in a batch, the steps take int8."""
     import tangshi.model as model_module
@@ -298,7 +329,7 @@ def test_a_bfloat16_layout_whose_sums_depend_on_the_batch_is_not_used(monkeypatc
     monkeypatch.setattr(model_module, "_onednn_product", lambda x, packed: real(x, packed) + (x.shape[0] > 1))
     monkeypatch.setattr("tangshi.model.step_weights", lambda device: "bfloat16")
     model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
-    assert [layer[0] for layer in model._packed(torch.device("cpu"))] == ["int8", "int8"]
+    assert [layer[0] for layer in model._packed(torch.device("cpu")).layers] == ["int8", "int8"]
     monkeypatch.setattr(model_module, "_onednn_product", real)
     model._packed_cache = None
-    assert [layer[0] for layer in model._packed(torch.device("cpu"))] == ["onednn", "onednn"]
+    assert [layer[0] for layer in model._packed(torch.device("cpu")).layers] == ["onednn", "onednn"]

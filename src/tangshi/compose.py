@@ -182,10 +182,11 @@ def write(
     seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device) if penalise else None
     was_training = model.training
     model.eval()
+    prepared = model.prepared(device)
     try:
         for t in range(max_length):
             _check(stop, t)
-            logits, state = model.step(x, state)  # (B, V), (2B, V) guided
+            logits, state = model.step(x, state, prepared)  # (B, V), (2B, V) guided
             logits = logits.float().index_fill_(1, never, float("-inf"))
             if guided:
                 logits, plain = logits[:batch], logits[batch:]
@@ -255,11 +256,12 @@ def prime(model: CharRNN, contexts: list[list[int]], device: torch.device) -> tu
         return x, None
     state = model.initial_state(batch, device)
     parts = state if isinstance(state, tuple) else (state,)
+    prepared = model.prepared(device)
     for ctx in {tuple(c) for c in contexts if len(c) > 1}:
         rows = torch.tensor([r for r, c in enumerate(contexts) if tuple(c) == ctx], device=device)
         s = None
         for token in ctx[:-1]:
-            _, s = model.step(torch.tensor([token], device=device), s)
+            _, s = model.step(torch.tensor([token], device=device), s, prepared)
         for part, got in zip(parts, s if isinstance(s, tuple) else (s,), strict=True):
             part[:, rows] = got.expand(-1, len(rows), -1)
     return x, state
@@ -323,10 +325,11 @@ def beam_write(
     punct = torch.tensor([vocab.id(c) for c in "，。！？；" if c in vocab], device=device)
     was_training = model.training
     model.eval()
+    prepared = model.prepared(device)
     try:
         for t in range(max_length):
             _check(stop, t)
-            logits, state = model.step(x, state)
+            logits, state = model.step(x, state, prepared)
             logits = logits.float()
             if repetition_penalty != 1:
                 logits = penalise_repeats(logits, seen, repetition_penalty)

@@ -13,6 +13,9 @@ sampling and softmax treat exactly like logits.
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +43,72 @@ def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) 
         gates = _onednn_product(xh, w) + bias  # promoted to float32
     else:  # float32
         gates = torch.addmm(bias, torch.cat([x, h], dim=1), w)
+    return _lstm_cell(gates, c)
+
+
+def _lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, c) from the gates i, f, g, o (B, 4H) and the cell (B, H), as torch.lstm_cell."""
     i, f, g, o = gates.view(gates.shape[0], 4, -1).unbind(1)
     c = torch.sigmoid(f).mul_(c).add_(torch.sigmoid(i).mul_(torch.tanh(g)))
     return torch.sigmoid(o).mul_(torch.tanh(c)), c
+
+
+# "qint8" steps: uint8 activations (zero point 127) times int8 weights in oneDNN, whose integer sums are
+# exact; each is scaled by a power of two, so that every kernel rounds the same float products: a row
+# gets the same numbers at every batch. An LSTM's h, in [-1, 1], on a grid of 1/128.
+QUANT_ZERO = 127
+QUANT_H = 1 / 128
+_ROUNDING = torch.tensor(QUANT_ZERO + 0.5)  # added before the truncation to uint8: rounds to nearest
+
+
+def quantize_h(h: torch.Tensor) -> torch.Tensor:
+    """h (B, H) in [-1, 1] as uint8 on the grid of `QUANT_H` around `QUANT_ZERO`: 127.5 + 128 h lies in
+    [-0.5, 255.5], whose truncation is 0-255 (-1 is kept as -127/128), in two operations."""
+    return torch.add(_ROUNDING, h, alpha=1 / QUANT_H).to(torch.uint8)
+
+
+def _qpack(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """w (N, K) as `int8_rows` rounds it (a shipped checkpoint's own int8 rows exactly), in oneDNN's
+    layout for one row, with its float32 scales and zero points."""
+    q, scale = int8_rows(w)
+    packed = torch.ops.onednn.qlinear_prepack(q, [1, w.shape[1]])
+    return packed, scale, torch.zeros(w.shape[0], dtype=torch.long)
+
+
+def _qproduct(
+    x: torch.Tensor, packed: tuple, x_scale: float, bias: torch.Tensor | None = None, into: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(x - QUANT_ZERO) x_scale @ the packed rows.T + bias, float32 (B, N); added into `into` (in place) if given."""
+    w, scale, zero = packed
+    if into is None:
+        return torch.ops.onednn.qlinear_pointwise(
+            x, x_scale, QUANT_ZERO, w, scale, zero, bias, 1.0, 0, torch.float32, "none", [], ""
+        )
+    return torch.ops.onednn.qlinear_pointwise.binary(
+        x, x_scale, QUANT_ZERO, w, scale, zero, into, bias, 1.0, 0, torch.float32, 1.0, 0, "sum", 1.0, "none", [], ""
+    )
+
+
+def _same_whatever_the_batch(product: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> bool:
+    """Whether rows 0 and 3-9 of the batch x (64 rows) get the same numbers alone as in the batch."""
+    full = product(x)
+    return torch.equal(product(x[:1]), full[:1]) and torch.equal(product(x[3:10]), full[3:10])
+
+
+@functools.cache
+def onednn_int8_exact() -> bool:
+    """Whether this torch and CPU multiply uint8 by int8 in oneDNN with exact sums (CPUs with VNNI;
+    the 16-bit pairwise sums of older x86 saturate at 255 x 127 x 2): checked on those values."""
+    w = torch.full((32, 256), 127.0)
+    w[1::2] = -127
+    x = torch.full((2, 256), 255, dtype=torch.uint8)
+    x[1] = 0
+    try:
+        got = _qproduct(x, _qpack(w), 1.0)  # the rows' scales are 1: the integer sums themselves
+    except (AttributeError, RuntimeError):
+        return False
+    want = (x.double() - QUANT_ZERO) @ w.double().t()
+    return torch.equal(got.double(), want)
 
 
 def _onednn_packed(w: torch.Tensor) -> torch.Tensor | None:
@@ -70,12 +136,16 @@ def _onednn_product(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
 
 
 def step_weights(device: torch.device) -> str:
-    """How `CharRNN.step` holds an LSTM layer's weights on `device`: "bfloat16" on a CPU that multiplies
-    it in hardware, "int8" on other CPUs (W_ih and W_hh apart, each row with its float32 scale: the
-    shipped model's own int8 weights exactly; for layers whose sizes are multiples of 16, torch's kernel
-    fails on others), "float32" on a GPU (docs/speed.md)."""
+    """How `CharRNN.step` holds an LSTM model's weights on `device`: "qint8" on a CPU whose oneDNN
+    multiplies uint8 by int8 exactly (the LSTM layers, the embedding and the output layer in int8,
+    the activations in uint8: `CharRNN._packed`), else "bfloat16" on a CPU that multiplies it in
+    hardware, "int8" on other CPUs (W_ih and W_hh apart, each row with its float32 scale: the shipped
+    model's own int8 weights exactly; for layers whose sizes are multiples of 16, torch's kernel fails
+    on others), "float32" on a GPU (docs/speed.md)."""
     if device.type != "cpu":
         return "float32"
+    if onednn_int8_exact():
+        return "qint8"
     return "bfloat16" if cpu_has_bf16() else "int8"
 
 
@@ -91,6 +161,19 @@ def _unit_scales(n: int) -> torch.Tensor:
     """Scales of 1 for torch's int8 kernel, which takes them in the activations' type: the rows' own
     float32 scales are applied after it, exactly."""
     return torch.ones(n, dtype=torch.bfloat16)
+
+
+class _Steps(NamedTuple):
+    """What `CharRNN._packed` makes for the steps of an LSTM: the kind ("qint8", or "layers" where each
+    layer says its own), each layer's (kind, weights, bias, scales), and for qint8 the embedding
+    (uint8 table, its scale) and the output layer or None: its first products packed, their bias, the rows
+    of each (the head's, then each cluster's), each cluster's second product (weight, bias), and the
+    shortlist's size (no clusters: a full softmax's logits)."""
+
+    kind: str
+    layers: list[tuple]
+    embed: tuple | None
+    head: tuple | None
 
 
 class CharRNN(nn.Module):
@@ -126,6 +209,8 @@ class CharRNN(nn.Module):
         if cfg.tie_weights:
             self.head.weight = self.embed.weight
         self._init()
+        # the parameters `_packed` watches: written in place by training and loading, moved by `.to()`
+        self._step_params = tuple(self.parameters())
 
     def _init(self) -> None:
         nn.init.normal_(self.embed.weight, std=0.05 if self.cfg.tie_weights else 1.0)
@@ -217,58 +302,122 @@ class CharRNN(nn.Module):
             return adaptive_log_prob(self.head, flat).reshape(*out.shape[:-1], -1), state
         return self.head(out), state
 
+    def prepared(self, device: torch.device) -> _Steps | None:
+        """An LSTM's weights as `step` takes them on `device` (None for the other cells): given to each
+        `step` of a poem, they spare it checking at every step that the weights have not changed."""
+        return self._packed(device) if self.cfg.cell == "lstm" else None
+
     @torch.inference_mode()
-    def step(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def step(
+        self, ids: torch.Tensor, state: State | None = None, prepared: _Steps | None = None
+    ) -> tuple[torch.Tensor, State]:
         """One decoding step: ids (B,) -> logits (B, V), the state carried (inference only).
 
         The same function as `forward` on one position, run cell by cell: for one step the fused
         multi-layer kernel costs several times more in per-call set-up than the arithmetic. An LSTM
-        layer is one product of [x, h] with [W_ih | W_hh] (`_packed`), in bfloat16 on a CPU with
-        bfloat16 hardware, or two int8 products on other CPUs (either way a row's sums do not depend on
-        its batch; docs/speed.md).
+        layer is one or two products of its weights held narrow (`_packed`: uint8 activations by int8
+        weights, bfloat16, or int8 weights by bfloat16 activations, by CPU), in a way that gives a
+        row the same numbers whatever its batch (docs/speed.md). `prepared`: `prepared(device)` made
+        for these weights (the caller's promise that they have not changed since).
         """
         cfg = self.cfg
         batch = ids.shape[0]
         if state is None:
             state = self.initial_state(batch, ids.device)
-        x = self.embed(ids)
         if cfg.cell == "lstm":
+            steps = prepared or self._packed(ids.device)
+            if steps.kind == "qint8":
+                return self._qint8_step(ids, state, steps)
+            x = self.embed(ids)
             h_all, c_all = state
             hs, cs = [], []
-            for i, layer in enumerate(self._packed(ids.device)):
+            for i, layer in enumerate(steps.layers):
                 h, c = _lstm_step(x, h_all[i], c_all[i], layer)
                 hs.append(h)
                 cs.append(c)
                 x = h
             new_state: State = (torch.stack(hs), torch.stack(cs))
         else:
+            x = self.embed(ids)
             cell = torch.gru_cell if cfg.cell == "gru" else torch.rnn_tanh_cell
             hs = []
             for i in range(cfg.num_layers):
                 x = cell(x, state[i], *self._layer_weights(i))
                 hs.append(x)
             new_state = torch.stack(hs)
+        return self._output(x), new_state
+
+    def _output(self, x: torch.Tensor) -> torch.Tensor:
+        """The output layer at a step: logits (or log-probabilities) (B, V) from the last layer's output."""
         if self.proj is not None:
             x = self.proj(x)
-        logits = adaptive_log_prob(self.head, x) if self.adaptive else self.head(x)
-        return logits, new_state
+        return adaptive_log_prob(self.head, x) if self.adaptive else self.head(x)
 
-    def _packed(self, device: torch.device) -> list[tuple]:
-        """Each LSTM layer's weights for `step`, (kind, weights, b_ih + b_hh, scales) (`step_weights`):
-        on a CPU that multiplies bfloat16 in hardware, [W_ih | W_hh] in bfloat16 in oneDNN's layout
-        ("onednn", `_onednn_packed`: half the bytes to stream a step); on a CPU without bfloat16 (or
-        where that layout is missing or its sums depend on the batch), (W_ih, W_hh) in int8 with their
-        float32 scales a row ("int8": a quarter of the bytes; kept apart, as the checkpoint ships them:
-        one scale for both would round the smaller half coarser, which guidance by a title then
-        amplifies); on a GPU and for shapes the int8 kernel cannot take, [W_ih | W_hh] transposed,
-        (in + H, 4H), in float32. Made again whenever the weights change (training writes them in
-        place) or move."""
-        weights = self.rnn._flat_weights
-        key = (str(device), tuple(w._version for w in weights), tuple(w.data_ptr() for w in weights))
+    def _qint8_step(self, ids: torch.Tensor, state: State, steps: _Steps) -> tuple[torch.Tensor, State]:
+        """`step` with uint8 activations: the embedding's row and each layer's h quantized (`quantize_h`),
+        W_ih and W_hh apart (each row with its own scale, as a shipped checkpoint stores them), the
+        second product added into the first, and the output layer's products from the last h."""
+        table, x_scale = steps.embed
+        x = table[ids]
+        h_all, c_all = state
+        h_in = self._quantized(h_all)
+        hs, cs, qs = [], [], []
+        for i, (_, (p_ih, p_hh), bias, _) in enumerate(steps.layers):
+            gates = _qproduct(h_in[i], p_hh, QUANT_H, into=_qproduct(x, p_ih, x_scale, bias))
+            h, c = _lstm_cell(gates, c_all[i])
+            x, x_scale = quantize_h(h), QUANT_H
+            hs.append(h)
+            cs.append(c)
+            qs.append(x)
+        h_all = torch.stack(hs)
+        self.__dict__["_last_quantized"] = (h_all, qs)  # the next step's h, already quantized
+        state = (h_all, torch.stack(cs))
+        if steps.head is None:  # a projection first: the output layer in float32
+            return self._output(h), state
+        packed, bias, rows, seconds, short = steps.head
+        out = _qproduct(x, packed, QUANT_H, bias)
+        if not seconds:
+            return out, state
+        head_logits, *firsts = torch.split(out, rows, dim=1)
+        return _adaptive_join(head_logits, firsts, seconds, short), state
+
+    def _quantized(self, h_all: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's h of the state, quantized: kept from the step that made this state (a state is
+        never written in place: the steps make a new one, as every caller here does), else made again
+        (the same function: the same numbers)."""
+        last = self.__dict__.get("_last_quantized")
+        if last is not None and last[0] is h_all:
+            return last[1]
+        return [quantize_h(h) for h in h_all]
+
+    def _packed(self, device: torch.device) -> _Steps:
+        """An LSTM's weights for `step` (`step_weights`), made again whenever the weights change (training
+        writes them in place) or move. Each layer is (kind, weights, b_ih + b_hh, scales):
+        "qint8" (on a CPU whose oneDNN multiplies uint8 by int8 exactly): W_ih and W_hh apart in
+        int8, each row with its float32 scale, in oneDNN's layout (`_qpack`); the embedding as uint8
+        with one power-of-two scale; the output layer's products (for an adaptive one: the head's and
+        the clusters' first ones, in one) in int8 too. Elsewhere on a CPU that multiplies bfloat16 in
+        hardware, [W_ih | W_hh] in bfloat16 in oneDNN's layout ("onednn", `_onednn_packed`: half the
+        bytes to stream a step); on a CPU without bfloat16 (or where that layout is missing or its sums
+        depend on the batch), (W_ih, W_hh) in int8 with their float32 scales a row ("int8": a quarter
+        of the bytes; kept apart, as the checkpoint ships them: one scale for both would round the
+        smaller half coarser, which guidance by a title then amplifies); on a GPU and for shapes the
+        int8 kernel cannot take, [W_ih | W_hh] transposed, (in + H, 4H), in float32. Where a qint8
+        product's rows would depend on the batch, the steps take the next kind."""
+        params = self._step_params
+        key = (device, tuple(w._version for w in params), tuple(w.data_ptr() for w in params))
         cached = getattr(self, "_packed_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]
         kind = step_weights(device)
+        steps = self._qint8_steps() if kind == "qint8" else None
+        if steps is None:
+            kind = "bfloat16" if kind == "qint8" and cpu_has_bf16() else "int8" if kind == "qint8" else kind
+            steps = _Steps("layers", self._layer_steps(kind), None, None)
+        self._packed_cache = (key, steps)
+        return steps
+
+    def _layer_steps(self, kind: str) -> list[tuple]:
         layers = []
         for i in range(self.cfg.num_layers):
             w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
@@ -283,8 +432,45 @@ class CharRNN(nn.Module):
                 layers.append(("int8", (q_ih, q_hh), bias, (s_ih, s_hh)))
                 continue
             layers.append(("float32", torch.cat([w_ih, w_hh], dim=1).float().t().contiguous(), bias, None))
-        self._packed_cache = (key, layers)
         return layers
+
+    def _qint8_steps(self) -> _Steps | None:
+        """The "qint8" weights (`_packed`), or None where a product's rows would depend on their batch."""
+        gen = torch.Generator().manual_seed(0)
+
+        def steady(packed: tuple, k: int, x_scale: float) -> bool:
+            x = torch.randint(0, 256, (64, k), dtype=torch.uint8, generator=gen)
+            return _same_whatever_the_batch(lambda rows: _qproduct(rows, packed, x_scale), x)
+
+        weight = self.embed.weight.detach().float()
+        # the embedding's one scale: the least power of two that keeps its largest value within 127
+        x_scale = 2.0 ** math.ceil(math.log2(max(float(weight.abs().max()), 1e-30) / 127))
+        table = torch.round(weight / x_scale).add_(QUANT_ZERO).clamp_(0, 255).to(torch.uint8)
+        layers = []
+        for i in range(self.cfg.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
+            p_ih, p_hh = _qpack(w_ih.detach()), _qpack(w_hh.detach())
+            if not (
+                steady(p_ih, w_ih.shape[1], x_scale if i == 0 else QUANT_H) and steady(p_hh, w_hh.shape[1], QUANT_H)
+            ):
+                return None
+            layers.append(("qint8", (p_ih, p_hh), (b_ih + b_hh).float().detach(), None))
+        head = None
+        if self.proj is None:
+            if self.adaptive:  # the head's and each cluster's first product share the input: one product
+                firsts = [self.head.head, *(proj for proj, _ in self.head.tail)]
+            else:
+                firsts = [self.head]
+            weight = torch.cat([m.weight for m in firsts]).detach()
+            biases = [m.bias if m.bias is not None else weight.new_zeros(m.weight.shape[0]) for m in firsts]
+            bias = torch.cat(biases).float().detach() if any(m.bias is not None for m in firsts) else None
+            packed = _qpack(weight)
+            if not steady(packed, weight.shape[1], QUANT_H):
+                return None
+            seconds = [(out.weight.detach(), out.bias) for _, out in self.head.tail] if self.adaptive else []
+            short = self.head.shortlist_size if self.adaptive else 0
+            head = (packed, bias, [m.weight.shape[0] for m in firsts], seconds, short)
+        return _Steps("qint8", layers, (table, x_scale), head)
 
     def _layer_weights(self, i: int) -> tuple[torch.Tensor, ...]:
         """W_ih, W_hh, b_ih, b_hh of layer i: the recurrent module's own flat list, which it keeps
@@ -438,12 +624,20 @@ def adaptive_log_prob(head: nn.AdaptiveLogSoftmaxWithLoss, x: torch.Tensor) -> t
     the frequent characters and each cluster's own plus its entry in the head for the rare ones.
     The module's way costs more than its products at batch 1 (seven module calls and a slice
     assignment a cluster); here the products are called directly and the parts joined once."""
-    head_lp = F.log_softmax(F.linear(x, head.head.weight, head.head.bias), dim=1)
-    short = head.shortlist_size
+    firsts = [F.linear(x, proj.weight, proj.bias) for proj, _ in head.tail]
+    seconds = [(out.weight, out.bias) for _, out in head.tail]
+    return _adaptive_join(F.linear(x, head.head.weight, head.head.bias), firsts, seconds, head.shortlist_size)
+
+
+def _adaptive_join(
+    head_logits: torch.Tensor, firsts: list[torch.Tensor], seconds: list[tuple], short: int
+) -> torch.Tensor:
+    """`adaptive_log_prob` from the head's logits, each cluster's first product and its second
+    product's (weight, bias), and the shortlist's size."""
+    head_lp = F.log_softmax(head_logits, dim=1)
     parts = [head_lp[:, :short]]
-    for i, (proj, out) in enumerate(head.tail):
-        cluster = F.linear(F.linear(x, proj.weight, proj.bias), out.weight, out.bias)
-        parts.append(F.log_softmax(cluster, dim=1) + head_lp[:, short + i, None])
+    for i, (first, (weight, bias)) in enumerate(zip(firsts, seconds, strict=True)):
+        parts.append(F.log_softmax(F.linear(first, weight, bias), dim=1) + head_lp[:, short + i, None])
     return torch.cat(parts, dim=1)
 
 
