@@ -258,9 +258,10 @@ def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kin
     model = CharRNN(cfg).eval()
     steps = model._packed(torch.device("cpu"))
     packed, w, _, scales = steps.layers[0]
-    if kind == "qint8":  # W_ih and W_hh apart, each row as a shipped checkpoint stores it; uint8 activations
+    if kind == "qint8":  # layer 0: W_ih x + b by id, W_hh as a shipped checkpoint stores it; then [W_ih | W_hh]
         q, s = int8_rows(model.rnn.weight_hh_l0)
-        assert steps.kind == packed == "qint8" and torch.equal(w[1][1], s) and steps.embed[0].dtype == torch.uint8
+        assert steps.kind == "qint8" and packed == "qint8-table" and torch.equal(w[1], s) and scales.shape == (50, 128)
+        assert [layer[0] for layer in steps.layers[1:]] == ["qint8-joint"]
         assert steps.head is not None and steps.head[2] == ([22, 8, 2] if output == "adaptive" else [50])
     elif packed == "onednn":  # oneDNN's layout, where torch has it and its sums do not depend on the batch
         assert kind == "bfloat16" and w.dtype == torch.bfloat16 and scales is None

@@ -58,6 +58,9 @@ def _lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torc
 # gets the same numbers at every batch. An LSTM's h, in [-1, 1], on a grid of 1/128.
 QUANT_ZERO = 127
 QUANT_H = 1 / 128
+# the first layer's W_ih x + b is read by id from a float32 table (V, 4H) where it takes at most this
+# much memory (the bundled model: 64 MB): one product a step fewer, and no rounding of the embedding
+INPUT_TABLE_BYTES = 128 << 20
 _ROUNDING = torch.tensor(QUANT_ZERO + 0.5)  # added before the truncation to uint8: rounds to nearest
 
 
@@ -165,10 +168,10 @@ def _unit_scales(n: int) -> torch.Tensor:
 
 class _Steps(NamedTuple):
     """What `CharRNN._packed` makes for the steps of an LSTM: the kind ("qint8", or "layers" where each
-    layer says its own), each layer's (kind, weights, bias, scales), and for qint8 the embedding
-    (uint8 table, its scale) and the output layer or None: its first products packed, their bias, the rows
-    of each (the head's, then each cluster's), each cluster's second product (weight, bias), and the
-    shortlist's size (no clusters: a full softmax's logits)."""
+    layer says its own), each layer's (kind, weights, bias, scales or table), and for qint8 the
+    embedding (uint8 table, its scale) and the output layer or None: its first products packed, their
+    bias, the rows of each (the head's, then each cluster's), each cluster's second product (weight,
+    bias), and the shortlist's size (no clusters: a full softmax's logits)."""
 
     kind: str
     layers: list[tuple]
@@ -302,10 +305,10 @@ class CharRNN(nn.Module):
             return adaptive_log_prob(self.head, flat).reshape(*out.shape[:-1], -1), state
         return self.head(out), state
 
-    def prepared(self, device: torch.device) -> _Steps | None:
+    def prepared(self, device: torch.device | str) -> _Steps | None:
         """An LSTM's weights as `step` takes them on `device` (None for the other cells): given to each
         `step` of a poem, they spare it checking at every step that the weights have not changed."""
-        return self._packed(device) if self.cfg.cell == "lstm" else None
+        return self._packed(torch.device(device)) if self.cfg.cell == "lstm" else None
 
     @torch.inference_mode()
     def step(
@@ -354,18 +357,24 @@ class CharRNN(nn.Module):
         return adaptive_log_prob(self.head, x) if self.adaptive else self.head(x)
 
     def _qint8_step(self, ids: torch.Tensor, state: State, steps: _Steps) -> tuple[torch.Tensor, State]:
-        """`step` with uint8 activations: the embedding's row and each layer's h quantized (`quantize_h`),
-        W_ih and W_hh apart (each row with its own scale, as a shipped checkpoint stores them), the
-        second product added into the first, and the output layer's products from the last h."""
-        table, x_scale = steps.embed
-        x = table[ids]
+        """`step` with uint8 activations (each layer's h quantized, `quantize_h`) and int8 weights: the
+        first layer's W_ih x + b from its table, W_hh h added into it; each later layer one product of
+        [x, h]; the output layer's first products in one, from the last h."""
         h_all, c_all = state
         h_in = self._quantized(h_all)
+        x = None
         hs, cs, qs = [], [], []
-        for i, (_, (p_ih, p_hh), bias, _) in enumerate(steps.layers):
-            gates = _qproduct(h_in[i], p_hh, QUANT_H, into=_qproduct(x, p_ih, x_scale, bias))
+        for i, (kind, packed, bias, extra) in enumerate(steps.layers):
+            if kind == "qint8-table":  # W_ih x + b read from the layer's table by id, W_hh h added into it
+                gates = _qproduct(h_in[i], packed, QUANT_H, into=extra[ids])
+            elif kind == "qint8-joint":  # [x, h] on one grid, [W_ih | W_hh] one product
+                gates = _qproduct(torch.cat([x, h_in[i]], dim=1), packed, QUANT_H, bias)
+            else:  # the first layer without its table: the embedding's uint8 row and h apart, two products
+                table, x_scale = steps.embed
+                p_ih, p_hh = packed
+                gates = _qproduct(h_in[i], p_hh, QUANT_H, into=_qproduct(table[ids], p_ih, x_scale, bias))
             h, c = _lstm_cell(gates, c_all[i])
-            x, x_scale = quantize_h(h), QUANT_H
+            x = quantize_h(h)
             hs.append(h)
             cs.append(c)
             qs.append(x)
@@ -392,18 +401,16 @@ class CharRNN(nn.Module):
 
     def _packed(self, device: torch.device) -> _Steps:
         """An LSTM's weights for `step` (`step_weights`), made again whenever the weights change (training
-        writes them in place) or move. Each layer is (kind, weights, b_ih + b_hh, scales):
-        "qint8" (on a CPU whose oneDNN multiplies uint8 by int8 exactly): W_ih and W_hh apart in
-        int8, each row with its float32 scale, in oneDNN's layout (`_qpack`); the embedding as uint8
-        with one power-of-two scale; the output layer's products (for an adaptive one: the head's and
-        the clusters' first ones, in one) in int8 too. Elsewhere on a CPU that multiplies bfloat16 in
-        hardware, [W_ih | W_hh] in bfloat16 in oneDNN's layout ("onednn", `_onednn_packed`: half the
-        bytes to stream a step); on a CPU without bfloat16 (or where that layout is missing or its sums
-        depend on the batch), (W_ih, W_hh) in int8 with their float32 scales a row ("int8": a quarter
-        of the bytes; kept apart, as the checkpoint ships them: one scale for both would round the
-        smaller half coarser, which guidance by a title then amplifies); on a GPU and for shapes the
-        int8 kernel cannot take, [W_ih | W_hh] transposed, (in + H, 4H), in float32. Where a qint8
-        product's rows would depend on the batch, the steps take the next kind."""
+        writes them in place) or move. "qint8" (on a CPU whose oneDNN multiplies uint8 by int8 exactly,
+        `_qint8_steps`): int8 weights in oneDNN's layout, uint8 activations. Otherwise each layer is
+        (kind, weights, b_ih + b_hh, scales): on a CPU that multiplies bfloat16 in hardware, [W_ih | W_hh]
+        in bfloat16 in oneDNN's layout ("onednn", `_onednn_packed`: half the bytes to stream a step); on a
+        CPU without bfloat16 (or where that layout is missing or its sums depend on the batch),
+        (W_ih, W_hh) in int8 with their float32 scales a row ("int8": a quarter of the bytes; kept apart,
+        as the checkpoint ships them: one scale for both would round the smaller half coarser, which
+        guidance by a title then amplifies); on a GPU and for shapes the int8 kernel cannot take,
+        [W_ih | W_hh] transposed, (in + H, 4H), in float32. Where a qint8 product's rows would depend on
+        the batch, the steps take the next kind."""
         params = self._step_params
         key = (device, tuple(w._version for w in params), tuple(w.data_ptr() for w in params))
         cached = getattr(self, "_packed_cache", None)
@@ -435,7 +442,14 @@ class CharRNN(nn.Module):
         return layers
 
     def _qint8_steps(self) -> _Steps | None:
-        """The "qint8" weights (`_packed`), or None where a product's rows would depend on their batch."""
+        """The "qint8" weights (`_packed`), or None where a product's rows would depend on their batch.
+
+        Layer 0 ("qint8-table"): W_ih x + b of every id in a float32 table (where it takes at most
+        `INPUT_TABLE_BYTES`), from W_ih's int8 rows (a shipped checkpoint's exactly), and W_hh apart;
+        without the table ("qint8"), W_ih and W_hh apart, the embedding in uint8 on one power-of-two
+        grid. Later layers ("qint8-joint"): [W_ih | W_hh] in one product, each row's int8 rounded
+        anew over both halves (x and h lie on the same grid). The output layer (without a projection):
+        its first products (an adaptive one's head and each cluster's first) in one, from the last h."""
         gen = torch.Generator().manual_seed(0)
 
         def steady(packed: tuple, k: int, x_scale: float) -> bool:
@@ -448,13 +462,26 @@ class CharRNN(nn.Module):
         table = torch.round(weight / x_scale).add_(QUANT_ZERO).clamp_(0, 255).to(torch.uint8)
         layers = []
         for i in range(self.cfg.num_layers):
-            w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
-            p_ih, p_hh = _qpack(w_ih.detach()), _qpack(w_hh.detach())
-            if not (
-                steady(p_ih, w_ih.shape[1], x_scale if i == 0 else QUANT_H) and steady(p_hh, w_hh.shape[1], QUANT_H)
-            ):
-                return None
-            layers.append(("qint8", (p_ih, p_hh), (b_ih + b_hh).float().detach(), None))
+            w_ih, w_hh, b_ih, b_hh = (w.detach().float() for w in self._layer_weights(i))
+            bias = b_ih + b_hh
+            if i == 0 and weight.shape[0] * w_ih.shape[0] * 4 <= INPUT_TABLE_BYTES:
+                # W_ih x + b for every id, from the weights' int8 rows (a shipped checkpoint's exactly)
+                q, scale = int8_rows(w_ih)
+                rows = (weight.double() @ (q.double() * scale.double()[:, None]).t() + bias.double()).float()
+                p_hh = _qpack(w_hh)
+                if not steady(p_hh, w_hh.shape[1], QUANT_H):
+                    return None
+                layers.append(("qint8-table", p_hh, None, rows))
+            elif i > 0:  # x and h on the same grid: [W_ih | W_hh] in one product, its rows rounded together
+                joint = _qpack(torch.cat([w_ih, w_hh], dim=1))
+                if not steady(joint, w_ih.shape[1] + w_hh.shape[1], QUANT_H):
+                    return None
+                layers.append(("qint8-joint", joint, bias, None))
+            else:
+                p_ih, p_hh = _qpack(w_ih), _qpack(w_hh)
+                if not (steady(p_ih, w_ih.shape[1], x_scale) and steady(p_hh, w_hh.shape[1], QUANT_H)):
+                    return None
+                layers.append(("qint8", (p_ih, p_hh), bias, None))
         head = None
         if self.proj is None:
             if self.adaptive:  # the head's and each cluster's first product share the input: one product
