@@ -76,7 +76,7 @@ def calibrated_copy(tmp_path, bias: torch.Tensor) -> Poet:
 def test_a_checkpoints_calibration_applies_when_sampling_by_default_and_not_in_beam_search(tmp_path):
     v = bundled().vocab
     bias = torch.zeros(len(v))
-    bias[v.id("月")] = -5.0  # never the moon after the first character
+    bias[v.id("月")] = -20.0  # never the moon after the first character
     poet = calibrated_copy(tmp_path, bias)
     assert (tmp_path / "ck" / FILE).is_file() and torch.equal(poet.calibration.bias("唐诗"), bias)
     plain = [p.text for p in bundled().write(BEGINS, form="七绝", seed=4, calibration=0, cohesion=0.8)]
