@@ -61,3 +61,22 @@ def test_stops_at_the_end_token(tiny_run, monkeypatch):
     monkeypatch.setattr(compose.Sampler, "__call__", always_end)
     poems = write(ck.model, ck.vocab, ["明月"], max_length=40)
     assert poems[0].text == "明月" and poems[0].ended
+
+
+def test_a_context_read_once_is_kept_and_read_again_when_the_weights_change(monkeypatch):
+    from tangshi.api import bundled_path
+
+    ck = checkpoint.load(bundled_path())  # an LSTM: its prepared weights say when they change
+    model, v = ck.model.eval(), ck.vocab
+    ctx = [[2, *v.encode("明月")]]
+    first = write(model, v, ["月"], seed=3, contexts=ctx, max_length=10)[0]
+    steps = []
+    real = type(model).step
+    monkeypatch.setattr(type(model), "step", lambda self, *a, **k: steps.append(1) or real(self, *a, **k))
+    again = write(model, v, ["月"], seed=3, contexts=ctx, max_length=10)[0]
+    assert again == first and len(steps) == 10  # the context not read again: only the poem's steps
+    with torch.no_grad():
+        model.rnn.weight_hh_l0.mul_(0.5)  # new weights: the context is read again, with them
+    steps.clear()
+    write(model, v, ["月"], seed=3, contexts=ctx, max_length=10)
+    assert len(steps) == 12

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -259,12 +261,39 @@ def prime(model: CharRNN, contexts: list[list[int]], device: torch.device) -> tu
     prepared = model.prepared(device)
     for ctx in {tuple(c) for c in contexts if len(c) > 1}:
         rows = torch.tensor([r for r, c in enumerate(contexts) if tuple(c) == ctx], device=device)
-        s = None
-        for token in ctx[:-1]:
-            _, s = model.step(torch.tensor([token], device=device), s, prepared)
+        s = _read(model, ctx[:-1], device, prepared)
         for part, got in zip(parts, s if isinstance(s, tuple) else (s,), strict=True):
             part[:, rows] = got.expand(-1, len(rows), -1)
     return x, state
+
+
+READ_KEPT = 64  # contexts whose state `_read` keeps, the latest read
+
+
+def _read(model: CharRNN, tokens: tuple[int, ...], device: torch.device, prepared: Any) -> Any:
+    """The state (one row) after reading `tokens` from the zero state. With an LSTM's prepared weights,
+    the states of the last READ_KEPT contexts read with those very weights are kept: a genre's, a
+    poet's or a title's context comes back request after request (made again with new weights)."""
+    if prepared is not None:
+        with _READ_LOCK:  # one server's threads share the model
+            kept = model.__dict__.get("_read_kept")
+            if kept is None or kept[0] is not prepared:
+                kept = model.__dict__["_read_kept"] = (prepared, OrderedDict())
+            if tokens in kept[1]:
+                kept[1].move_to_end(tokens)
+                return kept[1][tokens]
+    s = None
+    for token in tokens:
+        _, s = model.step(torch.tensor([token], device=device), s, prepared)
+    if prepared is not None:
+        with _READ_LOCK:
+            kept[1][tokens] = s
+            if len(kept[1]) > READ_KEPT:
+                kept[1].popitem(last=False)
+    return s
+
+
+_READ_LOCK = threading.Lock()
 
 
 COPY_PENALTY = 1e4  # a hypothesis with a copied line sinks below every other, but the search goes on
