@@ -8,10 +8,11 @@ seed's way of re-running the whole prefix at every step, greedy, so every varian
 work. Then the same lengths as real forms with their masks on (`Poet.write(form=...)`: 五绝 and
 七律 with rhyme, relaxed tones, no repeats, the copy check), default sampler. One warm-up call,
 then the median of --repeats calls. The steps' weights as tangshi holds them on this machine
-(qint8, int8 or bfloat16, `model.step_weights`) and in float32 are timed in alternation, call by call, so
-the ratio between them is measured on the same machine state (`--step-weights float32` times
-float32 alone). The last line is machine-readable (the first kind's medians; the 64s are a whole
-batch):
+(qint8, int8 or bfloat16, `model.step_weights`) and in float32 are timed in alternation, call by
+call, so the ratio between them is measured on the same machine state (`--step-weights float32`
+times float32 alone); each kind has its own model, its weights packed once, as a program that
+writes keeps them (packing anew for every call would also read every prompt's context anew). The
+last line is machine-readable (the first kind's medians; the 64s are a whole batch):
 `write_latency: wujue_ms=<ms> qilv_ms=<ms> qilv64_ms=<ms> form_wujue_ms=<ms> form_qilv_ms=<ms>
 form_qilv64_ms=<ms>`
 """
@@ -52,17 +53,12 @@ def median_ms(fn, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def alternating_ms(fn, model, kinds: list[str], repeats: int) -> list[float]:
-    """The median ms of `fn` with the steps' weights held as each of `kinds`, the kinds taking turns
-    call by call (each after a warm-up call)."""
-    import tangshi.model
-
-    times: list[list[float]] = [[] for _ in kinds]
+def alternating_ms(fns: list, repeats: int) -> list[float]:
+    """The median ms of each of `fns` (one a kind of step weights, each with its own model), taking
+    turns call by call (each after a warm-up call)."""
+    times: list[list[float]] = [[] for _ in fns]
     for i in range(repeats + 1):
-        for k, kind in enumerate(kinds):
-            tangshi.model.step_weights = lambda device, kind=kind: kind
-            model._packed_cache = None  # made again for this kind, outside the timing
-            model._packed(next(model.parameters()).device)
+        for k, fn in enumerate(fns):
             sync()
             t0 = time.perf_counter()
             fn()
@@ -110,10 +106,20 @@ def main() -> int:
     model, vocab = poet.model.eval(), poet.vocab
     begin_id = vocab.encode(args.begin)[0]
     greedy = Sampler(greedy=True)
+    lstm = model.cfg.cell == "lstm"  # the other cells step in float32 whatever the machine
+    kinds = [chosen, *(["float32"] if chosen != "float32" else [])] if lstm else ["float32"]
+    # one model a kind, its weights packed once for it, as a program that writes keeps them
+    poets = [poet]
+    for kind in kinds[1:]:
+        tangshi.model.step_weights = lambda device, kind=kind: kind
+        poets.append(Poet.load(args.checkpoint, device=str(device)))
+        poets[-1].model.eval().prepared(device)
+    tangshi.model.step_weights = lambda device: chosen
+    model.prepared(device)
 
-    def ours(batch: int, length: int):
+    def ours(p: Poet, batch: int, length: int):
         return lambda: write(
-            model, vocab, [args.begin], greedy, num=batch, seed=0, max_length=length, stop_at_end=False
+            p.model, vocab, [args.begin], greedy, num=batch, seed=0, max_length=length, stop_at_end=False
         )
 
     def seeds(batch: int, length: int):
@@ -130,13 +136,8 @@ def main() -> int:
             worst = max(worst, 0.5 * float((p - q).abs().sum()))  # total variation distance
     assert worst < 0.05, worst
 
-    lstm = model.cfg.cell == "lstm"  # the other cells step in float32 whatever the machine
-    kinds = [chosen, *(["float32"] if chosen != "float32" else [])] if lstm else ["float32"]
-
-    def timed(fn) -> list[float]:
-        got = alternating_ms(fn, model, kinds, args.repeats)
-        tangshi.model.step_weights = lambda device: chosen
-        return got
+    def timed(make) -> list[float]:
+        return alternating_ms([make(p) for p in poets], args.repeats)
 
     results = {}
     print(f"checkpoint: {args.checkpoint or 'bundled'}  threads: {args.threads}  repeats: {args.repeats}")
@@ -150,7 +151,7 @@ def main() -> int:
     print(f"| poems | characters {head} prefix re-run (seed) | seed / tangshi |")
     print(f"|---:|---:|{rule}---:|---:|")
     for batch, length in [(1, 24), (1, 64), (64, 24), (64, 64)]:
-        got = timed(ours(batch, length))
+        got = timed(lambda p, b=batch, n=length: ours(p, b, n))
         rerun = median_ms(seeds(batch, length), max(3, args.repeats // 5))
         results[(batch, length)] = got[0]
         side = f" {got[1]:.1f} ms | {got[1] / got[0]:.2f}x |" if beside else ""
@@ -160,7 +161,7 @@ def main() -> int:
     print(f"|---:|---|{rule}")
     masked = {}
     for batch, form in [(1, "五绝"), (1, "七律"), (64, "五绝"), (64, "七律")]:
-        got = timed(lambda b=batch, f=form: poet.write([args.begin], num=b, seed=0, form=f))
+        got = timed(lambda p, b=batch, f=form: lambda: p.write([args.begin], num=b, seed=0, form=f))
         masked[(batch, form)] = got[0]
         side = f" {got[1]:.1f} ms | {got[1] / got[0]:.2f}x |" if beside else ""
         print(f"| {batch} | {form} ({24 if form == '五绝' else 64}) | {got[0]:.1f} ms |{side}", flush=True)

@@ -203,7 +203,7 @@ def write(
                 if steer is not None:  # the line ends' shift only matters where a row may choose one
                     choose = steer.apply(choose, shift=form is None or form.mixed)
                 if form is not None:
-                    choose = torch.where(allowed, choose, float("-inf"))
+                    choose = choose.masked_fill(~allowed, float("-inf"))
                 next_ids = sampler(choose, uniforms[:, t], seen, log_prior=log_prior)
             if t < longest:
                 force = forced[:, t] >= 0

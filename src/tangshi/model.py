@@ -47,10 +47,13 @@ def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, layer: tuple) 
 
 
 def _lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h, c) from the gates i, f, g, o (B, 4H) and the cell (B, H), as torch.lstm_cell."""
+    """(h, c) from the gates i, f, g, o (B, 4H), which it overwrites, and the cell (B, H), as
+    torch.lstm_cell: one sigmoid over all four gates (g's tanh taken first), in place."""
     i, f, g, o = gates.view(gates.shape[0], 4, -1).unbind(1)
-    c = torch.sigmoid(f).mul_(c).add_(torch.sigmoid(i).mul_(torch.tanh(g)))
-    return torch.sigmoid(o).mul_(torch.tanh(c)), c
+    g = torch.tanh(g)
+    gates.sigmoid_()
+    c = f.mul_(c).add_(i.mul_(g))
+    return o.mul_(torch.tanh(c)), c
 
 
 # "qint8" steps: uint8 activations (zero point 127) times int8 weights in oneDNN, whose integer sums are
@@ -664,7 +667,7 @@ def _adaptive_join(
     head_lp = F.log_softmax(head_logits, dim=1)
     parts = [head_lp[:, :short]]
     for i, (first, (weight, bias)) in enumerate(zip(firsts, seconds, strict=True)):
-        parts.append(F.log_softmax(F.linear(first, weight, bias), dim=1) + head_lp[:, short + i, None])
+        parts.append(F.log_softmax(F.linear(first, weight, bias), dim=1).add_(head_lp[:, short + i, None]))
     return torch.cat(parts, dim=1)
 
 
