@@ -175,8 +175,7 @@ def write(
         if guided:  # the plain rows after the poems' rows, stepped in the same batch
             rows_ctx += [c for c in plain_contexts for _ in range(num)]
         x, state = prime(model, rows_ctx, device)
-    out = torch.full((batch, max_length), PAD, dtype=torch.long, device=device)
-    logps = torch.zeros(batch, max_length, device=device)  # log-likelihood of each written id
+    written_ids, written_logps = [], []  # each step's ids (B,) and their log-likelihoods (B, 1)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     every = torch.arange(batch, device=device)
     # which ids each poem has used; only tracked when the sampler penalises repeats and the form lets them come
@@ -212,8 +211,8 @@ def write(
                 form.update(next_ids)
             if steer is not None:
                 steer.update(next_ids)
-            logps[:, t] = torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
-            out[:, t] = next_ids
+            written_logps.append(torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)))
+            written_ids.append(next_ids)
             if seen is not None:
                 seen[every, next_ids] = True
             if stop_at_end:
@@ -227,6 +226,10 @@ def write(
             x = torch.cat([next_ids, next_ids]) if guided else next_ids
     finally:
         model.train(was_training)
+    out = torch.full((batch, max_length), PAD, dtype=torch.long, device=device)
+    logps = torch.zeros(batch, max_length, device=device)  # log-likelihood of each written id
+    out[:, : len(written_ids)] = torch.stack(written_ids, dim=1)
+    logps[:, : len(written_logps)] = torch.cat(written_logps, dim=1)
     if stop_at_end:  # what a row writes after its end token is padding
         ends = (out == EOS).long()
         after = (ends.cumsum(dim=1) - ends) > 0
@@ -475,7 +478,7 @@ class Steer:
         self.line = torch.zeros(batch, v, device=device)  # the characters of each row's current line, counted
         self.break_ids = self.breaks.tolist()  # the same, for a step's few ids looked up in Python
         self.rows = torch.arange(batch, device=device)
-        self.one = torch.ones((), device=device)
+        self.ones = torch.ones(batch, 1, device=device)
 
     def apply(self, logits: torch.Tensor, shift: bool = True) -> torch.Tensor:
         """(B, V) logits with the bias on the characters, the breaks and end shifted to keep their
@@ -496,6 +499,7 @@ class Steer:
     def select(self, rows: torch.Tensor) -> None:
         """Keep these rows, in this order (beam search's surviving hypotheses)."""
         self.fixed, self.line, self.line_bias = self.fixed[rows], self.line[rows], self.line_bias[rows]
+        self.rows, self.ones = torch.arange(len(rows), device=self.line.device), self.ones[:1].expand(len(rows), 1)
 
     def _following(self, share: torch.Tensor) -> torch.Tensor:
         """(n, V): each row's sum over its characters a of share[a] x table[a] (the few characters of a
@@ -513,7 +517,7 @@ class Steer:
         if self.table is None:
             return
         if not any(self.break_ids[i] for i in ids.tolist()):  # most steps: one more character in each row's line
-            self.line.index_put_((self.rows, ids), self.one, accumulate=True)
+            self.line.scatter_add_(1, ids.unsqueeze(1), self.ones)
             return
         ends = self.breaks[ids]
         rows = self.rows[~ends]
