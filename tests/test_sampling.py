@@ -28,6 +28,14 @@ def test_sampling_never_picks_a_masked_id():
     assert ids.min() >= 3
 
 
+def test_the_largest_uniform_never_lands_past_the_last_possible_id():
+    torch.manual_seed(0)
+    logits = torch.randn(256, 50) * torch.rand(256, 1) * 20  # flat to peaked rows
+    logits[:, 30:] = NEG_INF  # a masked tail, where a draw past the end would land
+    ids = sample(logits, torch.full((256,), 1 - 2**-24))  # torch.rand's largest value
+    assert ids.max() < 30 and (torch.softmax(logits, -1).gather(1, ids[:, None]) > 0).all()
+
+
 def test_greedy_is_argmax():
     logits = torch.tensor([[0.0, 5.0, 1.0]])
     assert Sampler(greedy=True)(logits, torch.tensor([0.99])).tolist() == [1]

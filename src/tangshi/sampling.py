@@ -140,18 +140,16 @@ def sample_top_p(logits: torch.Tensor, uniforms: torch.Tensor, p: float) -> torc
 
 
 def sample(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Draw one id per row from softmax(logits) by inverse CDF: logits (B, V), uniforms (B,)."""
+    """Draw one id per row from softmax(logits) by inverse CDF: logits (B, V), uniforms (B,) in [0, 1)."""
     probs = torch.softmax(logits.float(), dim=-1)
     cdf = torch.cumsum(probs, dim=-1)  # (B, V)
     target = (uniforms.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)  # (B, 1)
-    ids = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    last = logits.shape[-1] - 1
-    # on a CPU, cumsum adds a row's probabilities in order, so the first id whose cdf passes the target
-    # has a probability > 0: only a row whose target is not below its total (past the end) needs the check
-    if ids.device.type == "cpu" and not bool(ids.max() > last):
+    ids = torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
+    if ids.device.type == "cpu":
+        # a uniform below 1 puts the target below the row's total, which a CPU's cumsum reaches adding
+        # the probabilities in order: the first id whose cdf passes the target has a probability > 0
         return ids
-    ids = ids.clamp_(max=last)
-    # never land on an id of zero probability (possible at the cdf's flat tail)
+    # never land on an id of zero probability (a GPU's scan may round a flat tail differently)
     bad = probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1) <= 0
     if bad.any():
         ids[bad] = probs[bad].argmax(dim=-1)
