@@ -113,6 +113,11 @@ def test_diversity_lowers_the_commonest_ids_by_their_log_frequency():
     assert Sampler(greedy=True)(logits + torch.tensor([[0.1, 0, 0]]), torch.zeros(1)).item() == 0
     # anti-LM: logit - 0.5 * log p(id): the rarest id now leads
     assert Sampler(greedy=True, diversity=0.5)(logits, torch.zeros(1), None, prior).item() == 2
+    u = torch.rand(64)  # the shift made once by the caller draws the same ids
+    wide = torch.randn(64, 3)
+    assert torch.equal(
+        Sampler(diversity=0.5)(wide, u, None, prior), Sampler(diversity=0.5)(wide, u, prior_shift=0.5 * prior)
+    )
     with pytest.raises(SamplingError, match="training data"):
         Sampler(diversity=0.5)(logits, torch.zeros(1))
     with pytest.raises(SamplingError, match="--diversity"):

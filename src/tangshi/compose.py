@@ -155,6 +155,7 @@ def write(
             "lacks; add them with `tangshi index --checkpoint DIR --data CORPUS`"
         )
     log_prior = log_prior.to(device) if log_prior is not None else None
+    prior_shift = sampler.diversity * log_prior if log_prior is not None else None
     batch = len(rows)
     uniforms = torch.stack([torch.rand(max_length, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(
         device
@@ -203,7 +204,7 @@ def write(
                     choose = steer.apply(choose, shift=form is None or form.mixed)
                 if form is not None:
                     choose = choose.masked_fill(~allowed, float("-inf"))
-                next_ids = sampler(choose, uniforms[:, t], seen, log_prior=log_prior)
+                next_ids = sampler(choose, uniforms[:, t], seen, prior_shift=prior_shift)
             if t < longest:
                 force = forced[:, t] >= 0
                 next_ids = torch.where(force, forced[:, t], next_ids)

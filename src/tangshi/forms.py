@@ -205,6 +205,12 @@ def _tables(vp: VocabProsody, form: Form, tones: str) -> tuple[list, torch.Tenso
     return code.tolist(), tone_masks, fits.tolist()
 
 
+@functools.lru_cache(maxsize=32)
+def _mask_sizes(vp: VocabProsody, form: Form, tones: str) -> list[int]:
+    """How many characters each tone code's mask of `_tables` allows (code 3: every character)."""
+    return _tables(vp, form, tones)[1].sum(dim=1).tolist()
+
+
 def template_fits(vp: VocabProsody, form: Form, tones: str, line: int, pos: int, char: str) -> int:
     """The set of tone templates (4 bits, as `FormMask.types`) that take `char` at (line, pos), 0-based."""
     return _tables(vp, form, tones)[2][line][pos][vp.tone_class[vp.vocab.id(char)]]
@@ -268,8 +274,7 @@ class FormMask:
         self.types = [ALL_TYPES] * batch  # the tone templates still open, as bits (template k: 1 << k)
         self.free_ids = torch.ones(batch, len(vp.vocab), dtype=torch.bool)  # the ids not used yet
         self._code, self._tone_masks, self._fits = _tables(vp, form, self.tones)
-        self._mask_sizes = self._tone_masks.sum(dim=1).tolist()  # the characters each tone code allows
-        self._char_count = int(vp.char.sum())
+        self._mask_sizes = _mask_sizes(vp, form, self.tones)  # the characters each tone code allows
         self.fixed: list[dict[tuple[int, int], int]] = []  # each row's ids fixed at (line, place)
         self.taken: list[int] = []  # at least as many as each row's ids used or reserved
         self.shortest: list[dict[int, int]] = [{} for _ in range(batch)]  # free lines with fixed characters
@@ -425,7 +430,7 @@ class FormMask:
         # a row may have nothing left only where its mask holds no more characters than it has taken
         # (used or reserved), or at a rhyme: only those rows are looked at
         taken = [0] * self.batch if self.allow_repeat else self.taken
-        sizes = [self._char_count] * self.batch if f.free else [self._mask_sizes[c] for c in codes]
+        sizes = [self._mask_sizes[3]] * self.batch if f.free else [self._mask_sizes[c] for c in codes]
         doubtful = [r for r in open_rows if sizes[r] <= taken[r] or r in ends]
         if doubtful:
             has = dict(zip(doubtful, m[doubtful].any(dim=1).tolist(), strict=True))

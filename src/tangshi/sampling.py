@@ -50,13 +50,15 @@ class Sampler:
         uniforms: torch.Tensor,
         seen: torch.Tensor | None = None,
         log_prior: torch.Tensor | None = None,
+        prior_shift: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """logits (B, V), uniforms (B,) in [0, 1), seen (B, V) bool of ids already used, log_prior (V,)
-        log unigram probabilities (needed when `diversity` > 0) -> ids (B,)."""
+        log unigram probabilities (needed when `diversity` > 0; or `prior_shift`, diversity x log_prior
+        made once for a poem's every step) -> ids (B,)."""
         if self.diversity:
-            if log_prior is None:
+            if prior_shift is None and log_prior is None:
                 raise SamplingError("--diversity needs the character counts of the training data")
-            logits = logits - self.diversity * log_prior
+            logits = logits - (prior_shift if prior_shift is not None else self.diversity * log_prior)
         if seen is not None and self.repetition_penalty != 1:
             logits = penalise_repeats(logits, seen, self.repetition_penalty)
         if self.greedy or self.temperature < MIN_TEMPERATURE:  # logits / 1e-300 would overflow to inf
