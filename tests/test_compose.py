@@ -41,7 +41,7 @@ def test_seed_tf_style_runs_exactly_max_length_steps(tiny_run, monkeypatch):
     ck = checkpoint.load(tiny_run / "best")
     calls = []
 
-    def end_every_other(self, logits, uniforms, seen=None, log_prior=None):
+    def end_every_other(self, logits, uniforms, seen=None, log_prior=None, prior_shift=None):
         calls.append(1)
         return torch.full((logits.shape[0],), 3 if len(calls) % 2 else 5, dtype=torch.long)
 
@@ -55,7 +55,7 @@ def test_seed_tf_style_runs_exactly_max_length_steps(tiny_run, monkeypatch):
 def test_stops_at_the_end_token(tiny_run, monkeypatch):
     ck = checkpoint.load(tiny_run / "best")
 
-    def always_end(self, logits, uniforms, seen=None, log_prior=None):
+    def always_end(self, logits, uniforms, seen=None, log_prior=None, prior_shift=None):
         return torch.full((logits.shape[0],), 3, dtype=torch.long)
 
     monkeypatch.setattr(compose.Sampler, "__call__", always_end)

@@ -470,7 +470,7 @@ class CharRNN(nn.Module):
             if i == 0 and weight.shape[0] * w_ih.shape[0] * 4 <= INPUT_TABLE_BYTES:
                 # W_ih x + b for every id, from the weights' int8 rows (a shipped checkpoint's exactly)
                 q, scale = int8_rows(w_ih)
-                rows = (weight.double() @ (q.double() * scale.double()[:, None]).t() + bias.double()).float()
+                rows = torch.addmm(bias, weight, (q.float() * scale[:, None]).t())
                 p_hh = _qpack(w_hh)
                 if not steady(p_hh, w_hh.shape[1], QUANT_H):
                     return None
