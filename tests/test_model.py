@@ -334,3 +334,14 @@ def test_a_bfloat16_layout_whose_sums_depend_on_the_batch_is_not_used(monkeypatc
     monkeypatch.setattr(model_module, "_onednn_product", real)
     model._packed_cache = None
     assert [layer[0] for layer in model._packed(torch.device("cpu")).layers] == ["onednn", "onednn"]
+
+
+def test_h_goes_on_a_grid_of_1_128_rounded_to_nearest_within_uint8():
+    from tangshi.model import QUANT_H, QUANT_ZERO, quantize_h
+
+    h = torch.tensor([[-1.0, -0.5, 0.0, 0.3 / 128, 0.7 / 128, 0.5, 127 / 128, 1.0]])
+    q = quantize_h(h)
+    assert q.dtype == torch.uint8 and q.tolist() == [[0, 63, 127, 127, 128, 191, 254, 255]]
+    grid = torch.rand(1000, 512) * 1.99 - 0.99  # below -127.5/128 the grid's end, -127/128, is nearest
+    back = (quantize_h(grid).float() - QUANT_ZERO) * QUANT_H
+    assert (back - grid).abs().max() <= QUANT_H / 2 + 1e-7  # the nearest point of the grid
