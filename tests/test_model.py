@@ -257,15 +257,19 @@ def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kin
         cfg.cutoffs = "20,35"
     model = CharRNN(cfg).eval()
     steps = model._packed(torch.device("cpu"))
-    packed, w, _, scales = steps.layers[0]
-    if kind == "qint8":  # layer 0: W_ih x + b by id, W_hh as a shipped checkpoint stores it; then [W_ih | W_hh]
-        q, s = int8_rows(model.rnn.weight_hh_l0)
-        assert steps.kind == "qint8" and packed == "qint8-table" and torch.equal(w[1], s) and scales.shape == (50, 128)
-        assert [layer[0] for layer in steps.layers[1:]] == ["qint8-joint"]
-        assert steps.head is not None and steps.head[2] == ([22, 8, 2] if output == "adaptive" else [50])
-    elif packed == "onednn":  # oneDNN's layout, where torch has it and its sums do not depend on the batch
+    if kind == "qint8":  # W_ih x + b by id; layer i's h times [W_ih of layer i + 1 (or the head) | W_hh of layer i]
+        assert steps.kind == "qint8" and steps.embed[0] == "table" and steps.embed[1].shape == (50, 128)
+        (p0, b0, rows0), (p1, b1, rows1) = steps.layers
+        ahead = [22, 8, 2] if output == "adaptive" else [50]
+        assert (rows0, rows1) == (128, sum(ahead)) and steps.head[0] == ahead
+        s_ih1, s_hh0 = int8_rows(model.rnn.weight_ih_l1)[1], int8_rows(model.rnn.weight_hh_l0)[1]
+        assert torch.equal(p0[1], torch.cat([s_ih1, s_hh0])) and torch.equal(b0[128:], torch.zeros(128))
+        assert torch.equal(p1[1][rows1:], int8_rows(model.rnn.weight_hh_l1)[1])
+    elif steps.layers[0][0] == "onednn":  # oneDNN's layout, where torch has it and its sums do not depend on the batch
+        _, w, _, scales = steps.layers[0]
         assert kind == "bfloat16" and w.dtype == torch.bfloat16 and scales is None
     else:  # W_ih and W_hh apart, each exactly as a shipped checkpoint stores it
+        packed, w, _, scales = steps.layers[0]
         q, s = int8_rows(model.rnn.weight_hh_l0)
         assert packed == "int8" and w[1].dtype == torch.int8 and torch.equal(w[1], q) and torch.equal(scales[1], s)
         assert w[0].shape == (4 * 32, 32) and scales[0].dtype == torch.float32
@@ -278,6 +282,35 @@ def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kin
     with torch.no_grad():  # weights written in place (as training does): the packed copy follows
         model.rnn.weight_ih_l0.mul_(0.5)
     assert not torch.equal(model.step(ids[:, 0])[0], steps[:, 0])
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_uint8_steps_without_the_input_table_and_after_a_state_is_selected(layers, monkeypatch):
+    """Where the first layer's table would take too much memory, the embedding's uint8 rows go through
+    W_ih; a state whose rows are selected (beam search) or made anew steps as the state it came from."""
+    import tangshi.model as model_module
+
+    if not model_module.onednn_int8_exact():
+        pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: not used")
+    monkeypatch.setattr("tangshi.model.step_weights", lambda device: "qint8")
+    monkeypatch.setattr(model_module, "INPUT_TABLE_BYTES", 0)
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=layers, vocab_size=50)
+    model = CharRNN(cfg).eval()
+    steps = model._packed(torch.device("cpu"))
+    assert steps.kind == "qint8" and steps.embed[0] == "uint8" and len(steps.layers) == layers
+    ids = torch.randint(4, 50, (6, 8))
+    full, _ = model(ids)
+    logits, state = stepped(model, ids)
+    assert (logits - full).abs().max() < 0.05
+    (_, one), (_, every) = stepped(model, ids[5:6]), stepped(model, ids)
+    assert all(torch.equal(a, b[:, 5:6]) for a, b in zip(one, every, strict=True))
+    rows = torch.tensor([4, 0, 0])
+    selected = model.select_state(state, rows)  # what the steps carry for the state, selected with it
+    assert model.__dict__["_carried_state"][0] is selected[0]
+    kept, kept_state = model.step(ids[rows, 0], selected)
+    anew, anew_state = model.step(ids[rows, 0], tuple(s.clone() for s in selected))  # made again
+    assert torch.equal(kept, anew) and all(torch.equal(a, b) for a, b in zip(kept_state, anew_state, strict=True))
 
 
 def test_the_padded_adaptive_likelihood_is_the_modules():

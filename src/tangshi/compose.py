@@ -382,7 +382,7 @@ def beam_write(
             score, flat = cand.topk(k, dim=-1)  # (G, K)
             rows = (torch.arange(groups, device=device)[:, None] * k + flat // v).flatten()
             ids = (flat % v).flatten()
-            state = tuple(s[:, rows] for s in state) if isinstance(state, tuple) else state[:, rows]
+            state = model.select_state(state, rows)
             seqs = torch.cat([seqs[rows], ids[:, None]], dim=1)
             seen = seen[rows]
             seen[torch.arange(batch, device=device), ids] = True

@@ -73,25 +73,20 @@ def quantize_h(h: torch.Tensor) -> torch.Tensor:
     return torch.add(_ROUNDING, h, alpha=1 / QUANT_H).to(torch.uint8)
 
 
-def _qpack(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """w (N, K) as `int8_rows` rounds it (a shipped checkpoint's own int8 rows exactly), in oneDNN's
-    layout for one row, with its float32 scales and zero points."""
-    q, scale = int8_rows(w)
-    packed = torch.ops.onednn.qlinear_prepack(q, [1, w.shape[1]])
-    return packed, scale, torch.zeros(w.shape[0], dtype=torch.long)
+def _qpack(*ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows of the matrices ws (each (N_i, K)), one after another, each matrix's as `int8_rows`
+    rounds it (a shipped checkpoint's own int8 rows exactly), in oneDNN's layout for one row, with
+    their float32 scales and zero points."""
+    q, scale = (torch.cat(parts) for parts in zip(*(int8_rows(w) for w in ws), strict=True))
+    packed = torch.ops.onednn.qlinear_prepack(q, [1, q.shape[1]])
+    return packed, scale, torch.zeros(q.shape[0], dtype=torch.long)
 
 
-def _qproduct(
-    x: torch.Tensor, packed: tuple, x_scale: float, bias: torch.Tensor | None = None, into: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(x - QUANT_ZERO) x_scale @ the packed rows.T + bias, float32 (B, N); added into `into` (in place) if given."""
+def _qproduct(x: torch.Tensor, packed: tuple, x_scale: float, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(x - QUANT_ZERO) x_scale @ the packed rows.T + bias, float32 (B, N)."""
     w, scale, zero = packed
-    if into is None:
-        return torch.ops.onednn.qlinear_pointwise(
-            x, x_scale, QUANT_ZERO, w, scale, zero, bias, 1.0, 0, torch.float32, "none", [], ""
-        )
-    return torch.ops.onednn.qlinear_pointwise.binary(
-        x, x_scale, QUANT_ZERO, w, scale, zero, into, bias, 1.0, 0, torch.float32, 1.0, 0, "sum", 1.0, "none", [], ""
+    return torch.ops.onednn.qlinear_pointwise(
+        x, x_scale, QUANT_ZERO, w, scale, zero, bias, 1.0, 0, torch.float32, "none", [], ""
     )
 
 
@@ -168,11 +163,8 @@ def _unit_scales(n: int) -> torch.Tensor:
 
 class _Steps(NamedTuple):
     """What `CharRNN._packed` makes for the steps of an LSTM: the kind ("qint8", or "layers" where each
-    layer says its own), each layer's (kind, weights, bias, scales or table), and for qint8 the
-    embedding (uint8 table, its scale; None where the first layer has its table) and the output layer
-    or None: its first products packed, their bias, the rows of each (the head's, then each
-    cluster's), each cluster's second product (weight, bias), and the shortlist's size (no clusters:
-    a full softmax's logits)."""
+    layer says its own: (kind, weights, bias, scales)); for qint8, each layer's one product, the first
+    layer's input (`embed`) and the output layer (`head`), as `CharRNN._qint8_steps` describes."""
 
     kind: str
     layers: list[tuple]
@@ -358,47 +350,57 @@ class CharRNN(nn.Module):
         return adaptive_log_prob(self.head, x) if self.adaptive else self.head(x)
 
     def _qint8_step(self, ids: torch.Tensor, state: State, steps: _Steps) -> tuple[torch.Tensor, State]:
-        """`step` with uint8 activations (each layer's h quantized, `quantize_h`) and int8 weights: the
-        first layer's W_ih x + b from its table, W_hh h added into it; each later layer one product of
-        [x, h]; the output layer's first products in one, from the last h."""
+        """`step` with uint8 activations (each layer's h quantized, `quantize_h`) and int8 weights, one
+        product a layer: layer i's new h times [W_ih of layer i + 1 (the head's first products after
+        the last layer) | W_hh of layer i], whose second part waits for the next step (`_carried`).
+        The first layer's W_ih x + b is read from its table by id."""
         h_all, c_all = state
-        h_in = self._quantized(h_all)
-        x = None
-        hs, cs, qs = [], [], []
-        for i, (kind, packed, bias, extra) in enumerate(steps.layers):
-            if kind == "qint8-table":  # W_ih x + b read from the layer's table by id, W_hh h added into it
-                gates = _qproduct(h_in[i], packed, QUANT_H, into=extra[ids])
-            elif kind == "qint8-joint":  # [x, h] on one grid, [W_ih | W_hh] one product
-                gates = _qproduct(torch.cat([x, h_in[i]], dim=1), packed, QUANT_H, bias)
-            else:  # the first layer without its table: the embedding's uint8 row and h apart, two products
-                table, x_scale = steps.embed
-                p_ih, p_hh = packed
-                gates = _qproduct(h_in[i], p_hh, QUANT_H, into=_qproduct(table[ids], p_ih, x_scale, bias))
+        waiting = self._carried(h_all, steps)
+        first = steps.embed
+        if first[0] == "table":
+            gates = first[1][ids].add_(waiting[0])
+        else:  # the embedding's uint8 row by W_ih: a product of its own
+            _, table, x_scale, packed, bias = first
+            gates = _qproduct(table[ids], packed, x_scale, bias).add_(waiting[0])
+        hs, cs, waits = [], [], []
+        last = len(steps.layers) - 1
+        for i, (packed, bias, rows) in enumerate(steps.layers):
             h, c = _lstm_cell(gates, c_all[i])
-            x = quantize_h(h)
+            out = _qproduct(quantize_h(h), packed, QUANT_H, bias)
             hs.append(h)
             cs.append(c)
-            qs.append(x)
+            waits.append(out[:, rows:])
+            if i < last:
+                gates = torch.add(out[:, :rows], waiting[i + 1])
         h_all = torch.stack(hs)
-        self.__dict__["_last_quantized"] = (h_all, qs)  # the next step's h, already quantized
+        self.__dict__["_carried_state"] = (h_all, waits)  # what the next step takes from this state
         state = (h_all, torch.stack(cs))
         if steps.head is None:  # a projection first: the output layer in float32
             return self._output(h), state
-        packed, bias, rows, seconds, short = steps.head
-        out = _qproduct(x, packed, QUANT_H, bias)
+        sizes, seconds, short = steps.head
         if not seconds:
-            return out, state
-        head_logits, *firsts = torch.split(out, rows, dim=1)
+            return out[:, :rows], state
+        head_logits, *firsts = torch.split(out[:, :rows], sizes, dim=1)
         return _adaptive_join(head_logits, firsts, seconds, short), state
 
-    def _quantized(self, h_all: torch.Tensor) -> list[torch.Tensor]:
-        """Each layer's h of the state, quantized: kept from the step that made this state (a state is
-        never written in place: the steps make a new one, as every caller here does), else made again
-        (the same function: the same numbers)."""
-        last = self.__dict__.get("_last_quantized")
-        if last is not None and last[0] is h_all:
-            return last[1]
-        return [quantize_h(h) for h in h_all]
+    def _carried(self, h_all: torch.Tensor, steps: _Steps) -> list[torch.Tensor]:
+        """Each layer's W_hh h for this state's h: made by the step that made the state (a state is
+        never written in place: the steps make a new one, as every caller here does), else made now
+        by the layers' products (the same rows of the same products: the same numbers)."""
+        kept = self.__dict__.get("_carried_state")
+        if kept is not None and kept[0] is h_all:
+            return kept[1]
+        layers = zip(h_all, steps.layers, strict=True)
+        return [_qproduct(quantize_h(h), packed, QUANT_H, bias)[:, rows:] for h, (packed, bias, rows) in layers]
+
+    def select_state(self, state: State, rows: torch.Tensor) -> State:
+        """The state of these rows, in this order (beam search's hypotheses), with what the steps carry
+        for it (`_carried`) selected too."""
+        new = tuple(s[:, rows] for s in state) if isinstance(state, tuple) else state[:, rows]
+        kept = self.__dict__.get("_carried_state")
+        if isinstance(state, tuple) and kept is not None and kept[0] is state[0]:
+            self.__dict__["_carried_state"] = (new[0], [a[rows] for a in kept[1]])
+        return new
 
     def _packed(self, device: torch.device) -> _Steps:
         """An LSTM's weights for `step` (`step_weights`), made again whenever the weights change (training
@@ -446,12 +448,15 @@ class CharRNN(nn.Module):
     def _qint8_steps(self) -> _Steps | None:
         """The "qint8" weights (`_packed`), or None where a product's rows would depend on their batch.
 
-        Layer 0 ("qint8-table"): W_ih x + b of every id in a float32 table (where it takes at most
-        `INPUT_TABLE_BYTES`), from W_ih's int8 rows (a shipped checkpoint's exactly), and W_hh apart;
-        without the table ("qint8"), W_ih and W_hh apart, the embedding in uint8 on one power-of-two
-        grid. Later layers ("qint8-joint"): [W_ih | W_hh] in one product, each row's int8 rounded
-        anew over both halves (x and h lie on the same grid). The output layer (without a projection):
-        its first products (an adaptive one's head and each cluster's first) in one, from the last h."""
+        The first layer's W_ih x + b: of every id in a float32 table (`embed` ("table", (V, 4H)))
+        where it takes at most `INPUT_TABLE_BYTES`, from W_ih's int8 rows (a shipped checkpoint's
+        exactly); else the embedding in uint8 on one power-of-two grid and W_ih packed (("uint8",
+        table, its scale, W_ih, b)). Layer i: (packed [W_ih of layer i + 1 | W_hh of layer i], the
+        bias of layer i + 1 before zeros, the rows of the first part): each row of int8 as the
+        checkpoint stores its matrix; after the last layer, the output layer's first products (an
+        adaptive one's head and each cluster's first; none where a projection comes first) take the
+        next layer's place. `head`: the sizes of those products, each cluster's second (weight,
+        bias) and the shortlist's size (no clusters: a full softmax's logits), or None."""
         gen = torch.Generator().manual_seed(0)
 
         def steady(packed: tuple, k: int, x_scale: float) -> bool:
@@ -459,48 +464,40 @@ class CharRNN(nn.Module):
             return _same_whatever_the_batch(lambda rows: _qproduct(rows, packed, x_scale), x)
 
         weight = self.embed.weight.detach().float()
-        embed = None  # the embedding in uint8, where the first layer has no table
-        layers = []
-        for i in range(self.cfg.num_layers):
-            w_ih, w_hh, b_ih, b_hh = (w.detach().float() for w in self._layer_weights(i))
-            bias = b_ih + b_hh
-            if i == 0 and weight.shape[0] * w_ih.shape[0] * 4 <= INPUT_TABLE_BYTES:
-                # W_ih x + b for every id, from the weights' int8 rows (a shipped checkpoint's exactly)
-                q, scale = int8_rows(w_ih)
-                rows = torch.addmm(bias, weight, (q.float() * scale[:, None]).t())
-                p_hh = _qpack(w_hh)
-                if not steady(p_hh, w_hh.shape[1], QUANT_H):
-                    return None
-                layers.append(("qint8-table", p_hh, None, rows))
-            elif i > 0:  # x and h on the same grid: [W_ih | W_hh] in one product, its rows rounded together
-                joint = _qpack(torch.cat([w_ih, w_hh], dim=1))
-                if not steady(joint, w_ih.shape[1] + w_hh.shape[1], QUANT_H):
-                    return None
-                layers.append(("qint8-joint", joint, bias, None))
-            else:
-                # the embedding's one scale: the least power of two that keeps its largest value within 127
-                x_scale = 2.0 ** math.ceil(math.log2(max(float(weight.abs().max()), 1e-30) / 127))
-                embed = (torch.round(weight / x_scale).add_(QUANT_ZERO).clamp_(0, 255).to(torch.uint8), x_scale)
-                p_ih, p_hh = _qpack(w_ih), _qpack(w_hh)
-                if not (steady(p_ih, w_ih.shape[1], x_scale) and steady(p_hh, w_hh.shape[1], QUANT_H)):
-                    return None
-                layers.append(("qint8", (p_ih, p_hh), bias, None))
+        layers = [self._layer_weights(i) for i in range(self.cfg.num_layers)]
+        w_ih, _, b_ih, b_hh = (w.detach().float() for w in layers[0])
+        if weight.shape[0] * w_ih.shape[0] * 4 <= INPUT_TABLE_BYTES:
+            # W_ih x + b for every id, from the weights' int8 rows (a shipped checkpoint's exactly)
+            q, scale = int8_rows(w_ih)
+            embed: tuple = ("table", torch.addmm(b_ih + b_hh, weight, (q.float() * scale[:, None]).t()))
+        else:  # the embedding's one scale: the least power of two that keeps its largest value within 127
+            x_scale = 2.0 ** math.ceil(math.log2(max(float(weight.abs().max()), 1e-30) / 127))
+            table = torch.round(weight / x_scale).add_(QUANT_ZERO).clamp_(0, 255).to(torch.uint8)
+            packed = _qpack(w_ih)
+            if not steady(packed, w_ih.shape[1], x_scale):
+                return None
+            embed = ("uint8", table, x_scale, packed, b_ih + b_hh)
         head = None
         if self.proj is None:
-            if self.adaptive:  # the head's and each cluster's first product share the input: one product
-                firsts = [self.head.head, *(proj for proj, _ in self.head.tail)]
-            else:
-                firsts = [self.head]
-            weight = torch.cat([m.weight for m in firsts]).detach()
-            biases = [m.bias if m.bias is not None else weight.new_zeros(m.weight.shape[0]) for m in firsts]
-            bias = torch.cat(biases).float().detach() if any(m.bias is not None for m in firsts) else None
-            packed = _qpack(weight)
-            if not steady(packed, weight.shape[1], QUANT_H):
-                return None
+            firsts = [self.head.head, *(proj for proj, _ in self.head.tail)] if self.adaptive else [self.head]
             seconds = [(out.weight.detach(), out.bias) for _, out in self.head.tail] if self.adaptive else []
-            short = self.head.shortlist_size if self.adaptive else 0
-            head = (packed, bias, [m.weight.shape[0] for m in firsts], seconds, short)
-        return _Steps("qint8", layers, embed, head)
+            head = ([m.weight.shape[0] for m in firsts], seconds, self.head.shortlist_size if self.adaptive else 0)
+        steps = []
+        for i, (_, w_hh, _, _) in enumerate(layers):
+            if i + 1 < len(layers):  # the next layer's W_ih and bias
+                w_next, _, b_ih, b_hh = (w.detach().float() for w in layers[i + 1])
+                ahead = [(w_next, b_ih + b_hh)]
+            else:  # the output layer's first products
+                ahead = [(m.weight.detach().float(), m.bias) for m in firsts] if head is not None else []
+            parts = [*ahead, (w_hh.detach().float(), None)]
+            packed = _qpack(*(w for w, _ in parts))
+            if not steady(packed, w_hh.shape[1], QUANT_H):
+                return None
+            rows = sum(w.shape[0] for w, _ in ahead)
+            biases = [b.detach().float() if b is not None else w.new_zeros(w.shape[0]) for w, b in parts]
+            bias = torch.cat(biases) if any(b is not None for _, b in parts) else None
+            steps.append((packed, bias, rows))
+        return _Steps("qint8", steps, embed, head)
 
     def _layer_weights(self, i: int) -> tuple[torch.Tensor, ...]:
         """W_ih, W_hh, b_ih, b_hh of layer i: the recurrent module's own flat list, which it keeps
