@@ -183,7 +183,8 @@ def write(
     penalise = sampler.repetition_penalty != 1 and not (form is not None and form.masks_repeats)
     seen = torch.zeros(batch, len(vocab), dtype=torch.bool, device=device) if penalise else None
     was_training = model.training
-    model.eval()
+    if was_training:  # (a walk over the modules: not at every poem of a server)
+        model.eval()
     prepared = model.prepared(device)
     try:
         for t in range(max_length):
@@ -203,7 +204,7 @@ def write(
                 if steer is not None:  # the line ends' shift only matters where a row may choose one
                     choose = steer.apply(choose, shift=form is None or form.mixed)
                 if form is not None:
-                    choose = choose.masked_fill(~allowed, float("-inf"))
+                    choose = torch.where(allowed, choose, float("-inf"))  # (2x masked_fill's speed)
                 next_ids = sampler(choose, uniforms[:, t], seen, prior_shift=prior_shift)
             if t < longest:
                 force = forced[:, t] >= 0
@@ -226,7 +227,8 @@ def write(
                         break
             x = torch.cat([next_ids, next_ids]) if guided else next_ids
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     out = torch.full((batch, max_length), PAD, dtype=torch.long, device=device)
     logps = torch.zeros(batch, max_length, device=device)  # log-likelihood of each written id
     out[:, : len(written_ids)] = torch.stack(written_ids, dim=1)
@@ -357,7 +359,8 @@ def beam_write(
     x, state = prime(model, [c for c in (contexts or [[BOS]] * groups) for _ in range(k)], device)
     punct = torch.tensor([vocab.id(c) for c in "，。！？；" if c in vocab], device=device)
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     prepared = model.prepared(device)
     try:
         for t in range(max_length):
@@ -372,7 +375,7 @@ def beam_write(
             logp = torch.log_softmax(logits, dim=-1)
             logp[:, never] = float("-inf")
             if form is not None:
-                logp = logp.masked_fill(~form.allowed().to(device), float("-inf"))
+                logp = torch.where(form.allowed().to(device), logp, float("-inf"))
             if t < longest:
                 f = forced[:, t]
                 only = torch.full_like(logp, float("-inf")).scatter(1, f.clamp(min=0)[:, None], 0.0)
@@ -412,7 +415,8 @@ def beam_write(
                 break
             x = torch.where(done, torch.full_like(ids, EOS), ids)
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     loglik = score.flatten() + COPY_PENALTY * copies  # (B,) the search's score without the penalty
     if steer is not None:
         loglik = own
@@ -492,7 +496,7 @@ class Steer:
         if not shift:
             return steered
         # the characters' mass with and without the bias, both in one call (a row's sums are its own)
-        chars = torch.cat([steered, logits]).masked_fill_(self.structure, float("-inf"))
+        chars = torch.where(self.structure, float("-inf"), torch.cat([steered, logits]))
         mass = torch.logsumexp(chars, dim=-1)
         shift = torch.nan_to_num(mass[: len(logits)] - mass[len(logits) :], nan=0.0, posinf=0.0, neginf=0.0)
         return torch.where(self.structure, logits + shift.unsqueeze(-1), steered)
