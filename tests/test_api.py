@@ -36,6 +36,28 @@ def test_notes_belong_to_their_call_even_across_threads():
     assert all(bool(notes) == (b == "薴") for b, notes in results)
 
 
+def test_a_poems_nll_is_the_models_own_mean_log_likelihood_of_its_characters_and_end():
+    """Where every row's next id is fixed (punctuation, the end) the step makes only the adaptive output
+    layer's head; the poem's nll is still the model's own: its log-probability of each character and of
+    the end, read here one full step at a time."""
+    import torch
+
+    from tangshi.api import resolve
+    from tangshi.options import WriteOptions
+    from tangshi.vocab import EOS
+
+    poet = Poet.load()
+    poem = poet.write("月", seed=5, form="五律")[0]
+    context = resolve(poet, "月", WriteOptions(form="五律").validate(), None, None).context  # <bos>, the genre, <sep>
+    ids = [*context, *poet.vocab.encode(poem.text), EOS]
+    state, logps = None, []
+    with torch.inference_mode():
+        for t, (a, b) in enumerate(zip(ids[:-1], ids[1:], strict=True)):
+            logits, state = poet.model.step(torch.tensor([a]), state)
+            logps += [float(logits[0, b])] if t >= len(context) - 1 else []
+    assert poet.model.adaptive and len(logps) == 49 and abs(poem.nll + sum(logps) / len(logps)) < 1e-4
+
+
 def test_a_poem_written_alone_is_the_one_written_in_a_batch_of_64():
     """Poem k of 64 written together is poem k written alone: each row's sampling, masks and steering
     are its own, and the step's narrow weights (uint8 by int8, bfloat16 or int8, by CPU) sum a row the
@@ -48,6 +70,7 @@ def test_a_poem_written_alone_is_the_one_written_in_a_batch_of_64():
     assert step_weights(torch.device("cpu")) in ("qint8", "bfloat16", "int8")
     together = poet.write(["月"] * 64, nums=[1] * 64, seeds=list(range(64)), form="七绝")
     for k in (0, 17, 63):
-        assert poet.write("月", seed=k, form="七绝")[0].text == together[k].text
+        alone = poet.write("月", seed=k, form="七绝")[0]
+        assert (alone.text, alone.nll) == (together[k].text, together[k].nll)
     greedy = poet.write(["山"] * 64, nums=[1] * 64, seeds=list(range(64)), greedy=True, max_length=40)
     assert poet.write("山", greedy=True, max_length=40)[0].text == greedy[40].text

@@ -312,6 +312,25 @@ def test_uint8_steps_without_the_input_table_and_after_a_state_is_selected(layer
     assert torch.equal(kept, anew) and all(torch.equal(a, b) for a, b in zip(kept_state, anew_state, strict=True))
 
 
+@pytest.mark.parametrize("kind", ["qint8", "float32"])
+def test_a_shortlist_step_is_the_shortlists_part_of_the_whole(kind, monkeypatch):
+    from tangshi.model import onednn_int8_exact
+
+    if kind == "qint8" and not onednn_int8_exact():
+        pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: not used")
+    monkeypatch.setattr("tangshi.model.step_weights", lambda device: kind)
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50, output="adaptive")
+    cfg.cutoffs = "20,35"
+    model = CharRNN(cfg).eval()
+    ids = torch.randint(4, 50, (5, 3))
+    _, state = stepped(model, ids)
+    whole, after = model.step(ids[:, 0], state)
+    short, after_short = model.step(ids[:, 0], state, shortlist=True)
+    assert short.shape == (5, 20) and torch.equal(short, whole[:, :20])
+    assert all(torch.equal(a, b) for a, b in zip(after, after_short, strict=True))
+
+
 def test_the_padded_adaptive_likelihood_is_the_modules():
     """Each cluster's rows padded to a multiple of 64 (kernels reused under autocast): the same
     log-likelihoods and gradients as `AdaptiveLogSoftmaxWithLoss`, whatever the clusters' row counts."""

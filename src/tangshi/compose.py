@@ -189,14 +189,20 @@ def write(
     try:
         for t in range(max_length):
             _check(stop, t)
-            logits, state = model.step(x, state, prepared)  # (B, V), (2B, V) guided
-            logits = logits.float().index_fill_(1, never, float("-inf"))
-            if guided:
-                logits, plain = logits[:batch], logits[batch:]
             allowed = form.allowed().to(device) if form is not None else None
-            if form is not None and form.single:  # each row's one id is its draw, whatever the bias and sampler
+            single = form is not None and form.single
+            if single:  # each row's one id is its draw, whatever the bias and sampler
                 next_ids = allowed.to(torch.uint8).argmax(dim=1)
-            else:
+            # then the output layer is read at those ids only: an adaptive one's head alone, where they are in it
+            shortlist = single and t >= longest and model.adaptive and int(next_ids.max()) < model.head.shortlist_size
+            logits, state = model.step(x, state, prepared, shortlist=shortlist)  # (B, V), (2B, V) guided
+            logits = logits.float()
+            # each id's log-likelihood, the model's own (an adaptive output layer gives log-probabilities)
+            own = logits if model.adaptive else torch.log_softmax(logits, dim=-1)
+            if not single:
+                logits.index_fill_(1, never, float("-inf"))
+                if guided:
+                    logits, plain = logits[:batch], logits[batch:]
                 choose = logits
                 if guided:
                     gap = torch.log_softmax(logits, -1) - torch.log_softmax(plain, -1)
@@ -213,7 +219,7 @@ def write(
                 form.update(next_ids)
             if steer is not None:
                 steer.update(next_ids)
-            written_logps.append(torch.log_softmax(logits, dim=-1).gather(-1, next_ids.unsqueeze(-1)))
+            written_logps.append(own[:batch].gather(-1, next_ids.unsqueeze(-1)))
             written_ids.append(next_ids)
             if seen is not None:
                 seen[every, next_ids] = True

@@ -305,7 +305,7 @@ class CharRNN(nn.Module):
 
     @torch.inference_mode()
     def step(
-        self, ids: torch.Tensor, state: State | None = None, prepared: _Steps | None = None
+        self, ids: torch.Tensor, state: State | None = None, prepared: _Steps | None = None, shortlist: bool = False
     ) -> tuple[torch.Tensor, State]:
         """One decoding step: ids (B,) -> logits (B, V), the state carried (inference only).
 
@@ -314,7 +314,10 @@ class CharRNN(nn.Module):
         layer is one or two products of its weights held narrow (`_packed`: uint8 activations by int8
         weights, bfloat16, or int8 weights by bfloat16 activations, by CPU), in a way that gives a
         row the same numbers whatever its batch (docs/speed.md). `prepared`: `prepared(device)` made
-        for these weights (the caller's promise that they have not changed since).
+        for these weights (the caller's promise that they have not changed since). `shortlist`: an
+        adaptive output layer's head alone, the log-probabilities of the shortlist's ids (B, shortlist
+        size), the same numbers as theirs in the whole (the clusters are not made); other output
+        layers give every id as always.
         """
         cfg = self.cfg
         batch = ids.shape[0]
@@ -323,7 +326,7 @@ class CharRNN(nn.Module):
         if cfg.cell == "lstm":
             steps = prepared or self._packed(ids.device)
             if steps.kind == "qint8":
-                return self._qint8_step(ids, state, steps)
+                return self._qint8_step(ids, state, steps, shortlist)
             x = self.embed(ids)
             h_all, c_all = state
             hs, cs = [], []
@@ -341,15 +344,22 @@ class CharRNN(nn.Module):
                 x = cell(x, state[i], *self._layer_weights(i))
                 hs.append(x)
             new_state = torch.stack(hs)
-        return self._output(x), new_state
+        return self._output(x, shortlist), new_state
 
-    def _output(self, x: torch.Tensor) -> torch.Tensor:
-        """The output layer at a step: logits (or log-probabilities) (B, V) from the last layer's output."""
+    def _output(self, x: torch.Tensor, shortlist: bool = False) -> torch.Tensor:
+        """The output layer at a step: logits (or log-probabilities) (B, V) from the last layer's output
+        (`step`'s `shortlist`: an adaptive layer's head alone)."""
         if self.proj is not None:
             x = self.proj(x)
-        return adaptive_log_prob(self.head, x) if self.adaptive else self.head(x)
+        if not self.adaptive:
+            return self.head(x)
+        if shortlist:
+            return _shortlist(F.linear(x, self.head.head.weight, self.head.head.bias), self.head.shortlist_size)
+        return adaptive_log_prob(self.head, x)
 
-    def _qint8_step(self, ids: torch.Tensor, state: State, steps: _Steps) -> tuple[torch.Tensor, State]:
+    def _qint8_step(
+        self, ids: torch.Tensor, state: State, steps: _Steps, shortlist: bool
+    ) -> tuple[torch.Tensor, State]:
         """`step` with uint8 activations (each layer's h quantized, `quantize_h`) and int8 weights, one
         product a layer: layer i's new h times [W_ih of layer i + 1 (the head's first products after
         the last layer) | W_hh of layer i], whose second part waits for the next step (`_carried`).
@@ -376,10 +386,12 @@ class CharRNN(nn.Module):
         self.__dict__["_carried_state"] = (h_all, waits)  # what the next step takes from this state
         state = (h_all, torch.stack(cs))
         if steps.head is None:  # a projection first: the output layer in float32
-            return self._output(h), state
+            return self._output(h, shortlist), state
         sizes, seconds, short = steps.head
         if not seconds:
             return out[:, :rows], state
+        if shortlist:
+            return _shortlist(out[:, : sizes[0]], short), state
         head_logits, *firsts = torch.split(out[:, :rows], sizes, dim=1)
         return _adaptive_join(head_logits, firsts, seconds, short), state
 
@@ -654,6 +666,12 @@ def adaptive_log_prob(head: nn.AdaptiveLogSoftmaxWithLoss, x: torch.Tensor) -> t
     firsts = [F.linear(x, proj.weight, proj.bias) for proj, _ in head.tail]
     seconds = [(out.weight, out.bias) for _, out in head.tail]
     return _adaptive_join(F.linear(x, head.head.weight, head.head.bias), firsts, seconds, head.shortlist_size)
+
+
+def _shortlist(head_logits: torch.Tensor, short: int) -> torch.Tensor:
+    """The log-probabilities of the shortlist's ids from an adaptive layer's head logits: those of
+    `_adaptive_join`, without the clusters."""
+    return F.log_softmax(head_logits, dim=1)[:, :short]
 
 
 def _adaptive_join(
