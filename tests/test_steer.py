@@ -200,6 +200,31 @@ def test_a_line_bias_is_its_characters_rows_of_the_table_averaged():
     assert torch.allclose(s.line_bias[1], dense[8]) and torch.equal(s.line_bias[2], torch.zeros(30))
 
 
+@pytest.mark.parametrize("few", [0, 16])
+def test_lines_ending_together_or_not_and_few_or_many_characters_give_the_same_bias(few, monkeypatch):
+    """Every row ending its line at once takes a shorter way, and a few characters' rows of the table
+    are added one by one: the same numbers, bit for bit, as the rows of a batch where one row writes
+    on, whose table rows are gathered all at once."""
+    g = torch.Generator().manual_seed(5)
+    dense = torch.rand(40, 40, generator=g) * (torch.rand(40, 40, generator=g) < 0.3)
+    breaks = torch.zeros(40, dtype=torch.bool)
+    breaks[3] = True
+    lines = torch.randint(4, 40, (5, 6), generator=g)
+    together, mixed = (
+        Steer(table_rows(dense.to_sparse()), 0.7, breaks, 4),
+        Steer(table_rows(dense.to_sparse()), 0.7, breaks, 5),
+    )
+    for t in range(6):
+        together.update(lines[:4, t])
+        mixed.update(lines[:, t])
+    monkeypatch.setattr("tangshi.compose.FEW_CHARACTERS", few)
+    together.update(torch.full((4,), 3))
+    monkeypatch.setattr("tangshi.compose.FEW_CHARACTERS", 0)
+    mixed.update(torch.tensor([3, 3, 3, 3, 7]))  # the last row writes on
+    assert together.line_bias.abs().sum() > 0 and torch.equal(together.line_bias, mixed.line_bias[:4])
+    assert torch.equal(mixed.line_bias[4], torch.zeros(40))
+
+
 REQUESTS = [dict(form="五绝", title="春望"), dict(cipai="如梦令", title="春"), dict(acrostic="春夏秋冬", title="秋")]
 
 

@@ -461,6 +461,9 @@ def table_rows(table: torch.Tensor) -> Rows:
     return starts, col, table.values()
 
 
+FEW_CHARACTERS = 16  # `Steer._following` adds up to this many rows of the table one by one (fewer operations)
+
+
 class Steer:
     """A bias added to each step's logits, one row a poem: a fixed `topic` bias (V,) for every row,
     and a line bias: when a row ends a line, `weight` x the mean over that line's characters a of
@@ -517,6 +520,12 @@ class Steer:
         line: their rows of the table gathered and added, where a sparse product would visit all of it)."""
         crow, col, val = self.table
         row, a = share.nonzero(as_tuple=True)
+        if a.numel() <= FEW_CHARACTERS:  # a few rows of the table, each added in turn: the same sums, in the same order
+            out = torch.zeros_like(share)
+            for r, c in zip(row.tolist(), a.tolist(), strict=True):
+                start, end = crow[c : c + 2].tolist()
+                out[r].index_add_(0, col[start:end], val[start:end] * share[r, c])
+            return out
         start, count = crow[a], crow[a + 1] - crow[a]
         of = torch.repeat_interleave(torch.arange(a.numel(), device=a.device), count)  # each entry's (row, a)
         first = torch.cumsum(count, 0) - count
@@ -527,14 +536,22 @@ class Steer:
     def update(self, ids: torch.Tensor) -> None:
         if self.table is None:
             return
-        if not any(self.break_ids[i] for i in ids.tolist()):  # most steps: one more character in each row's line
+        breaks = [self.break_ids[i] for i in ids.tolist()]
+        if not any(breaks):  # most steps: one more character in each row's line
             self.line.scatter_add_(1, ids.unsqueeze(1), self.ones)
             return
+        if all(breaks):  # every row ends its line (a regular form's lines end together)
+            length = self.line.sum(dim=1)  # the line's characters (whole counts: the sum is exact)
+            if bool((length > 0).all()):
+                self.line_bias = self.weight * self._following(self.line / length.unsqueeze(1))
+                self.line.zero_()
+                self.active = True
+                return
         ends = self.breaks[ids]
         rows = self.rows[~ends]
         self.line[rows, ids[~ends]] += 1
         ended = self.rows[ends]
-        length = self.line[ended].sum(dim=1)  # the line's characters (whole counts: the sum is exact)
+        length = self.line[ended].sum(dim=1)
         done, length = ended[length > 0], length[length > 0]
         if done.numel():
             self.line_bias[done] = self.weight * self._following(self.line[done] / length.unsqueeze(1))
