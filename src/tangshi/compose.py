@@ -197,7 +197,8 @@ def write(
             shortlist = single and t >= longest and model.adaptive and int(next_ids.max()) < model.head.shortlist_size
             logits, state = model.step(x, state, prepared, shortlist=shortlist)  # (B, V), (2B, V) guided
             logits = logits.float()
-            # each id's log-likelihood, the model's own (an adaptive output layer gives log-probabilities)
+            # each id's log-likelihood, the model's own (an adaptive output layer gives log-probabilities; the
+            # fill below shares that tensor but touches only ids never written)
             own = logits if model.adaptive else torch.log_softmax(logits, dim=-1)
             if not single:
                 logits.index_fill_(1, never, float("-inf"))
