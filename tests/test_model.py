@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tangshi.config import ModelConfig
-from tangshi.model import CharRNN, count_parameters, int8_rows
+from tangshi.model import CharRNN, count_parameters, int8_rows, real_rows, take_rows
 
 
 def make(cell: str, **kw) -> CharRNN:
@@ -396,3 +396,22 @@ def test_h_goes_on_a_grid_of_1_128_rounded_to_nearest_within_uint8():
     grid = torch.rand(1000, 512) * 1.99 - 0.99  # below -127.5/128 the grid's end, -127/128, is nearest
     back = (quantize_h(grid).float() - QUANT_ZERO) * QUANT_H
     assert (back - grid).abs().max() <= QUANT_H / 2 + 1e-7  # the nearest point of the grid
+
+
+def test_take_rows_is_the_boolean_mask_forward_and_backward():
+    """The objective gathers its real positions with index_select: the same rows in the same order as
+    x[targets != pad], and the same gradient (zeros at padding)."""
+    torch.manual_seed(0)
+    targets = torch.randint(1, 50, (5, 9))
+    targets[1, 6:] = 0
+    targets[3, 2:] = 0
+    x = torch.randn(5, 9, 4, requires_grad=True)
+    keep = targets != 0
+    rows = real_rows(targets, 0)
+    assert rows.tolist() == keep.reshape(-1).nonzero().squeeze(1).tolist()
+    picked = take_rows(x, rows)
+    assert torch.equal(picked, x[keep]) and torch.equal(take_rows(targets, rows), targets[keep])
+    weights = torch.randn_like(picked)
+    (by_rows,) = torch.autograd.grad((picked * weights).sum(), x)
+    (by_mask,) = torch.autograd.grad((x[keep] * weights).sum(), x)
+    assert torch.equal(by_rows, by_mask) and not by_rows[3, 2:].any()
