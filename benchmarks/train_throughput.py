@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ from tangshi.cli import tune_process
 from tangshi.config import load_preset
 from tangshi.corpus import encode_split, load_corpus
 from tangshi.evaluate import collate
+from tangshi.model import _CELLS, linear_cross_entropy
 from tangshi.train import Trainer, cpu_has_bf16
 from tangshi.vocab import BOS, EOS, PAD
 from write_latency import median_ms  # this folder is on the path of a script run from it
@@ -92,67 +94,55 @@ def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def model_shapes(cfg, batch: int, length: int) -> list[tuple[str, float, float]]:
-    """The exact model's two parts alone, forward and backward in fp32, on a batch of `batch` poems
-    of `length` tokens: [(part, training FLOPs, seconds)]. What the recurrent layers reach with
-    their small per-step products bounds what any trainer of this model can reach."""
-    from tangshi.model import linear_cross_entropy
-
-    torch.manual_seed(0)
-    h, e, v, n = cfg.hidden_size, cfg.embedding_size, cfg.vocab_size, batch * length
-    rnn = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cfg.cell](e, h, cfg.num_layers, batch_first=True)
-    x = torch.randn(batch, length, e, requires_grad=True)
-
-    def recurrent() -> None:
-        rnn(x)[0].sum().backward()
-
-    feats = torch.randn(n, h, requires_grad=True)
-    head = nn.Linear(h, v)
-    targets = torch.randint(0, v, (n,))
-
-    def output() -> None:
-        linear_cross_entropy(feats, head.weight, head.bias, targets).backward()
-
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[cfg.cell]
-    rnn_flops = 6.0 * n * sum(gates * h * ((e if i == 0 else h) + h) for i in range(cfg.num_layers))
-    return [
-        (f"recurrent layers ({cfg.cell} {cfg.num_layers} x {h}), fwd+bwd", rnn_flops, median_ms(recurrent, 7) / 1000),
-        (f"output layer + softmax cross-entropy ({h} x {v:,}), fwd+bwd", 6.0 * n * h * v, median_ms(output, 7) / 1000),
-    ]
-
-
-class PartsOnBatches:
-    """The exact model's two parts alone, forward and backward in fp32, on the shapes of batches a
-    trainer ran: the recurrent layers on each batch's (poems, positions), padding included as the
-    trainer runs them, and the output layer with its loss on its real target tokens. Their tokens/s
-    on the same work is the ceiling of that trainer's window: the shapes' own costs (short batches
-    cost more a token than long ones) are in both."""
+class Parts:
+    """The exact model's two parts alone, forward and backward in fp32: its recurrent layers and its
+    output layer with the loss. What the recurrent layers reach with their small per-step products
+    bounds what any trainer of this model can reach."""
 
     def __init__(self, cfg):
         torch.manual_seed(0)
         self.cfg = cfg
-        self.rnn = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cfg.cell](
-            cfg.embedding_size, cfg.hidden_size, cfg.num_layers, batch_first=True
-        )
+        self.rnn = _CELLS[cfg.cell](cfg.embedding_size, cfg.hidden_size, cfg.num_layers, batch_first=True)
         self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
 
+    def runs(self, batch: int, length: int, n: int) -> tuple[Callable[[], None], Callable[[], None]]:
+        """(recurrent layers, output layer), each a call forward and backward, on `batch` poems of
+        `length` positions and `n` target tokens."""
+        x = torch.randn(batch, length, self.cfg.embedding_size, requires_grad=True)
+        feats = torch.randn(n, self.cfg.hidden_size, requires_grad=True)
+        targets = torch.randint(0, self.cfg.vocab_size, (n,))
+
+        def recurrent() -> None:
+            self.rnn(x)[0].sum().backward()
+
+        def output() -> None:
+            linear_cross_entropy(feats, self.head.weight, self.head.bias, targets).backward()
+
+        return recurrent, output
+
+    def one_batch(self, batch: int, length: int) -> list[tuple[str, float, float]]:
+        """On a batch of `batch` poems of `length` tokens: [(part, training FLOPs, seconds)]."""
+        cfg = self.cfg
+        h, e, v, n = cfg.hidden_size, cfg.embedding_size, cfg.vocab_size, batch * length
+        gates = {"rnn": 1, "gru": 3, "lstm": 4}[cfg.cell]
+        rnn_flops = 6.0 * n * sum(gates * h * ((e if i == 0 else h) + h) for i in range(cfg.num_layers))
+        rnn_s, out_s = (median_ms(run, 7) / 1000 for run in self.runs(batch, length, n))
+        return [
+            (f"recurrent layers ({cfg.cell} {cfg.num_layers} x {h}), fwd+bwd", rnn_flops, rnn_s),
+            (f"output layer + softmax cross-entropy ({h} x {v:,}), fwd+bwd", 6.0 * n * h * v, out_s),
+        ]
+
     def tokens_per_s(self, shapes: list[tuple[int, int, int]], repeats: int = 3) -> float:
-        """shapes: (poems, positions, target tokens) a batch; each timed `repeats` times, the median kept."""
-        from tangshi.model import linear_cross_entropy
-
-        seconds = tokens = 0.0
+        """On the shapes of batches a trainer ran, (poems, positions, target tokens) each: the
+        recurrent layers on its padded positions, as the trainer runs them, the output layer on its
+        real target tokens. On the same work as the trainer's window, the shapes' own costs (short
+        batches cost more a token than long ones) are in both: its ceiling. Each batch's two parts
+        back to back, as a step runs them, timed `repeats` times, the median kept."""
+        seconds = 0.0
         for batch, length, n in shapes:
-            x = torch.randn(batch, length, self.cfg.embedding_size, requires_grad=True)
-            feats = torch.randn(n, self.cfg.hidden_size, requires_grad=True)
-            targets = torch.randint(0, self.cfg.vocab_size, (n,))
-
-            def parts(x=x, feats=feats, targets=targets) -> None:
-                self.rnn(x)[0].sum().backward()
-                linear_cross_entropy(feats, self.head.weight, self.head.bias, targets).backward()
-
-            seconds += median_ms(parts, repeats) / 1000
-            tokens += n
-        return tokens / seconds
+            recurrent, output = self.runs(batch, length, n)
+            seconds += median_ms(lambda recurrent=recurrent, output=output: (recurrent(), output()), repeats) / 1000
+        return sum(n for *_, n in shapes) / seconds
 
 
 # ---------------------------------------------------------------- FLOPs
@@ -330,7 +320,7 @@ def main() -> int:
         rates: list[list[float]] = [[], [], []]  # kept windows' tokens/s, by configuration
         rounds = []  # (rates of the round or None where left out, parts GFLOP/s right after)
         peak32, peak16, parts_trials, same_work = [], [], [], []
-        on_batches = PartsOnBatches(exact.model)
+        parts_alone = Parts(exact.model)
         for r in range(args.windows):
             got: list[float | None] = [None, None, None]
             for k in (r + j for j in range(3)):  # the order rotates from round to round
@@ -339,10 +329,10 @@ def main() -> int:
                 if w.foreign <= args.max_foreign:
                     got[k % 3] = tokens / w.seconds
                     rates[k % 3].append(tokens / w.seconds)
-            parts = model_shapes(exact.model, args.batch_size, length)
+            parts = parts_alone.one_batch(args.batch_size, length)
             parts_trials.append(parts)
             if got[1]:  # (b)'s window against its parts on the same batches
-                same_work.append(got[1] / on_batches.tokens_per_s(loops[1][0].shapes()))
+                same_work.append(got[1] / parts_alone.tokens_per_s(loops[1][0].shapes()))
             peak32.append(gemm_gflops(torch.float32))
             if bf16:  # without bf16 hardware torch multiplies bf16 at ~1 GFLOP/s: no peak to measure
                 peak16.append(gemm_gflops(torch.bfloat16))
