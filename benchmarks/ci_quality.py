@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from tangshi import ci
 from tangshi.api import Poet
 from tangshi.cli import tune_process
-from tangshi.corpus import find_files, read_file
+from tangshi.data.corpus import find_files, read_file
+from tangshi.prosody import cipai as ci
 
 HEADS = ["春江", "风月", "花雨", "山水", "秋夜"]
 

@@ -24,8 +24,8 @@ import torch
 
 from tangshi.api import Poet
 from tangshi.cli import tune_process
-from tangshi.corpus import load_corpus
-from tangshi.prosody import FORMS, check, split_lines
+from tangshi.data.corpus import load_corpus
+from tangshi.prosody.regular import FORMS, check, split_lines
 
 BEGINS = "日红山夜湖海月"
 HEADS4 = ["春夏秋冬", "风花雪月", "琴棋书画", "梅兰竹菊", "东南西北", "江山如画"]

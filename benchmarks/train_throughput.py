@@ -48,11 +48,11 @@ from torch import nn
 
 from tangshi.cli import tune_process
 from tangshi.config import load_preset
-from tangshi.corpus import encode_split, load_corpus
-from tangshi.evaluate import collate
-from tangshi.model import _CELLS, linear_cross_entropy
-from tangshi.train import Trainer, cpu_has_bf16
-from tangshi.vocab import BOS, EOS, PAD
+from tangshi.data.corpus import encode_split, load_corpus
+from tangshi.data.vocab import BOS, EOS, PAD
+from tangshi.evaluation.losses import collate
+from tangshi.model.charrnn import _CELLS, linear_cross_entropy
+from tangshi.training.train import Trainer, cpu_has_bf16
 from write_latency import median_ms  # this folder is on the path of a script run from it
 
 # ---------------------------------------------------------------- machine

@@ -29,10 +29,10 @@ import torch
 
 from tangshi.api import Poet
 from tangshi.cli import tune_process
-from tangshi.compose import write
-from tangshi.device import DeviceError, resolve_device
-from tangshi.sampling import Sampler
-from tangshi.vocab import BOS
+from tangshi.data.vocab import BOS
+from tangshi.generation.sampling import Sampler
+from tangshi.generation.search import write
+from tangshi.model.device import DeviceError, resolve_device
 
 
 def sync() -> None:
@@ -92,14 +92,14 @@ def main() -> int:
         help="how the steps hold the LSTM model's weights (auto: by CPU, as tangshi writes), timed beside float32",
     )
     args = ap.parse_args()
-    import tangshi.model
+    import tangshi.model.charrnn
 
     try:
         device = resolve_device(args.device)
     except DeviceError as e:
         ap.error(str(e))
-    chosen = tangshi.model.step_weights(device) if args.step_weights == "auto" else args.step_weights
-    tangshi.model.step_weights = lambda device: chosen
+    chosen = tangshi.model.charrnn.step_weights(device) if args.step_weights == "auto" else args.step_weights
+    tangshi.model.charrnn.step_weights = lambda device: chosen
     tune_process([__file__, *sys.argv[1:]])  # the allocator settings `tangshi train` runs with
     torch.set_num_threads(args.threads)
     poet = Poet.load(args.checkpoint, device=str(device))
@@ -111,10 +111,10 @@ def main() -> int:
     # one model a kind, its weights packed once for it, as a program that writes keeps them
     poets = [poet]
     for kind in kinds[1:]:
-        tangshi.model.step_weights = lambda device, kind=kind: kind
+        tangshi.model.charrnn.step_weights = lambda device, kind=kind: kind
         poets.append(Poet.load(args.checkpoint, device=str(device)))
         poets[-1].model.eval().prepared(device)
-    tangshi.model.step_weights = lambda device: chosen
+    tangshi.model.charrnn.step_weights = lambda device: chosen
     model.prepared(device)
 
     def ours(p: Poet, batch: int, length: int):

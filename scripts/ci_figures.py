@@ -23,11 +23,11 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from tangshi import ci
-from tangshi import readers as R
 from tangshi.api import Poet
-from tangshi.corpus import encode_split, load_corpus
-from tangshi.evaluate import condition_ids, mean_loss
+from tangshi.data.corpus import encode_split, load_corpus
+from tangshi.evaluation import readers as R
+from tangshi.evaluation.losses import condition_ids, mean_loss
+from tangshi.prosody import cipai as ci
 
 
 def losses(poet: Poet, paths: list[str]) -> dict:

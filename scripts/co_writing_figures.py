@@ -5,9 +5,10 @@ how often whole-poem and prefix-only ranking differ over 100 test poems, and che
 import random
 import time
 
-from tangshi import Poet, prosody
-from tangshi import readers as R
-from tangshi.corpus import load_corpus
+from tangshi import Poet
+from tangshi.data.corpus import load_corpus
+from tangshi.evaluation import readers as R
+from tangshi.prosody import regular as prosody
 
 TEMPLATE = "床前明月光，＿＿＿＿＿。＿＿＿＿＿，低头＿＿＿。"
 REFUSED = [

@@ -137,7 +137,7 @@ def cells_section(results: dict) -> list[str]:
 def publish() -> None:
     """docs/results.md and docs/results/*.png from every result so far."""
     sys.path.insert(0, str(ROOT / "src"))
-    from tangshi.suite import plots
+    from tangshi.evaluation.suite import plots
 
     results = {p.stem: json.loads(p.read_text("utf-8")) for p in sorted(RESULTS.glob("*.json"))}
     results = {n: results[n] for n in [*PLAN, "bundled"] if n in results}  # bundled: by scripts/make_bundle.py

@@ -25,14 +25,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tangshi import checkpoint
-from tangshi.checkpoint import model_tensors, quantize_int8
-from tangshi.corpus import encode_split, load_corpus
-from tangshi.evaluate import condition_ids, mean_loss
-from tangshi.model import count_parameters
-from tangshi.plan import WordStats
-from tangshi.sampling import DEFAULT_DIVERSITY, Sampler
-from tangshi.suite import BEGINS, markdown, run_suite
+from tangshi.data.corpus import encode_split, load_corpus
+from tangshi.evaluation.losses import condition_ids, mean_loss
+from tangshi.evaluation.suite import BEGINS, markdown, run_suite
+from tangshi.generation.planner import WordStats
+from tangshi.generation.sampling import DEFAULT_DIVERSITY, Sampler
+from tangshi.model import checkpoint, count_parameters
+from tangshi.model.checkpoint import model_tensors, quantize_int8
 
 # bytes the bundled model's folder may take (weights, line index, plan statistics and title index, vocabulary, card)
 LIMIT = 18 * 10**6
@@ -64,7 +63,7 @@ def losses(ckpt: checkpoint.Checkpoint, data: list[str]) -> dict[str, float]:
 
 def _files(path: str) -> str:
     """A corpus path as the card names it: the folder and the files read from it (find_files)."""
-    from tangshi.corpus import find_files
+    from tangshi.data.corpus import find_files
 
     files = [f.name for f in find_files([path])]
     kinds = sorted({".".join(f.split(".")[:2]) + ".*" + Path(f).suffix for f in files})

@@ -19,9 +19,10 @@ import statistics
 import sys
 import time
 
-from tangshi import api, suite
-from tangshi import readers as R
-from tangshi.corpus import load_corpus
+from tangshi import api
+from tangshi.data.corpus import load_corpus
+from tangshi.evaluation import readers as R
+from tangshi.evaluation import suite
 
 
 def main() -> int:

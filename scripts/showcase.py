@@ -3,7 +3,8 @@ forms, each with its rule check. `python scripts/showcase.py [CHECKPOINT]` (defa
 
 import sys
 
-from tangshi import Poet, prosody
+from tangshi import Poet
+from tangshi.prosody import regular as prosody
 
 poet = Poet.load(sys.argv[1] if len(sys.argv) > 1 else None)
 asks = [

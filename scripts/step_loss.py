@@ -12,15 +12,15 @@ import time
 import torch
 
 from tangshi import Poet
-from tangshi.corpus import load_corpus
-from tangshi.vocab import BOS, EOS
+from tangshi.data.corpus import load_corpus
+from tangshi.data.vocab import BOS, EOS
 
 torch.set_num_threads(2)
 mode = sys.argv[1] if len(sys.argv) > 1 else "fast"
 if mode == "float":
-    import tangshi.model
+    import tangshi.model.charrnn
 
-    tangshi.model.step_weights = lambda device: "float32"
+    tangshi.model.charrnn.step_weights = lambda device: "float32"
 poet = Poet.load()
 c = load_corpus(["../shared/data/chinese-poetry/quantangshi"], poet.ckpt.config.data)
 texts = c.texts_of("test")

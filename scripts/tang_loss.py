@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tangshi import checkpoint, evaluate
+from tangshi.evaluation import losses as evaluate
+from tangshi.model import checkpoint
 
 
 def main() -> int:

@@ -69,7 +69,7 @@ def tiny_config(**train) -> RunConfig:
 
 @pytest.fixture
 def tiny_run(tmp_path, poems_txt) -> Path:
-    from tangshi.train import train
+    from tangshi.training.train import train
 
     run = tmp_path / "run"
     train(tiny_config(), [str(poems_txt)], run)

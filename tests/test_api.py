@@ -43,8 +43,8 @@ def test_a_poems_nll_is_the_models_own_mean_log_likelihood_of_its_characters_and
     import torch
 
     from tangshi.api import resolve
+    from tangshi.data.vocab import EOS
     from tangshi.options import WriteOptions
-    from tangshi.vocab import EOS
 
     poet = Poet.load()
     poem = poet.write("月", seed=5, form="五律")[0]
@@ -64,7 +64,7 @@ def test_a_poem_written_alone_is_the_one_written_in_a_batch_of_64():
     same whatever the batch."""
     import torch
 
-    from tangshi.model import step_weights
+    from tangshi.model.charrnn import step_weights
 
     poet = Poet.load()
     assert step_weights(torch.device("cpu")) in ("qint8", "bfloat16", "int8")

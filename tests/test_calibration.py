@@ -9,10 +9,11 @@ from functools import cache
 import pytest
 import torch
 
-from tangshi import Poet, api, prosody
-from tangshi.calibration import FILE, Calibration, calibrate, character_counts, gap, log_ratio
-from tangshi.checkpoint import CheckpointError
+from tangshi import Poet, api
 from tangshi.cli import main
+from tangshi.evaluation.calibration import FILE, Calibration, calibrate, character_counts, gap, log_ratio
+from tangshi.model.checkpoint import CheckpointError
+from tangshi.prosody import regular as prosody
 
 BEGINS = list("春秋山水风月花云江夜")
 

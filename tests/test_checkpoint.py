@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tangshi import checkpoint
-from tangshi.checkpoint import CheckpointError
+from tangshi.model import checkpoint
+from tangshi.model.checkpoint import CheckpointError
 
 
 def test_roundtrip_gives_the_same_outputs_without_pickle(tiny_run, monkeypatch):
@@ -72,7 +72,7 @@ def test_resume_needs_trainer_state(tiny_run):
 def test_int8_weights_load_back_close_to_float32(tiny_run, tmp_path):
     from safetensors.torch import save_file
 
-    from tangshi.checkpoint import SCALE, model_tensors, quantize_int8
+    from tangshi.model.checkpoint import SCALE, model_tensors, quantize_int8
 
     ck = checkpoint.load(tiny_run / "best")
     folder = tmp_path / "int8"
@@ -161,7 +161,7 @@ def test_shapes_that_do_not_match_the_config_are_named_before_allocating(tiny_ru
 
 
 def test_int8_scales_are_checked_from_the_header(tiny_run, tmp_path, monkeypatch):
-    from tangshi.checkpoint import SCALE, model_tensors, quantize_int8
+    from tangshi.model.checkpoint import SCALE, model_tensors, quantize_int8
 
     folder = tmp_path / "int8"
     shutil.copytree(tiny_run / "best", folder)
@@ -181,7 +181,7 @@ def test_the_bundled_int8_model_loads():
 
 
 def test_an_unreadable_line_index_is_a_checkpoint_error_naming_the_file(tiny_run):
-    from tangshi.lineindex import FILE, LineIndexError
+    from tangshi.data.lineindex import FILE, LineIndexError
 
     (tiny_run / "best" / FILE).write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match=f"best/{FILE}: not a readable line index") as e:

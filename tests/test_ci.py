@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tangshi import ci
 from tangshi.cli import main
+from tangshi.prosody import cipai as ci
 
 SHUIDIAO = (
     "明月几时有？把酒问青天。不知天上宫阙，今夕是何年。我欲乘风归去，又恐琼楼玉宇，高处不胜寒。起舞弄清影，"
@@ -183,7 +183,7 @@ def test_ci_bad_requests_are_named(poet):
 
 
 def test_a_keyword_that_fits_no_clause_is_named(poet):
-    from tangshi.forms import FormError
+    from tangshi.generation.constraints import FormError
 
     with pytest.raises(FormError, match="keyword '秋月' fits no clause left of 浣溪沙") as e:  # 7 words, 6 clauses
         poet.write("", seed=1, cipai="浣溪沙", keywords=("明月", "清风", "白云", "青山", "绿水", "春花", "秋月"))
@@ -204,7 +204,7 @@ def test_cipai_command_lists_and_shows(capsys):
 def test_cipai_over_http():
     from fastapi.testclient import TestClient
 
-    from tangshi.serve import create_app
+    from tangshi.serve.app import create_app
 
     with TestClient(create_app()) as c:
         found = c.get("/v1/cipai", params={"q": "水调歌头"}).json()["cipai"]

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from tangshi import checkpoint, compose
-from tangshi.compose import UnknownCharacterError, resolve_begin, sentences, write
-from tangshi.vocab import Vocab
+from tangshi.data.vocab import Vocab
+from tangshi.generation import search as compose
+from tangshi.generation.search import UnknownCharacterError, resolve_begin, sentences, write
+from tangshi.model import checkpoint
 
 
 def test_sentences_one_a_line():

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from conftest import POEMS, tiny_config
-from tangshi import Poet, checkpoint
-from tangshi.compose import prime
-from tangshi.evaluate import collate, corpus_loss, mean_loss
+from tangshi import Poet
+from tangshi.data.vocab import BOS, EOS, PAD, SEP, Vocab
+from tangshi.evaluation.losses import collate, corpus_loss, mean_loss
+from tangshi.generation.search import prime
+from tangshi.model import checkpoint
 from tangshi.options import OptionError
-from tangshi.train import Conditions
-from tangshi.vocab import BOS, EOS, PAD, SEP, Vocab
+from tangshi.training.train import Conditions
 
 
 def test_condition_tokens_are_read_never_characters():
@@ -50,7 +51,7 @@ def test_conditions_are_dropped_at_their_rates_and_repeat_exactly():
 
 @pytest.fixture
 def titled_run(tmp_path, poems_txt):
-    from tangshi.train import train
+    from tangshi.training.train import train
 
     cfg = tiny_config(max_steps=20)
     cfg.data.titles, cfg.data.authors = True, 2
@@ -102,7 +103,7 @@ def test_a_model_trained_with_poets_lists_them_and_writes_like_one(tmp_path, jso
     import json
 
     from tangshi.cli import main
-    from tangshi.train import train
+    from tangshi.training.train import train
 
     cfg = tiny_config(max_steps=10)
     cfg.data.authors = 2

@@ -3,10 +3,10 @@ import json
 import pytest
 
 from conftest import POEMS
-from tangshi import corpus, text
 from tangshi.config import DataConfig
-from tangshi.corpus import CorpusError, load_corpus
-from tangshi.text import normalise
+from tangshi.data import corpus, text
+from tangshi.data.corpus import CorpusError, load_corpus
+from tangshi.data.text import normalise
 
 
 def test_poems_txt_title_and_content_with_colon(tmp_path):

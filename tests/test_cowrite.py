@@ -8,9 +8,10 @@ from functools import cache
 import pytest
 from fastapi.testclient import TestClient
 
-from tangshi import Poet, prosody
+from tangshi import Poet
 from tangshi.options import OptionError
-from tangshi.serve import create_app
+from tangshi.prosody import regular as prosody
+from tangshi.serve.app import create_app
 
 QUIET_NIGHT_WRONG = "床前明月光，疑是地上雪。举头望明月，低头思故乡。"  # 霜 -> 雪: line 2 no longer rhymes
 SPRING_VIEW = "国破山河在，城春草木深。感时花溅泪，恨别鸟惊心。烽火连三月，家书抵万金。白头搔更短，浑欲不胜簪。"

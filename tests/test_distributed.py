@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tangshi.distributed import World, world_from_env
+from tangshi.training.distributed import World, world_from_env
 
 ARGS = [
     "--cell", "lstm", "--embedding-size", "8", "--hidden-size", "12", "--num-layers", "2",

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import POEMS
-from tangshi import checkpoint
-from tangshi.evaluate import corpus_loss, text_loss
+from tangshi.evaluation.losses import corpus_loss, text_loss
+from tangshi.model import checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tangshi"
 
@@ -49,11 +49,11 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_evaluate_imports_nothing_of_training():
-    assert not _imports(SRC / "evaluate.py") & {"tangshi.train", "tangshi.distributed"}
+    assert not _imports(SRC / "evaluate.py") & {"tangshi.training.train", "tangshi.training.distributed"}
     for path in SRC.glob("*.py"):  # the loss is evaluation's: nobody takes it from train
         tree = ast.parse(path.read_text("utf-8"))
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "tangshi.train":
+            if isinstance(node, ast.ImportFrom) and node.module == "tangshi.training.train":
                 names = {a.name for a in node.names}
                 assert not names & {"mean_loss", "batch_loss", "collate"}, f"{path.name} imports {names} from train"
 
@@ -62,15 +62,16 @@ def test_loading_a_poet_imports_neither_train_nor_distributed():
     code = (
         "import sys\n"
         "from tangshi import Poet\n"
-        "import tangshi.evaluate, tangshi.api\n"
-        "print(sorted(m for m in ('tangshi.train', 'tangshi.distributed') if m in sys.modules))"
+        "import tangshi.evaluation.losses, tangshi.api\n"
+        "print(sorted(m for m in ('tangshi.training.train', 'tangshi.training.distributed') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_mean_loss_is_the_one_training_validates_with():
-    from tangshi import evaluate, train
+    from tangshi.evaluation import losses as evaluate
+    from tangshi.training import train
 
     assert train.mean_loss is evaluate.mean_loss and train.collate is evaluate.collate
     assert train.batch_loss is evaluate.batch_loss

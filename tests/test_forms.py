@@ -11,10 +11,10 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tangshi import prosody as P
 from tangshi.api import bundled_path
-from tangshi.forms import FREE_MAX, FREE_MIN, FormError, FormMask, VocabProsody, free_form, get_form
-from tangshi.vocab import EOS, Vocab
+from tangshi.data.vocab import EOS, Vocab
+from tangshi.generation.constraints import FREE_MAX, FREE_MIN, FormError, FormMask, VocabProsody, free_form, get_form
+from tangshi.prosody import regular as P
 
 
 @cache

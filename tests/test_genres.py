@@ -11,10 +11,10 @@ import pytest
 
 from conftest import POEMS, tiny_config
 from tangshi import Poet
-from tangshi.corpus import genre_of, load_corpus
+from tangshi.data.corpus import genre_of, load_corpus
+from tangshi.data.vocab import UNK, Vocab, genre_token
 from tangshi.options import OptionError
-from tangshi.train import Conditions, train
-from tangshi.vocab import UNK, Vocab, genre_token
+from tangshi.training.train import Conditions, train
 
 # the Song poems' format (chinese-poetry@2.0.1 dist/quantangshi/poet.song.*.json): traditional, with ids
 SONG = [
@@ -95,8 +95,8 @@ def test_a_run_from_a_checkpoint_learns_genres_and_writes_them(tmp_path, three, 
     assert set(poet.vocab.genres()) == {"唐诗", "宋诗", "宋词"}
     assert poet.vocab.tokens[: len(Poet.load(tiny_run / "best").vocab)] == Poet.load(tiny_run / "best").vocab.tokens
     from tangshi.api import _context
+    from tangshi.data.vocab import genre_token
     from tangshi.options import WriteOptions
-    from tangshi.vocab import genre_token
 
     v = poet.vocab
     assert _context(poet, WriteOptions())[0][1] == v.id(genre_token("唐诗"))  # tangshi writes Tang poems
@@ -120,7 +120,7 @@ def test_poems_txt_has_no_genre(poems_txt):
 
 def test_genre_weights_repeat_and_thin_a_genre_each_epoch(three):
     from tangshi.config import ConfigError
-    from tangshi.train import epoch_pool, poem_weights
+    from tangshi.training.train import epoch_pool, poem_weights
 
     weights = np.array([3.0] * 100 + [0.25] * 400 + [1.0] * 50)
     pool = epoch_pool(weights, seed=1, epoch=0)

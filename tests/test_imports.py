@@ -44,7 +44,7 @@ def loaded_after(code: str) -> tuple[set[str], dict[str, str]]:
 
 
 def chain(module: str, importers: dict[str, str]) -> str:
-    """e.g. tangshi.api -> tangshi.evaluate -> tangshi.train."""
+    """e.g. tangshi.api -> tangshi.evaluation.losses -> tangshi.training.train."""
     path = [module]
     while (up := importers.get(path[-1])) and up not in path:
         path.append(up)
@@ -53,9 +53,9 @@ def chain(module: str, importers: dict[str, str]) -> str:
 
 def test_reading_characters_imports_neither_torch_nor_numpy():
     modules, importers = loaded_after(
-        "import tangshi.prosody\n"
-        "tangshi.prosody.readings('月')\n"
-        "tangshi.prosody.check('床前明月光，疑是地上霜。举头望明月，低头思故乡。')"
+        "import tangshi.prosody.regular\n"
+        "tangshi.prosody.regular.readings('月')\n"
+        "tangshi.prosody.regular.check('床前明月光，疑是地上霜。举头望明月，低头思故乡。')"
     )
     for heavy in ("torch", "numpy"):
         assert heavy not in modules, f"{heavy} imported; tangshi modules loaded: {sorted(importers)}"
@@ -63,7 +63,11 @@ def test_reading_characters_imports_neither_torch_nor_numpy():
 
 def test_poet_loads_no_training_module():
     modules, importers = loaded_after("from tangshi import Poet")
-    training = [m for m in ("tangshi.train", "tangshi.distributed", "tangshi.suite") if m in modules]
+    training = [
+        m
+        for m in ("tangshi.training.train", "tangshi.training.distributed", "tangshi.evaluation.suite")
+        if m in modules
+    ]
     assert not training, "from tangshi import Poet loads " + "; ".join(chain(m, importers) for m in training)
 
 
@@ -71,41 +75,59 @@ def test_poet_loads_no_training_module():
 
 
 def imports_of(source: str, modules: set[str], reexports: dict[str, str] | None = None) -> dict[str, int]:
-    """The tangshi modules (short names) a source file imports anywhere in it -> the first line that does.
+    """The tangshi modules (dotted names under the package, e.g. "generation.search") a source file
+    imports anywhere in it -> the first line that does.
 
-    `from tangshi import name` imports module `name` when there is one; otherwise `name` is an attribute
-    of the package, which is fully run before any submodule, so it adds an edge only where the package
-    itself imports it from a submodule (`reexports`, e.g. Poet -> api)."""
+    `from tangshi.pkg import name` imports module `pkg.name` when there is one; otherwise `name` is an
+    attribute of `pkg` (its `__init__`, "pkg"). `from tangshi import name` with no module `name` adds an
+    edge only where the package itself imports it from a submodule (`reexports`, e.g. Poet -> api)."""
     found: dict[str, int] = {}
     for node in ast.walk(ast.parse(source)):
         targets: list[str] = []
         if isinstance(node, ast.Import):
-            targets = [a.name.split(".")[1] for a in node.names if a.name.startswith("tangshi.")]
-        elif isinstance(node, ast.ImportFrom):
-            module = "tangshi" + ("." + node.module if node.module else "") if node.level else node.module or ""
-            if module == "tangshi":
-                targets = [a.name if a.name in modules else (reexports or {}).get(a.name, "") for a in node.names]
-            elif module.startswith("tangshi."):
-                targets = [module.split(".")[1]]
+            targets = [a.name.removeprefix("tangshi.") for a in node.names if a.name.startswith("tangshi.")]
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("tangshi"):
+            inside = node.module.removeprefix("tangshi").removeprefix(".")
+            for a in node.names:
+                name = f"{inside}.{a.name}" if inside else a.name
+                if name in modules:
+                    targets.append(name)
+                elif inside:
+                    targets.append(inside)
+                else:
+                    targets.append((reexports or {}).get(a.name, ""))
         for t in targets:
             if t in modules:
                 found.setdefault(t, node.lineno)
     return found
 
 
+def module_files() -> dict[str, Path]:
+    """Dotted name under the package ("api", "generation.search"; a subpackage's __init__ by its own
+    name, "generation") -> its file; the package's own __init__ is "__init__"."""
+    files = {}
+    for p in PACKAGE.rglob("*.py"):
+        parts = p.relative_to(PACKAGE).with_suffix("").parts
+        if parts == ("__init__",):
+            files["__init__"] = p
+        else:
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return files
+
+
 def import_graph() -> dict[str, dict[str, int]]:
-    """module -> {imported module: line}, over src/tangshi/*.py."""
-    files = {p.stem: p for p in PACKAGE.glob("*.py")}
+    """module -> {imported module: line}, over every file of src/tangshi."""
+    files = module_files()
     modules = set(files) - {"__init__"}
-    init = imports_of(files["__init__"].read_text("utf-8"), modules)
+    init = files["__init__"].read_text("utf-8")
     reexports = {
-        a.asname or a.name: node.module.split(".")[1]
-        for node in ast.walk(ast.parse(files["__init__"].read_text("utf-8")))
+        a.asname or a.name: node.module.removeprefix("tangshi.")
+        for node in ast.walk(ast.parse(init))
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tangshi.")
         for a in node.names
     }
     graph = {m: imports_of(files[m].read_text("utf-8"), modules, reexports) for m in modules}
-    graph["__init__"] = init
+    graph["__init__"] = imports_of(init, modules)
     return graph
 
 
@@ -162,22 +184,22 @@ def describe(cycle: list[str], graph: dict[str, dict[str, int]]) -> str:
 
 def test_import_graph_reads_every_kind_of_import():
     source = (
-        "import tangshi.vocab\n"
-        "from tangshi.corpus import load_corpus\n"
-        "from tangshi import model, __version__, Poet\n"
+        "import tangshi.data.vocab\n"
+        "from tangshi.data.corpus import load_corpus\n"
+        "from tangshi import api, __version__, Poet\n"
         "def f():\n"
-        "    from tangshi import train\n"
-        "    from .checkpoint import Checkpoint\n"
+        "    from tangshi.training import train\n"
+        "    from tangshi.model import CharRNN\n"
     )
-    modules = {"vocab", "corpus", "model", "train", "checkpoint", "api"}
+    modules = {"data", "data.vocab", "data.corpus", "model", "model.charrnn", "training.train", "api"}
     found = imports_of(source, modules, {"Poet": "api"})
-    assert found == {"vocab": 1, "corpus": 2, "model": 3, "api": 3, "train": 5, "checkpoint": 6}
+    assert found == {"data.vocab": 1, "data.corpus": 2, "api": 3, "training.train": 5, "model": 6}
     assert cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c", "a"]]
     assert cycles({"a": {"b": 1}, "b": {}}) == []
 
 
 def test_no_import_cycles_among_tangshi_modules():
     graph = import_graph()
-    assert "text" in graph["prosody"] and "vocab" in graph["corpus"]  # the graph is read at all
+    assert "data.text" in graph["prosody.regular"] and "data.vocab" in graph["data.corpus"]  # the graph is read at all
     found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(describe(c, graph) for c in found)

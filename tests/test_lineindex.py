@@ -1,9 +1,9 @@
 import pytest
 
 from conftest import POEMS
-from tangshi import checkpoint
-from tangshi.checkpoint import CheckpointError
-from tangshi.lineindex import FILE, LineIndex
+from tangshi.data.lineindex import FILE, LineIndex
+from tangshi.model import checkpoint
+from tangshi.model.checkpoint import CheckpointError
 
 
 def test_lines_of_the_corpus_are_found_and_others_not(tmp_path):
@@ -34,7 +34,7 @@ def test_lineindex_imports_no_checkpoint_and_names_its_own_error(tmp_path):
     import subprocess
     import sys
 
-    import tangshi.lineindex as L
+    import tangshi.data.lineindex as L
 
     imported = {
         node.module if isinstance(node, ast.ImportFrom) else alias.name
@@ -42,8 +42,8 @@ def test_lineindex_imports_no_checkpoint_and_names_its_own_error(tmp_path):
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     }
-    assert "tangshi.checkpoint" not in imported  # not even inside a function: no hidden cycle
-    code = "import sys, tangshi.lineindex; print('tangshi.checkpoint' in sys.modules)"
+    assert "tangshi.model.checkpoint" not in imported  # not even inside a function: no hidden cycle
+    code = "import sys, tangshi.data.lineindex; print('tangshi.model.checkpoint' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     (tmp_path / FILE).write_bytes(b"not safetensors")
     with pytest.raises(L.LineIndexError, match=f"{FILE}: not a readable line index"):
@@ -54,7 +54,7 @@ def test_lineindex_imports_no_checkpoint_and_names_its_own_error(tmp_path):
 def test_a_large_corpus_keeps_32_bit_hashes(tmp_path, monkeypatch):
     import torch
 
-    import tangshi.lineindex as L
+    import tangshi.data.lineindex as L
 
     monkeypatch.setattr(L, "WIDE", 5)  # the POEMS have 48 lines: more than 5
     index = LineIndex.of_texts([c for _, c in POEMS])

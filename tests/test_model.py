@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tangshi.config import ModelConfig
-from tangshi.model import CharRNN, count_parameters, int8_rows, real_rows, take_rows
+from tangshi.model.charrnn import CharRNN, count_parameters, int8_rows, real_rows, take_rows
 
 
 def make(cell: str, **kw) -> CharRNN:
@@ -85,7 +85,7 @@ def test_adaptive_cutoffs_past_the_vocabulary_fall_back_to_full():
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("output", ["full", "adaptive"])
 def test_step_equals_forward(cell, output, monkeypatch):
-    monkeypatch.setattr("tangshi.model.step_weights", lambda device: "float32")  # float32 steps: equal to 1e-5
+    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: "float32")  # float32 steps: equal to 1e-5
     model = make(cell, output=output, cutoffs="8,14", div_value=2.0)
     ids = torch.randint(4, 20, (3, 6))
     full, full_state = model(ids)
@@ -99,7 +99,7 @@ def test_step_equals_forward(cell, output, monkeypatch):
 def test_fused_linear_cross_entropy_equals_the_unfused_loss_and_gradients(bias):
     import torch.nn.functional as F
 
-    from tangshi.model import linear_cross_entropy
+    from tangshi.model.charrnn import linear_cross_entropy
 
     g = torch.Generator().manual_seed(0)
     h = torch.randn(300, 16, dtype=torch.float64, generator=g, requires_grad=True)
@@ -121,7 +121,7 @@ def test_fused_linear_cross_entropy_equals_the_unfused_loss_and_gradients(bias):
 def test_fused_adaptive_cross_entropy_equals_the_modules_loss_and_gradients():
     from torch import nn
 
-    from tangshi.model import adaptive_cross_entropy
+    from tangshi.model.charrnn import adaptive_cross_entropy
 
     torch.manual_seed(0)
     head = nn.AdaptiveLogSoftmaxWithLoss(16, 60, [10, 30], div_value=2.0).double()
@@ -230,7 +230,7 @@ def test_new_regularisers_out_of_range_name_the_option():
 def test_fused_cross_entropy_keeps_a_target_whose_probability_underflows():
     import torch.nn.functional as F
 
-    from tangshi.model import linear_cross_entropy
+    from tangshi.model.charrnn import linear_cross_entropy
 
     h = torch.tensor([[200.0, 0.0], [0.0, 1.0], [-150.0, 3.0]])  # row 0 and 2: p(target) ~ e^-200 in float32
     w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5]])
@@ -243,14 +243,14 @@ def test_fused_cross_entropy_keeps_a_target_whose_probability_underflows():
 @pytest.mark.parametrize("kind", ["qint8", "bfloat16", "int8"])
 @pytest.mark.parametrize("output", ["full", "adaptive"])
 def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kind, output, monkeypatch):
-    from tangshi.device import cpu_has_bf16
-    from tangshi.model import onednn_int8_exact
+    from tangshi.model.charrnn import onednn_int8_exact
+    from tangshi.model.device import cpu_has_bf16
 
     if kind == "bfloat16" and not cpu_has_bf16():
         pytest.skip("no bfloat16 hardware: bfloat16 products are emulated there, and not used")
     if kind == "qint8" and not onednn_int8_exact():
         pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: not used")
-    monkeypatch.setattr("tangshi.model.step_weights", lambda device: kind)
+    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: kind)
     torch.manual_seed(0)
     cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50, output=output)
     if output == "adaptive":
@@ -288,11 +288,11 @@ def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kin
 def test_uint8_steps_without_the_input_table_and_after_a_state_is_selected(layers, monkeypatch):
     """Where the first layer's table would take too much memory, the embedding's uint8 rows go through
     W_ih; a state whose rows are selected (beam search) or made anew steps as the state it came from."""
-    import tangshi.model as model_module
+    import tangshi.model.charrnn as model_module
 
     if not model_module.onednn_int8_exact():
         pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: not used")
-    monkeypatch.setattr("tangshi.model.step_weights", lambda device: "qint8")
+    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: "qint8")
     monkeypatch.setattr(model_module, "INPUT_TABLE_BYTES", 0)
     torch.manual_seed(0)
     cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=layers, vocab_size=50)
@@ -314,11 +314,11 @@ def test_uint8_steps_without_the_input_table_and_after_a_state_is_selected(layer
 
 @pytest.mark.parametrize("kind", ["qint8", "float32"])
 def test_a_shortlist_step_is_the_shortlists_part_of_the_whole(kind, monkeypatch):
-    from tangshi.model import onednn_int8_exact
+    from tangshi.model.charrnn import onednn_int8_exact
 
     if kind == "qint8" and not onednn_int8_exact():
         pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: not used")
-    monkeypatch.setattr("tangshi.model.step_weights", lambda device: kind)
+    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: kind)
     torch.manual_seed(0)
     cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50, output="adaptive")
     cfg.cutoffs = "20,35"
@@ -336,7 +336,7 @@ def test_the_padded_adaptive_likelihood_is_the_modules():
     log-likelihoods and gradients as `AdaptiveLogSoftmaxWithLoss`, whatever the clusters' row counts."""
     from torch import nn
 
-    from tangshi.model import adaptive_log_likelihood
+    from tangshi.model.charrnn import adaptive_log_likelihood
 
     torch.manual_seed(0)
     head = nn.AdaptiveLogSoftmaxWithLoss(16, 300, [40, 120], div_value=2.0)
@@ -354,13 +354,13 @@ def test_the_padded_adaptive_likelihood_is_the_modules():
 def test_uint8_steps_whose_sums_depend_on_the_batch_or_saturate_are_not_used(monkeypatch):
     """Where a uint8 x int8 product would give a row other numbers in a batch, the steps take the next
     kind; where oneDNN's sums are not exact (16-bit pairs saturating), uint8 steps are never chosen."""
-    import tangshi.model as model_module
+    import tangshi.model.charrnn as model_module
 
     if not model_module.onednn_int8_exact():
         pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: uint8 steps are never made")
     real = model_module._qproduct
     monkeypatch.setattr(model_module, "_qproduct", lambda x, *a, **k: real(x, *a, **k) + (x.shape[0] > 1))
-    monkeypatch.setattr("tangshi.model.step_weights", lambda device: "qint8")
+    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: "qint8")
     model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
     steps = model._packed(torch.device("cpu"))
     assert steps.kind == "layers" and steps.layers[0][0] in ("onednn", "int8")
@@ -372,14 +372,14 @@ def test_uint8_steps_whose_sums_depend_on_the_batch_or_saturate_are_not_used(mon
 
 def test_a_bfloat16_layout_whose_sums_depend_on_the_batch_is_not_used(monkeypatch):
     """Where oneDNN's one-row layout would give a row other sums in a batch, the steps take int8."""
-    import tangshi.model as model_module
-    from tangshi.device import cpu_has_bf16
+    import tangshi.model.charrnn as model_module
+    from tangshi.model.device import cpu_has_bf16
 
     if not cpu_has_bf16():
         pytest.skip("no bfloat16 hardware: the layout is never made there")
     real = model_module._onednn_product
     monkeypatch.setattr(model_module, "_onednn_product", lambda x, packed: real(x, packed) + (x.shape[0] > 1))
-    monkeypatch.setattr("tangshi.model.step_weights", lambda device: "bfloat16")
+    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: "bfloat16")
     model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
     assert [layer[0] for layer in model._packed(torch.device("cpu")).layers] == ["int8", "int8"]
     monkeypatch.setattr(model_module, "_onednn_product", real)
@@ -388,7 +388,7 @@ def test_a_bfloat16_layout_whose_sums_depend_on_the_batch_is_not_used(monkeypatc
 
 
 def test_h_goes_on_a_grid_of_1_128_rounded_to_nearest_within_uint8():
-    from tangshi.model import QUANT_H, QUANT_ZERO, quantize_h
+    from tangshi.model.charrnn import QUANT_H, QUANT_ZERO, quantize_h
 
     h = torch.tensor([[-1.0, -0.5, 0.0, 0.3 / 128, 0.7 / 128, 0.5, 127 / 128, 1.0]])
     q = quantize_h(h)

@@ -11,10 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import TANG, need_shared_data
-from tangshi import prosody as P
-from tangshi.corpus import load_corpus
-from tangshi.forms import FormError, FormMask, free_form, get_form
-from tangshi.plan import FILE, Plan, PlanEntry, WordStats, make_plan, place, placeable, subject, title_words
+from tangshi.data.corpus import load_corpus
+from tangshi.generation.constraints import FormError, FormMask, free_form, get_form
+from tangshi.generation.planner import (
+    FILE,
+    Plan,
+    PlanEntry,
+    WordStats,
+    make_plan,
+    place,
+    placeable,
+    subject,
+    title_words,
+)
+from tangshi.prosody import regular as P
 from test_forms import decode, vp
 
 MOON = ["明月", "清风", "高楼", "夜深"]

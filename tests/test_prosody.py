@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from conftest import TANG, need_shared_data
-from tangshi import prosody as P
 from tangshi.cli import main
+from tangshi.prosody import regular as P
 
 CHUNWANG = "国破山河在，城春草木深。感时花溅泪，恨别鸟惊心。烽火连三月，家书抵万金。白头搔更短，浑欲不胜簪。"
 

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from conftest import POEMS, TANG, need_shared_data
-from tangshi import prosody as P
-from tangshi import readers as R
+from tangshi.evaluation import readers as R
+from tangshi.prosody import regular as P
 
 TEXTS = [c for _, c in POEMS]
 JUEJU = [t for t in TEXTS if R.form_of(t) == "五绝"]  # 11 of the 12
@@ -60,7 +60,7 @@ def test_line_pairs_cross_adjacent_lines_only():
 
 def _tang(files: int):
     from tangshi.config import DataConfig
-    from tangshi.corpus import load_corpus
+    from tangshi.data.corpus import load_corpus
 
     need_shared_data()
     return load_corpus([TANG / f"poet.tang.{1000 * k}.json" for k in range(files)], DataConfig(), use_cache=False)

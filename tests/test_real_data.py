@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from conftest import TANG, need_shared_data
-from tangshi import corpus
-from tangshi.corpus import load_corpus
+from tangshi.data import corpus
+from tangshi.data.corpus import load_corpus
 
 
 def test_tang_corpus_counts_and_cache(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tangshi.sampling import NEG_INF, Sampler, SamplingError, sample, top_k_filter, top_p_filter
+from tangshi.generation.sampling import NEG_INF, Sampler, SamplingError, sample, top_k_filter, top_p_filter
 
 
 def test_top_k_keeps_k():
@@ -51,7 +51,7 @@ def test_bad_options_are_named(kw, message):
 
 
 def test_repetition_penalty_lowers_only_seen_ids():
-    from tangshi.sampling import penalise_repeats
+    from tangshi.generation.sampling import penalise_repeats
 
     logits = torch.tensor([[2.0, -1.0, 2.0, -1.0]])
     seen = torch.tensor([[True, True, False, False]])
@@ -62,7 +62,7 @@ def test_repetition_penalty_lowers_only_seen_ids():
 
 
 def test_one_sort_nucleus_draws_the_filtered_distribution():
-    from tangshi.sampling import sample_top_p, top_p_filter
+    from tangshi.generation.sampling import sample_top_p, top_p_filter
 
     torch.manual_seed(0)
     logits = torch.randn(1, 30)
@@ -90,7 +90,7 @@ def full_sort_nucleus(logits: torch.Tensor, u: torch.Tensor, p: float) -> torch.
 
 @pytest.mark.parametrize("scale", [0.3, 3.0, 12.0])  # flat to peaked rows: wide and narrow nuclei
 def test_nucleus_from_the_exponent_histogram_equals_the_full_sort(scale):
-    from tangshi.sampling import sample_top_p
+    from tangshi.generation.sampling import sample_top_p
 
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(200, 500, generator=g) * scale
@@ -106,7 +106,7 @@ def test_nucleus_from_the_exponent_histogram_equals_the_full_sort(scale):
 
 
 def test_diversity_lowers_the_commonest_ids_by_their_log_frequency():
-    from tangshi.sampling import Sampler, SamplingError
+    from tangshi.generation.sampling import Sampler, SamplingError
 
     logits = torch.zeros(1, 3)
     prior = torch.tensor([0.9, 0.09, 0.01]).log()

@@ -7,10 +7,11 @@ from functools import cache
 
 import pytest
 
-from tangshi import Poet, prosody
-from tangshi.forms import FormError
-from tangshi.lineindex import LineIndex
+from tangshi import Poet
+from tangshi.data.lineindex import LineIndex
+from tangshi.generation.constraints import FormError
 from tangshi.options import OptionError
+from tangshi.prosody import regular as prosody
 
 
 @cache

@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from tangshi import Poet
 from tangshi.config import ServeConfig
-from tangshi.serve import create_app
-from tangshi.text import to_script
+from tangshi.data.text import to_script
+from tangshi.serve.app import create_app
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import uvicorn
 
 from tangshi import Poet
 from tangshi.config import ServeConfig
-from tangshi.serve import create_app, header_timeout_protocol
+from tangshi.serve.app import create_app, header_timeout_protocol
 
 BLOCKER = {"begin": "月", "form": "七律", "num": 4, "rerank": 16, "seed": 1}  # keeps the writer busy a while
 

@@ -8,10 +8,11 @@ from functools import cache
 import pytest
 import torch
 
-from tangshi import Poet, prosody
-from tangshi.compose import Steer, table_rows
+from tangshi import Poet
+from tangshi.data.vocab import BOS, EOS, PAD, UNK
+from tangshi.generation.search import Steer, table_rows
 from tangshi.options import OptionError
-from tangshi.vocab import BOS, EOS, PAD, UNK
+from tangshi.prosody import regular as prosody
 
 
 @cache
@@ -150,8 +151,8 @@ def test_beam_search_is_steered_too_and_reports_the_models_own_likelihood():
 def test_guidance_samples_from_the_guided_distribution():
     """Greedy with guidance g picks argmax of log p(x | title) + g (log p(x | title) - log p(x | plain)),
     computed here by reading both contexts step by step."""
-    from tangshi.compose import prime, write
-    from tangshi.sampling import Sampler
+    from tangshi.generation.sampling import Sampler
+    from tangshi.generation.search import prime, write
 
     p = poet()
     v = p.vocab
@@ -217,9 +218,9 @@ def test_lines_ending_together_or_not_and_few_or_many_characters_give_the_same_b
     for t in range(6):
         together.update(lines[:4, t])
         mixed.update(lines[:, t])
-    monkeypatch.setattr("tangshi.compose.FEW_CHARACTERS", few)
+    monkeypatch.setattr("tangshi.generation.search.FEW_CHARACTERS", few)
     together.update(torch.full((4,), 3))
-    monkeypatch.setattr("tangshi.compose.FEW_CHARACTERS", 0)
+    monkeypatch.setattr("tangshi.generation.search.FEW_CHARACTERS", 0)
     mixed.update(torch.tensor([3, 3, 3, 3, 7]))  # the last row writes on
     assert together.line_bias.abs().sum() > 0 and torch.equal(together.line_bias, mixed.line_bias[:4])
     assert torch.equal(mixed.line_bias[4], torch.zeros(40))
@@ -233,7 +234,7 @@ def test_the_masks_shortcuts_write_the_same_poems(monkeypatch, request_):
     """Where every row has one id left, where no row may choose a line's end, and where the form
     forbids repeats, `write` skips the sampler, the steering's shift and the repeat penalty: the
     same poems as with every step taken the long way."""
-    from tangshi import forms
+    from tangshi.generation import constraints as forms
 
     fast = poet().write(["", ""], num=4, seed=2, **request_).poems
     for mask in (forms.FormMask, forms.CiMask):
@@ -253,7 +254,7 @@ def test_the_masks_shortcuts_write_the_same_poems(monkeypatch, request_):
 
 
 def test_a_regular_forms_mask_offers_no_line_end_beside_a_character_and_no_written_character():
-    from tangshi.forms import FREE_MIN, FormMask, free_form, get_form
+    from tangshi.generation.constraints import FREE_MIN, FormMask, free_form, get_form
 
     vp = poet().vocab_prosody
     mask = FormMask(vp, get_form("五绝"), 2)

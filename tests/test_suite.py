@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import POEMS, TANG, need_shared_data, tiny_config
-from tangshi import prosody as P
 from tangshi.cli import main
-from tangshi.suite import Reference, _longest_repeat, parse_samplers, poem_metrics
+from tangshi.evaluation.suite import Reference, _longest_repeat, parse_samplers, poem_metrics
+from tangshi.prosody import regular as P
 
 
 def test_metrics_of_hand_made_poems():
@@ -105,7 +105,7 @@ def test_eval_readers_end_to_end(tiny_run, poems_txt, capsys):
 
 
 def test_eval_readers_of_a_model_trained_with_titles_and_poets(tmp_path, json_dir, capsys):
-    from tangshi.train import train
+    from tangshi.training.train import train
 
     cfg = tiny_config(max_steps=10)
     cfg.data.titles, cfg.data.authors = True, 2
@@ -126,8 +126,8 @@ class FakePoet:
     of the form, its first character replaced by the begin."""
 
     def __init__(self, corpus, known_poets):
+        from tangshi.evaluation.readers import form_of
         from tangshi.options import OptionError
-        from tangshi.readers import form_of
 
         self.error = OptionError
         self.vocab = {c for t in corpus.texts for c in t}
@@ -175,9 +175,9 @@ class FakePoet:
 
 
 def test_readers_of_a_poet_that_writes_human_poems(monkeypatch):
-    from tangshi import suite
     from tangshi.config import DataConfig
-    from tangshi.corpus import Corpus, load_corpus
+    from tangshi.data.corpus import Corpus, load_corpus
+    from tangshi.evaluation import suite
 
     need_shared_data()
     raw = load_corpus([TANG / f"poet.tang.{1000 * k}.json" for k in range(5)], DataConfig(), use_cache=False)

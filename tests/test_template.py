@@ -7,9 +7,10 @@ from functools import cache
 
 import pytest
 
-from tangshi import Poet, prosody
-from tangshi.forms import FormError, parse_template
+from tangshi import Poet
+from tangshi.generation.constraints import FormError, parse_template
 from tangshi.options import OptionError
+from tangshi.prosody import regular as prosody
 
 QUIET_NIGHT = "床前明月光，＿＿＿＿＿。＿＿＿＿＿，低头＿＿＿。"
 

@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_config
-from tangshi import checkpoint
-from tangshi import device as D
-from tangshi import train as T
 from tangshi.config import TrainConfig
-from tangshi.device import DeviceError
-from tangshi.train import TrainError, collate, epoch_batches, lr_at, train
+from tangshi.model import checkpoint
+from tangshi.model import device as D
+from tangshi.model.device import DeviceError
+from tangshi.training import train as T
+from tangshi.training.train import TrainError, collate, epoch_batches, lr_at, train
 
 
 def test_epoch_batches_cover_every_poem_once_and_repeat_by_seed():
@@ -292,7 +292,7 @@ def test_cuda_training_learns_resumes_and_loads_on_cpu(tmp_path, poems_txt, prec
 def test_the_gradient_clip_is_torchs(scale):
     """Within the bound the gradients are left as they are (torch multiplies them by exactly 1), above
     it they are scaled as torch scales them; the norm is torch's either way."""
-    from tangshi.train import clip_gradients
+    from tangshi.training.train import clip_gradients
 
     torch.manual_seed(0)
     ours = [torch.nn.Parameter(torch.randn(30, 7)), torch.nn.Parameter(torch.randn(11))]

@@ -9,10 +9,10 @@ import pytest
 from safetensors import SafetensorError
 
 from conftest import tiny_config
-from tangshi import checkpoint
-from tangshi import train as T
 from tangshi.cli import main
-from tangshi.train import TrainError, train
+from tangshi.model import checkpoint
+from tangshi.training import train as T
+from tangshi.training.train import TrainError, train
 
 FULL = r"disk full writing .*{}: [\d.]+ [kMG]?B needed, [\d.]+ [kMG]?B free on that file system$"
 

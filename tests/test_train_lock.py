@@ -12,9 +12,9 @@ import time
 import pytest
 
 from conftest import tiny_config
-from tangshi import train as T
 from tangshi.cli import main
-from tangshi.train import RunLock, TrainError, train
+from tangshi.training import train as T
+from tangshi.training.train import RunLock, TrainError, train
 
 TINY = ["--preset", "default", "--cell", "gru", "--embedding-size", "8", "--hidden-size", "8", "--num-layers", "1"]
 TINY += ["--output", "full", "--batch-size", "2", "--val-fraction", "0.2", "--test-fraction", "0", "--no-progress"]

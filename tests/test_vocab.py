@@ -1,6 +1,6 @@
 import pytest
 
-from tangshi.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab, VocabError
+from tangshi.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab, VocabError
 
 
 def test_specials_first_then_by_frequency():
@@ -69,7 +69,7 @@ def test_bad_counts_are_named(tmp_path, counts):
 
 
 def test_counting_again_keeps_the_condition_tokens_counts():
-    from tangshi.vocab import Vocab
+    from tangshi.data.vocab import Vocab
 
     v = Vocab.build(["春风", "春雨"]).with_conditions({"李白": 7})
     again = v.with_counts(["春风", "春雨", "秋风"])

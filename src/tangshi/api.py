@@ -26,16 +26,20 @@ from typing import Any
 
 import torch
 
-from tangshi import checkpoint, compose, evaluate, forms, prosody
-from tangshi import plan as planning
-from tangshi.calibration import NO_GENRE, Calibration
-from tangshi.checkpoint import Checkpoint, CheckpointError
-from tangshi.compose import Poem
-from tangshi.lineindex import LineIndex
+from tangshi.data.lineindex import LineIndex
+from tangshi.data.text import LINE_BREAKS, normalise, to_script
+from tangshi.data.vocab import BOS, EOS, UNK, author_token, genre_token
+from tangshi.evaluation import losses as evaluate
+from tangshi.evaluation.calibration import NO_GENRE, Calibration
+from tangshi.generation import constraints as forms
+from tangshi.generation import planner as planning
+from tangshi.generation import search as compose
+from tangshi.generation.sampling import DEFAULT_DIVERSITY, Sampler
+from tangshi.generation.search import Poem
+from tangshi.model import checkpoint
+from tangshi.model.checkpoint import Checkpoint, CheckpointError
 from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions, check_begin
-from tangshi.sampling import DEFAULT_DIVERSITY, Sampler
-from tangshi.text import LINE_BREAKS, normalise, to_script
-from tangshi.vocab import BOS, EOS, UNK, author_token, genre_token
+from tangshi.prosody import regular as prosody
 
 DEFAULT_COHESION = 0.5  # the line steering's weight unless told (docs/about-something.md)
 CALIBRATED_COHESION = 0.8  # the same where the frequency calibration applies (docs/about-something.md)
@@ -561,7 +565,7 @@ def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[int] | Non
         cond.append(vocab.id(author_token(name)))
     title = opts.title
     if not title and opts.cipai and poet.ckpt.config.data.titles:  # a 词 was read after its 词牌, as its title
-        from tangshi import ci
+        from tangshi.prosody import cipai as ci
 
         title = ci.find(opts.cipai).name
     if title:
@@ -659,7 +663,7 @@ def _shape(poet: Poet, opts: WriteOptions, resolved: list[str], heads: str) -> f
 
 def _ci_format(poet: Poet, opts: WriteOptions, heads: str):
     """The 词牌's format to write, checked against the model: heads, and enough rhymes of each tone."""
-    from tangshi import ci
+    from tangshi.prosody import cipai as ci
 
     fmt = ci.find(opts.cipai).format(opts.format)
     cp = poet.ci_prosody
@@ -907,7 +911,7 @@ def judge(p: Poem, plan: Plan, lines: LineIndex | None, opts: WriteOptions, bonu
     rejected."""
     score = -opts.likelihood_weight * p.nll + bonus
     if plan.ci is not None:
-        from tangshi import ci
+        from tangshi.prosody import cipai as ci
 
         report = ci.check(p.text, plan.ci.cipai, plan.ci.number)
         p.prosody = report.to_dict()

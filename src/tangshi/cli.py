@@ -21,7 +21,15 @@ from tangshi import __version__
 from tangshi.config import SECTIONS, ConfigError, ServeConfig, apply_overrides, load_preset, preset_names
 from tangshi.options import MAX_BEGIN, NAMES, SPECS, OptionError, WriteOptions
 
-SETTINGS = ("free", "begin", "五绝", "七绝", "五律", "七律", "acrostic")  # tangshi.suite.SETTINGS, without torch
+SETTINGS = (
+    "free",
+    "begin",
+    "五绝",
+    "七绝",
+    "五律",
+    "七律",
+    "acrostic",
+)  # tangshi.evaluation.suite.SETTINGS, without torch
 
 # glibc returns every step's activations to the kernel and faults them back in; these settings
 # make its heap recycle them instead (1.6-1.9x faster training on CPU, see README).
@@ -283,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from tangshi.config import DataConfig
-    from tangshi.corpus import load_corpus
+    from tangshi.data.corpus import load_corpus
 
     cfg = DataConfig()
     for k, v in _overrides(args, ("data",)).items():
@@ -323,7 +331,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tangshi import train
+    from tangshi.training import train
 
     if args.resume is not None:
         run_dir, step_dir, cfg, data = train.resume_plan(args.resume)
@@ -354,7 +362,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load_poet(path: Path | None, device: str):
     from tangshi.api import Poet
-    from tangshi.device import resolve_device
+    from tangshi.model.device import resolve_device
 
     return Poet.load(path, device=str(resolve_device(device)))
 
@@ -430,7 +438,7 @@ def _note(text: str) -> None:
 
 
 def _explain(text: str) -> None:
-    from tangshi.prosody import check
+    from tangshi.prosody.regular import check
 
     r = check(text)
     print("  --")
@@ -447,7 +455,7 @@ def _explain(text: str) -> None:
 
 def _named_checkpoints(specs: list[str]) -> dict[str, Path | None]:
     """[NAME=]DIR options -> {name: folder}; none given: the bundled model."""
-    from tangshi.checkpoint import CheckpointError
+    from tangshi.model.checkpoint import CheckpointError
 
     out: dict[str, Path | None] = {}
     for spec in specs:
@@ -465,8 +473,8 @@ def _named_checkpoints(specs: list[str]) -> dict[str, Path | None]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tangshi.device import resolve_device
-    from tangshi.suite import markdown, parse_samplers, plots, run_suite
+    from tangshi.evaluation.suite import markdown, parse_samplers, plots, run_suite
+    from tangshi.model.device import resolve_device
 
     settings = [x.strip() for x in args.settings.split(",") if x.strip()]
     for x in settings:
@@ -497,9 +505,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from tangshi import checkpoint
-    from tangshi.corpus import load_corpus
-    from tangshi.lineindex import FILE, LineIndex
+    from tangshi.data.corpus import load_corpus
+    from tangshi.data.lineindex import FILE, LineIndex
+    from tangshi.model import checkpoint
 
     ckpt = checkpoint.load(args.checkpoint)
     corpus = load_corpus(args.data, ckpt.config.data, fmt=args.format, cache_dir=args.cache_dir)
@@ -508,8 +516,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     index = LineIndex.of_texts(corpus.texts)
     index.save(args.checkpoint)
     print(f"{len(index):,} distinct lines of {len(corpus.texts):,} poems -> {args.checkpoint / FILE}")
-    from tangshi.plan import FILE as WORDS
-    from tangshi.train import word_stats
+    from tangshi.generation.planner import FILE as WORDS
+    from tangshi.training.train import word_stats
 
     words = word_stats(corpus, ckpt.vocab)
     words.save(args.checkpoint)
@@ -521,7 +529,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _index_titles(folder: Path, corpus, data: list[str]) -> int:
-    from tangshi.plan import FILE, Kin, WordStats
+    from tangshi.generation.planner import FILE, Kin, WordStats
 
     words = WordStats.load(folder)
     if words is None:
@@ -537,7 +545,7 @@ def _index_titles(folder: Path, corpus, data: list[str]) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tangshi.serve import run
+    from tangshi.serve.app import run
 
     checkpoints = _named_checkpoints(args.checkpoint)
     settings = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
@@ -553,9 +561,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from tangshi import api
-    from tangshi.calibration import NO_GENRE, Calibration, calibrate
-    from tangshi.corpus import load_corpus
-    from tangshi.text import normalise
+    from tangshi.data.corpus import load_corpus
+    from tangshi.data.text import normalise
+    from tangshi.evaluation.calibration import NO_GENRE, Calibration, calibrate
 
     if args.poems < 1 or args.rounds < 1 or not 0 < args.eta <= 2:
         raise OptionError("--poems and --rounds must be >= 1 and --eta in (0, 2]", "poems")
@@ -585,8 +593,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_authors(args: argparse.Namespace) -> int:
-    from tangshi import checkpoint
     from tangshi.api import bundled_path
+    from tangshi.model import checkpoint
 
     vocab = checkpoint.load(args.checkpoint or bundled_path()).vocab
     authors = vocab.authors()
@@ -601,7 +609,7 @@ def cmd_authors(args: argparse.Namespace) -> int:
 
 def cmd_cipai(args: argparse.Namespace) -> int:
     """Every 词牌 (or those matching the query) a line; one exact name shows its formats' patterns."""
-    from tangshi import ci
+    from tangshi.prosody import cipai as ci
 
     exact = None
     if args.query and not args.query.isdigit():
@@ -658,8 +666,8 @@ def _exists(s: str) -> bool:
 
 def _poem_texts(inputs: list[str], fmt: str) -> tuple[list[tuple[str, str]], bool]:
     """((text, 词牌 or "") of each poem, whether they came from corpus paths) for `prosody check`."""
-    from tangshi.corpus import CorpusError, find_files, read_file
-    from tangshi.text import normalise
+    from tangshi.data.corpus import CorpusError, find_files, read_file
+    from tangshi.data.text import normalise
 
     if inputs == ["-"]:
         return [(ln.strip(), "") for ln in sys.stdin.read().splitlines() if ln.strip()], False
@@ -678,8 +686,8 @@ def _poem_texts(inputs: list[str], fmt: str) -> tuple[list[tuple[str, str]], boo
 
 
 def cmd_prosody(args: argparse.Namespace) -> int:
-    from tangshi import ci
-    from tangshi.prosody import Summary, check
+    from tangshi.prosody import cipai as ci
+    from tangshi.prosody.regular import Summary, check
 
     poems, from_paths = _poem_texts(args.inputs, args.format)
     if args.cipai:
@@ -772,13 +780,13 @@ COMMANDS = {
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from tangshi.checkpoint import CheckpointError
-    from tangshi.compose import UnknownCharacterError
-    from tangshi.corpus import CorpusError
-    from tangshi.forms import FormError
-    from tangshi.sampling import SamplingError
-    from tangshi.train import TrainError
-    from tangshi.vocab import VocabError
+    from tangshi.data.corpus import CorpusError
+    from tangshi.data.vocab import VocabError
+    from tangshi.generation.constraints import FormError
+    from tangshi.generation.sampling import SamplingError
+    from tangshi.generation.search import UnknownCharacterError
+    from tangshi.model.checkpoint import CheckpointError
+    from tangshi.training.train import TrainError
 
     return (
         OptionError,

@@ -28,9 +28,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tangshi import prosody as P
-from tangshi.checkpoint import CheckpointError
-from tangshi.vocab import SPECIALS, write_atomic
+from tangshi.data.vocab import SPECIALS, write_atomic
+from tangshi.model.checkpoint import CheckpointError
+from tangshi.prosody import regular as P
 
 FILE = "calibration.safetensors"
 SMOOTHING = 5.0  # pseudo-count on both sides of a character's ratio: rare characters move little

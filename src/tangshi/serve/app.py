@@ -39,8 +39,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from tangshi.api import Poet
-from tangshi.compose import Stopped
 from tangshi.config import ServeConfig as Settings
+from tangshi.generation.search import Stopped
 from tangshi.options import MAX_SEED, MAX_TEMPLATE, NAMES, SPECS, OptionError, Spec, WriteOptions
 
 MAX_MODEL_NAME = 64
@@ -476,7 +476,7 @@ def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings
     async def cipai(q: str = Query("", max_length=16, description="a name or alias, part of one, or a count")):
         """The 词牌 for --cipai: those whose name or an alias holds `q` (all for none), each with its
         formats (character count, clauses, rhymes); an exact name also gets each format's pattern."""
-        from tangshi import ci
+        from tangshi.prosody import cipai as ci
 
         try:
             exact = ci.find(q) if q and not q.isdigit() else None

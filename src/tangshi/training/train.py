@@ -30,19 +30,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from tangshi import checkpoint, distributed
 from tangshi.config import DataConfig, RunConfig, TrainConfig
-from tangshi.corpus import Corpus, encode_split, load_corpus
+from tangshi.data.corpus import Corpus, encode_split, load_corpus
+from tangshi.data.lineindex import LineIndex
+from tangshi.data.vocab import PAD, Vocab
+from tangshi.evaluation.losses import Seqs, batch_loss, collate, condition_ids, mean_loss  # noqa: F401
+from tangshi.generation.planner import WordStats
+from tangshi.model import checkpoint
+from tangshi.model.charrnn import CharRNN
 
 # resolve_device, autocast_dtype, cpu_has_bf16, collate, batch_loss and mean_loss live in device.py
 # and evaluate.py; they stay importable from here
-from tangshi.device import autocast_dtype, cpu_has_bf16, resolve_device  # noqa: F401
-from tangshi.distributed import World
-from tangshi.evaluate import Seqs, batch_loss, collate, condition_ids, mean_loss  # noqa: F401
-from tangshi.lineindex import LineIndex
-from tangshi.model import CharRNN
-from tangshi.plan import WordStats
-from tangshi.vocab import PAD, Vocab
+from tangshi.model.device import autocast_dtype, cpu_has_bf16, resolve_device  # noqa: F401
+from tangshi.training import distributed
+from tangshi.training.distributed import World
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from safetensors.torch import load_file, save_file
 
 from tangshi import __version__
 from tangshi.config import ConfigError, ModelConfig, RunConfig
-from tangshi.lineindex import LineIndex, LineIndexError
-from tangshi.model import CharRNN, int8_rows
-from tangshi.vocab import Vocab, VocabError, write_json_atomic
+from tangshi.data.lineindex import LineIndex, LineIndexError
+from tangshi.data.vocab import Vocab, VocabError, write_json_atomic
+from tangshi.model.charrnn import CharRNN, int8_rows
 
 REQUIRED = ("config.json", "vocab.json", "model.safetensors")
 STEP_DIR = re.compile(r"^step-(\d+)$")

@@ -9,7 +9,7 @@ training split) and mean length. As many human poems of the test split, drawn at
 same metrics as a reference row.
 
 With `readers` (`tangshi eval --readers`), how a reader would judge each model's poems, by the
-measures of `tangshi.readers`, for each sampler setting (temperature:diversity): N human poems of
+measures of `tangshi.evaluation.readers`, for each sampler setting (temperature:diversity): N human poems of
 the regular forms are drawn from the split, and the model writes one poem for each from its first
 character, in its form and free. Per row: the two-sample classifier AUC against those human poems,
 coherence between their line-shuffled versions (0) and them (1), and title retrieval@1 of the
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tangshi import prosody as P
-from tangshi.corpus import Corpus, load_corpus
+from tangshi.data.corpus import Corpus, load_corpus
+from tangshi.prosody import regular as P
 
 BEGINS = "日红山夜湖海月"
 ACROSTICS = ["春夏秋冬", "风花雪月", "琴棋书画", "梅兰竹菊", "东南西北", "江山如画"]
@@ -143,8 +143,8 @@ def evaluate_model(
     seed: int = 1,
 ) -> dict:
     """Loss on the split and generation metrics per setting, for one loaded model."""
-    from tangshi.corpus import encode_split
-    from tangshi.evaluate import mean_loss
+    from tangshi.data.corpus import encode_split
+    from tangshi.evaluation.losses import mean_loss
 
     t0 = time.perf_counter()
     seqs = encode_split(corpus, poet.vocab, split)
@@ -251,7 +251,7 @@ def write_texts(poet, begins: Sequence[str], forms: Sequence[str], seed: int, **
     """One poem a begin, each in its form ("free" for none) with seed `seed + i`, grouped by form into
     calls of `Poet.write`; a begin the model does not know becomes "" (the model's choice).
     Returns the texts in order and the number of begins replaced."""
-    from tangshi.compose import resolve_begin
+    from tangshi.generation.search import resolve_begin
     from tangshi.options import OptionError
 
     known, unknown = [], 0
@@ -295,7 +295,7 @@ class Judges:
 
 def make_judges(corpus: Corpus, split: str, poems: int, seed: int) -> Judges:
     """Fit the coherence and attribution judges on the train split; measure the human references."""
-    from tangshi import readers as R
+    from tangshi.evaluation import readers as R
 
     human = human_sample(corpus, split, poems, seed)
     pool = corpus.texts_of(split)
@@ -328,7 +328,7 @@ def make_judges(corpus: Corpus, split: str, poems: int, seed: int) -> Judges:
 
 def _retrieval(judges: Judges, texts: Sequence[str]) -> float | None:
     """title_retrieval over the human poems whose form has enough others in the pool."""
-    from tangshi import readers as R
+    from tangshi.evaluation import readers as R
 
     idx = judges.retrievable
     if not idx:
@@ -348,7 +348,7 @@ def _coherence(judges: Judges, texts: list[str]) -> dict:
 def reader_row(poet, judges: Judges, mode: str, temperature: float, diversity: float) -> dict:
     """One sampler in one mode (form: each human poem's form; free): the poems written from the human
     poems' first characters, and what the readers make of them."""
-    from tangshi import readers as R
+    from tangshi.evaluation import readers as R
 
     h = judges.human
     forms = h.forms if mode == "form" else ["free"] * len(h.texts)
@@ -413,7 +413,7 @@ def keyword_row(poet, judges: Judges, temperature: float, diversity: float) -> d
     gave them (`readers.keyword_report`), and the share of poems in their form, rhymed and with every
     relaxed tone kept (`prosody.check`); keywords the model cannot place are counted (the writer names
     them), not written."""
-    from tangshi import readers as R
+    from tangshi.evaluation import readers as R
     from tangshi.options import NAMES, OptionError
 
     if "keywords" not in NAMES:
@@ -530,7 +530,7 @@ def run_suite(
     `readers`, how a reader would judge each (`samplers`: temperature:diversity pairs, None for
     each checkpoint's default and EXTRA_SAMPLERS)."""
     from tangshi.api import Poet
-    from tangshi.corpus import SPLITS, CorpusError
+    from tangshi.data.corpus import SPLITS, CorpusError
 
     if split not in ("all", *SPLITS):
         raise CorpusError(f"--split must be all, train, val or test, got {split!r}")

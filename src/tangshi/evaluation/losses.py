@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tangshi.checkpoint import Checkpoint
-from tangshi.corpus import SPLITS, CorpusError, encode_split, load_corpus, normalise
-from tangshi.model import CharRNN
-from tangshi.vocab import BOS, EOS, PAD, Vocab, author_token, genre_token
+from tangshi.data.corpus import SPLITS, CorpusError, encode_split, load_corpus, normalise
+from tangshi.data.vocab import BOS, EOS, PAD, Vocab, author_token, genre_token
+from tangshi.model.charrnn import CharRNN
+from tangshi.model.checkpoint import Checkpoint
 
 Seqs = list[np.ndarray]
 

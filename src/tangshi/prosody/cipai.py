@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
 
-from tangshi import prosody as P
+from tangshi.data.text import converter, normalise
 from tangshi.options import OptionError
-from tangshi.text import converter, normalise
+from tangshi.prosody import regular as P
 
 NUMERALS = "一二三四五六七八九十"
 
@@ -258,7 +258,7 @@ _PARTS = {"单调": 1, "双调": 2, "三段": 3, "四段": 4}
 @cache
 def catalogue() -> tuple[Cipai, ...]:
     """Every 词牌 of the 词谱, in its order."""
-    data = json.loads(resources.files("tangshi").joinpath("cipu.json").read_text("utf-8"))
+    data = json.loads(resources.files("tangshi.prosody").joinpath("cipu.json").read_text("utf-8"))
     out = []
     for c in data["cipai"]:
         name, parts = c["names"][0], _PARTS.get(c["type"], 2)

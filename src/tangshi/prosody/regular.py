@@ -6,7 +6,7 @@ The table is traditional: a simplified character is looked up through OpenCC `s2
 variant index built with `t2s` over the table; characters the table lacks fall back to the 廣韻
 (tshet-uinh), which gives the tone and, where its rhyme names a 平水韵 group, the group. tshet-uinh
 is required: without it a lookup that needs it raises, so readings never differ between installs.
-Script conversion comes from `tangshi.text`; reading characters imports neither torch nor numpy.
+Script conversion comes from `tangshi.data.text`; reading characters imports neither torch nor numpy.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
-from tangshi.text import converter, normalise
+from tangshi.data.text import converter, normalise
 
 PING, ZE = "平", "仄"
 

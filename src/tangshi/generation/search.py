@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from tangshi.forms import FormMask
-from tangshi.lineindex import LineIndex
-from tangshi.model import CharRNN
+from tangshi.data.lineindex import LineIndex
+from tangshi.data.text import normalise, variants
+from tangshi.data.vocab import BOS, EOS, PAD, UNK, Vocab
+from tangshi.generation.constraints import FormMask
+from tangshi.generation.sampling import Sampler, SamplingError, penalise_repeats
+from tangshi.model.charrnn import CharRNN
 from tangshi.options import OptionError
-from tangshi.prosody import split_lines
-from tangshi.sampling import Sampler, SamplingError, penalise_repeats
-from tangshi.text import normalise, variants
-from tangshi.vocab import BOS, EOS, PAD, UNK, Vocab
+from tangshi.prosody.regular import split_lines
 
 _SENTENCE_END = re.compile(r"(?<=[。！？])")
 STOP_EVERY = 8  # steps between two calls of `stop`

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tangshi.config import ModelConfig
-from tangshi.device import cpu_has_bf16
+from tangshi.model.device import cpu_has_bf16
 
 ROW_MULTIPLE = 256  # see CharRNN.nll
 

@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 
-from tangshi import prosody as P
+from tangshi.prosody import regular as P
 
 PLACEHOLDER_AUTHORS = ("", "不详", "无名氏")  # not poets: never among those attributed
 RETRIEVAL_CANDIDATES = 10  # the real poem and 9 others

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tangshi.prosody import split_lines
+from tangshi.prosody.regular import split_lines
 
 FILE = "lines.safetensors"
 MIN_CHARS = 4  # shorter lines (春风, 明月) are common words, not copies

@@ -47,10 +47,10 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from tangshi import prosody as P
-from tangshi.forms import ALL_TYPES, FREE_MAX, Form, FormError, VocabProsody, template_fits
-from tangshi.text import normalise
-from tangshi.vocab import write_atomic
+from tangshi.data.text import normalise
+from tangshi.data.vocab import write_atomic
+from tangshi.generation.constraints import ALL_TYPES, FREE_MAX, Form, FormError, VocabProsody, template_fits
+from tangshi.prosody import regular as P
 
 FILE = "words.safetensors"
 VERSION = 2

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import torch
 
-from tangshi import prosody as P
+from tangshi.data.vocab import EOS, Vocab
 from tangshi.options import OptionError
-from tangshi.vocab import EOS, Vocab
+from tangshi.prosody import regular as P
 
 FIRST_TYPES = "aAbB"  # the four templates, by the type of line 1
 ALL_TYPES = 0b1111  # a set of templates as bits: bit k for FIRST_TYPES[k]
@@ -524,7 +524,7 @@ class CiProsody:
     (平 and 上去 of 部 1–14, 入 of 部 15–19) and of each 部."""
 
     def __init__(self, vp: VocabProsody):
-        from tangshi import ci
+        from tangshi.prosody import cipai as ci
 
         self.vp = vp
         self.classes = ci.rhyme_classes()

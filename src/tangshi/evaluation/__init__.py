@@ -1,0 +1,1 @@
+"""Measuring models and poems: losses, the evaluation suite, readers, calibration."""

@@ -1,0 +1,1 @@
+"""How a request becomes poems: request, processors, constraints, search, planner."""

@@ -1,0 +1,1 @@
+"""Training: the loop, batches, resume, several processes."""
