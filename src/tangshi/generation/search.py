@@ -270,13 +270,10 @@ def prime(model: CharRNN, contexts: list[list[int]], device: torch.device) -> tu
     if all(len(c) == 1 for c in contexts):
         return x, None
     state = model.initial_state(batch, device)
-    parts = state if isinstance(state, tuple) else (state,)
     prepared = model.prepared(device)
     for ctx in {tuple(c) for c in contexts if len(c) > 1}:
         rows = torch.tensor([r for r, c in enumerate(contexts) if tuple(c) == ctx], device=device)
-        s = _read(model, ctx[:-1], device, prepared)
-        for part, got in zip(parts, s if isinstance(s, tuple) else (s,), strict=True):
-            part[:, rows] = got.expand(-1, len(rows), -1)
+        model.set_rows(state, rows, _read(model, ctx[:-1], device, prepared))
     return x, state
 
 

@@ -405,6 +405,13 @@ class CharRNN(nn.Module):
         layers = zip(h_all, steps.layers, strict=True)
         return [_qproduct(quantize_h(h), packed, QUANT_H, bias)[:, rows:] for h, (packed, bias, rows) in layers]
 
+    def set_rows(self, state: State, rows: torch.Tensor, source: State) -> None:
+        """Write a one-row state `source` into these rows of `state`, in place (a batch's rows that
+        start from the same context)."""
+        parts = state if isinstance(state, tuple) else (state,)
+        for part, got in zip(parts, source if isinstance(source, tuple) else (source,), strict=True):
+            part[:, rows] = got.expand(-1, len(rows), -1)
+
     def select_state(self, state: State, rows: torch.Tensor) -> State:
         """The state of these rows, in this order (beam search's hypotheses), with what the steps carry
         for it (`_carried`) selected too."""
