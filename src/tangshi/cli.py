@@ -623,11 +623,7 @@ def cmd_cipai(args: argparse.Namespace) -> int:
     if not found:
         ci.find(args.query)  # names the nearest ones
     if args.json:
-        out = [{"name": c.name, "aliases": list(c.aliases), "type": c.kind,
-                "formats": [{"format": f.number, "source": f.source, "chars": f.chars, "clauses": f.lengths,
-                             "rhymes": len(f.rhyme_at), "pattern": f.describe()} for f in c.formats]}
-               for c in found]  # fmt: skip
-        print(json.dumps(out, ensure_ascii=False))
+        print(json.dumps(ci.to_dicts(found, patterns=True), ensure_ascii=False))
         return 0
     for c in found:
         counts = "/".join(dict.fromkeys(str(f.chars) for f in c.formats))

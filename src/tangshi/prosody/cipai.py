@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from tangshi.data.text import converter, normalise
 from tangshi.options import OptionError
@@ -310,6 +311,30 @@ def search(query: str = "") -> list[Cipai]:
     if q.isdigit():
         return [c for c in catalogue() if any(f.chars == int(q) for f in c.formats)]
     return [c for c in catalogue() if not q or any(q in n for n in (c.name, *c.aliases))]
+
+
+def to_dicts(found: Sequence[Cipai], *, patterns: bool) -> list[dict[str, Any]]:
+    """These 词牌 as JSON objects (`tangshi cipai --json`, GET /v1/cipai): names, type, and each format's
+    source, character count, clause lengths and number of rhymes; its pattern (`describe`) where `patterns`."""
+    return [
+        {
+            "name": c.name,
+            "aliases": list(c.aliases),
+            "type": c.kind,
+            "formats": [
+                {
+                    "format": f.number,
+                    "source": f.source,
+                    "chars": f.chars,
+                    "clauses": f.lengths,
+                    "rhymes": len(f.rhyme_at),
+                    **({"pattern": f.describe()} if patterns else {}),
+                }
+                for f in c.formats
+            ],
+        }
+        for c in found
+    ]
 
 
 # ---------------------------------------------------------------- a 词 against its pattern
