@@ -38,7 +38,7 @@ def server():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     import uvicorn
 
-    from tangshi.serve.app import create_app
+    from tangshi.serve import create_app
 
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))

@@ -15,7 +15,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tangshi.serve.app import create_app
+from tangshi.serve import create_app
 
 app = create_app()
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -11,7 +11,7 @@ import pytest
 from tangshi import cli
 from tangshi.config import ServeConfig
 from tangshi.options import NAMES, SPECS, OptionError, WriteOptions
-from tangshi.serve.app import request_model
+from tangshi.serve.schemas import request_model
 
 SERVER = ServeConfig(max_num=8, max_beam=4)
 

@@ -3,13 +3,15 @@ every kind of bad request."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
 from tangshi import Poet
 from tangshi.config import ServeConfig
 from tangshi.data.text import to_script
-from tangshi.serve.app import create_app
+from tangshi.serve import create_app
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,24 @@ def test_health_models_docs_and_page(client):
     page = client.get("/")
     assert page.status_code == 200 and 'id="poem"' in page.text
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_cipai_patterns_only_for_an_exact_name_and_the_cli_json_is_the_same_listing(client, capsys):
+    from tangshi import cli
+    from tangshi.prosody import cipai
+
+    exact = client.get("/v1/cipai", params={"q": "酹江月"}).json()["cipai"]  # an alias: its 词牌 alone
+    assert exact == cipai.to_dicts([cipai.find("念奴娇")], patterns=True)
+    assert exact[0]["formats"][0]["pattern"].count("\n") == 1  # two 阕
+    part = client.get("/v1/cipai", params={"q": "浣溪"}).json()["cipai"]
+    assert [c["name"] for c in part] == [c.name for c in cipai.search("浣溪")] and "浣溪沙" in {c["name"] for c in part}
+    assert all("pattern" not in f for c in part for f in c["formats"])
+    assert client.get("/v1/cipai", params={"q": "浣溪纱x"}).json() == {"cipai": []}
+    assert cli.main(["cipai", "浣溪", "--json"]) == 0  # the command line gives the patterns of a search too
+    listed = json.loads(capsys.readouterr().out)
+    without = [{**c, "formats": [{k: v for k, v in f.items() if k != "pattern"} for f in c["formats"]]} for c in listed]
+    assert without == part
+    assert all(f["pattern"] for c in listed for f in c["formats"])
 
 
 def test_a_poem_in_form_with_its_prosody(client):

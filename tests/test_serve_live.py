@@ -15,7 +15,8 @@ import uvicorn
 
 from tangshi import Poet
 from tangshi.config import ServeConfig
-from tangshi.serve.app import create_app, header_timeout_protocol
+from tangshi.serve import create_app
+from tangshi.serve.transport import header_timeout_protocol
 
 BLOCKER = {"begin": "月", "form": "七律", "num": 4, "rerank": 16, "seed": 1}  # keeps the writer busy a while
 
@@ -40,7 +41,7 @@ class Live:
 
     @property
     def worker(self):
-        return self.app.state.worker
+        return self.app.state.served.worker
 
     def post(self, body: dict, timeout: float = 120) -> tuple[int, dict, dict]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)

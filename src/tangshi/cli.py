@@ -545,7 +545,7 @@ def _index_titles(folder: Path, corpus, data: list[str]) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tangshi.serve.app import run
+    from tangshi.serve import run
 
     checkpoints = _named_checkpoints(args.checkpoint)
     settings = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
