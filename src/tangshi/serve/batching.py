@@ -26,6 +26,8 @@ class QueueFull(Exception):
 
 @dataclass
 class Job:
+    """One request for the writer; its result (or its error) is set on `future`, in `loop`."""
+
     model: str
     begin: str
     options: WriteOptions
