@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import save_file
 
 from tangshi.data.corpus import encode_split, load_corpus
+from tangshi.data.words import WordStats
 from tangshi.evaluation.losses import condition_ids, mean_loss
 from tangshi.evaluation.suite import BEGINS, markdown, run_suite
-from tangshi.generation.planner import WordStats
 from tangshi.generation.sampling import DEFAULT_DIVERSITY, Sampler
 from tangshi.model import checkpoint, count_parameters
 from tangshi.model.checkpoint import model_tensors, quantize_int8
@@ -183,8 +183,10 @@ Loss is the mean cross-entropy per predicted token: pad excluded, end token incl
 
     if tangshi_main(["calibrate", "--checkpoint", str(DEST), "--data", *map(str, suite_data)]) != 0:
         raise SystemExit("calibration failed")  # the message is above
+    from tangshi.api import Poet
+
     t0 = time.perf_counter()
-    result = run_suite({"bundled": DEST}, suite_data)
+    result = run_suite({"bundled": Poet.load(DEST)}, suite_data)
     seconds = time.perf_counter() - t0
     card += (
         f"\n## The evaluation suite\n\n`tangshi eval --data {' '.join(suite_data)}` ({seconds:.0f} s on the machine above; "
@@ -192,7 +194,6 @@ Loss is the mean cross-entropy per predicted token: pad excluded, end token incl
         f"diversity {DEFAULT_DIVERSITY:g}):\n\n" + markdown(result)
     )
     (DEST / "README.md").write_text(card, "utf-8")
-    from tangshi.api import Poet
 
     result["eval_seconds"] = round(seconds, 1)
     result["samples"] = [p.text for p in Poet.load(DEST).write(list(BEGINS), seed=1)]

@@ -42,13 +42,13 @@ def test_a_poems_nll_is_the_models_own_mean_log_likelihood_of_its_characters_and
     the end, read here one full step at a time."""
     import torch
 
-    from tangshi.api import resolve
     from tangshi.data.vocab import EOS
+    from tangshi.generation.request import resolve
     from tangshi.options import WriteOptions
 
     poet = Poet.load()
     poem = poet.write("月", seed=5, form="五律")[0]
-    context = resolve(poet, "月", WriteOptions(form="五律").validate(), None, None).context  # <bos>, the genre, <sep>
+    context = resolve(poet.bundle, "月", WriteOptions(form="五律").validate()).context  # <bos>, the genre, <sep>
     ids = [*context, *poet.vocab.encode(poem.text), EOS]
     state, logps = None, []
     with torch.inference_mode():

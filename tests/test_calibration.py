@@ -50,17 +50,16 @@ def test_calibration_brings_an_overused_character_down_and_an_underused_one_up(t
     """Human poems that never use 风 and use 云 where the model would write 风: the bias must lower 风
     and raise 云, and the written rates must move toward them."""
     poet = Poet.load()
-    poet.calibration = None  # the model as trained
-    written = [p.text for p in poet.write(BEGINS * 12, form="五律", seed=50)]
+    own = poet.calibration.bias("唐诗").clone()  # the bundled model's own calibration
+    written = [p.text for p in poet.write(BEGINS * 12, form="五律", seed=50, calibration=0)]  # as trained
     human = [t.replace("风", "云") for t in written]
-    before = [p.text for p in poet.write(BEGINS * 4, form="五律", seed=7)]
+    before = [p.text for p in poet.write(BEGINS * 4, form="五律", seed=7, calibration=0)]
     bias, log = calibrate(poet, human, "唐诗", poems=60, rounds=2, eta=1.0, seed=3)
     v = poet.vocab
     assert bias[v.id("风")] < -0.5 and bias[v.id("云")] > 0.1
     assert [r["round"] for r in log] == [1, 2] and log[0]["overused"]["风"] > 2
-    assert poet.calibration is None  # the poet is as it was
-    poet.calibration = Calibration({"唐诗": bias})
-    after = [p.text for p in poet.write(BEGINS * 4, form="五律", seed=7)]
+    assert torch.equal(poet.calibration.bias("唐诗"), own)  # the bias is passed along, the checkpoint's kept
+    after = [p.text for p in poet.write(BEGINS * 4, form="五律", seed=7, calibration_bias=bias)]
     assert rate(after, "风") < 0.5 * rate(before, "风")
     for text in after:  # the form keeps every guarantee
         r = prosody.check(text)
@@ -85,6 +84,8 @@ def test_a_checkpoints_calibration_applies_when_sampling_by_default_and_not_in_b
     assert off == plain  # weight 0: the checkpoint writes as without the file
     on = [p.text for p in poet.write(BEGINS, form="七绝", seed=4)]
     assert on != plain and all("月" not in t[1:] for t in on)
+    given = bundled().write(BEGINS, form="七绝", seed=4, calibration_bias=bias)  # the same bias, passed along
+    assert [p.text for p in given] == on
     assert sum("月" in t[1:] for t in plain) > 0
     titled = poet.write(BEGINS[:3], form="七绝", seed=4, title="秋夜")  # a topic: not calibrated unless asked
     assert [p.text for p in titled] == [
@@ -109,7 +110,7 @@ def test_a_calibration_of_the_wrong_size_is_refused_naming_the_file(tmp_path):
 def test_the_calibrate_command_writes_the_file_and_names_bad_options(tiny_run, poems_txt, capsys):
     ck = tiny_run / "best"
     assert main(["calibrate", "--checkpoint", str(ck), "--data", str(poems_txt), "--genre", "唐诗"]) == 2
-    assert "--genre 唐诗: this model knows no such genre" in capsys.readouterr().err
+    assert "--genre 唐诗: this model knows no genres" in capsys.readouterr().err
     assert not (ck / FILE).exists()
     assert main(["calibrate", "--checkpoint", str(ck), "--data", str(poems_txt), "--poems", "0"]) == 2
     assert "--poems" in capsys.readouterr().err

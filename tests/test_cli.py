@@ -127,7 +127,7 @@ def test_help_shows_each_default_once():
 
 def test_index_titles_only_rebuilds_the_title_index_and_keeps_the_rest(tiny_run, poems_txt, tmp_path, capsys):
     from tangshi.data.corpus import load_corpus
-    from tangshi.generation.planner import WordStats
+    from tangshi.data.words import WordStats
     from tangshi.model import checkpoint
 
     ck = tiny_run / "best"

@@ -94,14 +94,20 @@ def test_a_run_from_a_checkpoint_learns_genres_and_writes_them(tmp_path, three, 
     poet = Poet.load(run / "best")
     assert set(poet.vocab.genres()) == {"唐诗", "宋诗", "宋词"}
     assert poet.vocab.tokens[: len(Poet.load(tiny_run / "best").vocab)] == Poet.load(tiny_run / "best").vocab.tokens
-    from tangshi.api import _context
     from tangshi.data.vocab import genre_token
+    from tangshi.evaluation.calibration import NO_GENRE
+    from tangshi.generation.request import resolve, resolve_genre
     from tangshi.options import WriteOptions
 
-    v = poet.vocab
-    assert _context(poet, WriteOptions())[0][1] == v.id(genre_token("唐诗"))  # tangshi writes Tang poems
-    assert _context(poet, WriteOptions(cipai="浣溪沙"))[0][1] == v.id(genre_token("宋词"))
-    assert _context(poet, WriteOptions(genre="宋诗"))[0][1] == v.id(genre_token("宋诗"))
+    v, script = poet.vocab, poet.ckpt.config.data.script
+
+    def read_first(**asked) -> int:  # the token read after <bos>
+        return resolve(poet.bundle, "", WriteOptions(**asked).validate()).context[1]
+
+    assert read_first() == v.id(genre_token("唐诗"))  # tangshi writes Tang poems
+    assert read_first(genre="宋诗") == v.id(genre_token("宋诗"))
+    assert resolve_genre(v, None, script, ci=True) == "宋词"  # a 词牌's poem is a 词
+    assert resolve_genre(Poet.load(tiny_run / "best").vocab, None, script) == NO_GENRE  # a model without genres
     assert poet.write("", seeds=[1], genre="宋词", max_length=12)[0].seed == 1
     with pytest.raises(OptionError, match="no such genre") as e:
         poet.write("", genre="元曲")

@@ -141,10 +141,11 @@ def test_a_keyword_that_cannot_be_placed_is_named():
 
 def test_reranking_for_sense_scores_coherent_lines_above_shuffled_ones():
     from tangshi import api
+    from tangshi.generation.request import resolve
     from tangshi.options import WriteOptions
 
     opts = WriteOptions(form="七绝", rerank=2, coherence_weight=1.0).validate()
-    plan = api.resolve(poet(), [""], opts)
+    plan = resolve(poet().bundle, [""], opts)
     real = poet().write("", form="七绝", seed=1, allow_copies=True)[0]
     lines = prosody.split_lines(real.text)
     swapped = type(real)(**{**real.__dict__, "text": f"{lines[2]}，{lines[1]}。{lines[0]}，{lines[3]}。"})

@@ -8,16 +8,16 @@
     poet.loss(["床前明月光，疑是地上霜。举头望明月，低头思故乡。"])
 
 Writing is three steps, each a function that can be read alone:
-`resolve` (the request -> a `Plan`: begin phrases in the model's characters, heads, form, seeds),
-`decode` (sample, rerank or beam search, writing again what `judge` rejects) and
+`request.resolve` (the request -> a `Request`: begin phrases in the model's characters, heads, form,
+plan, seeds), `decode` (sample, rerank or beam search, writing again what `judge` rejects) and
 `judge` (copied lines, broken rules, the prosody report and the reranking score).
-`Poet.write` chains them; the options are `tangshi.options.WriteOptions`.
+`Poet.write` chains them over a `Bundle` (the checkpoint and its side files); the options are
+`tangshi.options.WriteOptions`.
 """
 
 from __future__ import annotations
 
 import secrets
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,23 +28,22 @@ import torch
 
 from tangshi.data.lineindex import LineIndex
 from tangshi.data.text import LINE_BREAKS, normalise, to_script
-from tangshi.data.vocab import BOS, EOS, UNK, author_token, genre_token
-from tangshi.evaluation import losses as evaluate
-from tangshi.evaluation.calibration import NO_GENRE, Calibration
-from tangshi.generation import constraints as forms
-from tangshi.generation import planner as planning
-from tangshi.generation import search as compose
-from tangshi.generation.sampling import DEFAULT_DIVERSITY, Sampler
+from tangshi.data.vocab import BOS, EOS, Vocab
+from tangshi.data.words import WordStats
+from tangshi.evaluation import losses
+from tangshi.evaluation.calibration import Calibration
+from tangshi.generation import constraints, search
+from tangshi.generation.bundle import Bundle
+from tangshi.generation.request import Request, resolve, templated
+from tangshi.generation.sampling import Sampler
 from tangshi.generation.search import Poem
 from tangshi.model import checkpoint
+from tangshi.model.charrnn import CharRNN
 from tangshi.model.checkpoint import Checkpoint, CheckpointError
-from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions, check_begin
-from tangshi.prosody import regular as prosody
+from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions
+from tangshi.prosody import regular
 
-DEFAULT_COHESION = 0.5  # the line steering's weight unless told (docs/about-something.md)
-CALIBRATED_COHESION = 0.8  # the same where the frequency calibration applies (docs/about-something.md)
-GUIDANCE = 2.0  # title guidance unless told, for a poem without a plan (docs/about-something.md)
-PLANNED_GUIDANCE = 4.0  # the same for a poem with a plan (from its title, keywords or theme)
+CALIBRATED_COHESION = 0.8  # the line steering's weight where the calibration applies (docs/about-something.md)
 
 RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
 CHUNK = 32  # poems a batch when `Poet.stream` writes many
@@ -65,7 +64,7 @@ class Written:
     @property
     def notes(self) -> list[str]:
         """Every note of the call, once."""
-        return _once(self.group_notes)
+        return list(dict.fromkeys(n for notes in self.group_notes for n in notes))
 
     def __iter__(self) -> Iterator[Poem]:
         return iter(self.poems)
@@ -77,44 +76,6 @@ class Written:
         return self.poems[i]
 
 
-def _once(groups: list[list[str]]) -> list[str]:
-    return list(dict.fromkeys(n for notes in groups for n in notes))
-
-
-@dataclass
-class Plan:
-    """A request resolved against the model: what `decode` writes."""
-
-    begins: list[str]  # one a group of poems, as asked
-    resolved: list[str]  # the same in the model's characters
-    nums: list[int]  # poems a group
-    seeds: list[int]  # each group's first seed
-    heads: str  # acrostic heads in the model's characters, or ""
-    shape: forms.Form | None  # the form the masks keep, None for free poems without heads
-    group_notes: list[list[str]]  # what was changed in each begin and in the heads
-    context: list[int] = field(default_factory=lambda: [BOS])  # ids read before each poem (title, poet, prefix)
-    keywords: planning.Plan | None = None  # one keyword a line, where asked (--keywords, --theme)
-    fixed: list[dict[tuple[int, int], str]] = field(default_factory=list)  # each group's keyword places
-    topic: torch.Tensor | None = None  # (V,) the fixed steering bias: topic (title, keywords, theme) and manner
-    plain: list[int] | None = None  # the context without the title, for guidance (None: no title)
-    ci: Any = None  # the 词牌's format (ci.CiFormat) when a 词 is written
-    calibrated: bool = False  # the checkpoint's frequency calibration is in `topic`
-    guidance: float = 0.0  # classifier-free guidance by the title (0: none)
-
-    @property
-    def notes(self) -> list[str]:
-        return _once(self.group_notes)
-
-    @property
-    def free(self) -> bool:
-        """Neither a regular form nor a 词牌: what the seed-tf options may change."""
-        return self.shape is None and self.ci is None
-
-    def rows(self) -> list[tuple[int, str]]:
-        """(group, resolved begin) of every poem, in order."""
-        return [(g, b) for g, (b, n) in enumerate(zip(self.resolved, self.nums, strict=True)) for _ in range(n)]
-
-
 @dataclass
 class Verdict:
     score: float  # the weighted log-likelihood, prosody score and sense bonus
@@ -122,14 +83,10 @@ class Verdict:
 
 
 class Poet:
-    def __init__(self, ckpt: Checkpoint):
-        self.ckpt = ckpt
-        self._prosody: forms.VocabProsody | None = None
-        self._ci_prosody: forms.CiProsody | None = None
-        self._words: planning.WordStats | None | bool = False  # False: not read yet
-        self._calibration: Calibration | None | bool = False
-        self._following: tuple[compose.Rows, torch.Tensor] | None = None
-        self._lock = threading.Lock()
+    """Writes, checks and scores poems with one checkpoint: a thin front over its `Bundle`."""
+
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu") -> Poet:
@@ -137,83 +94,48 @@ class Poet:
         folder = Path(path) if path is not None else bundled_path()
         if path is None and not (folder / "model.safetensors").is_file():
             raise CheckpointError(f"the bundled model is missing from {folder}; reinstall tangshi")
-        return cls(checkpoint.load(folder, device=device))
+        return cls(Bundle(checkpoint.load(folder, device=device)))
+
+    # the bundle's parts, by the names the writing reads them
 
     @property
-    def model(self):
-        return self.ckpt.model
+    def ckpt(self) -> Checkpoint:
+        return self.bundle.ckpt
 
     @property
-    def vocab(self):
-        return self.ckpt.vocab
+    def model(self) -> CharRNN:
+        return self.bundle.model
 
     @property
-    def default_diversity(self) -> float:
-        """The sampler's anti-LM weight unless told: DEFAULT_DIVERSITY where the checkpoint keeps its
-        characters' training counts, 0 where it does not (older checkpoints; `tangshi index` adds them)."""
-        return DEFAULT_DIVERSITY if self.vocab.counts is not None else 0.0
+    def vocab(self) -> Vocab:
+        return self.bundle.vocab
 
     @property
-    def words(self) -> planning.WordStats | None:
-        """The checkpoint's word statistics for plans (`words.safetensors`), None when it has none."""
-        with self._lock:
-            if self._words is False:
-                self._words = planning.WordStats.load(self.ckpt.path)
-            return self._words
+    def words(self) -> WordStats | None:
+        return self.bundle.words
 
     @property
     def calibration(self) -> Calibration | None:
-        """The checkpoint's frequency calibration (`calibration.safetensors`), None when it has none."""
-        with self._lock:
-            if self._calibration is False:
-                self._calibration = Calibration.load(self.ckpt.path, len(self.vocab))
-            return self._calibration
+        return self.bundle.calibration
 
-    @calibration.setter
-    def calibration(self, value: Calibration | None) -> None:
-        with self._lock:
-            self._calibration = value
+    @property
+    def vocab_prosody(self) -> constraints.VocabProsody:
+        return self.bundle.vocab_prosody
+
+    @property
+    def ci_prosody(self) -> constraints.CiProsody:
+        return self.bundle.ci_prosody
+
+    def following(self) -> tuple[search.Rows, torch.Tensor]:
+        return self.bundle.following()
+
+    @property
+    def default_diversity(self) -> float:
+        return self.bundle.default_diversity
 
     @property
     def default_cohesion(self) -> float:
-        """The line steering's weight unless told: DEFAULT_COHESION where the checkpoint's word statistics
-        have the next-line table, 0 where they do not (`tangshi index` adds it)."""
-        words = self.words
-        return DEFAULT_COHESION if words is not None and words.next is not None else 0.0
-
-    def following(self) -> tuple[compose.Rows, torch.Tensor]:
-        """(the next-line PPMI table in the model's ids as `compose.table_rows`: row a, the PPMI of a
-        character a of a line and each b of the next; the ids that end a line)."""
-        words = self.words
-        with self._lock, torch.inference_mode(False):  # kept across calls: never an inference tensor
-            if self._following is None:
-                v, vocab = len(self.vocab), self.vocab
-                pairs = [(vocab.id(a), vocab.id(b), s) for a, b, s in words.following() if a in vocab and b in vocab]
-                rows, cols, vals = zip(*pairs, strict=True) if pairs else ((), (), ())
-                ids = torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1)
-                values = torch.tensor(vals, dtype=torch.float32)
-                # a row for each character of a line: its next-line neighbours, which the steering gathers
-                table = compose.table_rows(torch.sparse_coo_tensor(ids, values, (v, v), check_invariants=True))
-                breaks = torch.zeros(v, dtype=torch.bool)
-                breaks[[vocab.id(ch) for ch in LINE_BREAKS if ch in vocab]] = True
-                self._following = (table, breaks)
-            return self._following
-
-    @property
-    def ci_prosody(self) -> forms.CiProsody:
-        """The vocabulary against the 词林正韵, made on first use (a second or two)."""
-        vp = self.vocab_prosody  # takes the lock itself
-        with self._lock:
-            if self._ci_prosody is None:
-                self._ci_prosody = forms.CiProsody(vp)
-            return self._ci_prosody
-
-    @property
-    def vocab_prosody(self) -> forms.VocabProsody:
-        with self._lock:
-            if self._prosody is None:
-                self._prosody = forms.VocabProsody(self.vocab)
-            return self._prosody
+        return self.bundle.default_cohesion
 
     def write(
         self,
@@ -223,6 +145,7 @@ class Poet:
         nums: Sequence[int] | None = None,
         seeds: Sequence[int] | None = None,
         stop: Callable[[], bool] | None = None,
+        calibration_bias: torch.Tensor | None = None,
         **changes: Any,
     ) -> Written:
         """`num` poems for each begin character or phrase ("" = the model's choice).
@@ -231,14 +154,16 @@ class Poet:
         temperature, beam, rerank...). `nums` and `seeds` give one count and one seed a begin: the i-th
         poem of a begin with seed s is the poem `write(begin, seed=s)` writes i-th, whatever else is
         in the call. Bad requests raise OptionError (or a subclass) whose `field` names the option.
-        `stop`, called every few steps, ends the writing early with `compose.Stopped` when it returns True.
+        `stop`, called every few steps, ends the writing early with `search.Stopped` when it returns True.
+        `calibration_bias` (V,) is the genre's frequency calibration to write with instead of the
+        checkpoint's (what `evaluation.calibration.calibrate` fits; its weight is the `calibration` option).
         """
-        opts = _templated((options or WriteOptions()).replace(**changes).validate())
-        plan = resolve(self, begins, opts, nums, seeds)
-        poems = decode(self, plan, opts, stop)
-        begins = [plan.begins[g] for g, _ in plan.rows()]
+        opts = templated((options or WriteOptions()).replace(**changes).validate())
+        request = resolve(self.bundle, begins, opts, nums, seeds, calibration_bias)
+        poems = decode(self, request, opts, stop)
+        begins = [request.begins[g] for g, _ in request.rows()]
         finished = [finish(p, b, opts) for p, b in zip(poems, begins, strict=True)]
-        return Written(finished, plan.group_notes)
+        return Written(finished, request.group_notes)
 
     def stream(
         self, begins: str | Sequence[str], options: WriteOptions | None = None, **changes: Any
@@ -256,12 +181,12 @@ class Poet:
 
     def check(self, text: str, suggest: int = 5) -> dict[str, Any]:
         """A person's poem read by the rules: the prosody report, each broken rule in words
-        (`prosody.explain`), and for each broken place up to `suggest` characters that keep the rule,
+        (`regular.explain`), and for each broken place up to `suggest` characters that keep the rule,
         the ones that make the whole poem likeliest under the model first."""
         check_text(text, "text")
         text = normalise(text, self.ckpt.config.data.script)
-        report = prosody.check(text)
-        problems = prosody.explain(report)
+        report = regular.check(text)
+        problems = regular.explain(report)
         out = []
         for p in problems:
             row: dict[str, Any] = p.to_dict()
@@ -280,20 +205,20 @@ class Poet:
         if opts.beam:
             raise OptionError("--beam: other lines are sampled (give --num and --seed)", "beam")
         text = normalise(poem, self.ckpt.config.data.script)
-        report = prosody.check(text)
+        report = regular.check(text)
         if report.form == "other":
-            shape = prosody.shape(report.lines) or "no"
+            shape = regular.shape(report.lines) or "no"
             raise OptionError(f"--poem has lines of {shape} characters: not a 五绝, 七绝, 五律 or 七律", "poem")
         if not 1 <= line <= len(report.lines):
             raise OptionError(f"--line {line}: the poem has lines 1 to {len(report.lines)}", "line")
         opts = opts.replace(template=_open_line(report.lines, line), form=report.form).validate()
-        plan = resolve(self, "", opts)
+        request = resolve(self.bundle, "", opts)
         index, want = _lines(self, opts), opts.num
         original = report.lines[line - 1]
         found: dict[str, str] = {}  # new line -> the poem with it
         for attempt in range(opts.budget):
-            for poem in _line_candidates(self, plan, opts, report.lines, line, want + 4, attempt):
-                cand = prosody.split_lines(poem)[line - 1]
+            for poem in _line_candidates(self, request, opts, report.lines, line, want + 4, attempt):
+                cand = regular.split_lines(poem)[line - 1]
                 if cand != original and cand not in found and not (index is not None and cand in index):
                     found[cand] = poem
             if len(found) >= want:
@@ -302,8 +227,8 @@ class Poet:
         if not poems:
             return []
         ids = [[*self.vocab.encode(t), EOS] for t in poems]
-        scores = evaluate.token_logprobs(self.model, ids, [[BOS]] * len(ids))
-        upto = len(prosody.join_lines(report.lines[:line]))  # the tokens of the poem up to the line's punctuation
+        scores = losses.token_logprobs(self.model, ids, [[BOS]] * len(ids))
+        upto = len(regular.join_lines(report.lines[:line]))  # the tokens of the poem up to the line's punctuation
         whole = [float(s.sum()) for s in scores]
         prefix = [float(s[:upto].sum()) for s in scores]
         best = sorted(range(len(poems)), key=lambda k: -whole[k])[:want]
@@ -321,86 +246,13 @@ class Poet:
 
     def loss(self, texts: str | list[str]) -> dict[str, float | int]:
         """Per-character loss and perplexity of the given poem texts."""
-        return evaluate.text_loss(self.ckpt, [texts] if isinstance(texts, str) else list(texts))
+        return losses.text_loss(self.ckpt, [texts] if isinstance(texts, str) else list(texts))
 
     def corpus_loss(self, paths: list[str | Path], split: str = "all") -> dict[str, float | int]:
-        return evaluate.corpus_loss(self.ckpt, paths, split=split)
+        return losses.corpus_loss(self.ckpt, paths, split=split)
 
 
-# ---------------------------------------------------------------- resolve
-
-
-def resolve(
-    poet: Poet,
-    begins: str | Sequence[str],
-    opts: WriteOptions,
-    nums: Sequence[int] | None = None,
-    seeds: Sequence[int] | None = None,
-) -> Plan:
-    """Check a request against the model: begin phrases and heads in its characters (variants noted),
-    the form and its masks' options, one seed a group."""
-    begins = [begins] if isinstance(begins, str) else list(begins)
-    if not begins:
-        raise OptionError('no begin given (use "" for the model\'s choice)', "begin")
-    nums = list(nums) if nums is not None else [opts.num] * len(begins)
-    if len(nums) != len(begins) or (seeds is not None and len(seeds) != len(begins)):
-        raise ValueError("nums and seeds must give one value per begin")
-    for n in nums:
-        WriteOptions(num=n, beam=opts.beam).validate()
-    resolved, notes = zip(*(_known(poet, b, "begin character") for b in begins), strict=True)
-    heads, head_notes = _known(poet, opts.acrostic, "acrostic head")
-    cifmt = _ci_format(poet, opts, heads) if opts.cipai else None
-    shape = None if cifmt is not None else _shape(poet, opts, list(resolved), heads)
-    keywords, shape = (None, None) if cifmt is not None else _plan(poet, opts, shape, heads, list(resolved))
-    context, plain, context_notes = _context(poet, opts)
-    guidance = opts.guidance if opts.guidance is not None else PLANNED_GUIDANCE if keywords is not None else GUIDANCE
-    topic, steer_notes = _topic(poet, opts)
-    genre = _genre(poet, opts)
-    weight = _calibration(poet, opts, genre)
-    if weight:
-        topic = (topic if topic is not None else 0) + weight * poet.calibration.bias(genre)
-    head_notes = head_notes + context_notes + steer_notes
-    if _diversity(poet, opts) and poet.vocab.log_prior() is None:
-        raise OptionError(
-            "--diversity needs the character counts of the training data, which this checkpoint's vocab.json "
-            "lacks; add them with `tangshi index --checkpoint DIR --data CORPUS`",
-            "diversity",
-        )
-    if seeds is None:
-        seed = opts.seed if opts.seed is not None else secrets.randbits(31)
-        seeds = [seed + sum(nums[:g]) * opts.rerank for g in range(len(begins))]
-    fixed = [{} for _ in begins]
-    if cifmt is not None:
-        fixed = [_ci_keywords(poet, opts, cifmt, heads, b) for b in resolved]
-    if opts.template:
-        fixed = [_template(poet, opts, shape, heads, list(resolved)) for _ in begins]
-    if keywords is not None:  # each begin phrase is forced at the start of line 1: the keywords go elsewhere
-        where = {"heads": heads, "rhyme": opts.rhyme, "tones": opts.tones, "allow_repeat": opts.allow_repeat}
-        for b in dict.fromkeys(resolved):  # the planner's words that fit with every begin
-            keywords = planning.placeable(keywords, poet.vocab_prosody, shape, begin=b, **where)
-        placed = {}
-        for g, b in enumerate(resolved):
-            if b not in placed:
-                placed[b] = planning.place(keywords, poet.vocab_prosody, shape, begin=b, seed=seeds[g], **where)
-            fixed[g] = placed[b]
-    group_notes = [n + head_notes for n in notes]
-    return Plan(
-        begins,
-        list(resolved),
-        nums,
-        list(seeds),
-        heads,
-        shape,
-        group_notes,
-        context,
-        keywords,
-        fixed,
-        topic,
-        plain if guidance else None,
-        cifmt,
-        bool(weight),
-        guidance,
-    )
+# ---------------------------------------------------------------- lines and suggestions
 
 
 def check_text(text: str, field: str) -> None:
@@ -412,20 +264,20 @@ def check_text(text: str, field: str) -> None:
 
 def _open_line(lines: list[str], line: int) -> str:
     """The template of a poem with one line (1-based) open."""
-    return prosody.join_lines([forms.OPEN[0] * len(ln) if i == line - 1 else ln for i, ln in enumerate(lines)])
+    return regular.join_lines([constraints.OPEN[0] * len(ln) if i == line - 1 else ln for i, ln in enumerate(lines)])
 
 
 @torch.inference_mode()
 def _line_candidates(
-    poet: Poet, plan: Plan, opts: WriteOptions, lines: list[str], line: int, n: int, attempt: int
+    poet: Poet, plan: Request, opts: WriteOptions, lines: list[str], line: int, n: int, attempt: int
 ) -> list[str]:
     """n poems with line `line` (1-based) sampled anew: the state after the poem's text before the line
     is read once, the form's mask and the steering are brought to that point, and only the line and
     its punctuation are sampled (the rest of the poem is the person's, scored afterwards)."""
     vocab, model = poet.vocab, poet.model
     device = next(model.parameters()).device
-    head = prosody.join_lines(lines[: line - 1])
-    tail = prosody.join_lines(lines)[len(prosody.join_lines(lines[:line])) :]
+    head = regular.join_lines(lines[: line - 1])
+    tail = regular.join_lines(lines)[len(regular.join_lines(lines[:line])) :]
     before = vocab.encode(head)
     mask = _mask(poet, plan, opts, [0] * n)
     steer = _steer(poet, plan, opts, n)
@@ -436,14 +288,14 @@ def _line_candidates(
             steer.update(ids.to(device))
     sampler = _sampler(poet, opts)
     seed = (opts.seed if opts.seed is not None else secrets.randbits(31)) + attempt * RETRY_STRIDE
-    written = compose.write(
+    written = search.write(
         model, vocab, [""] * n, sampler, seeds=[seed + r for r in range(n)], max_length=len(lines[line - 1]) + 1,
         form=mask, contexts=[[BOS, *before]] * n, steer=steer,
     )  # fmt: skip
     return [head + p.text + tail for p in written if p.failure is None and len(p.text) == len(lines[line - 1]) + 1]
 
 
-def _suggest(poet: Poet, lines: list[str], problem: prosody.Problem, k: int) -> list[dict[str, Any]]:
+def _suggest(poet: Poet, lines: list[str], problem: regular.Problem, k: int) -> list[dict[str, Any]]:
     """Up to k characters for a broken place that keep its rule and are not elsewhere in the poem: the
     64 the model finds likeliest after the poem's text before the place, ranked by the log-likelihood
     of the whole poem with each in place."""
@@ -453,295 +305,30 @@ def _suggest(poet: Poet, lines: list[str], problem: prosody.Problem, k: int) -> 
             return []
         allowed = vp.in_group[vp.groups.index(problem.need)].clone()
     else:
-        allowed = (vp.ping if problem.need == prosody.PING else vp.ze) & vp.char
+        allowed = (vp.ping if problem.need == regular.PING else vp.ze) & vp.char
     used = [vocab.id(ch) for ln in lines for ch in ln]
     allowed[used] = False
     if not bool(allowed.any()):
         return []
-    text = prosody.join_lines(lines)
+    text = regular.join_lines(lines)
     at = sum(len(ln) + 1 for ln in lines[: problem.line - 1]) + problem.place - 1
     ids = [BOS, *vocab.encode(text[:at])]
     with torch.inference_mode():
-        x, state = compose.prime(model, [ids], next(model.parameters()).device)
+        x, state = search.prime(model, [ids], next(model.parameters()).device)
         logits, _ = model.step(x, state)
     logits = logits.float()[0].cpu().masked_fill(~allowed, float("-inf"))
     top = [int(i) for i in logits.topk(min(64, int(allowed.sum()))).indices]
     texts = [text[:at] + vocab.tokens[i] + text[at + 1 :] for i in top]
-    scores = evaluate.token_logprobs(model, [[*vocab.encode(t), EOS] for t in texts], [[BOS]] * len(texts))
+    scores = losses.token_logprobs(model, [[*vocab.encode(t), EOS] for t in texts], [[BOS]] * len(texts))
     best = sorted(zip(top, (float(s.sum()) for s in scores), strict=True), key=lambda p: -p[1])[:k]
     return [{"char": vocab.tokens[i], "log_likelihood": round(v, 4)} for i, v in best]
-
-
-def _templated(opts: WriteOptions) -> WriteOptions:
-    """The options with the form a template's shape gives, when no form is asked."""
-    if not opts.template or opts.regular:
-        return opts
-    return opts.replace(form=forms.parse_template(opts.template)[0].name)
-
-
-def _template(
-    poet: Poet, opts: WriteOptions, shape: forms.Form, heads: str, resolved: list[str]
-) -> dict[tuple[int, int], str]:
-    """The characters a template fixes, checked now against the begins, the heads and the form's rules."""
-    _, fixed = forms.parse_template(normalise(opts.template, poet.ckpt.config.data.script), shape.name)
-    for b in resolved:
-        for k, ch in enumerate(b):
-            if fixed.get((0, k), ch) != ch:
-                raise OptionError(
-                    f"begin '{b}' and --template: line 1, place {k + 1} of the template is '{fixed[(0, k)]}'",
-                    "template",
-                )
-    forms.FormMask(
-        poet.vocab_prosody, shape, 1, [heads], opts.rhyme, opts.tones, opts.allow_repeat, fixed=[fixed],
-        fixed_field="template",
-    )  # fmt: skip
-    return fixed
-
-
-def _known(poet: Poet, text: str, what: str) -> tuple[str, list[str]]:
-    """A begin phrase or the heads in the model's characters, and notes on the variants used."""
-    if not text:
-        return "", []
-    check_begin(text, "acrostic" if what.startswith("acrostic") else "begin")
-    return compose.resolve_begin(poet.vocab, text, poet.ckpt.config.data.script, what=what)
-
-
-def _plan(
-    poet: Poet, opts: WriteOptions, shape: forms.Form | None, heads: str, resolved: list[str]
-) -> tuple[planning.Plan | None, forms.Form | None]:
-    """One keyword a line when keywords, a theme or a title are asked (the title's words and the corpus
-    statistics fill the lines left over; a regular poem's title alone is planned from unless `no_plan`,
-    where the checkpoint keeps word statistics and the title has words to plan: not 无题), and the form
-    that holds them (free: one line a keyword)."""
-    stats, script = poet.words, poet.ckpt.config.data.script
-    regular = shape is not None and not shape.free
-    titled = opts.title and regular and not opts.no_plan and not opts.template and stats is not None
-    from_title = titled and bool(planning.title_words(stats, normalise(opts.title, script)))
-    if not opts.keywords and not opts.theme and not from_title:
-        return None, shape
-    if stats is None and opts.theme:
-        raise OptionError(
-            "--theme needs the checkpoint's word statistics (words.safetensors); add them with "
-            "`tangshi index --checkpoint DIR --data CORPUS`",
-            "theme",
-        )
-    keywords = [normalise(k, script) for k in opts.keywords]
-    _check_keywords(poet, keywords)
-    if shape is None:
-        shape = forms.free_form(max(len(keywords), 4))
-    known = planning.writable(poet.vocab_prosody)
-    avoid = heads + "".join(resolved)
-    alone = not keywords and not opts.theme  # a title alone: its words may take every line
-    made = planning.make_plan(
-        stats, shape.lines, keywords, normalise(opts.title, script), normalise(opts.theme, script), avoid, known,
-        from_text=shape.lines if alone else None, genre=_genre(poet, opts),
-    )  # fmt: skip
-    return made, shape
-
-
-def _context(poet: Poet, opts: WriteOptions) -> tuple[list[int], list[int] | None, list[str]]:
-    """The ids read before each poem: a mood-setting prefix (a poem of its own), then the genre's token,
-    the poet's token and the title (a 词's title is its 词牌, as in training) between <bos> and <sep>;
-    the same without the title (None: no title), what guidance compares with; and notes on title
-    characters the model does not know."""
-    vocab, script, notes = poet.vocab, poet.ckpt.config.data.script, []
-    context = [BOS]
-    if opts.prefix:
-        prefix = normalise(opts.prefix, script)
-        context = [BOS, *(i for i in vocab.encode(prefix) if i != UNK), EOS, BOS]
-    cond, titled = [], []
-    genre = _genre(poet, opts)
-    if genre:
-        cond.append(vocab.id(genre_token(genre)))
-    if opts.author:
-        known = vocab.authors()
-        name = normalise(opts.author, script)
-        if name not in known:
-            shown = "、".join(list(known)[:8]) or "none: train with --authors N"
-            raise OptionError(
-                f"--author {opts.author}: this model knows no such poet (`tangshi authors` lists them: {shown}…)",
-                "author",
-            )
-        cond.append(vocab.id(author_token(name)))
-    title = opts.title
-    if not title and opts.cipai and poet.ckpt.config.data.titles:  # a 词 was read after its 词牌, as its title
-        from tangshi.prosody import cipai as ci
-
-        title = ci.find(opts.cipai).name
-    if title:
-        if vocab.sep is None or not poet.ckpt.config.data.titles:
-            raise OptionError("--title needs a model trained with titles (tangshi train --titles)", "title")
-        title = normalise(title, script)[: poet.ckpt.config.data.max_title]
-        unknown = "".join(c for c in title if c not in vocab)
-        if unknown:
-            notes.append(f"title characters the model does not know are left out: {unknown}")
-        titled = [vocab.id(c) for c in title if c in vocab]
-    plain = [*context, *cond, vocab.sep] if cond else context
-    if cond or titled:
-        context = [*context, *cond, *titled, vocab.sep]
-    return context, plain if titled else None, notes
-
-
-def _genre(poet: Poet, opts: WriteOptions) -> str:
-    """The genre a poem is written in (tangshi writes Tang poems unless told, 词 for a 词牌), NO_GENRE for a
-    model that knows none; a genre the model does not know is refused."""
-    kinds = poet.vocab.genres()
-    genre = normalise(opts.genre, poet.ckpt.config.data.script) or ("宋词" if opts.cipai else "唐诗")
-    if kinds:
-        if genre in kinds:
-            return genre
-        if opts.genre:
-            raise OptionError(f"--genre {opts.genre}: this model knows no such genre ({'、'.join(kinds)})", "genre")
-    elif opts.genre:
-        raise OptionError(f"--genre {opts.genre}: this model knows no genres (train one with --genres)", "genre")
-    return NO_GENRE
-
-
-def _calibration(poet: Poet, opts: WriteOptions, genre: str) -> float:
-    """The frequency calibration's weight: as asked, else 1 when sampling a poem about nothing in particular
-    where the checkpoint has a calibration for the genre; 0 for beam search and for a poem with a title,
-    keywords or a theme (the calibration was measured without them: a topic means other characters, and
-    correcting them costs relevance, docs/about-something.md); 0 wherever there is none to apply."""
-    calibration = poet.calibration
-    if calibration is None or calibration.bias(genre) is None:
-        return 0.0
-    if opts.calibration is not None:
-        return opts.calibration
-    return 0.0 if opts.beam or opts.title or opts.keywords or opts.theme else 1.0
-
-
-def _topic(poet: Poet, opts: WriteOptions) -> tuple[torch.Tensor | None, list[str]]:
-    """The fixed steering bias (V,): `topic` x the characters of poems about the title, keywords and
-    theme, plus `manner` x the characters the poet favours (`WordStats.topic`, `.manner_of`)."""
-    about = opts.topic and (opts.title or opts.keywords or opts.theme)
-    manner = opts.manner and opts.author
-    if not (about or manner):
-        return None, []
-    words, script = poet.words, poet.ckpt.config.data.script
-    if words is None:
-        return None, ["no word statistics in this checkpoint: the title, keywords, theme and poet steer nothing "
-                      "(add them with `tangshi index --checkpoint DIR --data CORPUS`)"]  # fmt: skip
-    bias: dict[str, float] = {}
-    if about:
-        told = [normalise(k, script) for k in opts.keywords]
-        if opts.theme:
-            told += words.words_in(normalise(opts.theme, script))
-        for ch, v in words.topic(normalise(opts.title, script), told).items():
-            bias[ch] = bias.get(ch, 0.0) + opts.topic * v
-    notes = []
-    if manner:
-        favoured = words.manner_of(normalise(opts.author, script))
-        if not favoured:
-            notes.append(f"no manner of {opts.author} in this checkpoint's word statistics: `tangshi index` adds it")
-        for ch, v in favoured.items():
-            bias[ch] = bias.get(ch, 0.0) + opts.manner * v
-    vec = torch.zeros(len(poet.vocab))
-    for ch, v in bias.items():
-        if ch in poet.vocab:
-            vec[poet.vocab.id(ch)] = v
-    return vec, notes
-
-
-def _shape(poet: Poet, opts: WriteOptions, resolved: list[str], heads: str) -> forms.Form | None:
-    """The form the masks keep (None: free poems without heads), the heads and rules checked against it."""
-    for b in resolved:
-        if heads and b and b[0] != heads[0]:
-            raise OptionError(
-                f"begin '{b}' and --acrostic '{heads}': the first line must start with '{heads[0]}'", "acrostic"
-            )
-    shape = forms.get_form(opts.form) if opts.regular else forms.free_form(len(heads)) if heads else None
-    if heads and shape is not None and 0 < len(heads) < shape.lines:
-        raise OptionError(
-            f"acrostic '{heads}' has {len(heads)} heads but a {shape.name} has {shape.lines} lines: "
-            "give one head a line",
-            "acrostic",
-        )
-    if shape is not None:  # the masks check heads, rhyme and tones now, before anything is written
-        forms.FormMask(poet.vocab_prosody, shape, 1, [heads], opts.rhyme, opts.tones, opts.allow_repeat)
-    return shape
-
-
-def _ci_format(poet: Poet, opts: WriteOptions, heads: str):
-    """The 词牌's format to write, checked against the model: heads, and enough rhymes of each tone."""
-    from tangshi.prosody import cipai as ci
-
-    fmt = ci.find(opts.cipai).format(opts.format)
-    cp = poet.ci_prosody
-    for g in fmt.groups:
-        best = int((cp.member[cp.tone_classes[g.tone]].sum(dim=1)).max())
-        if best < len(g.at):
-            raise forms.FormError(
-                f"--cipai {opts.cipai}: a rhyme group of {len(g.at)} {g.tone} rhymes, but the model knows at most "
-                f"{best} characters of one 部 of that tone",
-                "cipai",
-            )
-    forms.CiMask(cp, fmt, 1, [heads], opts.tones)  # heads checked now, before anything is written
-    return fmt
-
-
-def _ci_keywords(poet: Poet, opts: WriteOptions, fmt, heads: str, begin: str) -> dict[tuple[int, int], str]:
-    """The keywords (and the theme's words) of a 词, each in a clause of its own, spread over the
-    clauses in order, at the first place where its tones take the word and no rhyme falls inside it
-    (the start of a clause where it can); a keyword that fits no clause left is named."""
-    script = poet.ckpt.config.data.script
-    words = [normalise(k, script) for k in opts.keywords]
-    if opts.theme and poet.words is not None:
-        words += [w for w in poet.words.words_in(normalise(opts.theme, script)) if w not in words][:4]
-    _check_keywords(poet, words)
-    if not words:
-        return {}
-    vp, clauses, starts = poet.vocab_prosody, fmt.clauses, fmt.starts
-    rhyming = set(fmt.rhyme_at)
-    taken = {0} if begin else set()
-    taken |= set(range(len(heads)))
-    fixed: dict[tuple[int, int], str] = {}
-    for k, w in enumerate(words):
-        want = round(k * len(clauses) / len(words))
-        order = sorted(range(len(clauses)), key=lambda c: (c < want, abs(c - want)))
-        spot = next(
-            (
-                (c, j)
-                for c in order
-                if c not in taken
-                for j in range(clauses[c][0] - len(w) + 1)
-                if not any(starts[c] + j + i in rhyming for i in range(len(w)))
-                and all(
-                    fmt.tones[starts[c] + j + i] not in "平仄" or _has_tone(vp, ch, fmt.tones[starts[c] + j + i])
-                    for i, ch in enumerate(w)
-                )
-            ),
-            None,
-        )
-        if spot is None:
-            raise forms.FormError(
-                f"keyword '{w}' fits no clause left of {fmt.cipai} (format {fmt.number}): none long enough whose "
-                "tones take it without a rhyme inside it",
-                "keywords",
-            )
-        c, j = spot
-        fixed.update({(c, j + i): ch for i, ch in enumerate(w)})
-        taken.add(c)
-    return fixed
-
-
-def _check_keywords(poet: Poet, words: Sequence[str]) -> None:
-    """Every keyword's characters are the model's; the first that is not is named."""
-    for k in words:
-        unknown = [c for c in k if c not in poet.vocab]
-        if unknown:
-            raise OptionError(f"keyword '{k}': '{unknown[0]}' is not in the model's vocabulary", "keywords")
-
-
-def _has_tone(vp, ch: str, tone: str) -> bool:
-    i = vp.vocab.id(ch)
-    return bool(vp.ping[i] if tone == prosody.PING else vp.ze[i])
 
 
 def _diversity(poet: Poet, opts: WriteOptions) -> float:
     return poet.default_diversity if opts.diversity is None else opts.diversity
 
 
-def _cohesion(poet: Poet, plan: Plan, opts: WriteOptions) -> float:
+def _cohesion(poet: Poet, plan: Request, opts: WriteOptions) -> float:
     """The line steering's weight: as asked, else the checkpoint's default when sampling (higher where the
     frequency calibration applies, which alone loosens the lines), 0 for beam search (whose likeliest lines
     already go together: docs/about-something.md)."""
@@ -749,40 +336,42 @@ def _cohesion(poet: Poet, plan: Plan, opts: WriteOptions) -> float:
         return opts.cohesion
     if opts.beam or not poet.default_cohesion:
         return 0.0
-    return CALIBRATED_COHESION if plan.calibrated else poet.default_cohesion
+    return CALIBRATED_COHESION if plan.calibration is not None else poet.default_cohesion
 
 
-def _steer(poet: Poet, plan: Plan, opts: WriteOptions, batch: int) -> compose.Steer | None:
+def _steer(poet: Poet, plan: Request, opts: WriteOptions, batch: int) -> search.Steer | None:
     """The steering of a batch of sampled poems (None: nothing to steer)."""
     cohesion = _cohesion(poet, plan, opts)
-    if not cohesion and plan.topic is None:
+    biases = [b for b in (plan.topic, plan.calibration) if b is not None]
+    if not cohesion and not biases:
         return None
     table, breaks = poet.following() if cohesion else (None, torch.zeros(len(poet.vocab), dtype=torch.bool))
     device = next(poet.model.parameters()).device
-    return compose.Steer(table, cohesion, breaks, batch, plan.topic, device)
+    fixed = biases[0] + biases[1] if len(biases) == 2 else biases[0] if biases else None  # topic and calibration
+    return search.Steer(table, cohesion, breaks, batch, fixed, device)
 
 
 # ---------------------------------------------------------------- decode
 
 
-def decode(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None = None) -> list[Poem]:
+def decode(poet: Poet, plan: Request, opts: WriteOptions, stop: Callable[[], bool] | None = None) -> list[Poem]:
     """The poems of a plan, judged: by beam search, or sampled (best of `rerank`), rejected ones written again."""
     return _beam(poet, plan, opts, stop) if opts.beam else _sample(poet, plan, opts, stop)
 
 
-def _mask(poet: Poet, plan: Plan, opts: WriteOptions, groups: list[int]) -> forms.FormMask | None:
+def _mask(poet: Poet, plan: Request, opts: WriteOptions, groups: list[int]) -> constraints.FormMask | None:
     """The form's mask for rows of these groups (begins): its heads, and each group's keyword places."""
-    if plan.ci is not None:
+    if plan.cipai is not None:
         rows = len(groups)
-        return forms.CiMask(
-            poet.ci_prosody, plan.ci, rows, [plan.heads] * rows, opts.tones,
+        return constraints.CiMask(
+            poet.ci_prosody, plan.cipai, rows, [plan.heads] * rows, opts.tones,
             fixed=[plan.fixed[g] for g in groups], allow_repeat=opts.allow_repeat,
         )  # fmt: skip
-    if plan.shape is None:
+    if plan.form is None:
         return None
     rows = len(groups)
-    return forms.FormMask(
-        poet.vocab_prosody, plan.shape, rows, [plan.heads] * rows, opts.rhyme, opts.tones, opts.allow_repeat,
+    return constraints.FormMask(
+        poet.vocab_prosody, plan.form, rows, [plan.heads] * rows, opts.rhyme, opts.tones, opts.allow_repeat,
         fixed=[plan.fixed[g] for g in groups], fixed_field="template" if opts.template else "keywords",
     )  # fmt: skip
 
@@ -791,9 +380,9 @@ def _lines(poet: Poet, opts: WriteOptions) -> LineIndex | None:
     return None if opts.allow_copies else poet.ckpt.lines
 
 
-def _beam(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
+def _beam(poet: Poet, plan: Request, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
     lines = _lines(poet, opts)
-    poems = compose.beam_write(
+    poems = search.beam_write(
         poet.model, poet.vocab, plan.resolved, opts.beam, plan.nums, _max_length(plan, opts),
         _mask(poet, plan, opts, [g for g in range(len(plan.resolved)) for _ in range(opts.beam)]), lines,
         opts.repetition_penalty, stop, [plan.context] * len(plan.resolved),
@@ -805,7 +394,7 @@ def _beam(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] |
     return poems
 
 
-def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
+def _sample(poet: Poet, plan: Request, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
     sampler = _sampler(poet, opts)
     lines, k = _lines(poet, opts), opts.rerank
     rows = plan.rows()
@@ -817,7 +406,7 @@ def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool]
             break
         cand = [r for r in todo for _ in range(k)]
         tries = [bases[r] + c + attempt * RETRY_STRIDE for r in todo for c in range(k)]
-        written = compose.write(
+        written = search.write(
             poet.model, poet.vocab, [rows[r][1] for r in cand], sampler, num=1, seeds=tries,
             max_length=_max_length(plan, opts), stop_at_end=not (opts.ignore_end and plan.free),
             random_state=opts.random_state and plan.free, stop=stop,
@@ -848,10 +437,10 @@ def _sampler(poet: Poet, opts: WriteOptions) -> Sampler:
     )
 
 
-def _max_length(plan: Plan, opts: WriteOptions) -> int:
-    if plan.ci is not None:
-        return plan.ci.chars + len(plan.ci.clauses) + 1
-    return plan.shape.length + 1 if plan.shape is not None else opts.max_length
+def _max_length(plan: Request, opts: WriteOptions) -> int:
+    if plan.cipai is not None:
+        return plan.cipai.chars + len(plan.cipai.clauses) + 1
+    return plan.form.length + 1 if plan.form is not None else opts.max_length
 
 
 def _refuse_strict_failures(poems: list[Poem], opts: WriteOptions, how: str, instead: str) -> None:
@@ -859,7 +448,7 @@ def _refuse_strict_failures(poems: list[Poem], opts: WriteOptions, how: str, ins
         return
     for p in poems:
         if p.failure:
-            raise forms.FormError(
+            raise constraints.FormError(
                 f"--tones strict could not be met {how}: the poem for '{p.begin}' failed at {p.failure}; use {instead}",
                 "tones",
             )
@@ -868,7 +457,7 @@ def _refuse_strict_failures(poems: list[Poem], opts: WriteOptions, how: str, ins
 # ---------------------------------------------------------------- judge
 
 
-def sense(poet: Poet, plan: Plan, poems: list[Poem], opts: WriteOptions) -> list[float]:
+def sense(poet: Poet, plan: Request, poems: list[Poem], opts: WriteOptions) -> list[float]:
     """Each candidate's reranking bonus for sense (Li et al. 2016's mutual information, per token):
     `relevance_weight` x how much likelier the poem is after its context (title, poet, prefix) than
     after <bos> alone, plus `coherence_weight` x how much likelier each line after the first is after
@@ -879,15 +468,15 @@ def sense(poet: Poet, plan: Plan, poems: list[Poem], opts: WriteOptions) -> list
         return bonus
     vocab, model = poet.vocab, poet.model
     seqs = [vocab.encode(p.text) for p in poems]
-    plain = evaluate.token_logprobs(model, seqs, [[BOS]] * len(seqs))
+    plain = losses.token_logprobs(model, seqs, [[BOS]] * len(seqs))
     if relevance:
-        given = evaluate.token_logprobs(model, seqs, [plan.context] * len(seqs))
+        given = losses.token_logprobs(model, seqs, [plan.context] * len(seqs))
         for i, (a, b) in enumerate(zip(given, plain, strict=True)):
             bonus[i] += opts.relevance_weight * float(a.mean() - b.mean())
     if opts.coherence_weight:
         spans = [_line_spans(p.text) for p in poems]
         alone_seqs = [vocab.encode(p.text[a:b]) for p, sp in zip(poems, spans, strict=True) for a, b in sp[1:]]
-        alone = iter(evaluate.token_logprobs(model, alone_seqs, [[BOS]] * len(alone_seqs)) if alone_seqs else [])
+        alone = iter(losses.token_logprobs(model, alone_seqs, [[BOS]] * len(alone_seqs)) if alone_seqs else [])
         for i, sp in enumerate(spans):
             gains = [float(plain[i][a:b].mean() - next(alone).mean()) for a, b in sp[1:]]
             bonus[i] += opts.coherence_weight * (sum(gains) / len(gains) if gains else 0.0)
@@ -905,23 +494,23 @@ def _line_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def judge(p: Poem, plan: Plan, lines: LineIndex | None, opts: WriteOptions, bonus: float = 0.0) -> Verdict:
+def judge(p: Poem, plan: Request, lines: LineIndex | None, opts: WriteOptions, bonus: float = 0.0) -> Verdict:
     """Fill in a candidate's prosody report, heads and copied lines; score it (`likelihood_weight` x
     mean log-likelihood, `prosody_weight` x prosody, and the `bonus` for sense) and say whether it is
     rejected."""
     score = -opts.likelihood_weight * p.nll + bonus
-    if plan.ci is not None:
+    if plan.cipai is not None:
         from tangshi.prosody import cipai as ci
 
-        report = ci.check(p.text, plan.ci.cipai, plan.ci.number)
+        report = ci.check(p.text, plan.cipai.cipai, plan.cipai.number)
         p.prosody = report.to_dict()
         score += opts.prosody_weight * (report.rhyme + report.tones) / 2
-    elif plan.shape is not None and not plan.shape.free:
-        report = prosody.check(p.text)
+    elif plan.form is not None and not plan.form.free:
+        report = regular.check(p.text)
         p.prosody = report.to_dict()
         score += opts.prosody_weight * (report.rhyme + report.relaxed + report.strict) / 3
     p.acrostic = plan.heads
-    p.plan = plan.keywords.to_json() if plan.keywords is not None else None
+    p.plan = plan.plan.to_json() if plan.plan is not None else None
     p.copied = lines.copied(p.text) if lines is not None else []
     return Verdict(score, bool(p.copied) or bool(p.failure))
 
@@ -930,7 +519,7 @@ def finish(p: Poem, begin: str, opts: WriteOptions) -> Poem:
     """The poem as the caller asked: its begin, title and poet as given, its prosody report, its text
     in the asked script."""
     script = opts.script
-    report = p.prosody or prosody.check(p.text).to_dict()
+    report = p.prosody or regular.check(p.text).to_dict()
     p.begin, p.title, p.author = begin, opts.title, opts.author
     p.text = to_script(p.text, script)
     p.lines = [to_script(x, script) for x in p.lines]

@@ -474,7 +474,6 @@ def _named_checkpoints(specs: list[str]) -> dict[str, Path | None]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from tangshi.evaluation.suite import markdown, parse_samplers, plots, run_suite
-    from tangshi.model.device import resolve_device
 
     settings = [x.strip() for x in args.settings.split(",") if x.strip()]
     for x in settings:
@@ -494,8 +493,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--samplers: give at least one temperature:diversity pair")
     checkpoints = _named_checkpoints(args.checkpoint)
     result = run_suite(
-        checkpoints, args.data, args.split, args.poems, settings, args.seed, str(resolve_device(args.device)),
-        fmt=args.format, cache_dir=args.cache_dir, readers=args.readers, samplers=samplers,
+        {name: _load_poet(path, args.device) for name, path in checkpoints.items()}, args.data, args.split,
+        args.poems, settings, args.seed, fmt=args.format, cache_dir=args.cache_dir, readers=args.readers,
+        samplers=samplers,
     )  # fmt: skip
     if args.plots is not None:
         runs = {n: p.resolve().parent for n, p in checkpoints.items() if p is not None}
@@ -516,7 +516,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     index = LineIndex.of_texts(corpus.texts)
     index.save(args.checkpoint)
     print(f"{len(index):,} distinct lines of {len(corpus.texts):,} poems -> {args.checkpoint / FILE}")
-    from tangshi.generation.planner import FILE as WORDS
+    from tangshi.data.words import FILE as WORDS
     from tangshi.training.train import word_stats
 
     words = word_stats(corpus, ckpt.vocab)
@@ -529,7 +529,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _index_titles(folder: Path, corpus, data: list[str]) -> int:
-    from tangshi.generation.planner import FILE, Kin, WordStats
+    from tangshi.data.words import FILE, Kin, WordStats
 
     words = WordStats.load(folder)
     if words is None:
@@ -562,17 +562,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from tangshi import api
     from tangshi.data.corpus import load_corpus
-    from tangshi.data.text import normalise
-    from tangshi.evaluation.calibration import NO_GENRE, Calibration, calibrate
+    from tangshi.evaluation.calibration import Calibration, calibrate
+    from tangshi.generation.request import resolve_genre
 
     if args.poems < 1 or args.rounds < 1 or not 0 < args.eta <= 2:
         raise OptionError("--poems and --rounds must be >= 1 and --eta in (0, 2]", "poems")
     poet = api.Poet.load(args.checkpoint)
-    kinds = poet.vocab.genres()
-    genre = normalise(args.genre, poet.ckpt.config.data.script) if args.genre else ("唐诗" if kinds else NO_GENRE)
-    if genre and genre not in kinds:
-        known = "、".join(kinds) if kinds else "none: train one with --genres"
-        raise OptionError(f"--genre {args.genre}: this model knows no such genre ({known})", "genre")
+    genre = resolve_genre(poet.vocab, args.genre, poet.ckpt.config.data.script)
     corpus = load_corpus(args.data, poet.ckpt.config.data, fmt=args.format, cache_dir=args.cache_dir)
     texts = corpus.texts_of("train")
     if genre:

@@ -9,7 +9,7 @@ the human poems of the genre, and the bias moves by -eta x log(written rate / hu
 toward 0 for characters seen rarely; a few rounds, each writing with the bias so far (the model's
 answer to a bias is not linear: steering and the forms' masks move mass elsewhere).
 
-The bias is added to each step's character logits like the topic's (`compose.Steer`: the line
+The bias is added to each step's character logits like the topic's (`search.Steer`: the line
 breaks and the end token keep their probability, so lines are as long as before, and the forms'
 masks apply after it). It is kept per genre in the checkpoint's `calibration.safetensors`.
 """
@@ -28,7 +28,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tangshi.data.vocab import SPECIALS, write_atomic
+from tangshi.data.vocab import SPECIALS, Vocab, write_atomic
+from tangshi.evaluation.writer import Writer, write_each
 from tangshi.model.checkpoint import CheckpointError
 from tangshi.prosody import regular as P
 
@@ -87,7 +88,7 @@ def _genre(key: str) -> str:
     return key.split(":", 1)[1] if key.startswith("bias:") else key
 
 
-def character_counts(texts: Sequence[str], vocab) -> torch.Tensor:
+def character_counts(texts: Sequence[str], vocab: Vocab) -> torch.Tensor:
     """(V,) how often each of the vocabulary's Chinese characters occurs in the texts; 0 for everything
     else, which the calibration leaves alone: the specials, the condition tokens, punctuation, and marks
     such as □ (the corpus's sign for a lost character: human poems have it, so a bias toward human rates
@@ -127,7 +128,7 @@ def sample_prompts(texts: Sequence[str], poems: int, seed: int) -> tuple[list[st
 
 
 def calibrate(
-    poet,
+    poet: Writer,
     human_texts: Sequence[str],
     genre: str,
     *,
@@ -142,8 +143,8 @@ def calibrate(
 
     Each round the model writes one poem in its form and one free poem from the first character of
     each of `poems` regular human poems (`Poet.write` with `options`, the genre's context and the bias
-    so far), and the bias moves by -eta x `log_ratio`. `poet`'s calibration for `genre` is the bias
-    so far while it runs and is restored after."""
+    so far as its `calibration_bias`, in place of the checkpoint's), and the bias moves by
+    -eta x `log_ratio`."""
     if rounds < 1 or poems < 1 or not 0 < eta <= 2:
         raise ValueError("calibrate needs rounds >= 1, poems >= 1 and 0 < eta <= 2")
     vocab = poet.vocab
@@ -154,47 +155,29 @@ def calibrate(
     if genre:
         opts["genre"] = genre
     bias = torch.zeros(len(vocab), dtype=torch.float64)
-    before = poet.calibration
     log: list[dict[str, Any]] = []
-    try:
-        for r in range(rounds):
-            poet.calibration = Calibration({**(before.biases if before else {}), genre: bias.float()})
-            in_form = _write(poet, begins, forms, seed + 7919 * r, opts)
-            free = _write(poet, begins, ["free"] * len(begins), seed + 7919 * r, opts)
-            written = character_counts(in_form + free, vocab)
-            step = log_ratio(written, human)
-            most = torch.argsort(step, descending=True)[:8].tolist()
-            least = torch.argsort(step)[:8].tolist()
-            row = {
-                "round": r + 1,
-                "poems": len(in_form) + len(free),
-                "characters": int(written.sum()),
-                "gap": round(gap(written, human), 4),
-                "overused": {vocab.tokens[i]: round(math.exp(float(step[i])), 2) for i in most},
-                "underused": {vocab.tokens[i]: round(math.exp(float(step[i])), 2) for i in least},
-            }
-            log.append(row)
-            if progress:
-                over = " ".join(f"{c} {v:.2f}×" for c, v in list(row["overused"].items())[:5])
-                progress(
-                    f"round {r + 1}/{rounds}: {row['poems']:,} poems, {row['characters']:,} characters, "
-                    f"gap from human rates {row['gap']:.3f} (most over-used: {over})"
-                )
-            bias = (bias - eta * step).clamp(-BIAS_LIMIT, BIAS_LIMIT)
-    finally:
-        poet.calibration = before
+    for r in range(rounds):
+        so_far = {"calibration": 1.0, "calibration_bias": bias.float()}  # the bias so far, at full weight
+        in_form = write_each(poet, begins, forms, seed + 7919 * r, **so_far, **opts)
+        free = write_each(poet, begins, ["free"] * len(begins), seed + 7919 * r, **so_far, **opts)
+        written = character_counts(in_form + free, vocab)
+        step = log_ratio(written, human)
+        most = torch.argsort(step, descending=True)[:8].tolist()
+        least = torch.argsort(step)[:8].tolist()
+        row = {
+            "round": r + 1,
+            "poems": len(in_form) + len(free),
+            "characters": int(written.sum()),
+            "gap": round(gap(written, human), 4),
+            "overused": {vocab.tokens[i]: round(math.exp(float(step[i])), 2) for i in most},
+            "underused": {vocab.tokens[i]: round(math.exp(float(step[i])), 2) for i in least},
+        }
+        log.append(row)
+        if progress:
+            over = " ".join(f"{c} {v:.2f}×" for c, v in list(row["overused"].items())[:5])
+            progress(
+                f"round {r + 1}/{rounds}: {row['poems']:,} poems, {row['characters']:,} characters, "
+                f"gap from human rates {row['gap']:.3f} (most over-used: {over})"
+            )
+        bias = (bias - eta * step).clamp(-BIAS_LIMIT, BIAS_LIMIT)
     return bias.float(), log
-
-
-def _write(poet, begins: list[str], forms: list[str], seed: int, opts: dict[str, Any]) -> list[str]:
-    """One poem a begin, each in its form ("free": none) with seed `seed + i`, calibrated."""
-    texts = [""] * len(begins)
-    for form in dict.fromkeys(forms):
-        idx = [i for i, f in enumerate(forms) if f == form]
-        written = poet.write(
-            [begins[i] for i in idx], nums=[1] * len(idx), seeds=[seed + i for i in idx], form=form,
-            calibration=1.0, **opts,
-        )  # fmt: skip
-        for i, poem in zip(idx, written, strict=True):
-            texts[i] = poem.text
-    return texts

@@ -25,12 +25,13 @@ import math
 import statistics
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tangshi.data.corpus import Corpus, load_corpus
+from tangshi.evaluation.writer import Poems, Writer, WrittenPoem, write_each
 from tangshi.prosody import regular as P
 
 BEGINS = "日红山夜湖海月"
@@ -110,7 +111,7 @@ def _mean(xs: list) -> float | None:
 # ---------------------------------------------------------------- one model
 
 
-def generate(poet, setting: str, n: int, seed: int):
+def generate(poet: Writer, setting: str, n: int, seed: int) -> Poems | list[WrittenPoem]:
     """n poems for a setting, deterministic in `seed`."""
     if setting == "free":
         return poet.write([""], num=n, seed=seed)
@@ -133,7 +134,7 @@ def generate(poet, setting: str, n: int, seed: int):
 
 
 def evaluate_model(
-    poet,
+    poet: Writer,
     name: str,
     corpus: Corpus,
     ref: Reference,
@@ -213,7 +214,7 @@ def parse_samplers(spec: str) -> list[tuple[float, float]]:
     return list(dict.fromkeys(out))
 
 
-def default_samplers(poet) -> list[tuple[float, float]]:
+def default_samplers(poet: Writer) -> list[tuple[float, float]]:
     """The checkpoint's default sampler, then EXTRA_SAMPLERS."""
     from tangshi.options import WriteOptions
 
@@ -247,9 +248,11 @@ def human_sample(corpus: Corpus, split: str, n: int, seed: int) -> HumanSample:
     )
 
 
-def write_texts(poet, begins: Sequence[str], forms: Sequence[str], seed: int, **opts: Any) -> tuple[list[str], int]:
-    """One poem a begin, each in its form ("free" for none) with seed `seed + i`, grouped by form into
-    calls of `Poet.write`; a begin the model does not know becomes "" (the model's choice).
+def write_texts(
+    poet: Writer, begins: Sequence[str], forms: Sequence[str], seed: int, **opts: Any
+) -> tuple[list[str], int]:
+    """One poem a begin, each in its form ("free" for none) with seed `seed + i` (`write_each`); a begin
+    the model does not know becomes "" (the model's choice).
     Returns the texts in order and the number of begins replaced."""
     from tangshi.generation.search import resolve_begin
     from tangshi.options import OptionError
@@ -263,15 +266,7 @@ def write_texts(poet, begins: Sequence[str], forms: Sequence[str], seed: int, **
         except OptionError:
             known.append("")
             unknown += 1
-    texts: list[str] = [""] * len(begins)
-    for form in dict.fromkeys(forms):
-        idx = [i for i, f in enumerate(forms) if f == form]
-        written = poet.write(
-            [known[i] for i in idx], nums=[1] * len(idx), seeds=[seed + i for i in idx], form=form, **opts
-        )
-        for i, poem in zip(idx, written, strict=True):
-            texts[i] = poem.text
-    return texts, unknown
+    return write_each(poet, known, forms, seed, **opts), unknown
 
 
 def _timed(f, *args, **kwargs) -> tuple[Any, float]:
@@ -345,7 +340,7 @@ def _coherence(judges: Judges, texts: list[str]) -> dict:
     return {"mean": round(model, 4), "position": round((model - ref["coherence_shuffled"]) / gap, 4) if gap else None}
 
 
-def reader_row(poet, judges: Judges, mode: str, temperature: float, diversity: float) -> dict:
+def reader_row(poet: Writer, judges: Judges, mode: str, temperature: float, diversity: float) -> dict:
     """One sampler in one mode (form: each human poem's form; free): the poems written from the human
     poems' first characters, and what the readers make of them."""
     from tangshi.evaluation import readers as R
@@ -367,7 +362,7 @@ def reader_row(poet, judges: Judges, mode: str, temperature: float, diversity: f
     return row
 
 
-def title_row(poet, judges: Judges, temperature: float, diversity: float) -> dict:
+def title_row(poet: Writer, judges: Judges, temperature: float, diversity: float) -> dict:
     """Poems written for the human poems' titles (no begin character), in their forms: retrieval@1
     of each one's own poem among 10, beside the begin-character baseline. Measured only where
     `Poet.write` takes `title=` and the checkpoint was trained with titles; else a note says why."""
@@ -407,7 +402,7 @@ def _asked_keywords(text: str) -> tuple[str, ...]:
     return tuple(words) if len(words) == 2 and not set(words[0]) & set(words[1]) else ()
 
 
-def keyword_row(poet, judges: Judges, temperature: float, diversity: float) -> dict:
+def keyword_row(poet: Writer, judges: Judges, temperature: float, diversity: float) -> dict:
     """Poems written with two keywords taken from each human poem (`_asked_keywords`, no begin
     character), in its form: the share of keywords present in the poem and in the line the plan
     gave them (`readers.keyword_report`), and the share of poems in their form, rhymed and with every
@@ -452,7 +447,7 @@ def keyword_row(poet, judges: Judges, temperature: float, diversity: float) -> d
     }
 
 
-def author_row(poet, judges: Judges, poems: int, temperature: float, diversity: float) -> dict:
+def author_row(poet: Writer, judges: Judges, poems: int, temperature: float, diversity: float) -> dict:
     """Poems written as each of the attribution's poets (`author=`), in the human sample's forms:
     the share attributed to the poet asked for, per poet and over all (chance 1/20), beside the
     poets' own poems (the reference). Poets the checkpoint does not know are listed, not measured."""
@@ -491,7 +486,9 @@ def author_row(poet, judges: Judges, poems: int, temperature: float, diversity: 
     }
 
 
-def readers_model(poet, name: str, judges: Judges, samplers: Sequence[tuple[float, float]] | None = None) -> dict:
+def readers_model(
+    poet: Writer, name: str, judges: Judges, samplers: Sequence[tuple[float, float]] | None = None
+) -> dict:
     """Every reader's measure of one checkpoint, a row per sampler and mode; the title and author
     rows with the first sampler (the checkpoint's default unless `samplers` says otherwise)."""
     samplers = list(samplers or default_samplers(poet))
@@ -514,27 +511,24 @@ def readers_model(poet, name: str, judges: Judges, samplers: Sequence[tuple[floa
 
 
 def run_suite(
-    checkpoints: dict[str, str | Path | None],
+    poets: Mapping[str, Writer],
     data: list[str | Path],
     split: str = "test",
     poems: int = 100,
     settings: Sequence[str] = SETTINGS,
     seed: int = 1,
-    device: str = "cpu",
     fmt: str = "auto",
     cache_dir: Path | None = None,
     readers: bool = False,
     samplers: Sequence[tuple[float, float]] | None = None,
 ) -> dict:
-    """Every checkpoint (name -> folder, None for the bundled model) and the human reference; with
-    `readers`, how a reader would judge each (`samplers`: temperature:diversity pairs, None for
-    each checkpoint's default and EXTRA_SAMPLERS)."""
-    from tangshi.api import Poet
+    """Every loaded checkpoint (name -> poet, e.g. `api.Poet.load(folder)`) and the human reference; with
+    `readers`, how a reader would judge each (`samplers`: temperature:diversity pairs, None for each
+    checkpoint's default and EXTRA_SAMPLERS)."""
     from tangshi.data.corpus import SPLITS, CorpusError
 
     if split not in ("all", *SPLITS):
         raise CorpusError(f"--split must be all, train, val or test, got {split!r}")
-    poets = {name: Poet.load(path, device=device) for name, path in checkpoints.items()}
     first = next(iter(poets.values()))
     corpus = load_corpus(data, first.ckpt.config.data, fmt=fmt, cache_dir=cache_dir)
     if not corpus.texts_of(split):

@@ -34,8 +34,8 @@ from tangshi.config import DataConfig, RunConfig, TrainConfig
 from tangshi.data.corpus import Corpus, encode_split, load_corpus
 from tangshi.data.lineindex import LineIndex
 from tangshi.data.vocab import PAD, Vocab
+from tangshi.data.words import WordStats
 from tangshi.evaluation.losses import Seqs, batch_loss, collate, condition_ids, mean_loss  # noqa: F401
-from tangshi.generation.planner import WordStats
 from tangshi.model import checkpoint
 from tangshi.model.charrnn import CharRNN
 
