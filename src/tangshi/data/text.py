@@ -1,8 +1,9 @@
 """Script and punctuation of Chinese text: OpenCC simplified <-> traditional, normalisation.
 
 Owns the cached OpenCC converters, `normalise` (whitespace out, half-width punctuation made
-full-width, simplified unless asked for traditional), `to_script` and `variants`. Pure text: no
-torch, no numpy, so prosody (and anything that only reads characters) imports it cheaply.
+full-width, simplified unless asked for traditional), `to_script`, `variants` and `split_at_breaks`
+(the one place that says where a line or a clause ends). Pure text: no torch, no numpy, so prosody
+(and anything that only reads characters) imports it cheaply.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 LINE_BREAKS = "，。！？；：、"  # the punctuation that ends a line
 HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "：", "(": "（", ")": "）"})
 _SPACE = re.compile(r"\s+")
+_BREAKS = re.compile(rf"[{LINE_BREAKS},.!?;:\s]+")  # full- and half-width punctuation, whitespace
 
 
 @lru_cache(maxsize=4)
@@ -48,3 +50,8 @@ def variants(char: str) -> list[str]:
         if v != char and v not in out:
             out.append(v)
     return out
+
+
+def split_at_breaks(text: str) -> list[str]:
+    """The runs of text between punctuation and whitespace: a poem's lines, a 词's clauses."""
+    return [run for run in _BREAKS.split(text) if run]

@@ -28,11 +28,11 @@ character has the wrong tone) the row writes any character and `failures[row]` s
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 
 import torch
 
+from tangshi.data.text import split_at_breaks
 from tangshi.data.vocab import EOS, Vocab
 from tangshi.options import OptionError
 from tangshi.prosody import regular as P
@@ -72,14 +72,13 @@ def get_form(name: str) -> Form:
 
 
 OPEN = "＿_"  # an open place of a template
-_TEMPLATE_BREAKS = re.compile(r"[，。！？；：、,.!?;:\s]+")
 
 
 def parse_template(text: str, form: str = "free") -> tuple[Form, dict[tuple[int, int], str]]:
     """A poem with open places (`OPEN`) -> (its regular form, {(line, place): fixed character}, both
     0-based). The form is `form` when one is given (the template must have its shape), else the one
     whose shape the template has."""
-    lines = [ln for ln in _TEMPLATE_BREAKS.split(text) if ln]
+    lines = split_at_breaks(text)
     if form != "free":
         f = get_form(form)
     else:

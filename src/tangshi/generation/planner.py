@@ -47,14 +47,13 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from tangshi.data.text import normalise
+from tangshi.data.text import normalise, split_at_breaks
 from tangshi.data.vocab import write_atomic
 from tangshi.generation.constraints import ALL_TYPES, FREE_MAX, Form, FormError, VocabProsody, template_fits
 from tangshi.prosody import regular as P
 
 FILE = "words.safetensors"
 VERSION = 2
-_LINE = re.compile(r"[，。？！；：、,.?!;:\s]+")
 # characters that carry no subject: left out of a free text's words and of the planned ones
 STOP = set(
     "之乎者也矣焉哉兮而以其于与及且若所为则乃亦即又或的了是在和我你他她它们这那着吗呢吧啊很都就把被给从向对不无有一"
@@ -190,7 +189,7 @@ class Kin:
         keep = [i for i, t in enumerate(titles) if subject(t)]
         names = sorted({genres[i] for i in keep}) if genres is not None else [""]
         out = {stats.index[w] for w in STOP | stats.bound if w in stats.index}
-        bags = [[w for w in stats._bag([ln for ln in _LINE.split(texts[i]) if ln]) if w not in out] for i in keep]
+        bags = [[w for w in stats._bag(split_at_breaks(texts[i])) if w not in out] for i in keep]
         df = np.bincount([w for b in bags for w in b], minlength=len(stats.words))
         out = {w for w in np.flatnonzero(df > max_share * len(keep)).tolist() if len(stats.words[w]) == 1}
         bags = [[w for w in b if w not in out] for b in bags]
@@ -332,7 +331,7 @@ class WordStats:
         """Statistics of poem texts (the train split) and, when given, their titles (and the index of
         titles, `Kin`, with each poem's genre from `genres`); with `authors` (aligned with `texts`), the
         manner of each poet of `poets`."""
-        lines = [[ln for ln in _LINE.split(t) if ln] for t in texts]
+        lines = [split_at_breaks(t) for t in texts]
         words, counts = _word_list(lines, min_count, min_pmi, min_boundary)
         empty = Neighbours(np.zeros(len(words) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float16))
         stats = cls(words, counts, empty, empty)

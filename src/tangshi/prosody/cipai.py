@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -314,13 +313,10 @@ def search(query: str = "") -> list[Cipai]:
 
 # ---------------------------------------------------------------- a 词 against its pattern
 
-_CLAUSE = re.compile(r"[，。？！；：、,.?!;:\s]+")
-
 
 def clauses_of(text: str) -> list[str]:
     """A 词's clauses: the runs of Han characters between punctuation (notes and quotes left out)."""
-    text = P._QUOTES.sub("", P._NOTES.sub("", normalise(text)))
-    return [c for c in _CLAUSE.split(text) if c]
+    return P.split_lines(normalise(text))
 
 
 @dataclass

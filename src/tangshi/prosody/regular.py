@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
-from tangshi.data.text import converter, normalise
+from tangshi.data.text import converter, normalise, split_at_breaks
 
 PING, ZE = "平", "仄"
 
@@ -163,7 +163,6 @@ def find_group(name: str) -> str | None:
 
 _NOTES = re.compile(r"（[^）]*）|\([^)]*\)|\[[^\]]*\]|〖[^〗]*〗|\{[^}]*\}|【[^】]*】")
 _QUOTES = re.compile(r"[“”‘’「」『』\"'《》〈〉]")
-_SPLIT = re.compile(r"[，。？！；：、,.?!;:\s]+")
 FORMS = {"五绝": (4, 5), "七绝": (4, 7), "五律": (8, 5), "七律": (8, 7)}
 
 
@@ -174,7 +173,7 @@ def is_han(ch: str) -> bool:
 def split_lines(text: str) -> list[str]:
     """Lines of a poem: notes and quote marks dropped, split at punctuation and whitespace."""
     text = _QUOTES.sub("", _NOTES.sub("", text))
-    return [ln for ln in _SPLIT.split(text) if ln]
+    return split_at_breaks(text)
 
 
 def join_lines(lines: Sequence[str]) -> str:
