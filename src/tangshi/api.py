@@ -34,15 +34,21 @@ from tangshi.evaluation.calibration import NO_GENRE, Calibration
 from tangshi.generation import constraints as forms
 from tangshi.generation import planner as planning
 from tangshi.generation import search as compose
-from tangshi.generation.sampling import DEFAULT_DIVERSITY, Sampler
+from tangshi.generation.sampling import Sampler
 from tangshi.generation.search import Poem
 from tangshi.model import checkpoint
 from tangshi.model.checkpoint import Checkpoint, CheckpointError
-from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions, check_begin
+from tangshi.options import (
+    CALIBRATED_COHESION,
+    DEFAULT_COHESION,
+    DEFAULT_DIVERSITY,
+    MAX_TEMPLATE,
+    OptionError,
+    WriteOptions,
+    check_begin,
+)
 from tangshi.prosody import regular as prosody
 
-DEFAULT_COHESION = 0.5  # the line steering's weight unless told (docs/about-something.md)
-CALIBRATED_COHESION = 0.8  # the same where the frequency calibration applies (docs/about-something.md)
 GUIDANCE = 2.0  # title guidance unless told, for a poem without a plan (docs/about-something.md)
 PLANNED_GUIDANCE = 4.0  # the same for a poem with a plan (from its title, keywords or theme)
 
@@ -283,7 +289,7 @@ class Poet:
         report = prosody.check(text)
         if report.form == "other":
             shape = prosody.shape(report.lines) or "no"
-            raise OptionError(f"--poem has lines of {shape} characters: not a 五绝, 七绝, 五律 or 七律", "poem")
+            raise OptionError(f"--poem has lines of {shape} characters: not a {prosody.FORMS_IN_WORDS}", "poem")
         if not 1 <= line <= len(report.lines):
             raise OptionError(f"--line {line}: the poem has lines 1 to {len(report.lines)}", "line")
         opts = opts.replace(template=_open_line(report.lines, line), form=report.form).validate()

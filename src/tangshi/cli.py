@@ -18,18 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from tangshi import __version__
-from tangshi.config import SECTIONS, ConfigError, ServeConfig, apply_overrides, load_preset, preset_names
+from tangshi.config import DEVICES, SECTIONS, ConfigError, ServeConfig, apply_overrides, load_preset, preset_names
+from tangshi.evaluation import EXTRA_SAMPLERS, SETTINGS
 from tangshi.options import MAX_BEGIN, NAMES, SPECS, OptionError, WriteOptions
-
-SETTINGS = (
-    "free",
-    "begin",
-    "五绝",
-    "七绝",
-    "五律",
-    "七律",
-    "acrostic",
-)  # tangshi.evaluation.suite.SETTINGS, without torch
+from tangshi.prosody.regular import FORMS_IN_WORDS
 
 # glibc returns every step's activations to the kernel and faults them back in; these settings
 # make its heap recycle them instead (1.6-1.9x faster training on CPU, see README).
@@ -160,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
     wr.add_argument("--json", action="store_true", help="one JSON object a poem (with its prosody report)")
     wr.add_argument("--explain", action="store_true", help="print each line's tones and the rhyme group")
-    wr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    wr.add_argument("--device", default="cpu", choices=DEVICES)
     _add_write_options(wr)
 
     ch = sub.add_parser(
@@ -169,9 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ch.add_argument("texts", nargs="+", help="poem texts ('-': one poem a line on stdin)")
     ch.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
-    ch.add_argument("--suggest", type=int, default=5, help="characters suggested a broken place (default: 5; 0: none)")
+    ch.add_argument(
+        "--suggest", type=int, default=5, help="characters suggested a broken place (default: %(default)s; 0: none)"
+    )
     ch.add_argument("--json", action="store_true", help="one JSON object a poem")
-    ch.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ch.add_argument("--device", default="cpu", choices=DEVICES)
 
     li = sub.add_parser(
         "lines",
@@ -180,11 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
         "tones), every other character kept; ranked by the log-likelihood of the whole poem with the line in "
         "place, the prefix-only rank beside.",
     )
-    li.add_argument("--poem", required=True, help="the poem (a 五绝, 七绝, 五律 or 七律)")
+    li.add_argument("--poem", required=True, help=f"the poem (a {FORMS_IN_WORDS})")
     li.add_argument("--line", type=int, required=True, help="the line to rewrite, from 1")
     li.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
     li.add_argument("--json", action="store_true", help="one JSON object an alternative")
-    li.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    li.add_argument("--device", default="cpu", choices=DEVICES)
     _add_write_options(li)
 
     ev = sub.add_parser(
@@ -204,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=1)
     ev.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
     ev.add_argument("--plots", type=Path, help="write PNG plots (loss curves, compliance, diversity) here")
-    ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ev.add_argument("--device", default="cpu", choices=DEVICES)
     ev.add_argument(
         "--readers",
         action="store_true",
@@ -215,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--samplers",
         metavar="T:D,...",
         help="with --readers: temperature:diversity pairs to compare, e.g. 0.8:0.35,1.0:0 "
-        "(default: the checkpoint's default sampler, 1.0:0 and 0.9:0.1)",
+        f"(default: the checkpoint's default sampler, {' and '.join(f'{t}:{d:g}' for t, d in EXTRA_SAMPLERS)})",
     )
     _common(ev)
 
