@@ -135,10 +135,6 @@ def test_to_script_both_ways():
     assert text.to_script("函谷壮皇居", "traditional") == "函谷壯皇居"
 
 
-def test_corpus_still_exports_the_text_helpers():
-    assert (corpus.normalise, corpus.to_script, corpus.variants) == (text.normalise, text.to_script, text.variants)
-
-
 def test_train_max_length_adds_long_poems_to_training_only(tmp_path):
     cfg = DataConfig(max_length=12, val_fraction=0.3, test_fraction=0.3)
     short = [f"月明{i:03d}，山高。" for i in range(60)]

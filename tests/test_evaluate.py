@@ -74,4 +74,3 @@ def test_mean_loss_is_the_one_training_validates_with():
     from tangshi.training import train
 
     assert train.mean_loss is evaluate.mean_loss and train.collate is evaluate.collate
-    assert train.batch_loss is evaluate.batch_loss

@@ -603,19 +603,19 @@ def cmd_authors(args: argparse.Namespace) -> int:
 
 def cmd_cipai(args: argparse.Namespace) -> int:
     """Every 词牌 (or those matching the query) a line; one exact name shows its formats' patterns."""
-    from tangshi.prosody import cipai as ci
+    from tangshi.prosody import cipai
 
     exact = None
     if args.query and not args.query.isdigit():
         try:
-            exact = ci.find(args.query)
-        except ci.CiError:
+            exact = cipai.find(args.query)
+        except cipai.CiError:
             pass
-    found = [exact] if exact is not None else ci.search(args.query)
+    found = [exact] if exact is not None else cipai.search(args.query)
     if not found and args.query.isdigit():
-        raise ci.CiError(f"no 词牌 of {args.query} characters in the 词谱", "cipai")
+        raise cipai.CiError(f"no 词牌 of {args.query} characters in the 词谱", "cipai")
     if not found:
-        ci.find(args.query)  # names the nearest ones
+        cipai.find(args.query)  # names the nearest ones
     if args.json:
         out = [{"name": c.name, "aliases": list(c.aliases), "type": c.kind,
                 "formats": [{"format": f.number, "source": f.source, "chars": f.chars, "clauses": f.lengths,
@@ -680,12 +680,12 @@ def _poem_texts(inputs: list[str], fmt: str) -> tuple[list[tuple[str, str]], boo
 
 
 def cmd_prosody(args: argparse.Namespace) -> int:
-    from tangshi.prosody import cipai as ci
+    from tangshi.prosody import cipai
     from tangshi.prosody.regular import Summary, check
 
     poems, from_paths = _poem_texts(args.inputs, args.format)
     if args.cipai:
-        ci.find(args.cipai)  # an unknown 词牌 is named before anything is read
+        cipai.find(args.cipai)  # an unknown 词牌 is named before anything is read
         poems = [(t, args.cipai) for t, _ in poems]
     shi = [t for t, c in poems if not c]
     cis = [(t, c) for t, c in poems if c]
@@ -697,18 +697,18 @@ def cmd_prosody(args: argparse.Namespace) -> int:
             if not args.json:
                 print(summary.table())
         if cis:
-            cs = ci.CiSummary.of(cis, top=args.top)
+            cs = cipai.CiSummary.of(cis, top=args.top)
             out["ci"] = {"ci": cs.ci, "unknown_cipai": cs.unknown_cipai, "rows": cs.rows}
             if not args.json:
                 print(("\n" if shi else "") + cs.table())
         if args.json:
             print(json.dumps(out.get("shi", out) if not cis else out, ensure_ascii=False))
         return 0
-    for i, (text, cipai) in enumerate(poems):
+    for i, (text, name) in enumerate(poems):
         report = check(text)
-        found = ci.check(text, cipai, args.format_number) if cipai else None
+        found = cipai.check(text, name, args.format_number) if name else None
         if found is None and report.form == "other":
-            found = ci.identify(text)
+            found = cipai.identify(text)
         if found is not None:
             _print_ci(found, args.json, i)
         else:

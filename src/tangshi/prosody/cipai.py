@@ -24,7 +24,7 @@ from importlib import resources
 
 from tangshi.data.text import converter, normalise
 from tangshi.options import OptionError
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 
 NUMERALS = "一二三四五六七八九十"
 
@@ -43,7 +43,7 @@ class CiRhyme:
 
     @property
     def name(self) -> str:
-        return f"第{bu_numeral(self.bu)}部{'上去' if self.kind == P.ZE else self.kind}"
+        return f"第{bu_numeral(self.bu)}部{'上去' if self.kind == regular.ZE else self.kind}"
 
 
 def bu_numeral(n: int) -> str:
@@ -83,7 +83,7 @@ _GUANGYUN_FORMS = {"魂": "䰟"}
 
 
 def _kind(tone: str) -> str:
-    return P.PING if tone == "平" else "入" if tone == "入" else P.ZE
+    return regular.PING if tone == "平" else "入" if tone == "入" else regular.ZE
 
 
 def _guangyun_bu(ch: str, kind: str) -> set[int]:
@@ -91,7 +91,7 @@ def _guangyun_bu(ch: str, kind: str) -> set[int]:
     import tshet_uinh
 
     out = set()
-    forms = {ch, converter("s2t").convert(ch), *P._variant_index().get(ch, ())}
+    forms = {ch, converter("s2t").convert(ch), *regular._variant_index().get(ch, ())}
     forms |= {_GUANGYUN_FORMS[f] for f in list(forms) if f in _GUANGYUN_FORMS}
     for form in forms:
         for hit in tshet_uinh.資料.query字頭(form):
@@ -116,11 +116,11 @@ def _guangyun_bu(ch: str, kind: str) -> set[int]:
 def rhymes(ch: str) -> frozenset[CiRhyme]:
     """Every 词林正韵 reading of a character (simplified or traditional); empty when unknown."""
     out: set[CiRhyme] = set()
-    for r in P.readings(ch):
+    for r in regular.readings(ch):
         tone = "平" if "平" in r.group else r.group[:1]
         kind = _kind(tone) if r.group else None
         if not r.group:  # a reading from the 廣韻 without a 平水韵 group: the 廣韻 says
-            for k in (P.PING,) if r.tone == P.PING else (P.ZE, "入"):
+            for k in (regular.PING,) if r.tone == regular.PING else (regular.ZE, "入"):
                 out |= {CiRhyme(b, k) for b in _guangyun_bu(ch, k)}
             continue
         name = r.rhyme
@@ -134,12 +134,14 @@ def rhymes(ch: str) -> frozenset[CiRhyme]:
 
 def rhyme_classes() -> list[CiRhyme]:
     """Every 部 and kind a rhyme can be: 平 and 上去 of 部 1–14, 入 of 部 15–19."""
-    return [CiRhyme(b, k) for b in range(1, 15) for k in (P.PING, P.ZE)] + [CiRhyme(b, "入") for b in range(15, 20)]
+    return [CiRhyme(b, k) for b in range(1, 15) for k in (regular.PING, regular.ZE)] + [
+        CiRhyme(b, "入") for b in range(15, 20)
+    ]
 
 
 def fits_tone(rhyme: CiRhyme, tone: str) -> bool:
     """Whether a reading can fill a rhyme of this tone (平; 仄 takes 上去 and 入)."""
-    return rhyme.kind == P.PING if tone == P.PING else rhyme.kind != P.PING
+    return rhyme.kind == regular.PING if tone == regular.PING else rhyme.kind != regular.PING
 
 
 # ---------------------------------------------------------------- 词谱
@@ -316,14 +318,7 @@ def search(query: str = "") -> list[Cipai]:
 
 def clauses_of(text: str) -> list[str]:
     """A 词's clauses: the runs of Han characters between punctuation (notes and quotes left out)."""
-    return P.split_lines(normalise(text))
-
-
-@dataclass
-class Position:
-    char: str
-    need: str  # 平, 仄 or 中
-    tones: str  # the character's: 平, 仄, * both, ? unknown
+    return regular.split_lines(normalise(text))
 
 
 @dataclass
@@ -388,7 +383,7 @@ def group_bu(chars: Sequence[str], tone: str, ye: Sequence[bool]) -> tuple[CiRhy
 def score(text_chars: str, f: CiFormat) -> CiReport:
     """Tones and rhymes of a 词's characters (as many as the format has) against the format."""
     report = CiReport(f.cipai, f.number, f.source, pattern=f.describe())
-    marks = "".join(P.tone_mark(ch) for ch in text_chars)
+    marks = "".join(regular.tone_mark(ch) for ch in text_chars)
     report.unknown = sorted({ch for ch, m in zip(text_chars, marks, strict=True) if m == "?"})
     for need, m in zip(f.tones, marks, strict=True):
         if need in "平仄" and m != "?":

@@ -34,14 +34,11 @@ from tangshi.config import DataConfig, RunConfig, TrainConfig
 from tangshi.data.corpus import Corpus, encode_split, load_corpus
 from tangshi.data.lineindex import LineIndex
 from tangshi.data.vocab import PAD, Vocab
-from tangshi.evaluation.losses import Seqs, batch_loss, collate, condition_ids, mean_loss  # noqa: F401
+from tangshi.evaluation.losses import Seqs, collate, condition_ids, mean_loss
 from tangshi.generation.planner import WordStats
 from tangshi.model import checkpoint
 from tangshi.model.charrnn import CharRNN
-
-# resolve_device, autocast_dtype, cpu_has_bf16, collate, batch_loss and mean_loss live in device.py
-# and evaluate.py; they stay importable from here
-from tangshi.model.device import autocast_dtype, cpu_has_bf16, resolve_device  # noqa: F401
+from tangshi.model.device import autocast_dtype, resolve_device
 from tangshi.training import distributed
 from tangshi.training.distributed import World
 
