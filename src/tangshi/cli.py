@@ -24,18 +24,17 @@ from tangshi.options import MAX_BEGIN, NAMES, SPECS, OptionError, WriteOptions
 from tangshi.prosody.regular import FORMS_IN_WORDS
 
 # glibc returns every step's activations to the kernel and faults them back in; these settings
-# make its heap recycle them instead (1.6-1.9x faster training on CPU, see README).
+# make its heap recycle them instead (training on CPU is much faster: docs/speed.md has the figures).
 _MALLOC_ENV = {
     "MALLOC_MMAP_MAX_": "0",
     "MALLOC_TRIM_THRESHOLD_": "68719476736",
     "MALLOC_TOP_PAD_": "1073741824",
 }
 # oneDNN (bf16 on CPU) caches a compiled kernel per matrix and recurrent-layer shape. The output
-# layer's rows are padded to a few shapes (`model.ROW_MULTIPLE`, `TAIL_ROW_MULTIPLE`), but a step of
-# the adaptive softmax alone uses some 20: with room for 16 they were compiled again at every step.
-# 64 (measured on a Xeon with AMX, docs/speed.md): the seed-pytorch model's fast trainer 1.4x faster;
-# the bundled preset 4.3 GB resident after 320 steps (2.9 GB with 16, 5.8 GB with 1,024: its
-# recurrent layers' kernels hold memory in proportion to the sequence length).
+# layer's rows are padded to a few shapes (`ROW_MULTIPLE`, `TAIL_ROW_MULTIPLE` in `model.charrnn`),
+# but a step of the adaptive softmax alone uses some 20: a smaller cache compiles them again at every
+# step, a larger one holds more memory (the recurrent layers' kernels grow with the sequence length).
+# Speed and memory by cache size: docs/speed.md.
 _ONEDNN_CACHE = "64"
 
 

@@ -124,8 +124,8 @@ def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
 def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_`, the same gradients and the same norm returned, without its
     multiplication by exactly 1 when the norm is within `max_norm` on a CPU (there the check costs
-    nothing, and the multiplication a pass over every gradient: ~0.7 ms a step of the seed-pytorch
-    model on a 2-core Xeon, where 98 % of the steps of a run's start were not clipped)."""
+    nothing, the multiplication a pass over every gradient, and most steps are not clipped: the time
+    it saves is in docs/speed.md)."""
     params = list(parameters)
     total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     if total.device.type == "cpu" and float(torch.clamp(max_norm / (total + 1e-6), max=1.0)) == 1.0:
