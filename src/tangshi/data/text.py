@@ -1,9 +1,10 @@
 """Script and punctuation of Chinese text: OpenCC simplified <-> traditional, normalisation.
 
-Owns the cached OpenCC converters, `normalise` (whitespace out, half-width punctuation made
-full-width, simplified unless asked for traditional), `to_script`, `variants`, `split_at_breaks`
-(the one place that says where a line or a clause ends) and `in_words` (names as messages list them). Pure text: no torch, no numpy, so prosody
-(and anything that only reads characters) imports it cheaply.
+Owns the script names (`SCRIPTS`), the cached OpenCC converters, `normalise` (whitespace out,
+half-width punctuation made full-width, simplified unless asked for traditional), `to_script`,
+`variants`, `split_at_breaks` (the one place that says where a line or a clause ends) and
+`in_words` (names as messages list them). Pure text: no torch, no numpy, so prosody (and anything
+that only reads characters) imports it cheaply.
 """
 
 from __future__ import annotations

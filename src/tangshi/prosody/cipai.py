@@ -1,7 +1,7 @@
 """词 (ci): the rhyme 部 of the 词林正韵, the 词谱 of the 词牌, and how well a 词 keeps its pattern.
 
 The 词林正韵 (戈载, 1821) puts 平, 上 and 去 of a rhyme together in 14 部 and the 入声 in 5 more.
-A character's 部 is derived from its 平水韵 readings (`prosody.readings`, with their fallbacks) by
+A character's 部 is derived from its 平水韵 readings (`regular.readings`, with their fallbacks) by
 the standard mapping (docs/prosody.md#词林正韵), group by group; where the mapping splits a 平水韵
 group (灰 贿 队, 泰, 佳 蟹 卦, 元 阮 愿, 叶), the character's 廣韻 rhyme (tshet-uinh) decides, and a
 character the 廣韻 lacks keeps both halves. A 仄 rhyme is 上去 of one 部 (1–14) or 入声 of one 部
