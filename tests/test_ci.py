@@ -116,7 +116,7 @@ def test_prosody_check_reads_ci_files(tmp_path, capsys):
     records = [{"author": "苏轼", "rhythmic": "水调歌头", "paragraphs": [SHUIDIAO]},
                {"author": "晏殊", "rhythmic": "浣溪沙", "paragraphs": [HUANXI]},
                {"author": "无名氏", "rhythmic": "失调名", "paragraphs": ["某某某某。"]}]  # fmt: skip
-    (tmp_path / "cipai.song.0.json").write_text(json.dumps(records, ensure_ascii=False), "utf-8")
+    (tmp_path / "ci.song.0.json").write_text(json.dumps(records, ensure_ascii=False), "utf-8")
     assert main(["prosody", "check", str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)["ci"]
     assert out["ci"] == 3 and out["unknown_cipai"] == 1
