@@ -52,7 +52,8 @@ from tangshi.data.corpus import encode_split, load_corpus
 from tangshi.data.vocab import BOS, EOS, PAD
 from tangshi.evaluation.losses import collate
 from tangshi.model.charrnn import _CELLS, linear_cross_entropy
-from tangshi.training.train import Trainer, cpu_has_bf16
+from tangshi.model.device import cpu_has_bf16
+from tangshi.training.train import Trainer
 from write_latency import median_ms  # this folder is on the path of a script run from it
 
 # ---------------------------------------------------------------- machine

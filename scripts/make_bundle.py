@@ -29,9 +29,11 @@ from tangshi.data.corpus import encode_split, load_corpus
 from tangshi.data.words import WordStats
 from tangshi.evaluation.losses import condition_ids, mean_loss
 from tangshi.evaluation.suite import BEGINS, markdown, run_suite
-from tangshi.generation.sampling import DEFAULT_DIVERSITY, Sampler
-from tangshi.model import checkpoint, count_parameters
+from tangshi.generation.sampling import Sampler
+from tangshi.model import checkpoint
+from tangshi.model.charrnn import count_parameters
 from tangshi.model.checkpoint import model_tensors, quantize_int8
+from tangshi.options import DEFAULT_DIVERSITY
 
 # bytes the bundled model's folder may take (weights, line index, plan statistics and title index, vocabulary, card)
 LIMIT = 18 * 10**6

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tangshi.cli import main
-from tangshi.prosody import cipai as ci
+from tangshi.prosody import cipai
 
 SHUIDIAO = (
     "明月几时有？把酒问青天。不知天上宫阙，今夕是何年。我欲乘风归去，又恐琼楼玉宇，高处不胜寒。起舞弄清影，"
@@ -23,7 +23,7 @@ HUANXI = "一曲新词酒一杯，去年天气旧亭台。夕阳西下几时回�
 
 
 def names(ch: str) -> set[str]:
-    return {r.name for r in ci.rhymes(ch)}
+    return {r.name for r in cipai.rhymes(ch)}
 
 
 @pytest.mark.parametrize(
@@ -63,52 +63,52 @@ def test_split_groups_follow_the_guangyun(ch, bu, not_bu):
 
 
 def test_ru_is_never_shangqu_and_unknown_characters_have_none():
-    assert all(r.kind == "入" for r in ci.rhymes("雪"))
-    assert ci.rhymes("a") == frozenset()
+    assert all(r.kind == "入" for r in cipai.rhymes("雪"))
+    assert cipai.rhymes("a") == frozenset()
 
 
 def test_the_cipu_has_the_common_cipai_with_aliases():
-    assert len(ci.catalogue()) > 700
-    assert ci.find("浣溪沙").formats[0].chars == 42
-    assert ci.find("酹江月").name == "念奴娇"  # an alias
-    assert ci.find("水調歌頭").name == "水调歌头"  # traditional
-    assert ci.known("酹江月") and ci.known("水調歌頭") and not ci.known("浣溪纱")
-    f = ci.find("浣溪沙").formats[0]
+    assert len(cipai.catalogue()) > 700
+    assert cipai.find("浣溪沙").formats[0].chars == 42
+    assert cipai.find("酹江月").name == "念奴娇"  # an alias
+    assert cipai.find("水調歌頭").name == "水调歌头"  # traditional
+    assert cipai.known("酹江月") and cipai.known("水調歌頭") and not cipai.known("浣溪纱")
+    f = cipai.find("浣溪沙").formats[0]
     assert f.lengths == [7, 7, 7, 7, 7, 7] and f.breaks == [2]  # 上阕 three lines, 下阕 three
     assert sorted(f.rhyme_at) == [6, 13, 20, 34, 41]
-    assert [c.name for c in ci.search("木兰花")][:1] == ["减字木兰花"]
-    assert all(any(f.chars == 42 for f in c.formats) for c in ci.search("42"))
+    assert [c.name for c in cipai.search("木兰花")][:1] == ["减字木兰花"]
+    assert all(any(f.chars == 42 for f in c.formats) for c in cipai.search("42"))
 
 
 def test_an_unknown_cipai_names_the_nearest():
-    with pytest.raises(ci.CiError, match="nearest: .*浣溪沙") as e:
-        ci.find("浣溪纱")
+    with pytest.raises(cipai.CiError, match="nearest: .*浣溪沙") as e:
+        cipai.find("浣溪纱")
     assert e.value.field == "cipai"
-    with pytest.raises(ci.CiError, match="formats 1 to"):
-        ci.find("浣溪沙").format(99)
+    with pytest.raises(cipai.CiError, match="formats 1 to"):
+        cipai.find("浣溪沙").format(99)
 
 
 def test_a_ci_kept_to_its_pattern():
-    r = ci.check(SHUIDIAO, "水调歌头")
+    r = cipai.check(SHUIDIAO, "水调歌头")
     assert r.in_pattern and r.rhyme_ok and r.tones == 1.0
     assert set(r.groups) == {"第七部平"} and len(r.rhymes) == 8
     assert len(r.parts) == 2 and r.parts[1].startswith("转朱阁，低绮户，照无眠。")
 
 
 def test_a_rhyme_outside_its_bu_is_named():
-    r = ci.check(NIANNU, "念奴娇")
+    r = cipai.check(NIANNU, "念奴娇")
     off = [x.char for x in r.rhymes if not x.ok]
     assert r.in_pattern and off == ["壁"] and r.groups == ["第十八部入"]  # 壁 is 锡, 第十七部
 
 
 def test_a_ci_without_its_cipai_is_identified():
-    r = ci.identify(HUANXI)
+    r = cipai.identify(HUANXI)
     assert r is not None and r.cipai == "浣溪沙" and r.in_pattern
-    assert ci.identify("一二三四五六七八九十，一二三") is None  # 10 + 3: no 词牌 has these clauses
+    assert cipai.identify("一二三四五六七八九十，一二三") is None  # 10 + 3: no 词牌 has these clauses
 
 
 def test_wrong_lengths_are_no_format():
-    r = ci.check("一曲新词酒一杯", "浣溪沙")
+    r = cipai.check("一曲新词酒一杯", "浣溪沙")
     assert r.format == 0 and not r.in_pattern
 
 

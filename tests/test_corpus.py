@@ -135,8 +135,16 @@ def test_to_script_both_ways():
     assert text.to_script("函谷壮皇居", "traditional") == "函谷壯皇居"
 
 
-def test_corpus_still_exports_the_text_helpers():
-    assert (corpus.normalise, corpus.to_script, corpus.variants) == (text.normalise, text.to_script, text.variants)
+def test_split_at_breaks_cuts_at_every_kind_of_punctuation_and_space():
+    assert text.split_at_breaks("床前明月光，疑是地上霜。") == ["床前明月光", "疑是地上霜"]
+    assert text.split_at_breaks(" 春眠,不觉晓!\n处处？闻啼鸟；：、") == ["春眠", "不觉晓", "处处", "闻啼鸟"]
+    assert text.split_at_breaks("，。 ") == [] and text.split_at_breaks("＿＿月") == ["＿＿月"]
+
+
+def test_in_words_lists_names_as_messages_do():
+    assert text.in_words(["五绝", "七绝", "五律", "七律"]) == "五绝, 七绝, 五律 or 七律"
+    assert text.in_words(("simplified", "traditional")) == "simplified or traditional"
+    assert text.in_words(["free"]) == "free"
 
 
 def test_train_max_length_adds_long_poems_to_training_only(tmp_path):

@@ -10,7 +10,16 @@ import pytest
 
 from tangshi import cli
 from tangshi.config import ServeConfig
-from tangshi.options import NAMES, SPECS, OptionError, WriteOptions
+from tangshi.evaluation import EXTRA_SAMPLERS, SETTINGS
+from tangshi.options import (
+    CALIBRATED_COHESION,
+    DEFAULT_COHESION,
+    DEFAULT_DIVERSITY,
+    NAMES,
+    SPECS,
+    OptionError,
+    WriteOptions,
+)
 from tangshi.serve.schemas import request_model
 
 SERVER = ServeConfig(max_num=8, max_beam=4)
@@ -82,7 +91,7 @@ def test_poet_write_takes_exactly_the_options():
         ({"form": "词"}, "form", "--form must be one of free, 五绝, 七绝, 五律, 七律, got '词'"),
         ({"rhyme": "阳" * 17}, "rhyme", "--rhyme must be at most 16 characters, got 17"),
         ({"greedy": 1}, "greedy", "--greedy must be bool, got 1"),
-        ({"rhyme": "阳"}, "rhyme", "--rhyme needs --form"),
+        ({"rhyme": "阳"}, "rhyme", "--rhyme needs --form (五绝, 七绝, 五律 or 七律)"),
     ],
 )
 def test_bad_values_name_the_option(changes, field, message):
@@ -98,3 +107,15 @@ def test_the_cli_refuses_what_the_options_refuse(capsys):
     assert "--num must be >= 1 and <= 1000" in capsys.readouterr().err
     assert cli.main(["write", "月" * 1000]) == 2
     assert "has 1000 characters, at most 16" in capsys.readouterr().err
+
+
+def test_help_strings_show_the_defaults_the_code_applies(capsys):
+    helps = {s.name: s.help for s in SPECS}
+    assert f"(none: {DEFAULT_DIVERSITY:g} where the checkpoint keeps its character counts" in helps["diversity"]
+    cohesion = f"{CALIBRATED_COHESION:g} with its frequency calibration and {DEFAULT_COHESION:g} without"
+    assert cohesion in helps["cohesion"]
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--help"])
+    eval_help = " ".join(capsys.readouterr().out.split())
+    assert "from: " + ", ".join(SETTINGS) in eval_help
+    assert " and ".join(f"{t}:{d:g}" for t, d in EXTRA_SAMPLERS) in eval_help

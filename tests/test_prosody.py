@@ -9,46 +9,51 @@ import pytest
 
 from conftest import TANG, need_shared_data
 from tangshi.cli import main
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 
 CHUNWANG = "国破山河在，城春草木深。感时花溅泪，恨别鸟惊心。烽火连三月，家书抵万金。白头搔更短，浑欲不胜簪。"
 
 
 def test_readings_through_variants_and_repairs():
-    assert P.readings("东") == {P.Reading("平", "上平声一东")}  # simplified, found through 東
-    assert P.Reading("平", "下平声一先") in P.readings("先")  # missing from the table's 一先
-    assert P.tones("啼") == {"平"} and P.tones("溪") == {"平"}  # missing characters
-    assert "平" in P.tones("槎")  # listed as 仄 only
-    assert P.tones("看") == {"平", "仄"}  # a polyphone: a wildcard
-    assert not any(ch.isascii() for ch in P._table())  # the stray ASCII inside 入声十七洽 is skipped
-    assert P.readings("A") == frozenset()
+    assert regular.readings("东") == {regular.Reading("平", "上平声一东")}  # simplified, found through 東
+    assert regular.Reading("平", "下平声一先") in regular.readings("先")  # missing from the table's 一先
+    assert regular.tones("啼") == {"平"} and regular.tones("溪") == {"平"}  # missing characters
+    assert "平" in regular.tones("槎")  # listed as 仄 only
+    assert regular.tones("看") == {"平", "仄"}  # a polyphone: a wildcard
+    assert not any(ch.isascii() for ch in regular._table())  # the stray ASCII inside 入声十七洽 is skipped
+    assert regular.readings("A") == frozenset()
 
 
 def test_missing_tshet_uinh_is_an_error_not_empty_readings(monkeypatch):
     monkeypatch.setitem(sys.modules, "tshet_uinh", None)  # import tshet_uinh now raises ImportError
     with pytest.raises(RuntimeError, match="tshet-uinh"):
-        P._guangyun("A")
+        regular._guangyun("A")
 
 
 def test_lines_and_forms():
-    assert P.split_lines("床前明月光（一作看月光），“疑是”地上霜。") == ["床前明月光", "疑是地上霜"]
-    assert P.classify(["白日依山尽", "黄河入海流", "欲穷千里目", "更上一层楼"]) == "五绝"
-    assert P.classify(P.split_lines(CHUNWANG)) == "五律"
-    assert P.classify(["白日依山尽", "黄河入海流", "欲穷千里", "更上一层楼"]) == "other"
-    assert P.classify(["白日依山尽", "黄河入海流", "欲穷千里a", "更上一层楼"]) == "other"
+    assert regular.split_lines("床前明月光（一作看月光），“疑是”地上霜。") == ["床前明月光", "疑是地上霜"]
+    assert regular.classify(["白日依山尽", "黄河入海流", "欲穷千里目", "更上一层楼"]) == "五绝"
+    assert regular.classify(regular.split_lines(CHUNWANG)) == "五律"
+    assert regular.classify(["白日依山尽", "黄河入海流", "欲穷千里", "更上一层楼"]) == "other"
+    assert regular.classify(["白日依山尽", "黄河入海流", "欲穷千里a", "更上一层楼"]) == "other"
 
 
 def test_templates_follow_dui_and_nian():
-    assert P.template("a", 4) == ["a", "B", "b", "A"]
-    assert P.template("A", 8) == ["A", "B", "b", "A", "a", "B", "b", "A"]
-    assert P.template("b", 4) == ["b", "A", "a", "B"]
-    assert P.template("B", 8) == ["B", "A", "a", "B", "b", "A", "a", "B"]
-    assert P.line_pattern("a", 7) == "平平仄仄平平仄" and P.line_pattern("B", 7) == "仄仄平平仄仄平"
-    assert P.checked_positions(5, strict=False) == [1, 3, 4] and P.checked_positions(7, strict=False) == [1, 3, 5, 6]
+    assert regular.template("a", 4) == ["a", "B", "b", "A"]
+    assert regular.template("A", 8) == ["A", "B", "b", "A", "a", "B", "b", "A"]
+    assert regular.template("b", 4) == ["b", "A", "a", "B"]
+    assert regular.template("B", 8) == ["B", "A", "a", "B", "b", "A", "a", "B"]
+    assert regular.line_pattern("a", 7) == "平平仄仄平平仄" and regular.line_pattern("B", 7) == "仄仄平平仄仄平"
+    assert regular.checked_positions(5, strict=False) == [1, 3, 4] and regular.checked_positions(7, strict=False) == [
+        1,
+        3,
+        5,
+        6,
+    ]
 
 
 def test_check_a_regular_poem():
-    r = P.check(CHUNWANG)
+    r = regular.check(CHUNWANG)
     assert (r.form, r.rhyme, r.rhyme_group, r.first_line_rhymes) == ("五律", True, "下平声十二侵", False)
     assert r.template == "a" and r.relaxed == 1.0 and r.relaxed_ok and 0.85 < r.strict < 1
     assert 0 < r.wildcard < 0.5 and r.unknown == []
@@ -57,18 +62,18 @@ def test_check_a_regular_poem():
 
 def test_rhyme_failures():
     # 时 (支) and 飞 (微): neighbouring groups mixed in one poem fail
-    assert P.rhyme_of(["白日依山尽", "春风入此时", "欲穷千里目", "孤鸿天外飞"])[0] is False
+    assert regular.rhyme_of(["白日依山尽", "春风入此时", "欲穷千里目", "孤鸿天外飞"])[0] is False
     # a 仄 final on an even line fails
-    assert P.rhyme_of(["白日依山尽", "黄河入海去", "欲穷千里目", "更上一层楼"])[0] is False
-    ok, group, first = P.rhyme_of(["青山横北郭", "白水绕东城", "此地一为别", "孤蓬万里征"])
+    assert regular.rhyme_of(["白日依山尽", "黄河入海去", "欲穷千里目", "更上一层楼"])[0] is False
+    ok, group, first = regular.rhyme_of(["青山横北郭", "白水绕东城", "此地一为别", "孤蓬万里征"])
     assert ok and group == "下平声八庚" and not first
 
 
 def test_find_group_by_name_short_name_or_character():
-    assert P.find_group("下平声七阳") == P.find_group("阳") == P.find_group("陽") == "下平声七阳"
-    assert P.find_group("光") == "下平声七阳"
-    assert P.find_group("zz") is None
-    assert len(P.group_names()) == 30
+    assert regular.find_group("下平声七阳") == regular.find_group("阳") == regular.find_group("陽") == "下平声七阳"
+    assert regular.find_group("光") == "下平声七阳"
+    assert regular.find_group("zz") is None
+    assert len(regular.group_names()) == 30
 
 
 def test_cli_check_texts_and_errors(capsys):
@@ -103,4 +108,4 @@ def test_reproduces_the_human_baseline_on_the_tang_corpus(capsys):
 
 @pytest.mark.parametrize("ch", ["日", "月", "山"])
 def test_common_characters_have_one_tone(ch):
-    assert len(P.tones(ch)) == 1
+    assert len(regular.tones(ch)) == 1

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import POEMS, TANG, need_shared_data
 from tangshi.evaluation import readers as R
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 
 TEXTS = [c for _, c in POEMS]
 JUEJU = [t for t in TEXTS if R.form_of(t) == "五绝"]  # 11 of the 12
@@ -18,7 +18,7 @@ JUEJU = [t for t in TEXTS if R.form_of(t) == "五绝"]  # 11 of the 12
 def _shifted(text: str) -> str:
     """The same poem in rare characters (CJK extension A; punctuation kept): nothing in common with
     the fixture but the shape."""
-    return "".join(chr(0x3400 + ord(c) % 0x19C0) if P.is_han(c) else c for c in text)
+    return "".join(chr(0x3400 + ord(c) % 0x19C0) if regular.is_han(c) else c for c in text)
 
 
 def _poems_of(alphabet: str, n: int, seed: int) -> list[str]:
@@ -47,8 +47,8 @@ def test_shuffled_poems_keep_their_form_and_take_lines_from_their_peers():
     assert shuffled == R.shuffle_lines(JUEJU, seed=3)  # deterministic
     for original, new in zip(JUEJU, shuffled, strict=True):
         assert new != original and R.form_of(new) == "五绝"
-        for k, line in enumerate(P.split_lines(new)):
-            assert line in {P.split_lines(t)[k] for t in JUEJU}  # the same line index, some poem's
+        for k, line in enumerate(regular.split_lines(new)):
+            assert line in {regular.split_lines(t)[k] for t in JUEJU}  # the same line index, some poem's
     alone = "水光潋滟晴方好，山色空蒙雨亦奇。欲把西湖比西子，淡妆浓抹总相宜。"  # the only 七绝
     assert R.shuffle_lines([*JUEJU, alone, "一二三"], seed=0)[-2:] == [alone, "一二三"]
 

@@ -13,11 +13,12 @@ from safetensors.torch import load_file
 
 from conftest import tiny_config
 from tangshi.config import TrainConfig
+from tangshi.evaluation.losses import collate
 from tangshi.model import checkpoint
 from tangshi.model import device as D
 from tangshi.model.device import DeviceError
 from tangshi.training import train as T
-from tangshi.training.train import TrainError, collate, epoch_batches, lr_at, train
+from tangshi.training.train import TrainError, epoch_batches, lr_at, train
 
 
 def test_epoch_batches_cover_every_poem_once_and_repeat_by_seed():
@@ -235,11 +236,6 @@ def test_precision_choice_per_device():
     else:
         with pytest.raises(DeviceError, match="no bf16 instructions"):
             D.autocast_dtype("bf16", cpu)
-
-
-def test_device_names_stay_importable_from_train():
-    assert T.resolve_device is D.resolve_device and T.autocast_dtype is D.autocast_dtype
-    assert T.cpu_has_bf16 is D.cpu_has_bf16
 
 
 @pytest.mark.skipif(not D.cpu_has_bf16(), reason="this CPU has no bf16 instructions")

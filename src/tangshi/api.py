@@ -40,10 +40,8 @@ from tangshi.generation.search import Poem
 from tangshi.model import checkpoint
 from tangshi.model.charrnn import CharRNN
 from tangshi.model.checkpoint import Checkpoint, CheckpointError
-from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions
+from tangshi.options import CALIBRATED_COHESION, MAX_TEMPLATE, OptionError, WriteOptions
 from tangshi.prosody import regular
-
-CALIBRATED_COHESION = 0.8  # the line steering's weight where the calibration applies (docs/about-something.md)
 
 RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
 CHUNK = 32  # poems a batch when `Poet.stream` writes many
@@ -208,7 +206,7 @@ class Poet:
         report = regular.check(text)
         if report.form == "other":
             shape = regular.shape(report.lines) or "no"
-            raise OptionError(f"--poem has lines of {shape} characters: not a 五绝, 七绝, 五律 or 七律", "poem")
+            raise OptionError(f"--poem has lines of {shape} characters: not a {regular.FORMS_IN_WORDS}", "poem")
         if not 1 <= line <= len(report.lines):
             raise OptionError(f"--line {line}: the poem has lines 1 to {len(report.lines)}", "line")
         opts = opts.replace(template=_open_line(report.lines, line), form=report.form).validate()

@@ -18,32 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from tangshi import __version__
-from tangshi.config import SECTIONS, ConfigError, ServeConfig, apply_overrides, load_preset, preset_names
+from tangshi.config import DEVICES, SECTIONS, ConfigError, ServeConfig, apply_overrides, load_preset, preset_names
+from tangshi.evaluation import EXTRA_SAMPLERS, SETTINGS
 from tangshi.options import MAX_BEGIN, NAMES, SPECS, OptionError, WriteOptions
-
-SETTINGS = (
-    "free",
-    "begin",
-    "五绝",
-    "七绝",
-    "五律",
-    "七律",
-    "acrostic",
-)  # tangshi.evaluation.suite.SETTINGS, without torch
+from tangshi.prosody.regular import FORMS_IN_WORDS
 
 # glibc returns every step's activations to the kernel and faults them back in; these settings
-# make its heap recycle them instead (1.6-1.9x faster training on CPU, see README).
+# make its heap recycle them instead (training on CPU is much faster: docs/speed.md has the figures).
 _MALLOC_ENV = {
     "MALLOC_MMAP_MAX_": "0",
     "MALLOC_TRIM_THRESHOLD_": "68719476736",
     "MALLOC_TOP_PAD_": "1073741824",
 }
 # oneDNN (bf16 on CPU) caches a compiled kernel per matrix and recurrent-layer shape. The output
-# layer's rows are padded to a few shapes (`model.ROW_MULTIPLE`, `TAIL_ROW_MULTIPLE`), but a step of
-# the adaptive softmax alone uses some 20: with room for 16 they were compiled again at every step.
-# 64 (measured on a Xeon with AMX, docs/speed.md): the seed-pytorch model's fast trainer 1.4x faster;
-# the bundled preset 4.3 GB resident after 320 steps (2.9 GB with 16, 5.8 GB with 1,024: its
-# recurrent layers' kernels hold memory in proportion to the sequence length).
+# layer's rows are padded to a few shapes (`ROW_MULTIPLE`, `TAIL_ROW_MULTIPLE` in `model.charrnn`),
+# but a step of the adaptive softmax alone uses some 20: a smaller cache compiles them again at every
+# step, a larger one holds more memory (the recurrent layers' kernels grow with the sequence length).
+# Speed and memory by cache size: docs/speed.md.
 _ONEDNN_CACHE = "64"
 
 
@@ -160,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
     wr.add_argument("--json", action="store_true", help="one JSON object a poem (with its prosody report)")
     wr.add_argument("--explain", action="store_true", help="print each line's tones and the rhyme group")
-    wr.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    wr.add_argument("--device", default="cpu", choices=DEVICES)
     _add_write_options(wr)
 
     ch = sub.add_parser(
@@ -169,9 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ch.add_argument("texts", nargs="+", help="poem texts ('-': one poem a line on stdin)")
     ch.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
-    ch.add_argument("--suggest", type=int, default=5, help="characters suggested a broken place (default: 5; 0: none)")
+    ch.add_argument(
+        "--suggest", type=int, default=5, help="characters suggested a broken place (default: %(default)s; 0: none)"
+    )
     ch.add_argument("--json", action="store_true", help="one JSON object a poem")
-    ch.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ch.add_argument("--device", default="cpu", choices=DEVICES)
 
     li = sub.add_parser(
         "lines",
@@ -180,11 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         "tones), every other character kept; ranked by the log-likelihood of the whole poem with the line in "
         "place, the prefix-only rank beside.",
     )
-    li.add_argument("--poem", required=True, help="the poem (a 五绝, 七绝, 五律 or 七律)")
+    li.add_argument("--poem", required=True, help=f"the poem (a {FORMS_IN_WORDS})")
     li.add_argument("--line", type=int, required=True, help="the line to rewrite, from 1")
     li.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
     li.add_argument("--json", action="store_true", help="one JSON object an alternative")
-    li.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    li.add_argument("--device", default="cpu", choices=DEVICES)
     _add_write_options(li)
 
     ev = sub.add_parser(
@@ -204,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=1)
     ev.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
     ev.add_argument("--plots", type=Path, help="write PNG plots (loss curves, compliance, diversity) here")
-    ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ev.add_argument("--device", default="cpu", choices=DEVICES)
     ev.add_argument(
         "--readers",
         action="store_true",
@@ -215,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--samplers",
         metavar="T:D,...",
         help="with --readers: temperature:diversity pairs to compare, e.g. 0.8:0.35,1.0:0 "
-        "(default: the checkpoint's default sampler, 1.0:0 and 0.9:0.1)",
+        f"(default: the checkpoint's default sampler, {' and '.join(f'{t}:{d:g}' for t, d in EXTRA_SAMPLERS)})",
     )
     _common(ev)
 
@@ -605,21 +598,21 @@ def cmd_authors(args: argparse.Namespace) -> int:
 
 def cmd_cipai(args: argparse.Namespace) -> int:
     """Every 词牌 (or those matching the query) a line; one exact name shows its formats' patterns."""
-    from tangshi.prosody import cipai as ci
+    from tangshi.prosody import cipai
 
     exact = None
     if args.query and not args.query.isdigit():
         try:
-            exact = ci.find(args.query)
-        except ci.CiError:
+            exact = cipai.find(args.query)
+        except cipai.CiError:
             pass
-    found = [exact] if exact is not None else ci.search(args.query)
+    found = [exact] if exact is not None else cipai.search(args.query)
     if not found and args.query.isdigit():
-        raise ci.CiError(f"no 词牌 of {args.query} characters in the 词谱", "cipai")
+        raise cipai.CiError(f"no 词牌 of {args.query} characters in the 词谱", "cipai")
     if not found:
-        ci.find(args.query)  # names the nearest ones
+        cipai.find(args.query)  # names the nearest ones
     if args.json:
-        print(json.dumps(ci.to_dicts(found, patterns=True), ensure_ascii=False))
+        print(json.dumps(cipai.to_dicts(found, patterns=True), ensure_ascii=False))
         return 0
     for c in found:
         counts = "/".join(dict.fromkeys(str(f.chars) for f in c.formats))
@@ -678,12 +671,12 @@ def _poem_texts(inputs: list[str], fmt: str) -> tuple[list[tuple[str, str]], boo
 
 
 def cmd_prosody(args: argparse.Namespace) -> int:
-    from tangshi.prosody import cipai as ci
+    from tangshi.prosody import cipai
     from tangshi.prosody.regular import Summary, check
 
     poems, from_paths = _poem_texts(args.inputs, args.format)
     if args.cipai:
-        ci.find(args.cipai)  # an unknown 词牌 is named before anything is read
+        cipai.find(args.cipai)  # an unknown 词牌 is named before anything is read
         poems = [(t, args.cipai) for t, _ in poems]
     shi = [t for t, c in poems if not c]
     cis = [(t, c) for t, c in poems if c]
@@ -695,18 +688,18 @@ def cmd_prosody(args: argparse.Namespace) -> int:
             if not args.json:
                 print(summary.table())
         if cis:
-            cs = ci.CiSummary.of(cis, top=args.top)
+            cs = cipai.CiSummary.of(cis, top=args.top)
             out["ci"] = {"ci": cs.ci, "unknown_cipai": cs.unknown_cipai, "rows": cs.rows}
             if not args.json:
                 print(("\n" if shi else "") + cs.table())
         if args.json:
             print(json.dumps(out.get("shi", out) if not cis else out, ensure_ascii=False))
         return 0
-    for i, (text, cipai) in enumerate(poems):
+    for i, (text, name) in enumerate(poems):
         report = check(text)
-        found = ci.check(text, cipai, args.format_number) if cipai else None
+        found = cipai.check(text, name, args.format_number) if name else None
         if found is None and report.form == "other":
-            found = ci.identify(text)
+            found = cipai.identify(text)
         if found is not None:
             _print_ci(found, args.json, i)
         else:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from tangshi.data.text import SCRIPTS, in_words
+
 
 class ConfigError(ValueError):
     """A config value or preset that cannot be used; the message names the field."""
@@ -56,8 +58,8 @@ class DataConfig:
     )
 
     def validate(self) -> None:
-        if self.script not in ("simplified", "traditional"):
-            raise ConfigError(f"--script must be simplified or traditional, got {self.script!r}")
+        if self.script not in SCRIPTS:
+            raise ConfigError(f"--script must be {in_words(SCRIPTS)}, got {self.script!r}")
         if self.min_length < 1 or self.max_length < self.min_length:
             raise ConfigError(
                 f"--min-length/--max-length must satisfy 1 <= min <= max, got {self.min_length} and {self.max_length}"
@@ -113,7 +115,7 @@ OUTPUTS = ("full", "adaptive")
 
 @dataclass
 class ModelConfig:
-    cell: str = _f("lstm", "recurrent cell: rnn, lstm or gru")
+    cell: str = _f("lstm", f"recurrent cell: {in_words(CELLS)}")
     embedding_size: int = _f(256, "size of the character embedding")
     hidden_size: int = _f(256, "size of each recurrent layer")
     num_layers: int = _f(2, "number of stacked recurrent layers")
@@ -178,14 +180,16 @@ class ModelConfig:
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+METRICS_FORMATS = ("jsonl", "csv")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
 class TrainConfig:
-    optimizer: str = _f("adamw", "adam, adamw, rmsprop or sgd")
+    optimizer: str = _f("adamw", in_words(OPTIMIZERS))
     lr: float = _f(3e-3, "peak learning rate")
     weight_decay: float = _f(0.0, "weight decay (decoupled for adamw)")
-    schedule: str = _f("cosine", "learning-rate schedule after warm-up: constant, cosine, linear")
+    schedule: str = _f("cosine", f"learning-rate schedule after warm-up: {', '.join(SCHEDULES)}")
     warmup_steps: int = _f(0, "linear warm-up steps")
     min_lr_ratio: float = _f(0.0, "final learning rate as a share of --lr (cosine/linear)")
     decay_fraction: float = _f(1.0, "decay over this last share of the budget, constant before (1 = all)")
@@ -200,14 +204,14 @@ class TrainConfig:
     keep_checkpoints: int = _f(2, "how many step checkpoints to keep besides best/")
     patience: int = _f(0, "early stopping: evaluations without improvement (0 = off)")
     log_every: int = _f(20, "append training metrics every N steps")
-    metrics_format: str = _f("jsonl", "metrics file format: jsonl or csv")
+    metrics_format: str = _f("jsonl", f"metrics file format: {in_words(METRICS_FORMATS)}")
     seed: int = _f(1234, "random seed: the same seed repeats the run exactly")
     init_from: str = _f(
         "",
         "start from this checkpoint's weights and vocabulary (the same model; characters it lacks become <unk>, "
         "condition tokens it lacks are added and start fresh)",
     )
-    device: str = _f("auto", "auto, cpu or cuda")
+    device: str = _f("auto", in_words(DEVICES))
     precision: str = _f(
         "fp32", "fp32, or autocast to bf16 (CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA); auto = bf16 if any"
     )
@@ -225,10 +229,10 @@ class TrainConfig:
             raise ConfigError(f"--decay-fraction must be in (0, 1], got {self.decay_fraction}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.metrics_format not in ("jsonl", "csv"):
-            raise ConfigError(f"--metrics-format must be jsonl or csv, got {self.metrics_format!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.metrics_format not in METRICS_FORMATS:
+            raise ConfigError(f"--metrics-format must be {in_words(METRICS_FORMATS)}, got {self.metrics_format!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device must be {in_words(DEVICES)}, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("eval_every", "checkpoint_every", "log_every", "keep_checkpoints"):

@@ -15,14 +15,19 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMS = ("free", "五绝", "七绝", "五律", "七律")
+from tangshi.data.text import SCRIPTS, in_words
+from tangshi.prosody import regular
+
 TONES = ("relaxed", "strict", "off")
-SCRIPTS = ("simplified", "traditional")
 MAX_BEGIN = 16  # characters of a begin phrase or of the acrostic heads
 MAX_SEED = 2**31 - 1
 MAX_TITLE = 32  # characters of a title
 MAX_PREFIX = 80  # characters of a mood-setting prefix
 MAX_TEMPLATE = 128  # characters of a template, punctuation included
+# the defaults of the options whose default depends on the checkpoint (their field says when each applies)
+DEFAULT_DIVERSITY = 0.1  # --diversity, with the checkpoint's character counts (docs/readers.md)
+DEFAULT_COHESION = 0.5  # --cohesion, with its word statistics (docs/about-something.md)
+CALIBRATED_COHESION = 0.8  # --cohesion where its frequency calibration applies too (docs/about-something.md)
 
 
 class OptionError(ValueError):
@@ -129,7 +134,9 @@ class WriteOptions:
         "", str, "a word or sentence the poem is about, turned into keywords by the plan", max_length=MAX_TITLE
     )
     seed: int | None = _o(None, int, "the same seed writes the same poems (none: a random one)", ge=0, le=MAX_SEED)
-    form: str = _o("free", str, "free, or a regular form that rhymes and keeps its tone template", choices=FORMS)
+    form: str = _o(
+        "free", str, "free, or a regular form that rhymes and keeps its tone template", choices=("free", *regular.FORMS)
+    )
     cipai: str = _o(
         "", str, "write a 词 of this 词牌 (a name or alias; `tangshi cipai` lists them)", max_length=MAX_BEGIN
     )
@@ -158,7 +165,7 @@ class WriteOptions:
         None,
         float,
         "lower each character's score by this times its log training frequency, less generic poems "
-        "(none: 0.1 where the checkpoint keeps its character counts, else 0)",
+        f"(none: {DEFAULT_DIVERSITY:g} where the checkpoint keeps its character counts, else 0)",
         ge=0,
         le=2,
     )
@@ -166,8 +173,8 @@ class WriteOptions:
         None,
         float,
         "steer each line toward the characters that follow the previous line's in the corpus, lines that "
-        "belong together (none: when sampling where the checkpoint keeps its word statistics, 0.8 with its "
-        "frequency calibration and 0.5 without, else 0)",
+        "belong together (none: when sampling where the checkpoint keeps its word statistics, "
+        f"{CALIBRATED_COHESION:g} with its frequency calibration and {DEFAULT_COHESION:g} without, else 0)",
         ge=0,
         le=5,
     )
@@ -230,7 +237,7 @@ class WriteOptions:
     max_length: int = _o(80, int, "most characters of a free poem", ge=1, le=1000)
     ignore_end: bool = _o(False, bool, "seed-tf style: run exactly --max-length steps, end tokens dropped")
     random_state: bool = _o(False, bool, "seed-tf style: a random initial state")
-    script: str = _o("simplified", str, "script of the poems written: simplified or traditional", choices=SCRIPTS)
+    script: str = _o("simplified", str, f"script of the poems written: {in_words(SCRIPTS)}", choices=SCRIPTS)
 
     def validate(self) -> WriteOptions:
         """Check every field, then the combinations; returns self."""
@@ -239,7 +246,7 @@ class WriteOptions:
         if self.beam and self.num > self.beam:
             raise OptionError(f"--num {self.num} must be at most --beam {self.beam}", "num")
         if self.rhyme and self.form == "free" and not self.template:
-            raise OptionError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)", "rhyme")
+            raise OptionError(f"--rhyme needs --form ({regular.FORMS_IN_WORDS})", "rhyme")
         if self.cipai:
             for name, off in (("form", self.regular), ("template", self.template), ("rhyme", self.rhyme)):
                 if off:

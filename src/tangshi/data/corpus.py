@@ -25,9 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tangshi.config import DataConfig
-from tangshi.data.text import normalise as normalise  # these three live in text, re-exported for older imports
-from tangshi.data.text import to_script as to_script
-from tangshi.data.text import variants as variants
+from tangshi.data.text import normalise
 from tangshi.data.vocab import Vocab
 
 log = logging.getLogger(__name__)

@@ -1,22 +1,27 @@
 """Script and punctuation of Chinese text: OpenCC simplified <-> traditional, normalisation.
 
-Owns the cached OpenCC converters, `normalise` (whitespace out, half-width punctuation made
-full-width, simplified unless asked for traditional), `to_script` and `variants`. Pure text: no
-torch, no numpy, so prosody (and anything that only reads characters) imports it cheaply.
+Owns the script names (`SCRIPTS`), the cached OpenCC converters, `normalise` (whitespace out,
+half-width punctuation made full-width, simplified unless asked for traditional), `to_script`,
+`variants`, `split_at_breaks` (the one place that says where a line or a clause ends) and
+`in_words` (names as messages list them). Pure text: no torch, no numpy, so prosody (and anything
+that only reads characters) imports it cheaply.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import opencc
 
+SCRIPTS = ("simplified", "traditional")  # what `to_script` writes (OpenCC t2s, s2t)
 LINE_BREAKS = "，。！？；：、"  # the punctuation that ends a line
 HALF_TO_FULL = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "：", "(": "（", ")": "）"})
 _SPACE = re.compile(r"\s+")
+_BREAKS = re.compile(rf"[{LINE_BREAKS},.!?;:\s]+")  # full- and half-width punctuation, whitespace
 
 
 @lru_cache(maxsize=4)
@@ -48,3 +53,14 @@ def variants(char: str) -> list[str]:
         if v != char and v not in out:
             out.append(v)
     return out
+
+
+def split_at_breaks(text: str) -> list[str]:
+    """The runs of text between punctuation and whitespace: a poem's lines, a 词's clauses."""
+    return [run for run in _BREAKS.split(text) if run]
+
+
+def in_words(names: Sequence[str]) -> str:
+    """Names as a message lists them: "a, b or c"."""
+    *first, last = names
+    return f"{', '.join(first)} or {last}" if first else last

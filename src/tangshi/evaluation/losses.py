@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tangshi.data.corpus import SPLITS, CorpusError, encode_split, load_corpus, normalise
+from tangshi.data.corpus import SPLITS, CorpusError, encode_split, load_corpus
+from tangshi.data.text import normalise
 from tangshi.data.vocab import BOS, EOS, PAD, Vocab, author_token, genre_token
 from tangshi.model.charrnn import CharRNN
 from tangshi.model.checkpoint import Checkpoint

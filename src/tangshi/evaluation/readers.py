@@ -30,15 +30,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 
-from tangshi.prosody import regular as P
+from tangshi.data.corpus import ANONYMOUS
+from tangshi.prosody import regular
 
-PLACEHOLDER_AUTHORS = ("", "不详", "无名氏")  # not poets: never among those attributed
 RETRIEVAL_CANDIDATES = 10  # the real poem and 9 others
 
 
 def form_of(text: str) -> str:
     """五绝 / 七绝 / 五律 / 七律, or "other"."""
-    return P.classify(P.split_lines(text))
+    return regular.classify(regular.split_lines(text))
 
 
 def _sample(items: Sequence, n: int, seed: int) -> list:
@@ -78,8 +78,8 @@ def shuffle_lines(texts: Sequence[str], seed: int = 0, p: float = 0.5) -> list[s
     least one line a poem, so that each differs from its original). Poems of no regular form, and
     those alone in their form, are returned unchanged."""
     rng = random.Random(seed)
-    lines = [P.split_lines(t) for t in texts]
-    forms = [P.classify(ls) for ls in lines]
+    lines = [regular.split_lines(t) for t in texts]
+    forms = [regular.classify(ls) for ls in lines]
     by_form: dict[str, list[int]] = {}
     for i, f in enumerate(forms):
         if f != "other":
@@ -100,13 +100,13 @@ def shuffle_lines(texts: Sequence[str], seed: int = 0, p: float = 0.5) -> list[s
                     j = rng.choice(peers)
                 line = lines[j][k]
             new.append(line)
-        out[i] = P.join_lines(new)
+        out[i] = regular.join_lines(new)
     return out
 
 
 def line_pairs(text: str) -> list[str]:
     """Every (character of line i, character of line i + 1) pair of a poem, as 2-character strings."""
-    lines = P.split_lines(text)
+    lines = regular.split_lines(text)
     return [a + b for upper, lower in zip(lines, lines[1:], strict=False) for a in upper for b in lower]
 
 
@@ -166,7 +166,7 @@ def _mean(xs: Sequence[float]) -> float:
 
 def _body(text: str) -> str:
     """The poem's characters without punctuation and without its first character."""
-    return "".join(P.split_lines(text))[1:]
+    return "".join(regular.split_lines(text))[1:]
 
 
 def title_retrieval(generated: Sequence[str], real: Sequence[str], pool: Sequence[str], seed: int = 0) -> float:
@@ -213,7 +213,7 @@ class PoetAttribution:
 
     def fit(self, texts: Sequence[str], authors: Sequence[str]) -> PoetAttribution:
         """Train on a corpus's train split (texts and their authors, aligned)."""
-        counts = Counter(a for a in authors if a not in PLACEHOLDER_AUTHORS)
+        counts = Counter(a for a in authors if a not in ANONYMOUS)  # placeholders are never among those attributed
         top = counts.most_common(self.top)
         if len(top) < 2:
             raise ValueError("PoetAttribution.fit needs poems of at least 2 named poets")
@@ -265,7 +265,7 @@ def keyword_report(texts: Sequence[str], plans: Sequence[Sequence[tuple[str, int
         raise ValueError(f"keyword_report: {len(texts)} poems for {len(plans)} plans")
     total = anywhere = placed = 0
     for text, plan in zip(texts, plans, strict=True):
-        lines = P.split_lines(text)
+        lines = regular.split_lines(text)
         whole = "".join(lines)
         for word, k in plan:
             total += 1

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from tangshi.data.corpus import Corpus, load_corpus
+from tangshi.evaluation import EXTRA_SAMPLERS, SETTINGS
 from tangshi.evaluation.writer import Poems, Writer, WrittenPoem, write_each
 from tangshi.prosody import regular as P
 
 BEGINS = "日红山夜湖海月"
 ACROSTICS = ["春夏秋冬", "风花雪月", "琴棋书画", "梅兰竹菊", "东南西北", "江山如画"]
-SETTINGS = ("free", "begin", "五绝", "七绝", "五律", "七律", "acrostic")
 WINDOW = 4  # characters of a copied window
 
 
@@ -194,7 +194,6 @@ def human_row(corpus: Corpus, ref: Reference, split: str = "test", poems: int = 
 
 # ---------------------------------------------------------------- how a reader would judge them
 
-EXTRA_SAMPLERS = ((1.0, 0.0), (0.8, 0.1))  # measured beside the checkpoint's default sampler
 MODES = ("form", "free")
 
 

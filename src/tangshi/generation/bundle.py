@@ -27,11 +27,9 @@ from tangshi.data.words import WordStats
 from tangshi.evaluation.calibration import Calibration
 from tangshi.generation import search
 from tangshi.generation.constraints import CiProsody, VocabProsody
-from tangshi.generation.sampling import DEFAULT_DIVERSITY
 from tangshi.model.charrnn import CharRNN
 from tangshi.model.checkpoint import Checkpoint
-
-DEFAULT_COHESION = 0.5  # the line steering's weight unless told (docs/about-something.md)
+from tangshi.options import DEFAULT_COHESION, DEFAULT_DIVERSITY
 
 _UNREAD: Any = object()  # a side file not read yet (None: read, and the checkpoint has none)
 

@@ -28,19 +28,18 @@ character has the wrong tone) the row writes any character and `failures[row]` s
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 
 import torch
 
+from tangshi.data.text import split_at_breaks
 from tangshi.data.vocab import EOS, Vocab
-from tangshi.options import OptionError
+from tangshi.options import TONES, OptionError
 from tangshi.prosody import regular as P
 
 FIRST_TYPES = "aAbB"  # the four templates, by the type of line 1
 ALL_TYPES = 0b1111  # a set of templates as bits: bit k for FIRST_TYPES[k]
 RHYMING_FIRST = 0b1010  # the templates whose line 1 rhymes (A, B)
-TONES = ("relaxed", "strict", "off")
 FREE_MIN, FREE_MAX = 4, 9  # characters per line of a free form
 
 
@@ -72,14 +71,13 @@ def get_form(name: str) -> Form:
 
 
 OPEN = "＿_"  # an open place of a template
-_TEMPLATE_BREAKS = re.compile(r"[，。！？；：、,.!?;:\s]+")
 
 
 def parse_template(text: str, form: str = "free") -> tuple[Form, dict[tuple[int, int], str]]:
     """A poem with open places (`OPEN`) -> (its regular form, {(line, place): fixed character}, both
     0-based). The form is `form` when one is given (the template must have its shape), else the one
     whose shape the template has."""
-    lines = [ln for ln in _TEMPLATE_BREAKS.split(text) if ln]
+    lines = split_at_breaks(text)
     if form != "free":
         f = get_form(form)
     else:
@@ -88,7 +86,7 @@ def parse_template(text: str, form: str = "free") -> tuple[Form, dict[tuple[int,
         if name is None or any(len(ln) != len(lines[0]) for ln in lines):
             got = P.shape(lines) or "none"
             raise FormError(
-                f"--template has lines of {got} places: not the shape of a 五绝, 七绝, 五律 or 七律 "
+                f"--template has lines of {got} places: not the shape of a {P.FORMS_IN_WORDS} "
                 "(4 or 8 lines of 5 or 7); give --form to be told which line is off",
                 "template",
             )
@@ -247,7 +245,7 @@ class FormMask:
         if tones not in TONES:
             raise FormError(f"--tones must be one of {', '.join(TONES)}, got {tones!r}", "tones")
         if form.free and rhyme:
-            raise FormError("--rhyme needs --form (五绝, 七绝, 五律 or 七律)", "rhyme")
+            raise FormError(f"--rhyme needs --form ({P.FORMS_IN_WORDS})", "rhyme")
         self.vp, self.form, self.batch = vp, form, batch
         self.fixed_field = fixed_field
         self.allow_repeat = allow_repeat

@@ -14,7 +14,6 @@ import torch
 NEG_INF = float("-inf")
 MIN_TEMPERATURE = 1e-4  # below this, sampling is the argmax it tends to
 MAX_DIVERSITY = 2.0
-DEFAULT_DIVERSITY = 0.1  # what `write` uses unless told, with the checkpoint's character counts (docs/readers.md)
 
 
 class SamplingError(ValueError):

@@ -1,7 +1,7 @@
 """词 (ci): the rhyme 部 of the 词林正韵, the 词谱 of the 词牌, and how well a 词 keeps its pattern.
 
 The 词林正韵 (戈载, 1821) puts 平, 上 and 去 of a rhyme together in 14 部 and the 入声 in 5 more.
-A character's 部 is derived from its 平水韵 readings (`prosody.readings`, with their fallbacks) by
+A character's 部 is derived from its 平水韵 readings (`regular.readings`, with their fallbacks) by
 the standard mapping (docs/prosody.md#词林正韵), group by group; where the mapping splits a 平水韵
 group (灰 贿 队, 泰, 佳 蟹 卦, 元 阮 愿, 叶), the character's 廣韻 rhyme (tshet-uinh) decides, and a
 character the 廣韻 lacks keeps both halves. A 仄 rhyme is 上去 of one 部 (1–14) or 入声 of one 部
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -26,7 +25,7 @@ from typing import Any
 
 from tangshi.data.text import converter, normalise
 from tangshi.options import OptionError
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 
 NUMERALS = "一二三四五六七八九十"
 
@@ -45,7 +44,7 @@ class CiRhyme:
 
     @property
     def name(self) -> str:
-        return f"第{bu_numeral(self.bu)}部{'上去' if self.kind == P.ZE else self.kind}"
+        return f"第{bu_numeral(self.bu)}部{'上去' if self.kind == regular.ZE else self.kind}"
 
 
 def bu_numeral(n: int) -> str:
@@ -85,7 +84,7 @@ _GUANGYUN_FORMS = {"魂": "䰟"}
 
 
 def _kind(tone: str) -> str:
-    return P.PING if tone == "平" else "入" if tone == "入" else P.ZE
+    return regular.PING if tone == "平" else "入" if tone == "入" else regular.ZE
 
 
 def _guangyun_bu(ch: str, kind: str) -> set[int]:
@@ -93,7 +92,7 @@ def _guangyun_bu(ch: str, kind: str) -> set[int]:
     import tshet_uinh
 
     out = set()
-    forms = {ch, converter("s2t").convert(ch), *P._variant_index().get(ch, ())}
+    forms = {ch, converter("s2t").convert(ch), *regular._variant_index().get(ch, ())}
     forms |= {_GUANGYUN_FORMS[f] for f in list(forms) if f in _GUANGYUN_FORMS}
     for form in forms:
         for hit in tshet_uinh.資料.query字頭(form):
@@ -118,11 +117,11 @@ def _guangyun_bu(ch: str, kind: str) -> set[int]:
 def rhymes(ch: str) -> frozenset[CiRhyme]:
     """Every 词林正韵 reading of a character (simplified or traditional); empty when unknown."""
     out: set[CiRhyme] = set()
-    for r in P.readings(ch):
+    for r in regular.readings(ch):
         tone = "平" if "平" in r.group else r.group[:1]
         kind = _kind(tone) if r.group else None
         if not r.group:  # a reading from the 廣韻 without a 平水韵 group: the 廣韻 says
-            for k in (P.PING,) if r.tone == P.PING else (P.ZE, "入"):
+            for k in (regular.PING,) if r.tone == regular.PING else (regular.ZE, "入"):
                 out |= {CiRhyme(b, k) for b in _guangyun_bu(ch, k)}
             continue
         name = r.rhyme
@@ -136,12 +135,14 @@ def rhymes(ch: str) -> frozenset[CiRhyme]:
 
 def rhyme_classes() -> list[CiRhyme]:
     """Every 部 and kind a rhyme can be: 平 and 上去 of 部 1–14, 入 of 部 15–19."""
-    return [CiRhyme(b, k) for b in range(1, 15) for k in (P.PING, P.ZE)] + [CiRhyme(b, "入") for b in range(15, 20)]
+    return [CiRhyme(b, k) for b in range(1, 15) for k in (regular.PING, regular.ZE)] + [
+        CiRhyme(b, "入") for b in range(15, 20)
+    ]
 
 
 def fits_tone(rhyme: CiRhyme, tone: str) -> bool:
     """Whether a reading can fill a rhyme of this tone (平; 仄 takes 上去 and 入)."""
-    return rhyme.kind == P.PING if tone == P.PING else rhyme.kind != P.PING
+    return rhyme.kind == regular.PING if tone == regular.PING else rhyme.kind != regular.PING
 
 
 # ---------------------------------------------------------------- 词谱
@@ -339,20 +340,10 @@ def to_dicts(found: Sequence[Cipai], *, patterns: bool) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- a 词 against its pattern
 
-_CLAUSE = re.compile(r"[，。？！；：、,.?!;:\s]+")
-
 
 def clauses_of(text: str) -> list[str]:
     """A 词's clauses: the runs of Han characters between punctuation (notes and quotes left out)."""
-    text = P._QUOTES.sub("", P._NOTES.sub("", normalise(text)))
-    return [c for c in _CLAUSE.split(text) if c]
-
-
-@dataclass
-class Position:
-    char: str
-    need: str  # 平, 仄 or 中
-    tones: str  # the character's: 平, 仄, * both, ? unknown
+    return regular.split_lines(normalise(text))
 
 
 @dataclass
@@ -417,7 +408,7 @@ def group_bu(chars: Sequence[str], tone: str, ye: Sequence[bool]) -> tuple[CiRhy
 def score(text_chars: str, f: CiFormat) -> CiReport:
     """Tones and rhymes of a 词's characters (as many as the format has) against the format."""
     report = CiReport(f.cipai, f.number, f.source, pattern=f.describe())
-    marks = "".join(P.tone_mark(ch) for ch in text_chars)
+    marks = "".join(regular.tone_mark(ch) for ch in text_chars)
     report.unknown = sorted({ch for ch, m in zip(text_chars, marks, strict=True) if m == "?"})
     for need, m in zip(f.tones, marks, strict=True):
         if need in "平仄" and m != "?":

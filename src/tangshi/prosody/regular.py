@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
-from tangshi.data.text import converter, normalise
+from tangshi.data.text import converter, in_words, normalise, split_at_breaks
 
 PING, ZE = "平", "仄"
 
@@ -163,8 +163,9 @@ def find_group(name: str) -> str | None:
 
 _NOTES = re.compile(r"（[^）]*）|\([^)]*\)|\[[^\]]*\]|〖[^〗]*〗|\{[^}]*\}|【[^】]*】")
 _QUOTES = re.compile(r"[“”‘’「」『』\"'《》〈〉]")
-_SPLIT = re.compile(r"[，。？！；：、,.?!;:\s]+")
+# the regular forms: (lines, characters a line)
 FORMS = {"五绝": (4, 5), "七绝": (4, 7), "五律": (8, 5), "七律": (8, 7)}
+FORMS_IN_WORDS = in_words(list(FORMS))  # "五绝, 七绝, 五律 or 七律"
 
 
 def is_han(ch: str) -> bool:
@@ -174,7 +175,7 @@ def is_han(ch: str) -> bool:
 def split_lines(text: str) -> list[str]:
     """Lines of a poem: notes and quote marks dropped, split at punctuation and whitespace."""
     text = _QUOTES.sub("", _NOTES.sub("", text))
-    return [ln for ln in _SPLIT.split(text) if ln]
+    return split_at_breaks(text)
 
 
 def join_lines(lines: Sequence[str]) -> str:
@@ -388,7 +389,7 @@ def explain(report: Report) -> list[Problem]:
         return [
             Problem(
                 "form", 0, 0, "", "4 or 8 lines of 5 or 7",
-                f"lines of {shape(lines) or 'no'} characters: not a 五绝, 七绝, 五律 or 七律 "
+                f"lines of {shape(lines) or 'no'} characters: not a {FORMS_IN_WORDS} "
                 "(4 or 8 lines of 5 or 7 characters)",
             )
         ]  # fmt: skip

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from tangshi.config import ServeConfig
-from tangshi.options import MAX_SEED, MAX_TEMPLATE, SPECS, Spec
+from tangshi.options import MAX_SEED, MAX_TEMPLATE, SPECS, TONES, Spec
+from tangshi.prosody.regular import FORMS_IN_WORDS
 
 MAX_MODEL_NAME = 64
 
@@ -96,8 +97,8 @@ class LinesIn(_Base):
     """The body of POST /v1/lines."""
 
     model: Annotated[str | None, Field(max_length=MAX_MODEL_NAME, description="a loaded checkpoint")] = None
-    poem: Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE, description="a 五绝, 七绝, 五律 or 七律")]
+    poem: Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE, description=f"a {FORMS_IN_WORDS}")]
     line: Annotated[int, Field(ge=1, le=8, description="the line to rewrite, from 1")]
     num: Annotated[int, Field(ge=1, le=32, description="alternatives")] = 8
     seed: Annotated[int | None, Field(ge=0, le=MAX_SEED, description="the same seed, the same alternatives")] = None
-    tones: Literal["relaxed", "strict", "off"] = "relaxed"
+    tones: Literal[TONES] = "relaxed"  # type: ignore[valid-type]

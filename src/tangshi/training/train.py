@@ -35,13 +35,10 @@ from tangshi.data.corpus import Corpus, encode_split, load_corpus
 from tangshi.data.lineindex import LineIndex
 from tangshi.data.vocab import PAD, Vocab
 from tangshi.data.words import WordStats
-from tangshi.evaluation.losses import Seqs, batch_loss, collate, condition_ids, mean_loss  # noqa: F401
+from tangshi.evaluation.losses import Seqs, collate, condition_ids, mean_loss
 from tangshi.model import checkpoint
 from tangshi.model.charrnn import CharRNN
-
-# resolve_device, autocast_dtype, cpu_has_bf16, collate, batch_loss and mean_loss live in device.py
-# and evaluate.py; they stay importable from here
-from tangshi.model.device import autocast_dtype, cpu_has_bf16, resolve_device  # noqa: F401
+from tangshi.model.device import autocast_dtype, resolve_device
 from tangshi.training import distributed
 from tangshi.training.distributed import World
 
@@ -127,8 +124,8 @@ def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
 def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_`, the same gradients and the same norm returned, without its
     multiplication by exactly 1 when the norm is within `max_norm` on a CPU (there the check costs
-    nothing, and the multiplication a pass over every gradient: ~0.7 ms a step of the seed-pytorch
-    model on a 2-core Xeon, where 98 % of the steps of a run's start were not clipped)."""
+    nothing, the multiplication a pass over every gradient, and most steps are not clipped: the time
+    it saves is in docs/speed.md)."""
     params = list(parameters)
     total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     if total.device.type == "cpu" and float(torch.clamp(max_norm / (total + 1e-6), max=1.0)) == 1.0:
