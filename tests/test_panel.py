@@ -80,6 +80,7 @@ def test_shown_title_takes_off_a_series_and_refuses_what_is_no_title():
     assert pn.shown_title("送友人", "simplified") == "送友人"
     assert pn.shown_title("江畔獨步尋花七絕句 六", "simplified") == "江畔独步寻花七绝句"
     assert pn.shown_title("無題二首 一", "simplified") == ""
+    assert pn.shown_title("句", "simplified") == pn.shown_title("七言", "simplified") == ""  # an editor's label
     assert pn.shown_title("雜曲歌辭 少年行二首 二", "simplified") == ""  # a book's section, then the title
     assert pn.shown_title("", "simplified") == ""
 
@@ -217,6 +218,14 @@ def test_the_files_are_written_whole_and_the_command_makes_them_again(tmp_path):
     assert pn.command_line(made) == (
         "tangshi panel make --data corpus --split test --pairs 2 --seed 7 --kind title --no-plan --beam 8 --out out"
     )
+
+
+def test_panel_options_take_the_writing_options_the_panel_does_not_set():
+    values = {"seed": 3, "pairs": 48, "beam": 8, "no_plan": True, "title": "", "out": "x", "tones": "strict"}
+    assert pn.panel_options(values) == WriteOptions(beam=8, no_plan=True, tones="strict")
+    with pytest.raises(pn.OptionError) as e:
+        pn.panel_options({"beam": 99})
+    assert e.value.field == "beam"
 
 
 def test_make_refuses_bad_requests_naming_the_option(tmp_path):
@@ -404,13 +413,14 @@ def poet():
 
 @pytest.mark.slow
 def test_make_writes_a_panel_the_same_seed_makes_again(poet, tmp_path):
-    data = make_corpus(tmp_path / "c", poet.ckpt.config.data)
+    data = make_corpus(tmp_path / "c", poet.ckpt.config.data, n_test=12)
     out = tmp_path / "panel"
     made = pn.make_panel([data], out, pairs=4, seed=3, poet=poet)
     files = {name: (out / name).read_bytes() for name in (pn.SHEET, pn.KEY, pn.TEMPLATE)}
     key = json.loads(files[pn.KEY])
     sheet = files[pn.SHEET].decode()
     assert [i["human"] for i in key["items"]].count("A") == 2
+    assert all(pn.plain((item["A"] + item["B"]).replace("\n", "")) for item in key["items"])  # no variant forms
     for section, item in zip(sections(sheet), key["items"], strict=True):
         human, model = item[item["human"]], item["B" if item["human"] == "A" else "A"]
         assert poem_of(section, "A") == item["A"] and poem_of(section, "B") == item["B"]
@@ -429,8 +439,8 @@ def test_make_writes_a_panel_the_same_seed_makes_again(poet, tmp_path):
     used = {i.pair.text for i in made.items}
     assert not used & {i.pair.text for i in other.items}  # --exclude: fresh poems
     with pytest.raises(pn.PanelError) as e:
-        pn.make_panel([data], tmp_path / "more", pairs=9, seed=1, poet=poet)
-    assert e.value.field == "pairs" and "has 8 usable poems for --kind title" in str(e.value)
+        pn.make_panel([data], tmp_path / "more", pairs=13, seed=1, poet=poet)
+    assert e.value.field == "pairs" and "has 12 usable poems for --kind title" in str(e.value)
 
 
 @pytest.mark.slow

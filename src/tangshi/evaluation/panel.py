@@ -26,7 +26,7 @@ import re
 import shlex
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,7 @@ from tangshi import __version__
 from tangshi.config import DataConfig
 from tangshi.data.corpus import SPLITS, CorpusError, RawPoem, build_poems, find_files, read_file, split_of
 from tangshi.data.text import LINE_BREAKS, normalise, to_script
-from tangshi.options import BY_NAME, MAX_TITLE, OptionError, WriteOptions
+from tangshi.options import BY_NAME, MAX_TITLE, NAMES, OptionError, WriteOptions
 from tangshi.prosody import cipai, regular
 
 if TYPE_CHECKING:
@@ -56,12 +56,16 @@ SET_BY_PANEL = ("num", "seed", "title", "form", "cipai", "format", "keywords")  
 REFUSED = ("theme", "template", "acrostic", "rhyme")  # would fix content the human poem does not share
 TOP_CIPAI = 5  # the `ci` kind draws 词 of the split's most common 词牌
 KEYWORD_MIN_COUNT = 5  # a keyword is a 2-character word seen at least this often in the training split
+REDRAWS = 5  # seeds a model poem is tried with before its human poem is skipped
 RESAMPLES = 10_000  # bootstrap resamples of the items
 Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 SHEET, KEY, TEMPLATE = "sheet.md", "key.json", "ratings.template.jsonl"
 _NUMERAL = "一二三四五六七八九十百〇零"
 _SERIES_INDEX = re.compile(rf"其?[{_NUMERAL}]+")  # "二" of "遣兴五首 二": a poem's place in its series
 _SERIES_COUNT = re.compile(rf"[{_NUMERAL}]+首$")  # "五首" of "遣兴五首"
+NOT_TITLES = frozenset(  # labels an editor gave where the poet gave no title: a genre, "lines", "title lost"
+    ("句", "断句", "残句", "逸句", "失题", "阙题", "缺题", "诗", "五言", "七言", "五言诗", "七言诗", "绝句")
+)
 _ANTIQUE = regular._NOTES  # （…） [..] 〖…〗 …: an editor's note or mark in a text
 
 
@@ -129,14 +133,14 @@ def read_sources(data: Sequence[str | Path], cfg: DataConfig) -> list[Source]:
 
 def shown_title(raw_title: str, script: str) -> str:
     """A title as readers see it: a series' index and count taken off (遣兴五首 二 -> 遣兴); "" where the
-    title is no title (无题, a 词牌 as title) or has more than one part (杂曲歌辞 少年行: a book's section)."""
+    title is no title (无题, 句, 七言: NOT_TITLES) or has more than one part (杂曲歌辞 少年行: a book's section)."""
     parts = raw_title.split()
     if len(parts) > 1 and _SERIES_INDEX.fullmatch(parts[-1]):
         parts.pop()
     if len(parts) != 1:
         return ""
     title = normalise(_SERIES_COUNT.sub("", parts[0]), script)
-    return "" if title.startswith(("无题", "無題")) else title
+    return "" if title.startswith(("无题", "無題")) or title in NOT_TITLES else title
 
 
 def plain(text: str) -> bool:
@@ -301,6 +305,7 @@ class Item:
     model_text: str  # as written
     seed: int
     failure: str | None = None  # a rule the model's poem could not keep (never shown)
+    redrawn: list[dict[str, Any]] = field(default_factory=list)  # seeds whose poems had rare characters
 
     def shown(self, side: str, script: str) -> tuple[str, ...]:
         lines = self.pair.lines if side == self.human else self.model_lines
@@ -372,6 +377,13 @@ def check_request(kind: str, pairs: int, seed: int, split: str, options: WriteOp
     options.validate()
 
 
+def panel_options(values: Mapping[str, Any]) -> WriteOptions:
+    """The writing options among `values` (e.g. `vars(args)` of `panel make`), the names the panel sets
+    or refuses left out (a `--seed` there is the sheet's)."""
+    skip = (*SET_BY_PANEL, *REFUSED)
+    return WriteOptions(**{k: v for k, v in values.items() if k in NAMES and k not in skip}).validate()
+
+
 def check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise PanelError(f"--out {out}: a file, not a folder", "out")
@@ -394,21 +406,24 @@ def make_panel(
     split: str = "test",
     options: WriteOptions | None = None,
     checkpoint: str | Path | None = None,
+    device: str = "cpu",
     poet: Poet | None = None,
     exclude: Sequence[str | Path] = (),
     force: bool = False,
 ) -> Panel:
     """Draw `pairs` poems of `split`, have the model write one for each, write sheet.md, key.json and
     ratings.template.jsonl under `out`, and return the panel. The same seed (and checkpoint, corpus and
-    options) makes the same files. `poet` is the loaded `checkpoint` when the caller has it."""
+    options) makes the same files. The model is `checkpoint` (None: the bundled one) loaded on `device`
+    once the request is checked, or `poet` when the caller has it loaded."""
     options = options or WriteOptions()
     check_request(kind, pairs, seed, split, options)
     out = Path(out)
     check_out(out, force)
+    gone = excluded_texts(exclude)
     if poet is None:
         from tangshi.api import Poet
 
-        poet = Poet.load(checkpoint)
+        poet = Poet.load(checkpoint, device=device)
     cfg = poet.ckpt.config.data
     try:
         sources = read_sources(data, cfg)
@@ -416,7 +431,6 @@ def make_panel(
         raise PanelError(f"--data: {e}", "data") from None
     max_title = min(MAX_TITLE, cfg.max_title) if cfg.titles else MAX_TITLE
     pool, left_out = candidates(sources, kind, split, cfg.script, poet.vocab, max_title)
-    gone = excluded_texts(exclude)
     pool = [h for h in pool if h.text not in gone]
     if len(pool) < pairs:
         raise PanelError(
@@ -447,20 +461,40 @@ def _draw(panel: Panel, poet: Poet, pool: list[Human], pairs: int) -> None:
     for pair in order:
         if len(panel.items) == pairs:
             break
-        seed = rng.randrange(2**30)
         try:
-            text, lines, failure = write_pair(poet, pair, panel.options, seed)
+            written, redrawn = _write_plain(poet, pair, panel.options, rng)
         except OptionError as e:  # a keyword that fits no line, a title the model cannot take
             panel.skipped.append({"file": pair.file, "poem": pair.where, "why": str(e)})
             continue
+        if written is None:
+            why = f"the model's poems of {REDRAWS} seeds had characters outside GB 2312"
+            panel.skipped.append({"file": pair.file, "poem": pair.where, "why": why, "redrawn": redrawn})
+            continue
+        text, lines, failure, seed = written
         n = len(panel.items)
-        panel.items.append(Item(n + 1, sides[n], pair, lines, text, seed, failure))
+        panel.items.append(Item(n + 1, sides[n], pair, lines, text, seed, failure, redrawn))
     if len(panel.items) < pairs:
         raise PanelError(
-            f"--pairs {pairs}: the model could take the request of only {len(panel.items)} poems "
-            f"({len(panel.skipped)} refused, e.g. {panel.skipped[0]['why'] if panel.skipped else '-'})",
+            f"--pairs {pairs}: only {len(panel.items)} pairs could be made ({len(panel.skipped)} poems drawn were "
+            f"skipped, e.g. {panel.skipped[0]['why'] if panel.skipped else '-'})",
             "pairs",
         )
+
+
+def _write_plain(poet: Poet, pair: Human, options: WriteOptions, rng: random.Random) -> tuple[Any, list]:
+    """((text, lines, failure, seed) of the model's poem for a pair, the seeds tried before it and the
+    characters that ruled them out): written again with the next seed drawn while it has a character
+    the human poems may not have (outside GB 2312: a variant form such as 疎 or 劒 would tell the
+    readers which poem is the model's); (None, the seeds tried) after REDRAWS seeds."""
+    redrawn: list[dict[str, Any]] = []
+    for _ in range(REDRAWS):
+        seed = rng.randrange(2**30)
+        text, lines, failure = write_pair(poet, pair, options, seed)
+        odd = "".join(c for c in dict.fromkeys("".join(lines)) if not plain(c))
+        if not odd:
+            return (text, lines, failure, seed), redrawn
+        redrawn.append({"seed": seed, "characters": odd})
+    return None, redrawn
 
 
 def _checkpoint_id(poet: Poet, checkpoint: str | Path | None) -> dict[str, str]:
@@ -575,8 +609,7 @@ def key_data(panel: Panel) -> dict[str, Any]:
             "title": p.title,
             "form": p.form,
             "source": {"author": p.author, "title": p.source_title, "file": p.file, "poem": p.where, "text": p.text},
-            "model": {"request": request, "text": item.model_text, "failure": item.failure,
-                      "rare": [c for c in dict.fromkeys(item.model_text) if c not in LINE_BREAKS and not plain(c)]},
+            "model": {"request": request, "text": item.model_text, "failure": item.failure, "redrawn": item.redrawn},
         })  # fmt: skip
     return {
         "tangshi_version": __version__,
@@ -592,6 +625,7 @@ def key_data(panel: Panel) -> dict[str, Any]:
             "left_out": panel.left_out,
             "skipped": panel.skipped,
             "exclude": panel.exclude,
+            "model_redrawn": sum(len(i.redrawn) for i in panel.items),
             "human_in_A": sum(i.human == "A" for i in panel.items),
         },
         "items": items,
