@@ -66,7 +66,6 @@ _SERIES_COUNT = re.compile(rf"[{_NUMERAL}]+首$")  # "五首" of "遣兴五首"
 NOT_TITLES = frozenset(  # labels an editor gave where the poet gave no title: a genre, "lines", "title lost"
     ("句", "断句", "残句", "逸句", "失题", "阙题", "缺题", "诗", "五言", "七言", "五言诗", "七言诗", "绝句")
 )
-_ANTIQUE = regular._NOTES  # （…） [..] 〖…〗 …: an editor's note or mark in a text
 
 
 class PanelError(OptionError):
@@ -200,7 +199,7 @@ def _regular_candidate(
     if report.form == "other":
         why["not a regular form"] += 1
         return None
-    if _ANTIQUE.search(text) or not plain(text):
+    if not plain(text):
         why["notes, variant or rare characters"] += 1
         return None
     base = Human(text, couplets(report.lines), report.form, author=s.poem.author, source_title=s.raw_title,
@@ -274,7 +273,7 @@ def _ci_candidates(pool: Sequence[Source], why: Counter) -> list[Human]:
         if not name or not cipai.known(name):
             why["no 词牌 of the 词谱"] += 1
             continue
-        if _ANTIQUE.search(s.poem.content) or not plain(s.poem.content):
+        if not plain(s.poem.content):
             why["notes, variant, rare or missing characters"] += 1
             continue
         report = cipai.check(s.poem.content, name)
