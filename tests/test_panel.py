@@ -6,6 +6,8 @@ import json
 import math
 import random
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -399,6 +401,13 @@ def test_score_names_a_missing_key_or_ratings_file(tmp_path, scored_panel):
     (scored_panel / pn.KEY).write_text("{", "utf-8")
     with pytest.raises(pn.PanelError, match="key.json: cannot read"):
         pn.score_panel(scored_panel, [tmp_path / "r.jsonl"])
+
+
+@pytest.mark.slow
+def test_the_panel_module_imports_no_torch():
+    code = "import sys, tangshi.evaluation.panel; print('torch' in sys.modules, 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"  # the CLI's parser reads KINDS from it: --help stays instant
 
 
 # ---------------------------------------------------------------- with the bundled model

@@ -12,6 +12,9 @@ character and form, keywords and form, or 词牌 and format), and writes a folde
 model's and the human poems with 95 % intervals (percentile bootstrap over items) and their ratio, the
 share of pairs where the human poem was picked (Wilson interval), the readers' agreement on the pick,
 and the share of each poem's characters that come from its title. docs/reader-panel.md is the protocol.
+
+The corpus reader (and with it torch) and numpy are imported where they are used: the CLI's parser
+reads KINDS and SET_BY_PANEL from here, and `tangshi --help` stays instant.
 """
 
 from __future__ import annotations
@@ -31,17 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from tangshi import __version__
 from tangshi.config import DataConfig
-from tangshi.data.corpus import SPLITS, CorpusError, RawPoem, build_poems, find_files, read_file, split_of
 from tangshi.data.text import LINE_BREAKS, normalise, to_script
 from tangshi.options import BY_NAME, MAX_TITLE, NAMES, OptionError, WriteOptions
 from tangshi.prosody import cipai, regular
 
 if TYPE_CHECKING:
     from tangshi.api import Poet
+    from tangshi.data.corpus import RawPoem
 
 KINDS = ("title", "begin", "keywords", "ci")
 CRITERIA = ("fluency", "coherence", "relevance", "poeticness")
@@ -117,16 +118,17 @@ class Source:
 def read_sources(data: Sequence[str | Path], cfg: DataConfig) -> list[Source]:
     """Every poem the corpus reader keeps (the checkpoint's filters), with its file, unchanged title and
     split (the checkpoint's: a hash of the text); a text found twice is kept once."""
+    from tangshi.data import corpus
+
     out, seen = [], set()
-    for path in find_files(list(data)):
-        bad: list = []
-        raw = read_file(path, "auto", bad)
+    for path in corpus.find_files(list(data)):
+        raw = corpus.read_file(path, "auto", [])
         titles = {p.where: p.title for p in raw}
-        kept, _ = build_poems(raw, cfg)
+        kept, _ = corpus.build_poems(raw, cfg)
         for p in kept:
             if p.content not in seen:
                 seen.add(p.content)
-                out.append(Source(p, titles[p.where], str(path), split_of(p.content, cfg)))
+                out.append(Source(p, titles[p.where], str(path), corpus.split_of(p.content, cfg)))
     return out
 
 
@@ -177,6 +179,8 @@ def candidates(
     """The poems of `split` a pair can be made of, and how many were left out for each reason. `known`
     (a container of characters, None: all) is the model's vocabulary: a title, begin or keyword with a
     character it lacks is left out."""
+    from tangshi.data.corpus import SPLITS
+
     k = SPLITS.index(split)
     pool = [s for s in sources if s.split == k]
     why: Counter = Counter()
@@ -360,6 +364,8 @@ def criteria_of(kind: str) -> tuple[str, ...]:
 
 def check_request(kind: str, pairs: int, seed: int, split: str, options: WriteOptions) -> None:
     """Refuse what the panel cannot make, naming the option."""
+    from tangshi.data.corpus import SPLITS
+
     if kind not in KINDS:
         raise PanelError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}", "kind")
     if not isinstance(pairs, int) or pairs < 1:
@@ -423,6 +429,8 @@ def make_panel(
         from tangshi.api import Poet
 
         poet = Poet.load(checkpoint, device=device)
+    from tangshi.data.corpus import CorpusError
+
     cfg = poet.ckpt.config.data
     try:
         sources = read_sources(data, cfg)
@@ -780,10 +788,13 @@ def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def bootstrap(
-    model: np.ndarray, human: np.ndarray, resamples: int = RESAMPLES, seed: int = 0
+    model_ratings: Sequence[float], human_ratings: Sequence[float], resamples: int = RESAMPLES, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Means of the model's and the human ratings (one value an item, (N,) each) and their ratio, each with
-    a 95 % percentile bootstrap interval over items (the same resamples for all three)."""
+    """Means of the model's and the human ratings (one value an item each) and their ratio, each with a
+    95 % percentile bootstrap interval over items (the same resamples for all three)."""
+    import numpy as np
+
+    model, human = np.asarray(model_ratings, dtype=float), np.asarray(human_ratings, dtype=float)  # (N,)
     n = len(model)
     idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))  # (R, N)
     m, h = model[idx].mean(axis=1), human[idx].mean(axis=1)  # (R,)
@@ -820,8 +831,8 @@ def _summary(ratings: Sequence[dict[int, Rating]], items: list[int], criteria: l
     independent draws)."""
     out: dict[str, Any] = {"criteria": {}}
     for c in criteria:
-        model = np.array([np.mean([r[i].model[c] for r in ratings]) for i in items], dtype=float)
-        human = np.array([np.mean([r[i].human[c] for r in ratings]) for i in items], dtype=float)
+        model = [sum(r[i].model[c] for r in ratings) / len(ratings) for i in items]
+        human = [sum(r[i].human[c] for r in ratings) / len(ratings) for i in items]
         out["criteria"][c] = bootstrap(model, human)
     picked = sum(r[i].picked_human for r in ratings for i in items)
     share = picked / (len(items) * len(ratings))
