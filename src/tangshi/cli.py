@@ -75,10 +75,12 @@ def _add_fields(parser: argparse.ArgumentParser, kind: type, title: str) -> None
             group.add_argument(flag, dest=f.name, type=kind_, default=None, metavar=kind_.__name__.upper(), help=help_)
 
 
-def _add_write_options(parser: argparse.ArgumentParser) -> None:
-    """Every WriteOptions field as a flag, with its default and bounds in --help."""
+def _add_write_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Every WriteOptions field as a flag (but those in `skip`), with its default and bounds in --help."""
     group = parser.add_argument_group("writing options")
     for spec in SPECS:
+        if spec.name in skip:
+            continue
         shown = "none" if spec.default is None else spec.default
         limits = spec.bounds()
         help_ = f"{spec.help} (default: {shown}{'; ' + limits if limits else ''})"
@@ -115,10 +117,34 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="prepared-corpus cache (default ~/.cache/tangshi)")
 
 
+def _add_panel(sub: argparse._SubParsersAction) -> None:
+    from tangshi.evaluation.panel import KINDS, REFUSED, SET_BY_PANEL  # no torch
+
+    pn = sub.add_parser("panel", help="a blind reader panel: make a sheet of human/model pairs, score the ratings")
+    pn_sub = pn.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mk = pn_sub.add_parser("make", help="draw N poems of a split, write the model's for each: sheet, key, template")
+    mk.add_argument("--data", nargs="+", required=True, help="corpus files or folders (the human poems)")
+    mk.add_argument("--split", default="test", choices=["train", "val", "test"], help="split the poems come from")
+    mk.add_argument("--pairs", type=int, required=True, help="items of the sheet (at least 48 a setting)")
+    mk.add_argument("--seed", type=int, required=True, help="draws the poems, the A/B order and the model's seeds")
+    mk.add_argument("--kind", default="title", choices=KINDS, help="what both poems of a pair share (default: title)")
+    mk.add_argument("--out", type=Path, required=True, help="folder for sheet.md, key.json, ratings.template.jsonl")
+    mk.add_argument("--force", action="store_true", help="write over the panel in a non-empty --out")
+    mk.add_argument("--exclude", nargs="+", default=[], metavar="PANEL", help="leave out the poems of these panels")
+    mk.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
+    mk.add_argument("--device", default="cpu", choices=DEVICES)
+    _add_write_options(mk, skip=(*SET_BY_PANEL, *REFUSED))
+    sc = pn_sub.add_parser("score", help="each reader's and the pooled scores of a panel")
+    sc.add_argument("panel", type=Path, help="the folder `panel make` wrote")
+    sc.add_argument("ratings", type=Path, nargs="+", help="one ratings file (JSON lines) a reader")
+    sc.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tangshi", description="Chinese classical poetry with RNN, LSTM and GRU models.")
     p.add_argument("--version", action="version", version=f"tangshi {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_panel(sub)
 
     data = sub.add_parser("data", help="read a corpus: counts, dropped poems, vocabulary")
     data_sub = data.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -747,6 +773,32 @@ def _print_ci(r, as_json: bool, i: int) -> None:
     )
 
 
+def cmd_panel(args: argparse.Namespace) -> int:
+    from tangshi.evaluation import panel
+
+    if args.action == "score":
+        report = panel.score_panel(args.panel, args.ratings)
+        print(json.dumps(report, ensure_ascii=False, indent=1) if args.json else panel.format_report(report))
+        return 0
+    from tangshi.model.device import resolve_device
+
+    made = panel.make_panel(
+        args.data, args.out, pairs=args.pairs, seed=args.seed, kind=args.kind, split=args.split,
+        options=panel.panel_options(vars(args)), checkpoint=args.checkpoint, device=str(resolve_device(args.device)),
+        exclude=args.exclude, force=args.force,
+    )  # fmt: skip
+    failed = sum(item.failure is not None for item in made.items)
+    redrawn = sum(len(item.redrawn) for item in made.items)
+    _note(f"{len(made.items)} pairs in {args.out}: give readers {panel.SHEET} and {panel.TEMPLATE} only")
+    if redrawn:
+        _note(f"{redrawn} of the model's poems had characters outside GB 2312 and were written again (key.json)")
+    if made.skipped:
+        _note(f"{len(made.skipped)} poems drawn were skipped (key.json says why)")
+    if failed:
+        _note(f"{failed} of the model's poems broke a rule of the form (shown as written; key.json names them)")
+    return 0
+
+
 COMMANDS = {
     "data": cmd_data,
     "train": cmd_train,
@@ -756,6 +808,7 @@ COMMANDS = {
     "calibrate": cmd_calibrate,
     "serve": cmd_serve,
     "presets": cmd_presets,
+    "panel": cmd_panel,
     "authors": cmd_authors,
     "cipai": cmd_cipai,
     "prosody": cmd_prosody,
