@@ -7,10 +7,10 @@
         print(poem.text)
     poet.loss(["床前明月光，疑是地上霜。举头望明月，低头思故乡。"])
 
-Writing is three steps, each a function that can be read alone:
-`resolve` (the request -> a `Plan`: begin phrases in the model's characters, heads, form, seeds),
-`decode` (sample, rerank or beam search, writing again what `judge` rejects) and
-`judge` (copied lines, broken rules, the prosody report and the reranking score).
+Writing is two steps, each a function that can be read alone:
+`resolve` (the request -> a `Plan`: begin phrases in the model's characters, heads, form, seeds) and
+`generation.decode.decode` (the processors and the constraint of each batch, sampling and reranking
+or beam search, writing again what `judge` rejects; docs/writing-pipeline.md).
 `Poet.write` chains them; the options are `tangshi.options.WriteOptions`.
 """
 
@@ -26,27 +26,24 @@ from typing import Any
 
 import torch
 
-from tangshi.data.lineindex import LineIndex
 from tangshi.data.text import LINE_BREAKS, normalise, to_script
 from tangshi.data.vocab import BOS, EOS, UNK, author_token, genre_token
 from tangshi.evaluation import losses as evaluate
 from tangshi.evaluation.calibration import NO_GENRE, Calibration
 from tangshi.generation import constraints as forms
 from tangshi.generation import planner as planning
-from tangshi.generation import search as compose
-from tangshi.generation.sampling import DEFAULT_DIVERSITY, Sampler
-from tangshi.generation.search import Poem
+from tangshi.generation.decode import copy_index, decode, finish, line_candidates
+from tangshi.generation.processors import DEFAULT_DIVERSITY, Rows, table_rows
+from tangshi.generation.search import Poem, prime, resolve_begin
 from tangshi.model import checkpoint
 from tangshi.model.checkpoint import Checkpoint, CheckpointError
 from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions, check_begin
 from tangshi.prosody import regular as prosody
 
 DEFAULT_COHESION = 0.5  # the line steering's weight unless told (docs/about-something.md)
-CALIBRATED_COHESION = 0.8  # the same where the frequency calibration applies (docs/about-something.md)
 GUIDANCE = 2.0  # title guidance unless told, for a poem without a plan (docs/about-something.md)
 PLANNED_GUIDANCE = 4.0  # the same for a poem with a plan (from its title, keywords or theme)
 
-RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
 CHUNK = 32  # poems a batch when `Poet.stream` writes many
 
 
@@ -90,15 +87,15 @@ class Plan:
     nums: list[int]  # poems a group
     seeds: list[int]  # each group's first seed
     heads: str  # acrostic heads in the model's characters, or ""
-    shape: forms.Form | None  # the form the masks keep, None for free poems without heads
+    form: forms.Form | None  # the form the masks keep, None for free poems without heads
     group_notes: list[list[str]]  # what was changed in each begin and in the heads
     context: list[int] = field(default_factory=lambda: [BOS])  # ids read before each poem (title, poet, prefix)
-    keywords: planning.Plan | None = None  # one keyword a line, where asked (--keywords, --theme)
+    plan: planning.Plan | None = None  # one keyword a line, where asked (--keywords, --theme)
     fixed: list[dict[tuple[int, int], str]] = field(default_factory=list)  # each group's keyword places
-    topic: torch.Tensor | None = None  # (V,) the fixed steering bias: topic (title, keywords, theme) and manner
+    topic: torch.Tensor | None = None  # (V,) the topic (title, keywords, theme) and manner bias
     plain: list[int] | None = None  # the context without the title, for guidance (None: no title)
-    ci: Any = None  # the 词牌's format (ci.CiFormat) when a 词 is written
-    calibrated: bool = False  # the checkpoint's frequency calibration is in `topic`
+    cipai: Any = None  # the 词牌's format (cipai.CiFormat) when a 词 is written
+    calibration: torch.Tensor | None = None  # (V,) weight x the checkpoint's calibration bias (None: weight 0)
     guidance: float = 0.0  # classifier-free guidance by the title (0: none)
 
     @property
@@ -108,17 +105,11 @@ class Plan:
     @property
     def free(self) -> bool:
         """Neither a regular form nor a 词牌: what the seed-tf options may change."""
-        return self.shape is None and self.ci is None
+        return self.form is None and self.cipai is None
 
     def rows(self) -> list[tuple[int, str]]:
         """(group, resolved begin) of every poem, in order."""
         return [(g, b) for g, (b, n) in enumerate(zip(self.resolved, self.nums, strict=True)) for _ in range(n)]
-
-
-@dataclass
-class Verdict:
-    score: float  # the weighted log-likelihood, prosody score and sense bonus
-    rejected: bool  # a copied line or a broken rule: written again while the budget lasts
 
 
 class Poet:
@@ -128,7 +119,7 @@ class Poet:
         self._ci_prosody: forms.CiProsody | None = None
         self._words: planning.WordStats | None | bool = False  # False: not read yet
         self._calibration: Calibration | None | bool = False
-        self._following: tuple[compose.Rows, torch.Tensor] | None = None
+        self._following: tuple[Rows, torch.Tensor] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -181,8 +172,8 @@ class Poet:
         words = self.words
         return DEFAULT_COHESION if words is not None and words.next is not None else 0.0
 
-    def following(self) -> tuple[compose.Rows, torch.Tensor]:
-        """(the next-line PPMI table in the model's ids as `compose.table_rows`: row a, the PPMI of a
+    def following(self) -> tuple[Rows, torch.Tensor]:
+        """(the next-line PPMI table in the model's ids as `processors.table_rows`: row a, the PPMI of a
         character a of a line and each b of the next; the ids that end a line)."""
         words = self.words
         with self._lock, torch.inference_mode(False):  # kept across calls: never an inference tensor
@@ -193,7 +184,7 @@ class Poet:
                 ids = torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1)
                 values = torch.tensor(vals, dtype=torch.float32)
                 # a row for each character of a line: its next-line neighbours, which the steering gathers
-                table = compose.table_rows(torch.sparse_coo_tensor(ids, values, (v, v), check_invariants=True))
+                table = table_rows(torch.sparse_coo_tensor(ids, values, (v, v), check_invariants=True))
                 breaks = torch.zeros(v, dtype=torch.bool)
                 breaks[[vocab.id(ch) for ch in LINE_BREAKS if ch in vocab]] = True
                 self._following = (table, breaks)
@@ -231,7 +222,7 @@ class Poet:
         temperature, beam, rerank...). `nums` and `seeds` give one count and one seed a begin: the i-th
         poem of a begin with seed s is the poem `write(begin, seed=s)` writes i-th, whatever else is
         in the call. Bad requests raise OptionError (or a subclass) whose `field` names the option.
-        `stop`, called every few steps, ends the writing early with `compose.Stopped` when it returns True.
+        `stop`, called every few steps, ends the writing early with `search.Stopped` when it returns True.
         """
         opts = _templated((options or WriteOptions()).replace(**changes).validate())
         plan = resolve(self, begins, opts, nums, seeds)
@@ -288,11 +279,11 @@ class Poet:
             raise OptionError(f"--line {line}: the poem has lines 1 to {len(report.lines)}", "line")
         opts = opts.replace(template=_open_line(report.lines, line), form=report.form).validate()
         plan = resolve(self, "", opts)
-        index, want = _lines(self, opts), opts.num
+        index, want = copy_index(self, opts), opts.num
         original = report.lines[line - 1]
         found: dict[str, str] = {}  # new line -> the poem with it
         for attempt in range(opts.budget):
-            for poem in _line_candidates(self, plan, opts, report.lines, line, want + 4, attempt):
+            for poem in line_candidates(self, plan, opts, report.lines, line, want + 4, attempt):
                 cand = prosody.split_lines(poem)[line - 1]
                 if cand != original and cand not in found and not (index is not None and cand in index):
                     found[cand] = poem
@@ -357,15 +348,8 @@ def resolve(
     topic, steer_notes = _topic(poet, opts)
     genre = _genre(poet, opts)
     weight = _calibration(poet, opts, genre)
-    if weight:
-        topic = (topic if topic is not None else 0) + weight * poet.calibration.bias(genre)
+    calibration = weight * poet.calibration.bias(genre) if weight else None
     head_notes = head_notes + context_notes + steer_notes
-    if _diversity(poet, opts) and poet.vocab.log_prior() is None:
-        raise OptionError(
-            "--diversity needs the character counts of the training data, which this checkpoint's vocab.json "
-            "lacks; add them with `tangshi index --checkpoint DIR --data CORPUS`",
-            "diversity",
-        )
     if seeds is None:
         seed = opts.seed if opts.seed is not None else secrets.randbits(31)
         seeds = [seed + sum(nums[:g]) * opts.rerank for g in range(len(begins))]
@@ -398,7 +382,7 @@ def resolve(
         topic,
         plain if guidance else None,
         cifmt,
-        bool(weight),
+        calibration,
         guidance,
     )
 
@@ -413,34 +397,6 @@ def check_text(text: str, field: str) -> None:
 def _open_line(lines: list[str], line: int) -> str:
     """The template of a poem with one line (1-based) open."""
     return prosody.join_lines([forms.OPEN[0] * len(ln) if i == line - 1 else ln for i, ln in enumerate(lines)])
-
-
-@torch.inference_mode()
-def _line_candidates(
-    poet: Poet, plan: Plan, opts: WriteOptions, lines: list[str], line: int, n: int, attempt: int
-) -> list[str]:
-    """n poems with line `line` (1-based) sampled anew: the state after the poem's text before the line
-    is read once, the form's mask and the steering are brought to that point, and only the line and
-    its punctuation are sampled (the rest of the poem is the person's, scored afterwards)."""
-    vocab, model = poet.vocab, poet.model
-    device = next(model.parameters()).device
-    head = prosody.join_lines(lines[: line - 1])
-    tail = prosody.join_lines(lines)[len(prosody.join_lines(lines[:line])) :]
-    before = vocab.encode(head)
-    mask = _mask(poet, plan, opts, [0] * n)
-    steer = _steer(poet, plan, opts, n)
-    for i in before:
-        ids = torch.full((n,), i, dtype=torch.long)
-        mask.update(ids)
-        if steer is not None:
-            steer.update(ids.to(device))
-    sampler = _sampler(poet, opts)
-    seed = (opts.seed if opts.seed is not None else secrets.randbits(31)) + attempt * RETRY_STRIDE
-    written = compose.write(
-        model, vocab, [""] * n, sampler, seeds=[seed + r for r in range(n)], max_length=len(lines[line - 1]) + 1,
-        form=mask, contexts=[[BOS, *before]] * n, steer=steer,
-    )  # fmt: skip
-    return [head + p.text + tail for p in written if p.failure is None and len(p.text) == len(lines[line - 1]) + 1]
 
 
 def _suggest(poet: Poet, lines: list[str], problem: prosody.Problem, k: int) -> list[dict[str, Any]]:
@@ -462,7 +418,7 @@ def _suggest(poet: Poet, lines: list[str], problem: prosody.Problem, k: int) -> 
     at = sum(len(ln) + 1 for ln in lines[: problem.line - 1]) + problem.place - 1
     ids = [BOS, *vocab.encode(text[:at])]
     with torch.inference_mode():
-        x, state = compose.prime(model, [ids], next(model.parameters()).device)
+        x, state = prime(model, [ids], next(model.parameters()).device)
         logits, _ = model.step(x, state)
     logits = logits.float()[0].cpu().masked_fill(~allowed, float("-inf"))
     top = [int(i) for i in logits.topk(min(64, int(allowed.sum()))).indices]
@@ -503,7 +459,7 @@ def _known(poet: Poet, text: str, what: str) -> tuple[str, list[str]]:
     if not text:
         return "", []
     check_begin(text, "acrostic" if what.startswith("acrostic") else "begin")
-    return compose.resolve_begin(poet.vocab, text, poet.ckpt.config.data.script, what=what)
+    return resolve_begin(poet.vocab, text, poet.ckpt.config.data.script, what=what)
 
 
 def _plan(
@@ -735,208 +691,3 @@ def _check_keywords(poet: Poet, words: Sequence[str]) -> None:
 def _has_tone(vp, ch: str, tone: str) -> bool:
     i = vp.vocab.id(ch)
     return bool(vp.ping[i] if tone == prosody.PING else vp.ze[i])
-
-
-def _diversity(poet: Poet, opts: WriteOptions) -> float:
-    return poet.default_diversity if opts.diversity is None else opts.diversity
-
-
-def _cohesion(poet: Poet, plan: Plan, opts: WriteOptions) -> float:
-    """The line steering's weight: as asked, else the checkpoint's default when sampling (higher where the
-    frequency calibration applies, which alone loosens the lines), 0 for beam search (whose likeliest lines
-    already go together: docs/about-something.md)."""
-    if opts.cohesion is not None:
-        return opts.cohesion
-    if opts.beam or not poet.default_cohesion:
-        return 0.0
-    return CALIBRATED_COHESION if plan.calibrated else poet.default_cohesion
-
-
-def _steer(poet: Poet, plan: Plan, opts: WriteOptions, batch: int) -> compose.Steer | None:
-    """The steering of a batch of sampled poems (None: nothing to steer)."""
-    cohesion = _cohesion(poet, plan, opts)
-    if not cohesion and plan.topic is None:
-        return None
-    table, breaks = poet.following() if cohesion else (None, torch.zeros(len(poet.vocab), dtype=torch.bool))
-    device = next(poet.model.parameters()).device
-    return compose.Steer(table, cohesion, breaks, batch, plan.topic, device)
-
-
-# ---------------------------------------------------------------- decode
-
-
-def decode(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None = None) -> list[Poem]:
-    """The poems of a plan, judged: by beam search, or sampled (best of `rerank`), rejected ones written again."""
-    return _beam(poet, plan, opts, stop) if opts.beam else _sample(poet, plan, opts, stop)
-
-
-def _mask(poet: Poet, plan: Plan, opts: WriteOptions, groups: list[int]) -> forms.FormMask | None:
-    """The form's mask for rows of these groups (begins): its heads, and each group's keyword places."""
-    if plan.ci is not None:
-        rows = len(groups)
-        return forms.CiMask(
-            poet.ci_prosody, plan.ci, rows, [plan.heads] * rows, opts.tones,
-            fixed=[plan.fixed[g] for g in groups], allow_repeat=opts.allow_repeat,
-        )  # fmt: skip
-    if plan.shape is None:
-        return None
-    rows = len(groups)
-    return forms.FormMask(
-        poet.vocab_prosody, plan.shape, rows, [plan.heads] * rows, opts.rhyme, opts.tones, opts.allow_repeat,
-        fixed=[plan.fixed[g] for g in groups], fixed_field="template" if opts.template else "keywords",
-    )  # fmt: skip
-
-
-def _lines(poet: Poet, opts: WriteOptions) -> LineIndex | None:
-    return None if opts.allow_copies else poet.ckpt.lines
-
-
-def _beam(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
-    lines = _lines(poet, opts)
-    poems = compose.beam_write(
-        poet.model, poet.vocab, plan.resolved, opts.beam, plan.nums, _max_length(plan, opts),
-        _mask(poet, plan, opts, [g for g in range(len(plan.resolved)) for _ in range(opts.beam)]), lines,
-        opts.repetition_penalty, stop, [plan.context] * len(plan.resolved),
-        _steer(poet, plan, opts, len(plan.resolved) * opts.beam),
-    )  # fmt: skip
-    for p in poems:
-        judge(p, plan, lines, opts)
-    _refuse_strict_failures(poems, opts, f"by a beam of {opts.beam}", "a wider --beam")
-    return poems
-
-
-def _sample(poet: Poet, plan: Plan, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
-    sampler = _sampler(poet, opts)
-    lines, k = _lines(poet, opts), opts.rerank
-    rows = plan.rows()
-    bases = [plan.seeds[g] + i * k for g, n in enumerate(plan.nums) for i in range(n)]
-    best: list[tuple[Poem, Verdict] | None] = [None] * len(rows)
-    for attempt in range(opts.budget):
-        todo = [r for r, b in enumerate(best) if b is None or b[1].rejected]
-        if not todo:
-            break
-        cand = [r for r in todo for _ in range(k)]
-        tries = [bases[r] + c + attempt * RETRY_STRIDE for r in todo for c in range(k)]
-        written = compose.write(
-            poet.model, poet.vocab, [rows[r][1] for r in cand], sampler, num=1, seeds=tries,
-            max_length=_max_length(plan, opts), stop_at_end=not (opts.ignore_end and plan.free),
-            random_state=opts.random_state and plan.free, stop=stop,
-            form=_mask(poet, plan, opts, [rows[r][0] for r in cand]),
-            contexts=[plan.context] * len(cand), steer=_steer(poet, plan, opts, len(cand)),
-            guidance=plan.guidance, plain_contexts=[plan.plain] * len(cand) if plan.plain else None,
-        )  # fmt: skip
-        bonus = sense(poet, plan, written, opts) if k > 1 else [0.0] * len(written)
-        for r, p, extra in zip(cand, written, bonus, strict=True):
-            v = judge(p, plan, lines, opts, extra)
-            if best[r] is None or (v.rejected, -v.score) < (best[r][1].rejected, -best[r][1].score):
-                best[r] = (p, v)
-        if opts.greedy and not opts.random_state:
-            break  # greedy writes the same poem whatever the seed
-    poems = [b[0] for b in best if b is not None]
-    _refuse_strict_failures(poems, opts, f"in {opts.budget} tries (--budget)", "--tones relaxed")
-    return poems
-
-
-def _sampler(poet: Poet, opts: WriteOptions) -> Sampler:
-    return Sampler(
-        temperature=opts.temperature,
-        top_k=opts.top_k,
-        top_p=opts.top_p,
-        greedy=opts.greedy,
-        repetition_penalty=opts.repetition_penalty,
-        diversity=_diversity(poet, opts),
-    )
-
-
-def _max_length(plan: Plan, opts: WriteOptions) -> int:
-    if plan.ci is not None:
-        return plan.ci.chars + len(plan.ci.clauses) + 1
-    return plan.shape.length + 1 if plan.shape is not None else opts.max_length
-
-
-def _refuse_strict_failures(poems: list[Poem], opts: WriteOptions, how: str, instead: str) -> None:
-    if opts.tones != "strict" or not opts.regular:
-        return
-    for p in poems:
-        if p.failure:
-            raise forms.FormError(
-                f"--tones strict could not be met {how}: the poem for '{p.begin}' failed at {p.failure}; use {instead}",
-                "tones",
-            )
-
-
-# ---------------------------------------------------------------- judge
-
-
-def sense(poet: Poet, plan: Plan, poems: list[Poem], opts: WriteOptions) -> list[float]:
-    """Each candidate's reranking bonus for sense (Li et al. 2016's mutual information, per token):
-    `relevance_weight` x how much likelier the poem is after its context (title, poet, prefix) than
-    after <bos> alone, plus `coherence_weight` x how much likelier each line after the first is after
-    the lines before it than alone, averaged over those lines."""
-    bonus = [0.0] * len(poems)
-    relevance = opts.relevance_weight and plan.context != [BOS]
-    if not (relevance or opts.coherence_weight) or not poems:
-        return bonus
-    vocab, model = poet.vocab, poet.model
-    seqs = [vocab.encode(p.text) for p in poems]
-    plain = evaluate.token_logprobs(model, seqs, [[BOS]] * len(seqs))
-    if relevance:
-        given = evaluate.token_logprobs(model, seqs, [plan.context] * len(seqs))
-        for i, (a, b) in enumerate(zip(given, plain, strict=True)):
-            bonus[i] += opts.relevance_weight * float(a.mean() - b.mean())
-    if opts.coherence_weight:
-        spans = [_line_spans(p.text) for p in poems]
-        alone_seqs = [vocab.encode(p.text[a:b]) for p, sp in zip(poems, spans, strict=True) for a, b in sp[1:]]
-        alone = iter(evaluate.token_logprobs(model, alone_seqs, [[BOS]] * len(alone_seqs)) if alone_seqs else [])
-        for i, sp in enumerate(spans):
-            gains = [float(plain[i][a:b].mean() - next(alone).mean()) for a, b in sp[1:]]
-            bonus[i] += opts.coherence_weight * (sum(gains) / len(gains) if gains else 0.0)
-    return bonus
-
-
-def _line_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each line's characters in a poem's text, punctuation left out."""
-    spans, start = [], 0
-    for i, ch in enumerate(text + "。"):
-        if ch in LINE_BREAKS:
-            if i > start:
-                spans.append((start, i))
-            start = i + 1
-    return spans
-
-
-def judge(p: Poem, plan: Plan, lines: LineIndex | None, opts: WriteOptions, bonus: float = 0.0) -> Verdict:
-    """Fill in a candidate's prosody report, heads and copied lines; score it (`likelihood_weight` x
-    mean log-likelihood, `prosody_weight` x prosody, and the `bonus` for sense) and say whether it is
-    rejected."""
-    score = -opts.likelihood_weight * p.nll + bonus
-    if plan.ci is not None:
-        from tangshi.prosody import cipai as ci
-
-        report = ci.check(p.text, plan.ci.cipai, plan.ci.number)
-        p.prosody = report.to_dict()
-        score += opts.prosody_weight * (report.rhyme + report.tones) / 2
-    elif plan.shape is not None and not plan.shape.free:
-        report = prosody.check(p.text)
-        p.prosody = report.to_dict()
-        score += opts.prosody_weight * (report.rhyme + report.relaxed + report.strict) / 3
-    p.acrostic = plan.heads
-    p.plan = plan.keywords.to_json() if plan.keywords is not None else None
-    p.copied = lines.copied(p.text) if lines is not None else []
-    return Verdict(score, bool(p.copied) or bool(p.failure))
-
-
-def finish(p: Poem, begin: str, opts: WriteOptions) -> Poem:
-    """The poem as the caller asked: its begin, title and poet as given, its prosody report, its text
-    in the asked script."""
-    script = opts.script
-    report = p.prosody or prosody.check(p.text).to_dict()
-    p.begin, p.title, p.author = begin, opts.title, opts.author
-    p.text = to_script(p.text, script)
-    p.lines = [to_script(x, script) for x in p.lines]
-    if "cipai" in report:  # a 词: its lines are its 阕
-        p.lines = [to_script(x, script) for x in report["parts"]]
-        p.prosody = {**report, "parts": p.lines}
-        return p
-    p.prosody = {**report, "lines": [to_script(x, script) for x in report.get("lines", [])]}
-    return p

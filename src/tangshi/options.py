@@ -158,7 +158,7 @@ class WriteOptions:
         None,
         float,
         "lower each character's score by this times its log training frequency, less generic poems "
-        "(none: 0.1 where the checkpoint keeps its character counts, else 0)",
+        "(none: when sampling 0.1 where the checkpoint keeps its character counts, else 0; 0 for beam search)",
         ge=0,
         le=2,
     )
@@ -191,8 +191,8 @@ class WriteOptions:
         None,
         float,
         "with a title: classifier-free guidance, how much more the title's own effect on the model counts "
-        "(sampling: each step the model also reads the poem without its title; 0 = off; none: 4 for a poem "
-        "with a plan, 2 without)",
+        "(each step the model also reads the poem without its title; 0 = off; none: when sampling 4 for a "
+        "poem with a plan and 2 without, 0 for beam search)",
         ge=0,
         le=10,
     )
