@@ -21,7 +21,7 @@ other mode with an OptionError naming its option.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -370,7 +370,7 @@ class Processors:
         for p in self._selecting:
             p.select(rows)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Processor]:
         return iter([*self.before, *self.after])
 
     def __repr__(self) -> str:

@@ -128,9 +128,9 @@ def sample(
     `nll` is the model's own, whatever the processors and the constraint did to its draws.
     """
     batch, device = len(begins), next(model.parameters()).device
-    if processors.mode != "sample" or len(seeds) != batch or max_length < 1:
-        raise SamplingError(f"sampling needs sampling processors, one seed a row and --max-length >= 1, got "
-                            f"{processors.mode}, {len(seeds)} seeds for {batch} rows, {max_length}")  # fmt: skip
+    _check_request(processors, "sample", max_length)
+    if len(seeds) != batch:
+        raise ValueError(f"{len(seeds)} seeds for {batch} poems")
     forced, longest = _forced(vocab, begins, device)
     uniforms = torch.stack([torch.rand(max_length, generator=torch.Generator().manual_seed(s)) for s in seeds])
     uniforms = uniforms.to(device)  # (B, L)
@@ -177,6 +177,13 @@ def sample(
                         break
             x = torch.cat([next_ids, next_ids]) if processors.guided else next_ids
     return _sampled(vocab, begins, seeds, written_ids, written_logps, max_length, stop_at_end, constraint)
+
+
+def _check_request(processors: Processors, mode: str, max_length: int) -> None:
+    if processors.mode != mode:
+        raise ValueError(f"{mode} needs processors built for it, got {processors!r}")
+    if max_length < 1:
+        raise SamplingError(f"--max-length must be >= 1, got {max_length}")
 
 
 def _forced(vocab: Vocab, begins: list[str], device: torch.device) -> tuple[torch.Tensor, int]:
@@ -348,9 +355,11 @@ def beam_search(
     normalised before the mask (a forced or narrowed step keeps its cost); the search ranks by the
     processed scores, and where the processors bias them each poem's `nll` is the model's own.
     """
-    if width < 1 or processors.mode != "beam" or len(nums) != len(begins):
-        raise SamplingError(f"--beam must be >= 1 with beam processors and one count a begin, got {width}, "
-                            f"{processors.mode}, {len(nums)} counts for {len(begins)} begins")  # fmt: skip
+    _check_request(processors, "beam", max_length)
+    if width < 1:
+        raise SamplingError(f"--beam must be >= 1, got {width}")
+    if len(nums) != len(begins):
+        raise ValueError(f"{len(nums)} counts for {len(begins)} begins")
     for n in nums:
         if not 1 <= n <= width:
             raise SamplingError(f"--num {n} must be between 1 and --beam {width}")
