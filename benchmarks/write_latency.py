@@ -30,8 +30,8 @@ import torch
 from tangshi.api import Poet
 from tangshi.cli import tune_process
 from tangshi.data.vocab import BOS
-from tangshi.generation.sampling import Sampler
-from tangshi.generation.search import write
+from tangshi.generation import processors
+from tangshi.generation.search import sample
 from tangshi.model.device import DeviceError, resolve_device
 
 
@@ -105,7 +105,6 @@ def main() -> int:
     poet = Poet.load(args.checkpoint, device=str(device))
     model, vocab = poet.model.eval(), poet.vocab
     begin_id = vocab.encode(args.begin)[0]
-    greedy = Sampler(greedy=True)
     lstm = model.cfg.cell == "lstm"  # the other cells step in float32 whatever the machine
     kinds = [chosen, *(["float32"] if chosen != "float32" else [])] if lstm else ["float32"]
     # one model a kind, its weights packed once for it, as a program that writes keeps them
@@ -118,9 +117,10 @@ def main() -> int:
     model.prepared(device)
 
     def ours(p: Poet, batch: int, length: int):
-        return lambda: write(
-            p.model, vocab, [args.begin], greedy, num=batch, seed=0, max_length=length, stop_at_end=False
-        )
+        return lambda: sample(
+            p.model, vocab, [args.begin] * batch, processors.sampling(vocab, greedy=True), list(range(batch)),
+            max_length=length, stop_at_end=False,
+        )  # fmt: skip
 
     def seeds(batch: int, length: int):
         return lambda: rerun_prefix(model, begin_id, batch, length)

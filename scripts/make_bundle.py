@@ -29,11 +29,10 @@ from tangshi.data.corpus import encode_split, load_corpus
 from tangshi.data.words import WordStats
 from tangshi.evaluation.losses import condition_ids, mean_loss
 from tangshi.evaluation.suite import BEGINS, markdown, run_suite
-from tangshi.generation.sampling import Sampler
 from tangshi.model import checkpoint
 from tangshi.model.charrnn import count_parameters
 from tangshi.model.checkpoint import model_tensors, quantize_int8
-from tangshi.options import DEFAULT_DIVERSITY
+from tangshi.options import DEFAULT_DIVERSITY, WriteOptions
 
 # bytes the bundled model's folder may take (weights, line index, plan statistics and title index, vocabulary, card)
 LIMIT = 18 * 10**6
@@ -192,7 +191,7 @@ Loss is the mean cross-entropy per predicted token: pad excluded, end token incl
     seconds = time.perf_counter() - t0
     card += (
         f"\n## The evaluation suite\n\n`tangshi eval --data {' '.join(suite_data)}` ({seconds:.0f} s on the machine above; "
-        f"free poems with the default sampler: temperature {Sampler.temperature:g}, top-p {Sampler.top_p:g}, "
+        f"free poems with the default sampler: temperature {WriteOptions.temperature:g}, top-p {WriteOptions.top_p:g}, "
         f"diversity {DEFAULT_DIVERSITY:g}):\n\n" + markdown(result)
     )
     (DEST / "README.md").write_text(card, "utf-8")

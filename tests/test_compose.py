@@ -1,10 +1,20 @@
+"""The sampling loop with a tiny model: begins, seeds, the seed-tf way, the end token, kept context states."""
+
 import pytest
 import torch
 
 from tangshi.data.vocab import Vocab
-from tangshi.generation import search as compose
-from tangshi.generation.search import UnknownCharacterError, resolve_begin, sentences, write
+from tangshi.generation import processors
+from tangshi.generation.sampling import Draw
+from tangshi.generation.search import ContextStates, UnknownCharacterError, resolve_begin, sample, sentences
 from tangshi.model import checkpoint
+
+
+def write(model, vocab, begins, num=1, seed=0, **kw):
+    """`num` poems a begin, row r with seed `seed + r`, by the default sampling processors."""
+    rows = [b for b in begins for _ in range(num)]
+    steps = processors.sampling(vocab)
+    return sample(model, vocab, rows, steps, [seed + r for r in range(len(rows))], **kw)
 
 
 def test_sentences_one_a_line():
@@ -42,11 +52,11 @@ def test_seed_tf_style_runs_exactly_max_length_steps(tiny_run, monkeypatch):
     ck = checkpoint.load(tiny_run / "best")
     calls = []
 
-    def end_every_other(self, logits, uniforms, seen=None, log_prior=None, prior_shift=None):
+    def end_every_other(self, scores, uniforms):
         calls.append(1)
-        return torch.full((logits.shape[0],), 3 if len(calls) % 2 else 5, dtype=torch.long)
+        return torch.full((scores.shape[0],), 3 if len(calls) % 2 else 5, dtype=torch.long)
 
-    monkeypatch.setattr(compose.Sampler, "__call__", end_every_other)
+    monkeypatch.setattr(Draw, "__call__", end_every_other)
     poem = write(ck.model, ck.vocab, ["月"], max_length=50, stop_at_end=False, random_state=True, seed=1)[0]
     assert len(calls) == 50 and poem.text == "月" + ck.vocab.tokens[5] * 25
     calls.clear()
@@ -56,10 +66,10 @@ def test_seed_tf_style_runs_exactly_max_length_steps(tiny_run, monkeypatch):
 def test_stops_at_the_end_token(tiny_run, monkeypatch):
     ck = checkpoint.load(tiny_run / "best")
 
-    def always_end(self, logits, uniforms, seen=None, log_prior=None, prior_shift=None):
-        return torch.full((logits.shape[0],), 3, dtype=torch.long)
+    def always_end(self, scores, uniforms):
+        return torch.full((scores.shape[0],), 3, dtype=torch.long)
 
-    monkeypatch.setattr(compose.Sampler, "__call__", always_end)
+    monkeypatch.setattr(Draw, "__call__", always_end)
     poems = write(ck.model, ck.vocab, ["明月"], max_length=40)
     assert poems[0].text == "明月" and poems[0].ended
 
@@ -69,15 +79,18 @@ def test_a_context_read_once_is_kept_and_read_again_when_the_weights_change(monk
 
     ck = checkpoint.load(bundled_path())  # an LSTM: its prepared weights say when they change
     model, v = ck.model.eval(), ck.vocab
-    ctx = [[2, *v.encode("明月")]]
-    first = write(model, v, ["月"], seed=3, contexts=ctx, max_length=10)[0]
+    ctx, states = [[2, *v.encode("明月")]], ContextStates()
+    first = write(model, v, ["月"], seed=3, contexts=ctx, max_length=10, states=states)[0]
     steps = []
     real = type(model).step
     monkeypatch.setattr(type(model), "step", lambda self, *a, **k: steps.append(1) or real(self, *a, **k))
-    again = write(model, v, ["月"], seed=3, contexts=ctx, max_length=10)[0]
-    assert again == first and len(steps) == 10  # the context not read again: only the poem's steps
+    again = write(model, v, ["月"], seed=3, contexts=ctx, max_length=10, states=states)[0]
+    assert again == first and len(steps) == 10 and len(states) == 1  # the context not read again
+    write(model, v, ["月"], seed=3, contexts=ctx, max_length=10)  # no states given: a fresh one, read again
+    assert len(steps) == 22
     with torch.no_grad():
         model.rnn.weight_hh_l0.mul_(0.5)  # new weights: the context is read again, with them
     steps.clear()
-    write(model, v, ["月"], seed=3, contexts=ctx, max_length=10)
-    assert len(steps) == 12
+    write(model, v, ["月"], seed=3, contexts=ctx, max_length=10, states=states)
+    assert len(steps) == 12 and len(states) == 1
+    assert "_read_kept" not in model.__dict__  # the model carries no cache of its own

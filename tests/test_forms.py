@@ -29,7 +29,7 @@ def decode(mask: FormMask, seed: int) -> list[str]:
     out: list[list[int]] = [[] for _ in range(mask.batch)]
     for _ in range(mask.form.length + 1):
         scores = torch.rand(mask.batch, len(vocab), generator=g)
-        allowed = mask.allowed()
+        allowed = mask.allowed().ids
         assert allowed.any(dim=-1).all()
         ids = scores.masked_fill(~allowed, -1).argmax(dim=-1)
         mask.update(ids)
@@ -113,18 +113,18 @@ def test_a_free_line_ends_where_the_model_chooses_from_4_to_9_characters():
     mask = FormMask(vp(), free_form(2), 1)
     comma = vp().vocab.id("，")
     for j, ch in enumerate("明月照高楼流光正徘"):
-        allowed = mask.allowed()[0]
+        allowed = mask.allowed().ids[0]
         assert bool(allowed[vp().vocab.id(ch)])  # the line may go on below 9 characters
         assert bool(allowed[comma]) == (j >= FREE_MIN)  # and may end from 4 on
         mask.update(torch.tensor([vp().vocab.id(ch)]))
-    assert mask.allowed()[0].nonzero().flatten().tolist() == [comma]  # at 9 it ends
+    assert mask.allowed().ids[0].nonzero().flatten().tolist() == [comma]  # at 9 it ends
     assert FREE_MAX == 9
     # a line with a character fixed further on stays open until it is written
     mask = FormMask(vp(), free_form(2), 1, fixed=[{(0, 6): "月"}])
     for ch in "明清照高楼流":
-        assert not bool(mask.allowed()[0, comma])
+        assert not bool(mask.allowed().ids[0, comma])
         mask.update(torch.tensor([vp().vocab.id(ch)]))
-    assert mask.allowed()[0].nonzero().flatten().tolist() == [vp().vocab.id("月")]
+    assert mask.allowed().ids[0].nonzero().flatten().tolist() == [vp().vocab.id("月")]
 
 
 def test_a_rule_that_cannot_be_met_is_named():
@@ -154,7 +154,7 @@ def test_select_reorders_and_copies_rows():
     mask.select([1, 1, 0])
     assert mask.batch == 3 and mask.heads == ["秋冬", "秋冬", "春夏"] and mask.pos == [1, 1, 1]
     assert bool(mask.used[0, vp().vocab.id("秋")]) and not bool(mask.used[2, vp().vocab.id("秋")])
-    assert mask.allowed().shape == (3, len(vp().vocab))
+    assert mask.allowed().ids.shape == (3, len(vp().vocab))
 
 
 @settings(max_examples=15, deadline=None)

@@ -15,7 +15,9 @@ from tangshi.options import (
     CALIBRATED_COHESION,
     DEFAULT_COHESION,
     DEFAULT_DIVERSITY,
+    GUIDANCE,
     NAMES,
+    PLANNED_GUIDANCE,
     SPECS,
     OptionError,
     WriteOptions,
@@ -111,9 +113,11 @@ def test_the_cli_refuses_what_the_options_refuse(capsys):
 
 def test_help_strings_show_the_defaults_the_code_applies(capsys):
     helps = {s.name: s.help for s in SPECS}
-    assert f"(none: {DEFAULT_DIVERSITY:g} where the checkpoint keeps its character counts" in helps["diversity"]
+    diversity = f"(none: when sampling {DEFAULT_DIVERSITY:g} where the checkpoint keeps its character counts"
+    assert diversity in helps["diversity"]
     cohesion = f"{CALIBRATED_COHESION:g} with its frequency calibration and {DEFAULT_COHESION:g} without"
     assert cohesion in helps["cohesion"]
+    assert f"sampling {PLANNED_GUIDANCE:g} for a poem with a plan and {GUIDANCE:g} without" in helps["guidance"]
     with pytest.raises(SystemExit):
         cli.main(["eval", "--help"])
     eval_help = " ".join(capsys.readouterr().out.split())

@@ -1,7 +1,19 @@
+"""The draw and the filters: inverse-CDF sampling, top-k, the one-sort nucleus, the repetition penalty."""
+
 import pytest
 import torch
 
-from tangshi.generation.sampling import NEG_INF, Sampler, SamplingError, sample, top_k_filter, top_p_filter
+from tangshi.generation.sampling import NEG_INF, Draw, penalise_repeats, sample, sample_top_p, top_k_filter
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """The oracle: keep the smallest set of most likely ids whose probability reaches p (nucleus)."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    before = torch.cumsum(probs, dim=-1) - probs  # mass strictly before each id
+    drop_sorted = before >= p  # the first id is always kept
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return torch.where(drop, NEG_INF, logits)
 
 
 def test_top_k_keeps_k():
@@ -24,7 +36,7 @@ def test_inverse_cdf_sampling_follows_the_uniforms():
 def test_sampling_never_picks_a_masked_id():
     logits = torch.zeros(64, 10)
     logits[:, :3] = NEG_INF
-    ids = Sampler(temperature=1.0, top_p=1.0)(logits, torch.rand(64))
+    ids = Draw(top_p=1.0)(logits, torch.rand(64))
     assert ids.min() >= 3
 
 
@@ -36,34 +48,21 @@ def test_the_largest_uniform_never_lands_past_the_last_possible_id():
     assert ids.max() < 30 and (torch.softmax(logits, -1).gather(1, ids[:, None]) > 0).all()
 
 
-def test_greedy_is_argmax():
+def test_greedy_is_argmax_and_top_p_draws_from_the_nucleus():
     logits = torch.tensor([[0.0, 5.0, 1.0]])
-    assert Sampler(greedy=True)(logits, torch.tensor([0.99])).tolist() == [1]
-
-
-@pytest.mark.parametrize(
-    "kw, message",
-    [({"temperature": 0}, "--temperature must be > 0, got 0"), ({"top_k": -1}, "--top-k"), ({"top_p": 0}, "--top-p")],
-)
-def test_bad_options_are_named(kw, message):
-    with pytest.raises(SamplingError, match=message):
-        Sampler(**kw).validate()
+    assert Draw(greedy=True)(logits, torch.tensor([0.99])).tolist() == [1]
+    assert Draw(top_p=0.5)(logits, torch.tensor([0.99])).tolist() == [1]  # the nucleus is the top id alone
+    assert Draw()(logits, torch.tensor([0.999])).tolist() == [2]
+    assert (Draw(greedy=True).option, Draw(top_p=0.5).option) == ("greedy", "top_p")
 
 
 def test_repetition_penalty_lowers_only_seen_ids():
-    from tangshi.generation.sampling import penalise_repeats
-
     logits = torch.tensor([[2.0, -1.0, 2.0, -1.0]])
     seen = torch.tensor([[True, True, False, False]])
     assert penalise_repeats(logits, seen, 2.0).tolist() == [[1.0, -2.0, 2.0, -1.0]]
-    assert Sampler(greedy=True, repetition_penalty=3.0)(
-        torch.tensor([[3.0, 2.0]]), torch.zeros(1), torch.tensor([[True, False]])
-    ).tolist() == [1]
 
 
 def test_one_sort_nucleus_draws_the_filtered_distribution():
-    from tangshi.generation.sampling import sample_top_p, top_p_filter
-
     torch.manual_seed(0)
     logits = torch.randn(1, 30)
     logits[0, 5] = float("-inf")
@@ -90,8 +89,6 @@ def full_sort_nucleus(logits: torch.Tensor, u: torch.Tensor, p: float) -> torch.
 
 @pytest.mark.parametrize("scale", [0.3, 3.0, 12.0])  # flat to peaked rows: wide and narrow nuclei
 def test_nucleus_from_the_exponent_histogram_equals_the_full_sort(scale):
-    from tangshi.generation.sampling import sample_top_p
-
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(200, 500, generator=g) * scale
     logits[:, 400:] = float("-inf")  # masked ids, as under a form
@@ -103,22 +100,3 @@ def test_nucleus_from_the_exponent_histogram_equals_the_full_sort(scale):
         ids = sample_top_p(logits, u, p)
         assert torch.equal(ids, full_sort_nucleus(logits, u, p)), p
         assert ids[7] == 42 and torch.isfinite(logits.gather(1, ids[:, None])).all()
-
-
-def test_diversity_lowers_the_commonest_ids_by_their_log_frequency():
-    from tangshi.generation.sampling import Sampler, SamplingError
-
-    logits = torch.zeros(1, 3)
-    prior = torch.tensor([0.9, 0.09, 0.01]).log()
-    assert Sampler(greedy=True)(logits + torch.tensor([[0.1, 0, 0]]), torch.zeros(1)).item() == 0
-    # anti-LM: logit - 0.5 * log p(id): the rarest id now leads
-    assert Sampler(greedy=True, diversity=0.5)(logits, torch.zeros(1), None, prior).item() == 2
-    u = torch.rand(64)  # the shift made once by the caller draws the same ids
-    wide = torch.randn(64, 3)
-    assert torch.equal(
-        Sampler(diversity=0.5)(wide, u, None, prior), Sampler(diversity=0.5)(wide, u, prior_shift=0.5 * prior)
-    )
-    with pytest.raises(SamplingError, match="training data"):
-        Sampler(diversity=0.5)(logits, torch.zeros(1))
-    with pytest.raises(SamplingError, match="--diversity"):
-        Sampler(diversity=-1).validate()

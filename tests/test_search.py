@@ -140,7 +140,7 @@ def test_a_keyword_that_cannot_be_placed_is_named():
 
 
 def test_reranking_for_sense_scores_coherent_lines_above_shuffled_ones():
-    from tangshi import api
+    from tangshi.generation.decode import sense
     from tangshi.generation.request import resolve
     from tangshi.options import WriteOptions
 
@@ -153,6 +153,28 @@ def test_reranking_for_sense_scores_coherent_lines_above_shuffled_ones():
     shuffled = type(real)(
         **{**real.__dict__, "text": "孤帆远影碧空尽，烟花三月下扬州。故人西辞黄鹤楼，唯见长江天际流。"}
     )
-    a, b = api.sense(poet(), plan, [human, shuffled], opts)
+    a, b = sense(poet(), plan, [human, shuffled], opts)
     assert a > b > -5  # the lines of the real poem help predict each other more than in a shuffled order
-    assert api.sense(poet(), plan, [swapped], WriteOptions(form="七绝").validate()) == [0.0]  # weights 0: no bonus
+    assert sense(poet(), plan, [swapped], WriteOptions(form="七绝").validate()) == [0.0]  # weights 0: no bonus
+
+
+def test_beam_search_is_guided_by_the_title_when_asked():
+    """One processor list for both loops: --guidance acts in beam search too (0 there unless asked)."""
+
+    def texts(**kw):
+        return [p.text for p in poet().write("", title="送友人", form="五律", beam=4, seed=1, **kw)]
+
+    assert texts(guidance=3) != texts(guidance=0) == texts()
+    poem = poet().write("", title="送友人", form="五律", beam=4, seed=1, guidance=3)[0]
+    assert prosody.check(poem.text).form == "五律" and poem.prosody["rhyme"]
+
+
+def test_beam_search_applies_diversity_when_asked_and_refuses_sampling_options_by_name():
+    plain = poet().write("月", form="五绝", beam=4)[0].text
+    assert poet().write("月", form="五绝", beam=4, diversity=0)[0].text == plain  # 0 for beam unless asked
+    assert poet().write("月", form="五绝", beam=4, diversity=1.0)[0].text != plain
+    for option, value in (("temperature", 0.5), ("top_k", 5), ("top_p", 0.9), ("greedy", True)):
+        with pytest.raises(OptionError, match="applies when sampling, not with --beam") as e:
+            poet().write("月", beam=4, **{option: value})
+        assert e.value.field == option
+    assert poet().write("月", beam=4, temperature=0.9)[0].text  # the default is never refused

@@ -10,7 +10,7 @@ import torch
 
 from tangshi import Poet
 from tangshi.data.vocab import BOS, EOS, PAD, UNK
-from tangshi.generation.search import Steer, table_rows
+from tangshi.generation.processors import CohesionBias, Steering, Step, TopicBias, table_rows
 from tangshi.options import OptionError
 from tangshi.prosody import regular as prosody
 
@@ -30,28 +30,46 @@ def toy(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     return table, breaks
 
 
+def steering(table, weight: float, breaks: torch.Tensor, batch: int, topic: torch.Tensor | None = None) -> Steering:
+    fixed = [TopicBias(topic)] if topic is not None else []
+    return Steering(fixed, CohesionBias(table, weight, breaks, batch, "cpu"), batch, breaks.numel())
+
+
+SHIFT = Step(0, may_end=True)
+
+
 def test_the_line_bias_follows_the_line_just_ended():
     table, breaks = toy()
-    s = Steer(table, 0.5, breaks, 2)
+    s = steering(table, 0.5, breaks, 2)
     logits = torch.zeros(2, 10)
-    assert torch.equal(s.apply(logits), logits)  # nothing written yet
+    assert torch.equal(s(logits, SHIFT), logits)  # nothing written yet
     s.update(torch.tensor([4, 5]))
     s.update(torch.tensor([5, 6]))  # row 1 ends a line of 5 alone: 5 is followed by nothing
     s.update(torch.tensor([4, 4]))
-    assert torch.equal(s.apply(logits), logits)
+    assert torch.equal(s(logits, SHIFT), logits)
     s.update(torch.tensor([6, 4]))  # row 0 ends the line 4 5 4: the mean of 4, 5, 4's rows
-    bias = s.apply(logits)[0]
+    bias = s(logits, SHIFT)[0]
     assert bias[7] == pytest.approx(0.5 * 2 * 2 / 3) and bias[8] == pytest.approx(0.5 * 1 * 2 / 3)
-    assert bias[4] == 0 and torch.equal(s.apply(logits)[1], logits[1])
+    assert bias[4] == 0 and torch.equal(s(logits, SHIFT)[1], logits[1])
+
+
+def test_beam_search_keeps_each_rows_bias_with_its_hypothesis():
+    table, breaks = toy(3)
+    s = steering(table, 1.0, breaks, 3)
+    for ids in ([4, 5, 9], [6, 6, 6]):  # rows 0 and 2 end lines with different characters
+        s.update(torch.tensor(ids))
+    before = s(torch.zeros(3, 10), SHIFT)
+    s.select(torch.tensor([2, 2, 0]))
+    assert torch.equal(s(torch.zeros(3, 10), SHIFT), before[[2, 2, 0]])
 
 
 def test_steering_keeps_the_probability_of_line_breaks_and_the_end():
     table, breaks = toy()
     topic = torch.zeros(10)
     topic[[4, 5]] = torch.tensor([3.0, 1.0])
-    s = Steer(table, 1.0, breaks, 2, topic=topic)
+    s = steering(table, 1.0, breaks, 2, topic=topic)
     logits = torch.randn(2, 10, generator=torch.Generator().manual_seed(0))
-    before, after = logits.softmax(-1), s.apply(logits).softmax(-1)
+    before, after = logits.softmax(-1), s(logits, SHIFT).softmax(-1)
     for i in (6, EOS):
         assert torch.allclose(before[:, i], after[:, i], atol=1e-6)
     assert (after[:, 4] / after[:, 5] > before[:, 4] / before[:, 5]).all()  # 4 raised more than 5
@@ -151,8 +169,9 @@ def test_beam_search_is_steered_too_and_reports_the_models_own_likelihood():
 def test_guidance_samples_from_the_guided_distribution():
     """Greedy with guidance g picks argmax of log p(x | title) + g (log p(x | title) - log p(x | plain)),
     computed here by reading both contexts step by step."""
-    from tangshi.generation.sampling import Sampler
-    from tangshi.generation.search import prime, write
+    from tangshi.generation.processors import Blocked, Guidance, Processors
+    from tangshi.generation.sampling import Draw
+    from tangshi.generation.search import prime, sample
 
     p = poet()
     v = p.vocab
@@ -167,8 +186,8 @@ def test_guidance_samples_from_the_guided_distribution():
         for g in (0.0, 3.0):
             want = lc.log_softmax(-1) + g * (lc.log_softmax(-1) - lu.log_softmax(-1))
             want[:, [PAD, UNK, BOS, *v.conditions]] = float("-inf")  # never written
-            got = write(model, v, [""], Sampler(greedy=True), max_length=1, seed=0, contexts=[ctx],
-                        guidance=g, plain_contexts=[plain])  # fmt: skip
+            steps = Processors([Blocked(v), *([Guidance(g, 1)] if g else [])], "sample", Draw(greedy=True))
+            got = sample(model, v, [""], steps, [0], max_length=1, contexts=[ctx], plain_contexts=[plain])
             best = int(want.argmax())
             assert got[0].text == ("" if best == EOS else v.tokens[best])
 
@@ -193,12 +212,12 @@ def test_a_line_bias_is_its_characters_rows_of_the_table_averaged():
     dense = torch.rand(30, 30, generator=g) * (torch.rand(30, 30, generator=g) < 0.2)  # [this, next]
     breaks = torch.zeros(30, dtype=torch.bool)
     breaks[3] = True
-    s = Steer(table_rows(dense.to_sparse()), 1.0, breaks, 3)
+    s = CohesionBias(table_rows(dense.to_sparse()), 1.0, breaks, 3, "cpu")
     lines = torch.tensor([[5, 9, 5, 3], [7, 3, 8, 3], [11, 12, 13, 14]])  # rows 0 and 1 end a line
     for t in range(lines.shape[1]):
         s.update(lines[:, t])
-    assert torch.allclose(s.line_bias[0], (2 * dense[5] + dense[9]) / 3)
-    assert torch.allclose(s.line_bias[1], dense[8]) and torch.equal(s.line_bias[2], torch.zeros(30))
+    assert torch.allclose(s.bias[0], (2 * dense[5] + dense[9]) / 3)
+    assert torch.allclose(s.bias[1], dense[8]) and torch.equal(s.bias[2], torch.zeros(30))
 
 
 @pytest.mark.parametrize("few", [0, 16])
@@ -212,18 +231,18 @@ def test_lines_ending_together_or_not_and_few_or_many_characters_give_the_same_b
     breaks[3] = True
     lines = torch.randint(4, 40, (5, 6), generator=g)
     together, mixed = (
-        Steer(table_rows(dense.to_sparse()), 0.7, breaks, 4),
-        Steer(table_rows(dense.to_sparse()), 0.7, breaks, 5),
+        CohesionBias(table_rows(dense.to_sparse()), 0.7, breaks, 4, "cpu"),
+        CohesionBias(table_rows(dense.to_sparse()), 0.7, breaks, 5, "cpu"),
     )
     for t in range(6):
         together.update(lines[:4, t])
         mixed.update(lines[:, t])
-    monkeypatch.setattr("tangshi.generation.search.FEW_CHARACTERS", few)
+    monkeypatch.setattr("tangshi.generation.processors.FEW_CHARACTERS", few)
     together.update(torch.full((4,), 3))
-    monkeypatch.setattr("tangshi.generation.search.FEW_CHARACTERS", 0)
+    monkeypatch.setattr("tangshi.generation.processors.FEW_CHARACTERS", 0)
     mixed.update(torch.tensor([3, 3, 3, 3, 7]))  # the last row writes on
-    assert together.line_bias.abs().sum() > 0 and torch.equal(together.line_bias, mixed.line_bias[:4])
-    assert torch.equal(mixed.line_bias[4], torch.zeros(40))
+    assert together.bias.abs().sum() > 0 and torch.equal(together.bias, mixed.bias[:4])
+    assert torch.equal(mixed.bias[4], torch.zeros(40))
 
 
 REQUESTS = [dict(form="五绝", title="春望"), dict(cipai="如梦令", title="春"), dict(acrostic="春夏秋冬", title="秋")]
@@ -232,23 +251,21 @@ REQUESTS = [dict(form="五绝", title="春望"), dict(cipai="如梦令", title="
 @pytest.mark.parametrize("request_", REQUESTS)
 def test_the_masks_shortcuts_write_the_same_poems(monkeypatch, request_):
     """Where every row has one id left, where no row may choose a line's end, and where the form
-    forbids repeats, `write` skips the sampler, the steering's shift and the repeat penalty: the
-    same poems as with every step taken the long way."""
-    from tangshi.generation import constraints as forms
+    forbids repeats, sampling skips the processors and the draw, the steering's shift and the repeat
+    penalty: the same poems as with every step taken the long way."""
+    from tangshi.generation import constraints
 
     fast = poet().write(["", ""], num=4, seed=2, **request_).poems
-    for mask in (forms.FormMask, forms.CiMask):
+    for mask in (constraints.FormMask, constraints.CiMask):
         allowed = mask.allowed
 
         def long_way(self, allowed=allowed):
-            got = allowed(self)
-            self.single, self.mixed = False, True
-            return got
+            return constraints.Allowed(allowed(self).ids, single=False, may_end=True)
 
         monkeypatch.setattr(mask, "allowed", long_way)
         monkeypatch.setattr(mask, "masks_repeats", False)
-    shifted = Steer.apply
-    monkeypatch.setattr(Steer, "apply", lambda self, logits, shift=True: shifted(self, logits))
+    shifted = Steering.__call__
+    monkeypatch.setattr(Steering, "__call__", lambda self, scores, step: shifted(self, scores, SHIFT))
     slow = poet().write(["", ""], num=4, seed=2, **request_).poems
     assert [(p.text, p.nll, p.failure) for p in slow] == [(p.text, p.nll, p.failure) for p in fast]
 
@@ -260,15 +277,17 @@ def test_a_regular_forms_mask_offers_no_line_end_beside_a_character_and_no_writt
     mask = FormMask(vp, get_form("五绝"), 2)
     written = []
     for t in range(24):
-        allowed = mask.allowed()
-        assert not mask.mixed and mask.masks_repeats
-        assert mask.single == bool((allowed.sum(dim=1) == 1).all())
-        assert mask.single == (t % 6 == 5)  # the punctuation after each line of five
-        assert not allowed[:, written].any() or mask.single
+        step = mask.allowed()
+        allowed = step.ids
+        assert not step.may_end and mask.masks_repeats
+        assert step.single == bool((allowed.sum(dim=1) == 1).all())
+        assert step.single == (t % 6 == 5)  # the punctuation after each line of five
+        assert not allowed[:, written].any() or step.single
         ids = allowed.to(torch.uint8).argmax(dim=1)
         written.append(int(ids[0]))
         mask.update(ids)
     free = FormMask(vp, free_form(4), 1)
     for _ in range(FREE_MIN):
-        free.update(free.allowed().to(torch.uint8).argmax(dim=1))
-    assert free.allowed()[0, vp.comma] and free.mixed and not free.masks_repeats
+        free.update(free.allowed().ids.to(torch.uint8).argmax(dim=1))
+    step = free.allowed()
+    assert step.ids[0, vp.comma] and step.may_end and not free.masks_repeats

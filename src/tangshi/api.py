@@ -7,10 +7,10 @@
         print(poem.text)
     poet.loss(["床前明月光，疑是地上霜。举头望明月，低头思故乡。"])
 
-Writing is three steps, each a function that can be read alone:
-`request.resolve` (the request -> a `Request`: begin phrases in the model's characters, heads, form,
-plan, seeds), `decode` (sample, rerank or beam search, writing again what `judge` rejects) and
-`judge` (copied lines, broken rules, the prosody report and the reranking score).
+Writing is two steps, each a function that can be read alone:
+`generation.request.resolve` (the request -> a `Request`: begin phrases in the model's characters, heads,
+form, plan, seeds) and `generation.decode.decode` (the processors and the constraint of each batch,
+sampling and reranking or beam search, writing again what `judge` rejects; docs/writing-pipeline.md).
 `Poet.write` chains them over a `Bundle` (the checkpoint and its side files); the options are
 `tangshi.options.WriteOptions`.
 """
@@ -26,24 +26,23 @@ from typing import Any
 
 import torch
 
-from tangshi.data.lineindex import LineIndex
-from tangshi.data.text import LINE_BREAKS, normalise, to_script
+from tangshi.data.text import normalise, to_script
 from tangshi.data.vocab import BOS, EOS, Vocab
 from tangshi.data.words import WordStats
 from tangshi.evaluation import losses
 from tangshi.evaluation.calibration import Calibration
 from tangshi.generation import constraints, search
 from tangshi.generation.bundle import Bundle
-from tangshi.generation.request import Request, resolve, templated
-from tangshi.generation.sampling import Sampler
+from tangshi.generation.decode import copy_index, decode, finish, line_candidates
+from tangshi.generation.processors import Rows
+from tangshi.generation.request import resolve, templated
 from tangshi.generation.search import Poem
 from tangshi.model import checkpoint
 from tangshi.model.charrnn import CharRNN
 from tangshi.model.checkpoint import Checkpoint, CheckpointError
-from tangshi.options import CALIBRATED_COHESION, MAX_TEMPLATE, OptionError, WriteOptions
+from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions
 from tangshi.prosody import regular
 
-RETRY_STRIDE = 1 << 24  # seeds of a poem's later tries: seed + r + attempt * RETRY_STRIDE
 CHUNK = 32  # poems a batch when `Poet.stream` writes many
 
 
@@ -72,12 +71,6 @@ class Written:
 
     def __getitem__(self, i: int) -> Poem:
         return self.poems[i]
-
-
-@dataclass
-class Verdict:
-    score: float  # the weighted log-likelihood, prosody score and sense bonus
-    rejected: bool  # a copied line or a broken rule: written again while the budget lasts
 
 
 class Poet:
@@ -124,7 +117,7 @@ class Poet:
     def ci_prosody(self) -> constraints.CiProsody:
         return self.bundle.ci_prosody
 
-    def following(self) -> tuple[search.Rows, torch.Tensor]:
+    def following(self) -> tuple[Rows, torch.Tensor]:
         return self.bundle.following()
 
     @property
@@ -158,7 +151,7 @@ class Poet:
         """
         opts = templated((options or WriteOptions()).replace(**changes).validate())
         request = resolve(self.bundle, begins, opts, nums, seeds, calibration_bias)
-        poems = decode(self, request, opts, stop)
+        poems = decode(self.bundle, request, opts, stop, states=self.bundle.states)
         begins = [request.begins[g] for g, _ in request.rows()]
         finished = [finish(p, b, opts) for p, b in zip(poems, begins, strict=True)]
         return Written(finished, request.group_notes)
@@ -211,11 +204,11 @@ class Poet:
             raise OptionError(f"--line {line}: the poem has lines 1 to {len(report.lines)}", "line")
         opts = opts.replace(template=_open_line(report.lines, line), form=report.form).validate()
         request = resolve(self.bundle, "", opts)
-        index, want = _lines(self, opts), opts.num
+        index, want = copy_index(self.bundle, opts), opts.num
         original = report.lines[line - 1]
         found: dict[str, str] = {}  # new line -> the poem with it
         for attempt in range(opts.budget):
-            for poem in _line_candidates(self, request, opts, report.lines, line, want + 4, attempt):
+            for poem in line_candidates(self.bundle, request, opts, report.lines, line, want + 4, attempt):
                 cand = regular.split_lines(poem)[line - 1]
                 if cand != original and cand not in found and not (index is not None and cand in index):
                     found[cand] = poem
@@ -265,34 +258,6 @@ def _open_line(lines: list[str], line: int) -> str:
     return regular.join_lines([constraints.OPEN[0] * len(ln) if i == line - 1 else ln for i, ln in enumerate(lines)])
 
 
-@torch.inference_mode()
-def _line_candidates(
-    poet: Poet, plan: Request, opts: WriteOptions, lines: list[str], line: int, n: int, attempt: int
-) -> list[str]:
-    """n poems with line `line` (1-based) sampled anew: the state after the poem's text before the line
-    is read once, the form's mask and the steering are brought to that point, and only the line and
-    its punctuation are sampled (the rest of the poem is the person's, scored afterwards)."""
-    vocab, model = poet.vocab, poet.model
-    device = next(model.parameters()).device
-    head = regular.join_lines(lines[: line - 1])
-    tail = regular.join_lines(lines)[len(regular.join_lines(lines[:line])) :]
-    before = vocab.encode(head)
-    mask = _mask(poet, plan, opts, [0] * n)
-    steer = _steer(poet, plan, opts, n)
-    for i in before:
-        ids = torch.full((n,), i, dtype=torch.long)
-        mask.update(ids)
-        if steer is not None:
-            steer.update(ids.to(device))
-    sampler = _sampler(poet, opts)
-    seed = (opts.seed if opts.seed is not None else secrets.randbits(31)) + attempt * RETRY_STRIDE
-    written = search.write(
-        model, vocab, [""] * n, sampler, seeds=[seed + r for r in range(n)], max_length=len(lines[line - 1]) + 1,
-        form=mask, contexts=[[BOS, *before]] * n, steer=steer,
-    )  # fmt: skip
-    return [head + p.text + tail for p in written if p.failure is None and len(p.text) == len(lines[line - 1]) + 1]
-
-
 def _suggest(poet: Poet, lines: list[str], problem: regular.Problem, k: int) -> list[dict[str, Any]]:
     """Up to k characters for a broken place that keep its rule and are not elsewhere in the poem: the
     64 the model finds likeliest after the poem's text before the place, ranked by the log-likelihood
@@ -320,210 +285,3 @@ def _suggest(poet: Poet, lines: list[str], problem: regular.Problem, k: int) -> 
     scores = losses.token_logprobs(model, [[*vocab.encode(t), EOS] for t in texts], [[BOS]] * len(texts))
     best = sorted(zip(top, (float(s.sum()) for s in scores), strict=True), key=lambda p: -p[1])[:k]
     return [{"char": vocab.tokens[i], "log_likelihood": round(v, 4)} for i, v in best]
-
-
-def _diversity(poet: Poet, opts: WriteOptions) -> float:
-    return poet.default_diversity if opts.diversity is None else opts.diversity
-
-
-def _cohesion(poet: Poet, plan: Request, opts: WriteOptions) -> float:
-    """The line steering's weight: as asked, else the checkpoint's default when sampling (higher where the
-    frequency calibration applies, which alone loosens the lines), 0 for beam search (whose likeliest lines
-    already go together: docs/about-something.md)."""
-    if opts.cohesion is not None:
-        return opts.cohesion
-    if opts.beam or not poet.default_cohesion:
-        return 0.0
-    return CALIBRATED_COHESION if plan.calibration is not None else poet.default_cohesion
-
-
-def _steer(poet: Poet, plan: Request, opts: WriteOptions, batch: int) -> search.Steer | None:
-    """The steering of a batch of sampled poems (None: nothing to steer)."""
-    cohesion = _cohesion(poet, plan, opts)
-    biases = [b for b in (plan.topic, plan.calibration) if b is not None]
-    if not cohesion and not biases:
-        return None
-    table, breaks = poet.following() if cohesion else (None, torch.zeros(len(poet.vocab), dtype=torch.bool))
-    device = next(poet.model.parameters()).device
-    fixed = biases[0] + biases[1] if len(biases) == 2 else biases[0] if biases else None  # topic and calibration
-    return search.Steer(table, cohesion, breaks, batch, fixed, device)
-
-
-# ---------------------------------------------------------------- decode
-
-
-def decode(poet: Poet, plan: Request, opts: WriteOptions, stop: Callable[[], bool] | None = None) -> list[Poem]:
-    """The poems of a plan, judged: by beam search, or sampled (best of `rerank`), rejected ones written again."""
-    return _beam(poet, plan, opts, stop) if opts.beam else _sample(poet, plan, opts, stop)
-
-
-def _mask(poet: Poet, plan: Request, opts: WriteOptions, groups: list[int]) -> constraints.FormMask | None:
-    """The form's mask for rows of these groups (begins): its heads, and each group's keyword places."""
-    if plan.cipai is not None:
-        rows = len(groups)
-        return constraints.CiMask(
-            poet.ci_prosody, plan.cipai, rows, [plan.heads] * rows, opts.tones,
-            fixed=[plan.fixed[g] for g in groups], allow_repeat=opts.allow_repeat,
-        )  # fmt: skip
-    if plan.form is None:
-        return None
-    rows = len(groups)
-    return constraints.FormMask(
-        poet.vocab_prosody, plan.form, rows, [plan.heads] * rows, opts.rhyme, opts.tones, opts.allow_repeat,
-        fixed=[plan.fixed[g] for g in groups], fixed_field="template" if opts.template else "keywords",
-    )  # fmt: skip
-
-
-def _lines(poet: Poet, opts: WriteOptions) -> LineIndex | None:
-    return None if opts.allow_copies else poet.ckpt.lines
-
-
-def _beam(poet: Poet, plan: Request, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
-    lines = _lines(poet, opts)
-    poems = search.beam_write(
-        poet.model, poet.vocab, plan.resolved, opts.beam, plan.nums, _max_length(plan, opts),
-        _mask(poet, plan, opts, [g for g in range(len(plan.resolved)) for _ in range(opts.beam)]), lines,
-        opts.repetition_penalty, stop, [plan.context] * len(plan.resolved),
-        _steer(poet, plan, opts, len(plan.resolved) * opts.beam),
-    )  # fmt: skip
-    for p in poems:
-        judge(p, plan, lines, opts)
-    _refuse_strict_failures(poems, opts, f"by a beam of {opts.beam}", "a wider --beam")
-    return poems
-
-
-def _sample(poet: Poet, plan: Request, opts: WriteOptions, stop: Callable[[], bool] | None) -> list[Poem]:
-    sampler = _sampler(poet, opts)
-    lines, k = _lines(poet, opts), opts.rerank
-    rows = plan.rows()
-    bases = [plan.seeds[g] + i * k for g, n in enumerate(plan.nums) for i in range(n)]
-    best: list[tuple[Poem, Verdict] | None] = [None] * len(rows)
-    for attempt in range(opts.budget):
-        todo = [r for r, b in enumerate(best) if b is None or b[1].rejected]
-        if not todo:
-            break
-        cand = [r for r in todo for _ in range(k)]
-        tries = [bases[r] + c + attempt * RETRY_STRIDE for r in todo for c in range(k)]
-        written = search.write(
-            poet.model, poet.vocab, [rows[r][1] for r in cand], sampler, num=1, seeds=tries,
-            max_length=_max_length(plan, opts), stop_at_end=not (opts.ignore_end and plan.free),
-            random_state=opts.random_state and plan.free, stop=stop,
-            form=_mask(poet, plan, opts, [rows[r][0] for r in cand]),
-            contexts=[plan.context] * len(cand), steer=_steer(poet, plan, opts, len(cand)),
-            guidance=plan.guidance, plain_contexts=[plan.plain] * len(cand) if plan.plain else None,
-        )  # fmt: skip
-        bonus = sense(poet, plan, written, opts) if k > 1 else [0.0] * len(written)
-        for r, p, extra in zip(cand, written, bonus, strict=True):
-            v = judge(p, plan, lines, opts, extra)
-            if best[r] is None or (v.rejected, -v.score) < (best[r][1].rejected, -best[r][1].score):
-                best[r] = (p, v)
-        if opts.greedy and not opts.random_state:
-            break  # greedy writes the same poem whatever the seed
-    poems = [b[0] for b in best if b is not None]
-    _refuse_strict_failures(poems, opts, f"in {opts.budget} tries (--budget)", "--tones relaxed")
-    return poems
-
-
-def _sampler(poet: Poet, opts: WriteOptions) -> Sampler:
-    return Sampler(
-        temperature=opts.temperature,
-        top_k=opts.top_k,
-        top_p=opts.top_p,
-        greedy=opts.greedy,
-        repetition_penalty=opts.repetition_penalty,
-        diversity=_diversity(poet, opts),
-    )
-
-
-def _max_length(plan: Request, opts: WriteOptions) -> int:
-    if plan.cipai is not None:
-        return plan.cipai.chars + len(plan.cipai.clauses) + 1
-    return plan.form.length + 1 if plan.form is not None else opts.max_length
-
-
-def _refuse_strict_failures(poems: list[Poem], opts: WriteOptions, how: str, instead: str) -> None:
-    if opts.tones != "strict" or not opts.regular:
-        return
-    for p in poems:
-        if p.failure:
-            raise constraints.FormError(
-                f"--tones strict could not be met {how}: the poem for '{p.begin}' failed at {p.failure}; use {instead}",
-                "tones",
-            )
-
-
-# ---------------------------------------------------------------- judge
-
-
-def sense(poet: Poet, plan: Request, poems: list[Poem], opts: WriteOptions) -> list[float]:
-    """Each candidate's reranking bonus for sense (Li et al. 2016's mutual information, per token):
-    `relevance_weight` x how much likelier the poem is after its context (title, poet, prefix) than
-    after <bos> alone, plus `coherence_weight` x how much likelier each line after the first is after
-    the lines before it than alone, averaged over those lines."""
-    bonus = [0.0] * len(poems)
-    relevance = opts.relevance_weight and plan.context != [BOS]
-    if not (relevance or opts.coherence_weight) or not poems:
-        return bonus
-    vocab, model = poet.vocab, poet.model
-    seqs = [vocab.encode(p.text) for p in poems]
-    plain = losses.token_logprobs(model, seqs, [[BOS]] * len(seqs))
-    if relevance:
-        given = losses.token_logprobs(model, seqs, [plan.context] * len(seqs))
-        for i, (a, b) in enumerate(zip(given, plain, strict=True)):
-            bonus[i] += opts.relevance_weight * float(a.mean() - b.mean())
-    if opts.coherence_weight:
-        spans = [_line_spans(p.text) for p in poems]
-        alone_seqs = [vocab.encode(p.text[a:b]) for p, sp in zip(poems, spans, strict=True) for a, b in sp[1:]]
-        alone = iter(losses.token_logprobs(model, alone_seqs, [[BOS]] * len(alone_seqs)) if alone_seqs else [])
-        for i, sp in enumerate(spans):
-            gains = [float(plain[i][a:b].mean() - next(alone).mean()) for a, b in sp[1:]]
-            bonus[i] += opts.coherence_weight * (sum(gains) / len(gains) if gains else 0.0)
-    return bonus
-
-
-def _line_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each line's characters in a poem's text, punctuation left out."""
-    spans, start = [], 0
-    for i, ch in enumerate(text + "。"):
-        if ch in LINE_BREAKS:
-            if i > start:
-                spans.append((start, i))
-            start = i + 1
-    return spans
-
-
-def judge(p: Poem, plan: Request, lines: LineIndex | None, opts: WriteOptions, bonus: float = 0.0) -> Verdict:
-    """Fill in a candidate's prosody report, heads and copied lines; score it (`likelihood_weight` x
-    mean log-likelihood, `prosody_weight` x prosody, and the `bonus` for sense) and say whether it is
-    rejected."""
-    score = -opts.likelihood_weight * p.nll + bonus
-    if plan.cipai is not None:
-        from tangshi.prosody import cipai as ci
-
-        report = ci.check(p.text, plan.cipai.cipai, plan.cipai.number)
-        p.prosody = report.to_dict()
-        score += opts.prosody_weight * (report.rhyme + report.tones) / 2
-    elif plan.form is not None and not plan.form.free:
-        report = regular.check(p.text)
-        p.prosody = report.to_dict()
-        score += opts.prosody_weight * (report.rhyme + report.relaxed + report.strict) / 3
-    p.acrostic = plan.heads
-    p.plan = plan.plan.to_json() if plan.plan is not None else None
-    p.copied = lines.copied(p.text) if lines is not None else []
-    return Verdict(score, bool(p.copied) or bool(p.failure))
-
-
-def finish(p: Poem, begin: str, opts: WriteOptions) -> Poem:
-    """The poem as the caller asked: its begin, title and poet as given, its prosody report, its text
-    in the asked script."""
-    script = opts.script
-    report = p.prosody or regular.check(p.text).to_dict()
-    p.begin, p.title, p.author = begin, opts.title, opts.author
-    p.text = to_script(p.text, script)
-    p.lines = [to_script(x, script) for x in p.lines]
-    if "cipai" in report:  # a 词: its lines are its 阕
-        p.lines = [to_script(x, script) for x in report["parts"]]
-        p.prosody = {**report, "parts": p.lines}
-        return p
-    p.prosody = {**report, "lines": [to_script(x, script) for x in report.get("lines", [])]}
-    return p

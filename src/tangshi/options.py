@@ -28,6 +28,8 @@ MAX_TEMPLATE = 128  # characters of a template, punctuation included
 DEFAULT_DIVERSITY = 0.1  # --diversity, with the checkpoint's character counts (docs/readers.md)
 DEFAULT_COHESION = 0.5  # --cohesion, with its word statistics (docs/about-something.md)
 CALIBRATED_COHESION = 0.8  # --cohesion where its frequency calibration applies too (docs/about-something.md)
+GUIDANCE = 2.0  # --guidance with a title, for a poem without a plan (docs/about-something.md)
+PLANNED_GUIDANCE = 4.0  # --guidance for a poem with a plan (from its title, keywords or theme)
 
 
 class OptionError(ValueError):
@@ -165,7 +167,8 @@ class WriteOptions:
         None,
         float,
         "lower each character's score by this times its log training frequency, less generic poems "
-        f"(none: {DEFAULT_DIVERSITY:g} where the checkpoint keeps its character counts, else 0)",
+        f"(none: when sampling {DEFAULT_DIVERSITY:g} where the checkpoint keeps its character counts, else 0; "
+        "0 for beam search)",
         ge=0,
         le=2,
     )
@@ -198,8 +201,8 @@ class WriteOptions:
         None,
         float,
         "with a title: classifier-free guidance, how much more the title's own effect on the model counts "
-        "(sampling: each step the model also reads the poem without its title; 0 = off; none: 4 for a poem "
-        "with a plan, 2 without)",
+        "(each step the model also reads the poem without its title; 0 = off; none: when sampling "
+        f"{PLANNED_GUIDANCE:g} for a poem with a plan and {GUIDANCE:g} without, 0 for beam search)",
         ge=0,
         le=10,
     )

@@ -9,7 +9,7 @@ the human poems of the genre, and the bias moves by -eta x log(written rate / hu
 toward 0 for characters seen rarely; a few rounds, each writing with the bias so far (the model's
 answer to a bias is not linear: steering and the forms' masks move mass elsewhere).
 
-The bias is added to each step's character logits like the topic's (`search.Steer`: the line
+The bias is added to each step's character logits like the topic's (`processors.Steering`: the line
 breaks and the end token keep their probability, so lines are as long as before, and the forms'
 masks apply after it). It is kept per genre in the checkpoint's `calibration.safetensors`.
 """

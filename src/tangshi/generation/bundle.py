@@ -15,7 +15,6 @@ bundle serves every thread of a server.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -25,8 +24,9 @@ from tangshi.data.text import LINE_BREAKS
 from tangshi.data.vocab import Vocab
 from tangshi.data.words import WordStats
 from tangshi.evaluation.calibration import Calibration
-from tangshi.generation import search
 from tangshi.generation.constraints import CiProsody, VocabProsody
+from tangshi.generation.processors import Rows, table_rows
+from tangshi.generation.search import ContextStates
 from tangshi.model.charrnn import CharRNN
 from tangshi.model.checkpoint import Checkpoint
 from tangshi.options import DEFAULT_COHESION, DEFAULT_DIVERSITY
@@ -44,8 +44,8 @@ class Bundle:
         self._calibration: Calibration | None = _UNREAD
         self._vocab_prosody: VocabProsody | None = None
         self._ci_prosody: CiProsody | None = None
-        self._following: tuple[search.Rows, torch.Tensor] | None = None
-        self._contexts: OrderedDict[tuple[int, ...], Any] | None = None
+        self._following: tuple[Rows, torch.Tensor] | None = None
+        self.states = ContextStates()  # the states after contexts read (title, poet, genre), across requests
 
     @property
     def model(self) -> CharRNN:
@@ -97,8 +97,8 @@ class Bundle:
                 self._ci_prosody = CiProsody(self.vocab_prosody)
             return self._ci_prosody
 
-    def following(self) -> tuple[search.Rows, torch.Tensor]:
-        """(the next-line PPMI table in the model's ids as `search.table_rows`: row a, the PPMI of a
+    def following(self) -> tuple[Rows, torch.Tensor]:
+        """(the next-line PPMI table in the model's ids as `table_rows`: row a, the PPMI of a
         character a of a line and each b of the next; the ids that end a line)."""
         with self._lock, torch.inference_mode(False):  # kept across calls: never an inference tensor
             if self._following is None:
@@ -110,21 +110,11 @@ class Bundle:
                 ids = torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1)
                 values = torch.tensor(vals, dtype=torch.float32)
                 # a row for each character of a line: its next-line neighbours, which the steering gathers
-                table = search.table_rows(torch.sparse_coo_tensor(ids, values, (v, v), check_invariants=True))
+                table = table_rows(torch.sparse_coo_tensor(ids, values, (v, v), check_invariants=True))
                 breaks = torch.zeros(v, dtype=torch.bool)
                 breaks[[vocab.id(ch) for ch in LINE_BREAKS if ch in vocab]] = True
                 self._following = (table, breaks)
             return self._following
-
-    @property
-    def contexts(self) -> OrderedDict[tuple[int, ...], Any]:
-        """The recurrent states of contexts read so far (ids -> state), kept across requests: the home of
-        `search._read`'s cache (today in the model's `__dict__`); typed loosely until the decoding's
-        context-state object takes its place."""
-        with self._lock:
-            if self._contexts is None:
-                self._contexts = OrderedDict()
-            return self._contexts
 
     @property
     def default_diversity(self) -> float:

@@ -8,7 +8,7 @@ ids allowed next:
 - the acrostic head at the start of each line, and any character fixed at a place (`fixed=`, a
   plan's keywords): forced, never masked, and reserved so that they are not written elsewhere; the
   templates and rhyme groups open from the start are those every fixed character fits, so the
-  characters written before them never rule them out (begin phrases are forced by `compose`);
+  characters written before them never rule them out (begin phrases are forced by the search loops);
 - the rhyme: the last character of every even line in one 平 group, chosen by the model's own first
   rhyming line or given (`rhyme=`); line 1 may rhyme (首句入韵) or end 仄, as the template says;
 - the tone template (relaxed: positions 2, 4, 5 / 2, 4, 6, 7; strict: all; off), 平起 or 仄起 left
@@ -23,12 +23,15 @@ repeats ruled as above.
 
 When a rule cannot be met (every character that fits is used up, or a forced head or begin
 character has the wrong tone) the row writes any character and `failures[row]` says where.
+
+`FormMask` and `CiMask` (a 词 by its 词牌) are what the search loops know as a `Constraint`.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -45,6 +48,42 @@ FREE_MIN, FREE_MAX = 4, 9  # characters per line of a free form
 
 class FormError(OptionError):
     """A form request that cannot be met; the message says why, `field` names the option."""
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    """What a constraint allows at a step."""
+
+    ids: torch.Tensor  # (B, V) bool: the ids each row may write next
+    single: bool  # every row has one id left: its draw, whatever the scores
+    may_end: bool  # some row may choose between a character and its line's end (a free form's lines)
+
+
+class Constraint(Protocol):
+    """What the search loops need of a form, a 词牌, an acrostic or a template: one row a poem (or a
+    beam hypothesis), `allowed` before each step, `update` with the ids written after it."""
+
+    failures: list[str | None]  # each row's first rule that could not be met, in words, or None
+
+    def allowed(self) -> Allowed: ...
+
+    def update(self, ids: torch.Tensor) -> None: ...
+
+    def select(self, rows: list[int]) -> None:
+        """Keep these rows, in this order (beam search's surviving hypotheses)."""
+
+    @property
+    def all_finished(self) -> bool:
+        """Every row has written its end token."""
+
+    @property
+    def ended_line(self) -> torch.Tensor:
+        """(B,) bool: the last update closed the row's line."""
+
+    @property
+    def masks_repeats(self) -> bool:
+        """`allowed` never offers a character the row has written, except as its only id (then a
+        repetition penalty changes no draw)."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +278,7 @@ class FormMask:
         fixed_field: str = "keywords",
     ):
         """`heads`: one string a row, the characters that start its lines. `fixed`: one mapping a row,
-        (line, position) -> character, both 0-based (a plan's keywords placed by `plan.place`); heads
+        (line, position) -> character, both 0-based (a plan's keywords placed by `planner.place`); heads
         are the position-0 case and may be given either way. `fixed_field`: the option a fixed character
         that breaks a rule is blamed on (keywords, template)."""
         if tones not in TONES:
@@ -298,8 +337,6 @@ class FormMask:
         self.finished = [False] * batch
         self.closed = [False] * batch  # the last update closed a line
         self.failures: list[str | None] = [None] * batch  # where a rule could not be met, first only
-        self.single = False  # the last `allowed` left every row one id only
-        self.mixed = True  # and some row a choice between a character and a line's end (free form)
 
     @property
     def masks_repeats(self) -> bool:
@@ -393,8 +430,8 @@ class FormMask:
         """，after odd lines, 。after even ones and after the last."""
         return self.vp.comma if i % 2 == 0 and i < self.form.lines - 1 else self.vp.period
 
-    def allowed(self) -> torch.Tensor:
-        """(B, V) bool: the ids each poem may write next."""
+    def allowed(self) -> Allowed:
+        """The ids each poem may write next (B, V), and whether each row has one only or a line's end to choose."""
         vp, f = self.vp, self.form
         only: dict[int, int] = {}  # rows that may write one id only (punctuation, a fixed id, the end)
         may_close: dict[int, int] = {}  # free-form rows that may end their line here or write on
@@ -449,8 +486,7 @@ class FormMask:
             rows = list(only)
             m[rows] = False
             m[rows, list(only.values())] = True
-        self.single, self.mixed = len(only) == self.batch, bool(may_close)
-        return m
+        return Allowed(m, single=len(only) == self.batch, may_end=bool(may_close))
 
     def _rhyme_rule(self, r: int) -> torch.Tensor:
         """(V,) bool: what row r may end its line with: a rhyme of its open groups at an even line;
@@ -554,13 +590,11 @@ class CiMask:
     loops; `allow_repeat` lifts it), and the end token after the last clause. Heads start the clauses
     and `fixed` characters are forced at their places: a head's place keeps no tone unless
     `tones="strict"` (as the first character of a line of 诗), a fixed one's must fit. Same interface
-    as `FormMask` (`allowed`, `update`, `select`, `failures`, `single`, `mixed`, `masks_repeats`,
-    `all_finished`)."""
+    as `FormMask`: a `Constraint`."""
 
     MAX_USES = 2
     # each row's state, one tensor row a 词 (what `select` reorders)
     _ROW_TENSORS = tuple("open rhymed fixed_ids free_tone uses pos at_punct finished ended ended_line".split())
-    mixed = False  # a clause's end is never a choice: its punctuation is forced where it falls
     masks_repeats = False  # a character may come back (up to MAX_USES)
 
     def __init__(
@@ -625,7 +659,6 @@ class CiMask:
         self.ended = torch.zeros(batch, dtype=torch.bool)  # the end token written
         self.ended_line = torch.zeros(batch, dtype=torch.bool)
         self.failures: list[str | None] = [None] * batch
-        self.single = False  # the last `allowed` left every row one id only
 
     def _check_heads(self, heads: str) -> None:
         f = self.fmt
@@ -659,7 +692,9 @@ class CiMask:
         classes = torch.where(ye[:, None], bu, open_)
         return ((classes.float() @ cp.member_f) > 0) & ~self.rhymed[rows, groups]
 
-    def allowed(self) -> torch.Tensor:
+    def allowed(self) -> Allowed:
+        """The ids each 词 may write next (B, V); a clause's end is never a choice (its punctuation is
+        forced where it falls)."""
         vp, n = self.vp, self.fmt.chars
         rows = torch.arange(self.batch)
         done = self.finished
@@ -678,9 +713,9 @@ class CiMask:
             self._note(r, int(p[r]), "no character fits")
         m[stuck] = vp.char
         special = self.at_punct | (forced >= 0) | done
-        self.single = bool(special.all())
-        if not self.single and not bool(special.any()):
-            return m
+        single = bool(special.all())
+        if not single and not bool(special.any()):
+            return Allowed(m, single=False, may_end=False)
         out = m & ~special[:, None]
         punct = self.at_punct & ~done
         clause = self.clause_of[(self.pos - 1).clamp(min=0, max=n - 1)]  # the clause just written
@@ -689,7 +724,7 @@ class CiMask:
         out[rows[force], forced[force]] = True
         out[done] = False
         out[done, EOS] = True
-        return out
+        return Allowed(out, single=single, may_end=False)
 
     @property
     def all_finished(self) -> bool:

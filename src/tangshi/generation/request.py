@@ -19,16 +19,14 @@ import torch
 from tangshi.data.text import normalise
 from tangshi.data.vocab import BOS, EOS, UNK, Vocab, author_token, genre_token
 from tangshi.evaluation.calibration import NO_GENRE
-from tangshi.generation import constraints, planner
+from tangshi.generation import constraints, planner, processors
 from tangshi.generation.bundle import Bundle
 from tangshi.generation.constraints import Form, FormError
 from tangshi.generation.search import resolve_begin
-from tangshi.options import OptionError, WriteOptions, check_begin
+from tangshi.options import GUIDANCE, PLANNED_GUIDANCE, OptionError, WriteOptions, check_begin
 from tangshi.prosody import cipai
 from tangshi.prosody.cipai import CiFormat
 
-GUIDANCE = 2.0  # title guidance unless told, for a poem without a plan (docs/about-something.md)
-PLANNED_GUIDANCE = 4.0  # the same for a poem with a plan (from its title, keywords or theme)
 THEME_WORDS = 4  # a 词's keywords from its theme, at most
 
 
@@ -151,13 +149,9 @@ def resolve_genre(vocab: Vocab, asked: str | None, script: str, ci: bool = False
 
 
 def _check_diversity(bundle: Bundle, opts: WriteOptions) -> None:
-    diversity = bundle.default_diversity if opts.diversity is None else opts.diversity
-    if diversity and bundle.vocab.log_prior() is None:
-        raise OptionError(
-            "--diversity needs the character counts of the training data, which this checkpoint's vocab.json "
-            "lacks; add them with `tangshi index --checkpoint DIR --data CORPUS`",
-            "diversity",
-        )
+    """A diversity asked or by default needs the checkpoint's character counts: refused now, by name."""
+    if bundle.default_diversity if opts.diversity is None else opts.diversity:
+        processors.log_prior(bundle.vocab)
 
 
 def _known(bundle: Bundle, text: str, what: str) -> tuple[str, list[str]]:

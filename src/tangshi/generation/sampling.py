@@ -1,4 +1,4 @@
-"""Logits -> next ids: greedy, temperature, top-k, top-p, repetition penalty, diversity; pure functions.
+"""Logits -> next ids: the draw (greedy, top-p, inverse CDF), top-k, the repetition penalty; pure functions.
 
 Every function takes a batch of logits (B, V) and returns a new tensor. Sampling draws through
 inverse-CDF lookups of uniforms supplied by the caller, so each row can have its own seeded stream
@@ -13,61 +13,32 @@ import torch
 
 NEG_INF = float("-inf")
 MIN_TEMPERATURE = 1e-4  # below this, sampling is the argmax it tends to
-MAX_DIVERSITY = 2.0
 
 
 class SamplingError(ValueError):
     """An option out of range; the message names it."""
 
 
-@dataclass
-class Sampler:
-    temperature: float = 0.8  # > 0; lower is more conservative
-    top_k: int = 0  # keep the k most likely characters (0 = all)
-    top_p: float = 1.0  # keep the smallest set with this much probability (1 = all)
-    greedy: bool = False  # always take the most likely character
-    repetition_penalty: float = 1.0  # > 1 discourages characters already in the poem (1 = off)
-    # >= 0: lowers each id's logit by diversity x its log training frequency (MMI anti-LM, Li et al.
-    # 2016): the commonest characters lose most, so poems are less generic (0 = off)
-    diversity: float = 0.0
+@dataclass(frozen=True)
+class Draw:
+    """Scores (B, V) and uniforms (B,) in [0, 1) -> one id a row: the argmax (`greedy`), or a draw by
+    inverse CDF from the nucleus of probability `top_p` (1: every id). Sampling's last step."""
 
-    def validate(self) -> None:
-        if not self.temperature > 0:
-            raise SamplingError(f"--temperature must be > 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise SamplingError(f"--top-k must be >= 0, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise SamplingError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty < 1:
-            raise SamplingError(f"--repetition-penalty must be >= 1, got {self.repetition_penalty}")
-        if not 0 <= self.diversity <= MAX_DIVERSITY:
-            raise SamplingError(f"--diversity must be in [0, {MAX_DIVERSITY:g}], got {self.diversity}")
+    greedy: bool = False
+    top_p: float = 1.0
 
-    def __call__(
-        self,
-        logits: torch.Tensor,
-        uniforms: torch.Tensor,
-        seen: torch.Tensor | None = None,
-        log_prior: torch.Tensor | None = None,
-        prior_shift: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """logits (B, V), uniforms (B,) in [0, 1), seen (B, V) bool of ids already used, log_prior (V,)
-        log unigram probabilities (needed when `diversity` > 0; or `prior_shift`, diversity x log_prior
-        made once for a poem's every step) -> ids (B,)."""
-        if self.diversity:
-            if prior_shift is None and log_prior is None:
-                raise SamplingError("--diversity needs the character counts of the training data")
-            logits = logits - (prior_shift if prior_shift is not None else self.diversity * log_prior)
-        if seen is not None and self.repetition_penalty != 1:
-            logits = penalise_repeats(logits, seen, self.repetition_penalty)
-        if self.greedy or self.temperature < MIN_TEMPERATURE:  # logits / 1e-300 would overflow to inf
-            return logits.max(dim=-1).indices  # argmax: the same ids (ties: the first), 2-3x faster
-        logits = logits / self.temperature
-        if self.top_k:
-            logits = top_k_filter(logits, self.top_k)
+    modes = ("sample",)  # beam search ranks; it draws nothing
+
+    @property
+    def option(self) -> str:
+        return "greedy" if self.greedy else "top_p"
+
+    def __call__(self, scores: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        if self.greedy:  # scores / a tiny temperature would overflow to inf: the argmax it tends to
+            return scores.max(dim=-1).indices  # the same ids (ties: the first), 2-3x faster
         if self.top_p < 1:
-            return sample_top_p(logits, uniforms, self.top_p)
-        return sample(logits, uniforms)
+            return sample_top_p(scores, uniforms, self.top_p)
+        return sample(scores, uniforms)
 
 
 def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -84,23 +55,13 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(logits < kth, NEG_INF, logits)  # (masked_fill's kernel is 2x slower)
 
 
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely ids whose probability reaches p (nucleus)."""
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
-    before = torch.cumsum(probs, dim=-1) - probs  # mass strictly before each id
-    drop_sorted = before >= p  # the first id is always kept
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return torch.where(drop, NEG_INF, logits)
-
-
 EXPONENT_BINS = 64  # probabilities binned by binary exponent: [1/2, 1), [1/4, 1/2), ... and the rest
 
 
 def sample_top_p(logits: torch.Tensor, uniforms: torch.Tensor, p: float) -> torch.Tensor:
     """Nucleus sampling by inverse CDF over the ids sorted by probability: the kept ids are a
     prefix of that order, so the draw runs on the prefix's cumulative sum (the same distribution as
-    `top_p_filter` followed by `sample`), without sorting whole rows.
+    keeping the nucleus, -inf elsewhere, then `sample`), without sorting whole rows.
 
     A histogram of each row's probability mass by binary exponent (one pass) gives the power of two
     t at which the ids with probability >= t first hold mass p: the nucleus lies among them, and
