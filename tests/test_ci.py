@@ -183,7 +183,7 @@ def test_ci_bad_requests_are_named(poet):
 
 
 def test_a_keyword_that_fits_no_clause_is_named(poet):
-    from tangshi.generation.constraints import FormError
+    from tangshi.generation.tables import FormError
 
     with pytest.raises(FormError, match="keyword '秋月' fits no clause left of 浣溪沙") as e:  # 7 words, 6 clauses
         poet.write("", seed=1, cipai="浣溪沙", keywords=("明月", "清风", "白云", "青山", "绿水", "春花", "秋月"))

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from tangshi.api import bundled_path
 from tangshi.data.vocab import EOS, Vocab
-from tangshi.generation.constraints import FREE_MAX, FREE_MIN, FormError, FormMask, VocabProsody, free_form, get_form
+from tangshi.generation.constraints import FormMask
+from tangshi.generation.tables import FREE_MAX, FREE_MIN, FormError, VocabProsody, free_form, get_form
 from tangshi.prosody import regular as P
 
 

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from conftest import TANG, need_shared_data
 from tangshi.data.corpus import load_corpus
 from tangshi.data.words import FILE, WordStats, subject
-from tangshi.generation.constraints import FormError, FormMask, free_form, get_form
+from tangshi.generation.constraints import FormMask
 from tangshi.generation.planner import Plan, PlanEntry, make_plan, place, placeable, title_words
+from tangshi.generation.tables import FormError, free_form, get_form
 from tangshi.prosody import regular as P
 from test_forms import decode, vp
 

@@ -9,7 +9,7 @@ import pytest
 
 from tangshi import Poet
 from tangshi.data.lineindex import LineIndex
-from tangshi.generation.constraints import FormError
+from tangshi.generation.tables import FormError
 from tangshi.options import OptionError
 from tangshi.prosody import regular as prosody
 

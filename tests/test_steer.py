@@ -271,7 +271,8 @@ def test_the_masks_shortcuts_write_the_same_poems(monkeypatch, request_):
 
 
 def test_a_regular_forms_mask_offers_no_line_end_beside_a_character_and_no_written_character():
-    from tangshi.generation.constraints import FREE_MIN, FormMask, free_form, get_form
+    from tangshi.generation.constraints import FormMask
+    from tangshi.generation.tables import FREE_MIN, free_form, get_form
 
     vp = poet().vocab_prosody
     mask = FormMask(vp, get_form("五绝"), 2)

@@ -8,7 +8,7 @@ from functools import cache
 import pytest
 
 from tangshi import Poet
-from tangshi.generation.constraints import FormError, parse_template
+from tangshi.generation.tables import FormError, parse_template
 from tangshi.options import OptionError
 from tangshi.prosody import regular as prosody
 

@@ -31,7 +31,7 @@ from tangshi.data.vocab import BOS, EOS, Vocab
 from tangshi.data.words import WordStats
 from tangshi.evaluation import losses
 from tangshi.evaluation.calibration import Calibration
-from tangshi.generation import constraints, search
+from tangshi.generation import search, tables
 from tangshi.generation.bundle import Bundle
 from tangshi.generation.decode import copy_index, decode, finish, line_candidates
 from tangshi.generation.processors import Rows
@@ -110,11 +110,11 @@ class Poet:
         return self.bundle.calibration
 
     @property
-    def vocab_prosody(self) -> constraints.VocabProsody:
+    def vocab_prosody(self) -> tables.VocabProsody:
         return self.bundle.vocab_prosody
 
     @property
-    def ci_prosody(self) -> constraints.CiProsody:
+    def ci_prosody(self) -> tables.CiProsody:
         return self.bundle.ci_prosody
 
     def following(self) -> tuple[Rows, torch.Tensor]:
@@ -255,7 +255,7 @@ def check_text(text: str, field: str) -> None:
 
 def _open_line(lines: list[str], line: int) -> str:
     """The template of a poem with one line (1-based) open."""
-    return regular.join_lines([constraints.OPEN[0] * len(ln) if i == line - 1 else ln for i, ln in enumerate(lines)])
+    return regular.join_lines([tables.OPEN[0] * len(ln) if i == line - 1 else ln for i, ln in enumerate(lines)])
 
 
 def _suggest(poet: Poet, lines: list[str], problem: regular.Problem, k: int) -> list[dict[str, Any]]:

@@ -820,9 +820,9 @@ COMMANDS = {
 def _user_errors() -> tuple[type[BaseException], ...]:
     from tangshi.data.corpus import CorpusError
     from tangshi.data.vocab import VocabError
-    from tangshi.generation.constraints import FormError
     from tangshi.generation.sampling import SamplingError
     from tangshi.generation.search import UnknownCharacterError
+    from tangshi.generation.tables import FormError
     from tangshi.model.checkpoint import CheckpointError
     from tangshi.training.train import TrainError
 

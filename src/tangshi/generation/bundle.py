@@ -24,9 +24,9 @@ from tangshi.data.text import LINE_BREAKS
 from tangshi.data.vocab import Vocab
 from tangshi.data.words import WordStats
 from tangshi.evaluation.calibration import Calibration
-from tangshi.generation.constraints import CiProsody, VocabProsody
 from tangshi.generation.processors import Rows, table_rows
 from tangshi.generation.search import ContextStates
+from tangshi.generation.tables import CiProsody, VocabProsody
 from tangshi.model.charrnn import CharRNN
 from tangshi.model.checkpoint import Checkpoint
 from tangshi.options import DEFAULT_COHESION, DEFAULT_DIVERSITY

@@ -22,7 +22,7 @@ from tangshi.data.lineindex import LineIndex
 from tangshi.data.text import LINE_BREAKS, to_script
 from tangshi.data.vocab import BOS
 from tangshi.evaluation import losses
-from tangshi.generation import constraints, search
+from tangshi.generation import constraints, search, tables
 from tangshi.generation.bundle import Bundle
 from tangshi.generation.processors import (
     Blocked,
@@ -227,7 +227,7 @@ def _refuse_strict_failures(poems: list[Poem], opts: WriteOptions, how: str, ins
         return
     for p in poems:
         if p.failure:
-            raise constraints.FormError(
+            raise tables.FormError(
                 f"--tones strict could not be met {how}: the poem for '{p.begin}' failed at {p.failure}; use {instead}",
                 "tones",
             )

@@ -20,7 +20,7 @@ import torch
 
 from tangshi.data.text import normalise
 from tangshi.data.words import WordStats, subject, word_starts
-from tangshi.generation.constraints import ALL_TYPES, FREE_MAX, Form, FormError, VocabProsody, template_fits
+from tangshi.generation.tables import ALL_TYPES, FREE_MAX, Form, FormError, VocabProsody, template_fits
 from tangshi.prosody import regular as P
 from tangshi.prosody.cipai import CiFormat
 

@@ -19,10 +19,10 @@ import torch
 from tangshi.data.text import normalise
 from tangshi.data.vocab import BOS, EOS, UNK, Vocab, author_token, genre_token
 from tangshi.evaluation.calibration import NO_GENRE
-from tangshi.generation import constraints, planner, processors
+from tangshi.generation import constraints, planner, processors, tables
 from tangshi.generation.bundle import Bundle
-from tangshi.generation.constraints import Form, FormError
 from tangshi.generation.search import resolve_begin
+from tangshi.generation.tables import Form, FormError
 from tangshi.options import GUIDANCE, PLANNED_GUIDANCE, OptionError, WriteOptions, check_begin
 from tangshi.prosody import cipai
 from tangshi.prosody.cipai import CiFormat
@@ -129,7 +129,7 @@ def templated(opts: WriteOptions) -> WriteOptions:
     """The options with the form a template's shape gives, when no form is asked."""
     if not opts.template or opts.regular:
         return opts
-    return opts.replace(form=constraints.parse_template(opts.template)[0].name)
+    return opts.replace(form=tables.parse_template(opts.template)[0].name)
 
 
 def resolve_genre(vocab: Vocab, asked: str | None, script: str, ci: bool = False) -> str:
@@ -172,7 +172,7 @@ def _form(bundle: Bundle, opts: WriteOptions, resolved: list[str], heads: str) -
             raise OptionError(
                 f"begin '{b}' and --acrostic '{heads}': the first line must start with '{heads[0]}'", "acrostic"
             )
-    form = constraints.get_form(opts.form) if opts.regular else constraints.free_form(len(heads)) if heads else None
+    form = tables.get_form(opts.form) if opts.regular else tables.free_form(len(heads)) if heads else None
     if heads and form is not None and 0 < len(heads) < form.lines:
         raise OptionError(
             f"acrostic '{heads}' has {len(heads)} heads but a {form.name} has {form.lines} lines: give one head a line",
@@ -203,7 +203,7 @@ def _template(
     bundle: Bundle, opts: WriteOptions, form: Form, heads: str, resolved: list[str]
 ) -> dict[tuple[int, int], str]:
     """The characters a template fixes, checked now against the begins, the heads and the form's rules."""
-    _, fixed = constraints.parse_template(normalise(opts.template, bundle.script), form.name)
+    _, fixed = tables.parse_template(normalise(opts.template, bundle.script), form.name)
     for b in resolved:
         for k, ch in enumerate(b):
             if fixed.get((0, k), ch) != ch:
@@ -243,7 +243,7 @@ def _plan(
     keywords = [normalise(k, script) for k in opts.keywords]
     _check_keywords(bundle, keywords)
     if form is None:
-        form = constraints.free_form(max(len(keywords), 4))
+        form = tables.free_form(max(len(keywords), 4))
     known = planner.writable(bundle.vocab_prosody)
     avoid = heads + "".join(resolved)
     alone = not keywords and not opts.theme  # a title alone: its words may take every line
