@@ -30,7 +30,8 @@ from tangshi.evaluation.losses import condition_ids, mean_loss
 from tangshi.evaluation.suite import BEGINS, markdown, run_suite
 from tangshi.generation.planner import WordStats
 from tangshi.generation.sampling import DEFAULT_DIVERSITY, Sampler
-from tangshi.model import checkpoint, count_parameters
+from tangshi.model import checkpoint
+from tangshi.model.charrnn import count_parameters
 from tangshi.model.checkpoint import model_tensors, quantize_int8
 
 # bytes the bundled model's folder may take (weights, line index, plan statistics and title index, vocabulary, card)
