@@ -2,8 +2,9 @@
 
     python scripts/step_loss.py [fast|float]
 
-"fast": the steps as this CPU takes them (uint8 by int8, bfloat16 or int8, `model.kernels.step_weights`); "float": float32
-steps. The Tang test split, 256 poems a batch, one step a position; nats per token, end token included.
+"fast": the steps as this CPU takes them (uint8 by int8, bfloat16 or int8, `model.kernels.step_weights`);
+"float": float32 steps. The Tang test split, 256 poems a batch, one step a position; nats per token, end
+token included.
 """
 
 import sys

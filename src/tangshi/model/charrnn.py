@@ -39,6 +39,8 @@ ROW_MULTIPLE = 256  # see CharRNN.nll
 
 
 class CharRNN(nn.Module):
+    """Embedding, recurrent layers (`cfg.cell`), an optional projection and the output layer."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()
@@ -334,4 +336,5 @@ class CharRNN(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The model's parameters, a tied matrix counted once."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -6,7 +6,7 @@ by int8 weights in oneDNN, whose integer sums are exact), "bfloat16" (oneDNN's o
 (`int8_rows`), oneDNN's packing and the checks that a row's sums do not depend on its batch, the
 weights each kind prepares (`prepare_steps` -> `Steps`), an LSTM layer's step on them
 (`lstm_layer_step`) and the qint8 step (`qint8_step`). Every kind gives a row the same numbers
-whatever its batch; why each kind, and what it costs: docs/speed.md, "Writing".
+whatever its batch; why each kind, and what it costs: docs/speed.md, "Writing" and "Writing steps".
 """
 
 from __future__ import annotations
