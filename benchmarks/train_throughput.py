@@ -51,8 +51,9 @@ from tangshi.config import load_preset
 from tangshi.data.corpus import encode_split, load_corpus
 from tangshi.data.vocab import BOS, EOS, PAD
 from tangshi.evaluation.losses import collate
-from tangshi.model.charrnn import _CELLS, linear_cross_entropy
+from tangshi.model.cells import CELLS
 from tangshi.model.device import cpu_has_bf16
+from tangshi.model.losses import linear_cross_entropy
 from tangshi.training.train import Trainer
 from write_latency import median_ms  # this folder is on the path of a script run from it
 
@@ -103,7 +104,7 @@ class Parts:
     def __init__(self, cfg):
         torch.manual_seed(0)
         self.cfg = cfg
-        self.rnn = _CELLS[cfg.cell](cfg.embedding_size, cfg.hidden_size, cfg.num_layers, batch_first=True)
+        self.rnn = CELLS[cfg.cell](cfg.embedding_size, cfg.hidden_size, cfg.num_layers, batch_first=True)
         self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
 
     def runs(self, batch: int, length: int, n: int) -> tuple[Callable[[], None], Callable[[], None]]:

@@ -8,7 +8,7 @@ seed's way of re-running the whole prefix at every step, greedy, so every varian
 work. Then the same lengths as real forms with their masks on (`Poet.write(form=...)`: 五绝 and
 七律 with rhyme, relaxed tones, no repeats, the copy check), default sampler. One warm-up call,
 then the median of --repeats calls. The steps' weights as tangshi holds them on this machine
-(qint8, int8 or bfloat16, `model.step_weights`) and in float32 are timed in alternation, call by
+(qint8, int8 or bfloat16, `model.kernels.step_weights`) and in float32 are timed in alternation, call by
 call, so the ratio between them is measured on the same machine state (`--step-weights float32`
 times float32 alone); each kind has its own model, its weights packed once, as a program that
 writes keeps them (packing anew for every call would also read every prompt's context anew). The
@@ -92,14 +92,14 @@ def main() -> int:
         help="how the steps hold the LSTM model's weights (auto: by CPU, as tangshi writes), timed beside float32",
     )
     args = ap.parse_args()
-    import tangshi.model.charrnn
+    import tangshi.model.kernels
 
     try:
         device = resolve_device(args.device)
     except DeviceError as e:
         ap.error(str(e))
-    chosen = tangshi.model.charrnn.step_weights(device) if args.step_weights == "auto" else args.step_weights
-    tangshi.model.charrnn.step_weights = lambda device: chosen
+    chosen = tangshi.model.kernels.step_weights(device) if args.step_weights == "auto" else args.step_weights
+    tangshi.model.kernels.step_weights = lambda device: chosen
     tune_process([__file__, *sys.argv[1:]])  # the allocator settings `tangshi train` runs with
     torch.set_num_threads(args.threads)
     poet = Poet.load(args.checkpoint, device=str(device))
@@ -110,10 +110,10 @@ def main() -> int:
     # one model a kind, its weights packed once for it, as a program that writes keeps them
     poets = [poet]
     for kind in kinds[1:]:
-        tangshi.model.charrnn.step_weights = lambda device, kind=kind: kind
+        tangshi.model.kernels.step_weights = lambda device, kind=kind: kind
         poets.append(Poet.load(args.checkpoint, device=str(device)))
         poets[-1].model.eval().prepared(device)
-    tangshi.model.charrnn.step_weights = lambda device: chosen
+    tangshi.model.kernels.step_weights = lambda device: chosen
     model.prepared(device)
 
     def ours(p: Poet, batch: int, length: int):

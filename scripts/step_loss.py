@@ -2,8 +2,9 @@
 
     python scripts/step_loss.py [fast|float]
 
-"fast": the steps as this CPU takes them (uint8 by int8, bfloat16 or int8, `model.step_weights`); "float": float32
-steps. The Tang test split, 256 poems a batch, one step a position; nats per token, end token included.
+"fast": the steps as this CPU takes them (uint8 by int8, bfloat16 or int8, `model.kernels.step_weights`);
+"float": float32 steps. The Tang test split, 256 poems a batch, one step a position; nats per token, end
+token included.
 """
 
 import sys
@@ -18,9 +19,9 @@ from tangshi.data.vocab import BOS, EOS
 torch.set_num_threads(2)
 mode = sys.argv[1] if len(sys.argv) > 1 else "fast"
 if mode == "float":
-    import tangshi.model.charrnn
+    import tangshi.model.kernels
 
-    tangshi.model.charrnn.step_weights = lambda device: "float32"
+    tangshi.model.kernels.step_weights = lambda device: "float32"
 poet = Poet.load()
 c = load_corpus(["../shared/data/chinese-poetry/quantangshi"], poet.ckpt.config.data)
 texts = c.texts_of("test")

@@ -64,7 +64,7 @@ def test_a_poem_written_alone_is_the_one_written_in_a_batch_of_64():
     same whatever the batch."""
     import torch
 
-    from tangshi.model.charrnn import step_weights
+    from tangshi.model.kernels import step_weights
 
     poet = Poet.load()
     assert step_weights(torch.device("cpu")) in ("qint8", "bfloat16", "int8")

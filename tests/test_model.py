@@ -2,7 +2,11 @@ import pytest
 import torch
 
 from tangshi.config import ModelConfig
-from tangshi.model.charrnn import CharRNN, count_parameters, int8_rows, real_rows, take_rows
+from tangshi.model import kernels
+from tangshi.model.cells import StepState
+from tangshi.model.charrnn import CharRNN, count_parameters
+from tangshi.model.kernels import int8_rows
+from tangshi.model.losses import real_rows, take_rows
 
 
 def make(cell: str, **kw) -> CharRNN:
@@ -10,7 +14,7 @@ def make(cell: str, **kw) -> CharRNN:
     return CharRNN(ModelConfig(cell=cell, embedding_size=6, hidden_size=8, num_layers=2, vocab_size=20, **kw)).eval()
 
 
-def stepped(model: CharRNN, ids: torch.Tensor) -> tuple[torch.Tensor, object]:
+def stepped(model: CharRNN, ids: torch.Tensor) -> tuple[torch.Tensor, StepState]:
     """(B, T, V) logits of `ids` written one `step` at a time, and the state after them."""
     state, steps = None, []
     for t in range(ids.shape[1]):
@@ -85,12 +89,13 @@ def test_adaptive_cutoffs_past_the_vocabulary_fall_back_to_full():
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("output", ["full", "adaptive"])
 def test_step_equals_forward(cell, output, monkeypatch):
-    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: "float32")  # float32 steps: equal to 1e-5
+    monkeypatch.setattr("tangshi.model.kernels.step_weights", lambda device: "float32")  # float32 steps: equal to 1e-5
     model = make(cell, output=output, cutoffs="8,14", div_value=2.0)
     ids = torch.randint(4, 20, (3, 6))
     full, full_state = model(ids)
     steps, state = stepped(model, ids)
     assert torch.allclose(steps, full, atol=1e-5)
+    state = state.tensors()  # as forward gives it
     for a, b in zip(state if cell == "lstm" else [state], full_state if cell == "lstm" else [full_state], strict=True):
         assert torch.allclose(a, b, atol=1e-5)
 
@@ -99,7 +104,7 @@ def test_step_equals_forward(cell, output, monkeypatch):
 def test_fused_linear_cross_entropy_equals_the_unfused_loss_and_gradients(bias):
     import torch.nn.functional as F
 
-    from tangshi.model.charrnn import linear_cross_entropy
+    from tangshi.model.losses import linear_cross_entropy
 
     g = torch.Generator().manual_seed(0)
     h = torch.randn(300, 16, dtype=torch.float64, generator=g, requires_grad=True)
@@ -121,7 +126,7 @@ def test_fused_linear_cross_entropy_equals_the_unfused_loss_and_gradients(bias):
 def test_fused_adaptive_cross_entropy_equals_the_modules_loss_and_gradients():
     from torch import nn
 
-    from tangshi.model.charrnn import adaptive_cross_entropy
+    from tangshi.model.losses import adaptive_cross_entropy
 
     torch.manual_seed(0)
     head = nn.AdaptiveLogSoftmaxWithLoss(16, 60, [10, 30], div_value=2.0).double()
@@ -230,7 +235,7 @@ def test_new_regularisers_out_of_range_name_the_option():
 def test_fused_cross_entropy_keeps_a_target_whose_probability_underflows():
     import torch.nn.functional as F
 
-    from tangshi.model.charrnn import linear_cross_entropy
+    from tangshi.model.losses import linear_cross_entropy
 
     h = torch.tensor([[200.0, 0.0], [0.0, 1.0], [-150.0, 3.0]])  # row 0 and 2: p(target) ~ e^-200 in float32
     w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5]])
@@ -243,20 +248,19 @@ def test_fused_cross_entropy_keeps_a_target_whose_probability_underflows():
 @pytest.mark.parametrize("kind", ["qint8", "bfloat16", "int8"])
 @pytest.mark.parametrize("output", ["full", "adaptive"])
 def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kind, output, monkeypatch):
-    from tangshi.model.charrnn import onednn_int8_exact
     from tangshi.model.device import cpu_has_bf16
 
     if kind == "bfloat16" and not cpu_has_bf16():
         pytest.skip("no bfloat16 hardware: bfloat16 products are emulated there, and not used")
-    if kind == "qint8" and not onednn_int8_exact():
+    if kind == "qint8" and not kernels.onednn_int8_exact():
         pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: not used")
-    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: kind)
+    monkeypatch.setattr("tangshi.model.kernels.step_weights", lambda device: kind)
     torch.manual_seed(0)
     cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50, output=output)
     if output == "adaptive":
         cfg.cutoffs = "20,35"
     model = CharRNN(cfg).eval()
-    steps = model._packed(torch.device("cpu"))
+    steps = model.prepared("cpu")
     if kind == "qint8":  # W_ih x + b by id; layer i's h times [W_ih of layer i + 1 (or the head) | W_hh of layer i]
         assert steps.kind == "qint8" and steps.embed[0] == "table" and steps.embed[1].shape == (50, 128)
         (p0, b0, rows0), (p1, b1, rows1) = steps.layers
@@ -278,7 +282,7 @@ def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kin
     steps, _ = stepped(model, ids)
     assert (steps - full).abs().max() < 0.05 and not torch.equal(steps, full)  # narrow weights: close
     (_, one), (_, every) = stepped(model, ids[5:6]), stepped(model, ids)
-    assert all(torch.equal(a, b[:, 5:6]) for a, b in zip(one, every, strict=True))  # whatever the batch
+    assert torch.equal(one.h, every.h[:, 5:6]) and torch.equal(one.c, every.c[:, 5:6])  # whatever the batch
     with torch.no_grad():  # weights written in place (as training does): the packed copy follows
         model.rnn.weight_ih_l0.mul_(0.5)
     assert not torch.equal(model.step(ids[:, 0])[0], steps[:, 0])
@@ -288,37 +292,70 @@ def test_the_narrow_step_is_close_to_forward_and_the_same_whatever_the_batch(kin
 def test_uint8_steps_without_the_input_table_and_after_a_state_is_selected(layers, monkeypatch):
     """Where the first layer's table would take too much memory, the embedding's uint8 rows go through
     W_ih; a state whose rows are selected (beam search) or made anew steps as the state it came from."""
-    import tangshi.model.charrnn as model_module
-
-    if not model_module.onednn_int8_exact():
+    if not kernels.onednn_int8_exact():
         pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: not used")
-    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: "qint8")
-    monkeypatch.setattr(model_module, "INPUT_TABLE_BYTES", 0)
+    monkeypatch.setattr("tangshi.model.kernels.step_weights", lambda device: "qint8")
+    monkeypatch.setattr(kernels, "INPUT_TABLE_BYTES", 0)
     torch.manual_seed(0)
     cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=layers, vocab_size=50)
     model = CharRNN(cfg).eval()
-    steps = model._packed(torch.device("cpu"))
+    steps = model.prepared("cpu")
     assert steps.kind == "qint8" and steps.embed[0] == "uint8" and len(steps.layers) == layers
     ids = torch.randint(4, 50, (6, 8))
     full, _ = model(ids)
     (_, one), (logits, state) = stepped(model, ids[5:6]), stepped(model, ids)
     assert (logits - full).abs().max() < 0.05
-    assert all(torch.equal(a, b[:, 5:6]) for a, b in zip(one, state, strict=True))
+    assert torch.equal(one.h, state.h[:, 5:6]) and torch.equal(one.c, state.c[:, 5:6])
     rows = torch.tensor([4, 0, 0])
     selected = model.select_state(state, rows)  # what the steps carry for the state, selected with it
-    assert model.__dict__["_carried_state"][0] is selected[0]
+    assert len(selected.carried) == layers and all(
+        torch.equal(a, b[rows]) for a, b in zip(selected.carried, state.carried, strict=True)
+    )
     kept, kept_state = model.step(ids[rows, 0], selected)
-    anew, anew_state = model.step(ids[rows, 0], tuple(s.clone() for s in selected))  # made again
-    assert torch.equal(kept, anew) and all(torch.equal(a, b) for a, b in zip(kept_state, anew_state, strict=True))
+    anew, anew_state = model.step(ids[rows, 0], StepState(selected.h.clone(), selected.c.clone()))  # made again
+    assert torch.equal(kept, anew)
+    assert torch.equal(kept_state.h, anew_state.h) and torch.equal(kept_state.c, anew_state.c)
+    assert all(torch.equal(a, b) for a, b in zip(kept_state.carried, anew_state.carried, strict=True))
+
+
+@pytest.mark.parametrize(("cell", "kind"), [("lstm", "qint8"), ("lstm", "float32"), ("gru", "float32")])
+def test_rows_set_from_a_one_row_state_step_as_that_state_and_a_step_writes_nothing_on_the_model(
+    cell, kind, monkeypatch
+):
+    """`set_rows` writes a context's state into rows of a batch state (what the qint8 step carried for
+    the batch is dropped and made again from h: the same numbers); the other rows keep theirs. The
+    steps keep nothing on the model: a state steps the same after other states have stepped. (float32
+    steps are not batch-invariant: equal to rounding there.)"""
+    if kind == "qint8" and not kernels.onednn_int8_exact():
+        pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: not used")
+    monkeypatch.setattr("tangshi.model.kernels.step_weights", lambda device: kind)
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(cell=cell, embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
+    prepared = model.prepared("cpu")
+    same = torch.equal if kind == "qint8" else lambda a, b: torch.allclose(a, b, atol=1e-6)
+    ids = torch.randint(4, 50, (3, 5))
+    with torch.inference_mode():  # as prime writes rows: the steps' states are inference tensors
+        _, context = stepped(model, ids[2:])  # one row
+        _, batch = stepped(model, ids[:2])  # two rows, each carrying what the steps made ahead
+        model.set_rows(batch, torch.tensor([1]), context)
+        assert batch.carried is None and torch.equal(batch.h[:, 1], context.h[:, 0])
+        after = model.__dict__.copy()
+        x = torch.tensor([7, 9])
+        logits, _ = model.step(x, batch, prepared)
+        alone, _ = model.step(x[1:], context, prepared)
+        first, _ = model.step(x[:1], stepped(model, ids[:1])[1], prepared)
+        assert same(logits[1:], alone) and same(logits[:1], first)
+        assert model.__dict__.keys() == after.keys() and all(model.__dict__[k] is v for k, v in after.items())
+        zeros = model.initial_state(3, "cpu")
+        model.set_rows(zeros, torch.tensor([0, 2]), context)
+        assert same(model.step(x[:1].repeat(3), zeros, prepared)[0][[0, 2]], model.step(x[:1], context)[0].repeat(2, 1))
 
 
 @pytest.mark.parametrize("kind", ["qint8", "float32"])
 def test_a_shortlist_step_is_the_shortlists_part_of_the_whole(kind, monkeypatch):
-    from tangshi.model.charrnn import onednn_int8_exact
-
-    if kind == "qint8" and not onednn_int8_exact():
+    if kind == "qint8" and not kernels.onednn_int8_exact():
         pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: not used")
-    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: kind)
+    monkeypatch.setattr("tangshi.model.kernels.step_weights", lambda device: kind)
     torch.manual_seed(0)
     cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50, output="adaptive")
     cfg.cutoffs = "20,35"
@@ -328,7 +365,7 @@ def test_a_shortlist_step_is_the_shortlists_part_of_the_whole(kind, monkeypatch)
     whole, after = model.step(ids[:, 0], state)
     short, after_short = model.step(ids[:, 0], state, shortlist=True)
     assert short.shape == (5, 20) and torch.equal(short, whole[:, :20])
-    assert all(torch.equal(a, b) for a, b in zip(after, after_short, strict=True))
+    assert torch.equal(after.h, after_short.h) and torch.equal(after.c, after_short.c)
 
 
 def test_the_padded_adaptive_likelihood_is_the_modules():
@@ -336,7 +373,7 @@ def test_the_padded_adaptive_likelihood_is_the_modules():
     log-likelihoods and gradients as `AdaptiveLogSoftmaxWithLoss`, whatever the clusters' row counts."""
     from torch import nn
 
-    from tangshi.model.charrnn import adaptive_log_likelihood
+    from tangshi.model.losses import adaptive_log_likelihood
 
     torch.manual_seed(0)
     head = nn.AdaptiveLogSoftmaxWithLoss(16, 300, [40, 120], div_value=2.0)
@@ -354,41 +391,37 @@ def test_the_padded_adaptive_likelihood_is_the_modules():
 def test_uint8_steps_whose_sums_depend_on_the_batch_or_saturate_are_not_used(monkeypatch):
     """Where a uint8 x int8 product would give a row other numbers in a batch, the steps take the next
     kind; where oneDNN's sums are not exact (16-bit pairs saturating), uint8 steps are never chosen."""
-    import tangshi.model.charrnn as model_module
-
-    if not model_module.onednn_int8_exact():
+    if not kernels.onednn_int8_exact():
         pytest.skip("oneDNN's uint8 x int8 sums are not exact on this CPU: uint8 steps are never made")
-    real = model_module._qproduct
-    monkeypatch.setattr(model_module, "_qproduct", lambda x, *a, **k: real(x, *a, **k) + (x.shape[0] > 1))
-    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: "qint8")
+    real = kernels.qproduct
+    monkeypatch.setattr(kernels, "qproduct", lambda x, *a, **k: real(x, *a, **k) + (x.shape[0] > 1))
+    monkeypatch.setattr("tangshi.model.kernels.step_weights", lambda device: "qint8")
     model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
-    steps = model._packed(torch.device("cpu"))
+    steps = model.prepared("cpu")
     assert steps.kind == "layers" and steps.layers[0][0] in ("onednn", "int8")
-    monkeypatch.setattr(model_module, "_qproduct", lambda x, *a, **k: real(x, *a, **k).clamp(-32768, 32767))
-    assert not model_module.onednn_int8_exact.__wrapped__()
-    monkeypatch.setattr(model_module, "_qproduct", real)
-    assert model_module.onednn_int8_exact.__wrapped__()
+    monkeypatch.setattr(kernels, "qproduct", lambda x, *a, **k: real(x, *a, **k).clamp(-32768, 32767))
+    assert not kernels.onednn_int8_exact.__wrapped__()
+    monkeypatch.setattr(kernels, "qproduct", real)
+    assert kernels.onednn_int8_exact.__wrapped__()
 
 
 def test_a_bfloat16_layout_whose_sums_depend_on_the_batch_is_not_used(monkeypatch):
     """Where oneDNN's one-row layout would give a row other sums in a batch, the steps take int8."""
-    import tangshi.model.charrnn as model_module
     from tangshi.model.device import cpu_has_bf16
 
     if not cpu_has_bf16():
         pytest.skip("no bfloat16 hardware: the layout is never made there")
-    real = model_module._onednn_product
-    monkeypatch.setattr(model_module, "_onednn_product", lambda x, packed: real(x, packed) + (x.shape[0] > 1))
-    monkeypatch.setattr("tangshi.model.charrnn.step_weights", lambda device: "bfloat16")
-    model = CharRNN(ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)).eval()
-    assert [layer[0] for layer in model._packed(torch.device("cpu")).layers] == ["int8", "int8"]
-    monkeypatch.setattr(model_module, "_onednn_product", real)
-    model._packed_cache = None
-    assert [layer[0] for layer in model._packed(torch.device("cpu")).layers] == ["onednn", "onednn"]
+    real = kernels.onednn_product
+    monkeypatch.setattr(kernels, "onednn_product", lambda x, packed: real(x, packed) + (x.shape[0] > 1))
+    monkeypatch.setattr("tangshi.model.kernels.step_weights", lambda device: "bfloat16")
+    cfg = ModelConfig(cell="lstm", embedding_size=32, hidden_size=32, num_layers=2, vocab_size=50)
+    assert [layer.kind for layer in CharRNN(cfg).eval().prepared("cpu").layers] == ["int8", "int8"]
+    monkeypatch.setattr(kernels, "onednn_product", real)
+    assert [layer.kind for layer in CharRNN(cfg).eval().prepared("cpu").layers] == ["onednn", "onednn"]
 
 
 def test_h_goes_on_a_grid_of_1_128_rounded_to_nearest_within_uint8():
-    from tangshi.model.charrnn import QUANT_H, QUANT_ZERO, quantize_h
+    from tangshi.model.kernels import QUANT_H, QUANT_ZERO, quantize_h
 
     h = torch.tensor([[-1.0, -0.5, 0.0, 0.3 / 128, 0.7 / 128, 0.5, 127 / 128, 1.0]])
     q = quantize_h(h)

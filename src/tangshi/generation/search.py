@@ -26,7 +26,9 @@ from tangshi.data.vocab import BOS, EOS, PAD, UNK, Vocab
 from tangshi.generation.constraints import Constraint
 from tangshi.generation.processors import Processors, Step
 from tangshi.generation.sampling import SamplingError
+from tangshi.model.cells import StepState
 from tangshi.model.charrnn import CharRNN
+from tangshi.model.kernels import Steps
 from tangshi.options import OptionError
 from tangshi.prosody.regular import split_lines
 
@@ -208,7 +210,7 @@ def _start(
     plain_contexts: list[list[int]] | None,
     guided: bool,
     states: ContextStates | None,
-) -> tuple[torch.Tensor, Any]:
+) -> tuple[torch.Tensor, StepState | None]:
     """(the first input ids, the state) of a batch: a random state (seed-tf), or its contexts read
     (guided: the plain contexts' rows after the poems' rows)."""
     if guided and (random_state or plain_contexts is None):
@@ -272,7 +274,7 @@ def _sampled(
 @torch.inference_mode()
 def prime(
     model: CharRNN, contexts: list[list[int]], device: torch.device | str, states: ContextStates | None = None
-) -> tuple[torch.Tensor, Any]:
+) -> tuple[torch.Tensor, StepState | None]:
     """(the last id of each row's context, the state after reading the rest): where writing starts.
 
     Each distinct context is read once (and kept in `states`, where given); a context of <bos> alone
@@ -302,13 +304,15 @@ class ContextStates:
     def __init__(self, size: int = READ_KEPT):
         self.size = size
         self._lock = threading.Lock()
-        self._prepared: Any = None
-        self._kept: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._prepared: Steps | None = None
+        self._kept: OrderedDict[tuple[int, ...], StepState] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._kept)
 
-    def read(self, model: CharRNN, tokens: tuple[int, ...], device: torch.device | str, prepared: Any) -> Any:
+    def read(
+        self, model: CharRNN, tokens: tuple[int, ...], device: torch.device | str, prepared: Steps | None
+    ) -> StepState:
         """The state after reading `tokens` (kept ones are not read again; without prepared weights none is kept)."""
         if prepared is not None:
             with self._lock:

@@ -37,7 +37,8 @@ from tangshi import __version__
 from tangshi.config import ConfigError, ModelConfig, RunConfig
 from tangshi.data.lineindex import LineIndex, LineIndexError
 from tangshi.data.vocab import Vocab, VocabError, write_json_atomic
-from tangshi.model.charrnn import CharRNN, int8_rows
+from tangshi.model.charrnn import CharRNN
+from tangshi.model.kernels import int8_rows
 
 REQUIRED = ("config.json", "vocab.json", "model.safetensors")
 STEP_DIR = re.compile(r"^step-(\d+)$")
