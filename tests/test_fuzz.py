@@ -17,6 +17,8 @@ from schemathesis.checks import (
 
 from tangshi.serve.app import create_app
 
+pytestmark = pytest.mark.slow  # the app with the bundled model
+
 app = create_app()
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 

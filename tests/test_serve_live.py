@@ -17,6 +17,8 @@ from tangshi import Poet
 from tangshi.config import ServeConfig
 from tangshi.serve.app import create_app, header_timeout_protocol
 
+pytestmark = pytest.mark.slow  # uvicorn on a loopback port, with the bundled model
+
 BLOCKER = {"begin": "月", "form": "七律", "num": 4, "rerank": 16, "seed": 1}  # keeps the writer busy a while
 
 
