@@ -9,7 +9,8 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,16 +115,19 @@ def need_shared_data() -> None:
 
 # The slow rule. An audit hook (sys.addaudithook: one per process, a few comparisons per audited event) sees
 # every process start, network socket and file opened; `checkpoint.load`, through which every loader goes
-# (Poet.load, the server, the CLI), is wrapped for each test not marked slow to refuse the bundled weights
-# (known by size and header, so a copy of the bundled folder counts too) before any is read.
+# (Poet.load, the server, the CLI), is wrapped to refuse the bundled weights (known by size and header, so a
+# copy of the bundled folder counts too) before any is read. Watched: each test not marked slow, from its
+# setup to its teardown, and the import of every test module (collected whatever -m selects).
 
 SPAWNS = {"subprocess.Popen", "os.system", "os.posix_spawn", "os.spawn", "os.exec", "os.fork", "os.forkpty"}
 SOCKETS = {"socket.bind", "socket.connect"}
 HEAD = 4096  # the bytes of model.safetensors compared: its header (names, shapes, offsets) and then some
+MARK_IT = "mark it @pytest.mark.slow (docs/testing.md)"
+IN_A_FIXTURE = "do it in a fixture, which only the slow tests that use it set up (docs/testing.md)"
 
 
 class SlowTestError(Exception):
-    """A test not marked slow did what only a slow test may do."""
+    """A test not marked slow, or a test module as it is imported, did what only a slow test may do."""
 
 
 def _weights(folder: str | os.PathLike) -> tuple[int, bytes] | None:
@@ -135,26 +139,38 @@ def _weights(folder: str | os.PathLike) -> tuple[int, bytes] | None:
         return None
 
 
-def _inside(folder: Path) -> str:
+def _inside(folder: str | os.PathLike) -> str:
     return os.path.realpath(folder) + os.sep
 
 
 class Guard:
-    """What the running test, not marked slow, may not do; and what it tried."""
+    """What the watched test or module import may not do, and what it tried."""
 
     def __init__(self) -> None:
-        self.test: str | None = None  # the nodeid of the running test not marked slow; None: anything goes
+        self.who: str | None = None  # "<nodeid> is not marked slow but", ...; None: nothing is watched
+        self.advice = ""
         self.broken: list[str] = []
         self.bundled, self.bundled_folder = _weights(bundled_path()), _inside(bundled_path())
         self.corpus = _inside(SHARED_DATA)
 
+    @contextmanager
+    def watching(self, who: str, advice: str) -> Iterator[None]:
+        before = self.who, self.advice, self.broken
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(checkpoint, "load", self.guarded(checkpoint.load))
+            self.who, self.advice, self.broken = who, advice, []
+            try:
+                yield
+            finally:
+                self.who, self.advice, self.broken = before
+
     def refuse(self, what: str) -> None:
-        message = f"{self.test} is not marked slow but {what}: mark it @pytest.mark.slow (docs/testing.md)"
+        message = f"{self.who} {what}: {self.advice}"
         self.broken.append(message)
         raise SlowTestError(message)
 
     def audit(self, event: str, args: tuple[Any, ...]) -> None:
-        if self.test is None:
+        if self.who is None:
             return
         if event in SPAWNS:
             self.refuse(f"starts a process ({event} {_shown(args)})")
@@ -169,7 +185,7 @@ class Guard:
 
     def guarded(self, load: Callable[..., checkpoint.Checkpoint]) -> Callable[..., checkpoint.Checkpoint]:
         def load_unless_bundled(folder: str | Path, *args: Any, **kwargs: Any) -> checkpoint.Checkpoint:
-            if self.test is not None and (_inside(folder) == self.bundled_folder or _weights(folder) == self.bundled):
+            if self.who is not None and (_inside(folder) == self.bundled_folder or _weights(folder) == self.bundled):
                 self.refuse(f"loads the bundled model ({folder})")
             return load(folder, *args, **kwargs)
 
@@ -190,13 +206,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     """Setup, call and teardown of a test not marked slow run under the guard."""
     if item.get_closest_marker("slow"):
         return (yield)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(checkpoint, "load", GUARD.guarded(checkpoint.load))
-        GUARD.test, GUARD.broken = item.nodeid, []
-        try:
-            return (yield)
-        finally:
-            GUARD.test = None
+    with GUARD.watching(f"{item.nodeid} is not marked slow but", MARK_IT):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -206,3 +217,12 @@ def pytest_runtest_call(item: pytest.Item):
     if GUARD.broken:
         raise SlowTestError(GUARD.broken[0])
     return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """A test module is imported under the guard: what it does then, every run pays for, -m "not slow" too."""
+    if not isinstance(collector, pytest.Module):
+        return (yield)
+    with GUARD.watching(f"{collector.nodeid}, as it is imported,", IN_A_FIXTURE):
+        return (yield)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from conftest import GUARD, TANG, SlowTestError, need_shared_data, tiny_config
+from conftest import GUARD, IN_A_FIXTURE, TANG, SlowTestError, need_shared_data, tiny_config
 from tangshi import Poet
 from tangshi.api import bundled_path
 from tangshi.model import checkpoint
@@ -71,6 +71,14 @@ def test_a_network_socket_is_refused_and_a_unix_one_is_not():
     a.close(), b.close()
 
 
+def test_a_test_module_may_not_start_a_process_as_it_is_imported():
+    with GUARD.watching("tests/test_x.py, as it is imported,", IN_A_FIXTURE), pytest.raises(SlowTestError) as e:
+        subprocess.run(["true"], check=True)
+    assert str(e.value).startswith("tests/test_x.py, as it is imported, starts a process (subprocess.Popen")
+    assert str(e.value).endswith("do it in a fixture, which only the slow tests that use it set up (docs/testing.md)")
+    assert GUARD.who.endswith("is not marked slow but") and not GUARD.broken  # this test's watch goes on
+
+
 @pytest.mark.slow
 def test_a_slow_test_may_start_a_process():
-    assert subprocess.run(["true"], check=True).returncode == 0 and GUARD.test is None
+    assert subprocess.run(["true"], check=True).returncode == 0 and GUARD.who is None
