@@ -1,3 +1,5 @@
+import pytest
+
 from conftest import POEMS
 from tangshi import Poet
 
@@ -11,6 +13,7 @@ def test_load_write_and_score(tiny_run):
     assert report["loss"] > 0 and report["tokens"] == len(POEMS[0][1]) + 1
 
 
+@pytest.mark.slow
 def test_bundled_model_writes(tmp_path):
     poet = Poet.load()
     poems = poet.write(list("日红山夜湖海月"), seed=1)
@@ -24,6 +27,7 @@ def test_free_poems_without_a_begin(tiny_run):
     assert len(poems) == 2 and all(p.text and p.begin == "" for p in poems)
 
 
+@pytest.mark.slow
 def test_notes_belong_to_their_call_even_across_threads():
     from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +40,7 @@ def test_notes_belong_to_their_call_even_across_threads():
     assert all(bool(notes) == (b == "薴") for b, notes in results)
 
 
+@pytest.mark.slow
 def test_a_poems_nll_is_the_models_own_mean_log_likelihood_of_its_characters_and_end():
     """Where every row's next id is fixed (punctuation, the end) the step makes only the adaptive output
     layer's head; the poem's nll is still the model's own: its log-probability of each character and of
@@ -58,6 +63,7 @@ def test_a_poems_nll_is_the_models_own_mean_log_likelihood_of_its_characters_and
     assert poet.model.adaptive and len(logps) == 49 and abs(poem.nll + sum(logps) / len(logps)) < 1e-4
 
 
+@pytest.mark.slow
 def test_a_poem_written_alone_is_the_one_written_in_a_batch_of_64():
     """Poem k of 64 written together is poem k written alone: each row's sampling, masks and steering
     are its own, and the step's narrow weights (uint8 by int8, bfloat16 or int8, by CPU) sum a row the

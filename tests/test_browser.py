@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a live server and Chromium
+
 CHROMIUM = Path(os.environ.get("TANGSHI_CHROMIUM", "/usr/bin/chromium"))
 # as root in a closed network Chromium needs no sandbox and no background connections
 ARGS = [

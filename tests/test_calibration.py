@@ -34,6 +34,7 @@ def test_the_log_ratio_of_rates_shrinks_rare_characters_toward_zero():
     assert gap(human, human) == 0 and gap(written, human) > 0
 
 
+@pytest.mark.slow
 def test_characters_are_counted_without_the_line_breaks_and_specials():
     vocab = bundled().vocab
     counts = character_counts(["春风，春雨。", "<unk>"], vocab)
@@ -46,6 +47,7 @@ def rate(texts: list[str], ch: str) -> float:
     return body.count(ch) / len(body)
 
 
+@pytest.mark.slow
 def test_calibration_brings_an_overused_character_down_and_an_underused_one_up(tmp_path):
     """Human poems that never use 风 and use 云 where the model would write 风: the bias must lower 风
     and raise 云, and the written rates must move toward them."""
@@ -73,6 +75,7 @@ def calibrated_copy(tmp_path, bias: torch.Tensor) -> Poet:
     return Poet.load(folder)
 
 
+@pytest.mark.slow
 def test_a_checkpoints_calibration_applies_when_sampling_by_default_and_not_in_beam_search(tmp_path):
     v = bundled().vocab
     bias = torch.zeros(len(v))
@@ -99,6 +102,7 @@ def test_a_checkpoints_calibration_applies_when_sampling_by_default_and_not_in_b
     assert [p.text for p in song] == [p.text for p in bundled().write(BEGINS[:3], form="七绝", seed=4, genre="宋诗")]
 
 
+@pytest.mark.slow
 def test_a_calibration_of_the_wrong_size_is_refused_naming_the_file(tmp_path):
     folder = tmp_path / "ck"
     shutil.copytree(api.bundled_path(), folder)

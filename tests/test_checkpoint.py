@@ -173,6 +173,7 @@ def test_int8_scales_are_checked_from_the_header(tiny_run, tmp_path, monkeypatch
         checkpoint.load(folder)
 
 
+@pytest.mark.slow
 def test_the_bundled_int8_model_loads():
     from importlib import resources
 

@@ -142,6 +142,7 @@ def poet():
     return Poet.load()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["浣溪沙", "念奴娇", "减字木兰花", "水调歌头"])  # 平韵, 入声 韵, 换韵, long
 def test_written_ci_keep_pattern_rhyme_and_tones(poet, name):
     written = poet.write(["", "春"], nums=[3, 3], seed=5, cipai=name)
@@ -156,6 +157,7 @@ def test_written_ci_keep_pattern_rhyme_and_tones(poet, name):
     assert all(p.text.startswith("春") for p in written[3:])
 
 
+@pytest.mark.slow
 def test_ci_with_a_format_heads_keywords_and_title(poet):
     (p,) = poet.write("", seed=2, cipai="浣溪沙", format=2, acrostic="春江", keywords=("明月",), title="春晚")
     r = p.prosody
@@ -165,6 +167,7 @@ def test_ci_with_a_format_heads_keywords_and_title(poet):
     assert any("明月" in c for c in clauses[2:])
 
 
+@pytest.mark.slow
 def test_ci_bad_requests_are_named(poet):
     from tangshi.options import OptionError
 
@@ -182,6 +185,7 @@ def test_ci_bad_requests_are_named(poet):
         assert e.value.field == field, opts
 
 
+@pytest.mark.slow
 def test_a_keyword_that_fits_no_clause_is_named(poet):
     from tangshi.generation.tables import FormError
 
@@ -201,6 +205,7 @@ def test_cipai_command_lists_and_shows(capsys):
     assert "nearest" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cipai_over_http():
     from fastapi.testclient import TestClient
 

@@ -63,6 +63,7 @@ def test_bad_input_gets_a_message_and_exit_2(tiny_run, args, message, capsys):
     assert rc == 2 and message in err and err.startswith("tangshi: error:")
 
 
+@pytest.mark.slow
 def test_non_utf8_corpus_from_the_real_command_line(tmp_path):
     bad = tmp_path / "poems.txt"
     bad.write_bytes("题:床前明月光".encode("gb18030"))
@@ -70,6 +71,7 @@ def test_non_utf8_corpus_from_the_real_command_line(tmp_path):
     assert "poems.txt: not UTF-8 text" in out.stderr
 
 
+@pytest.mark.slow
 def test_presets_list_and_help():
     out = run("presets").stdout
     assert "seed-tf" in out and "seed-pytorch" in out and "default" in out
@@ -94,6 +96,7 @@ def test_diversity_needs_counts_and_index_adds_them_to_an_older_checkpoint(tiny_
     assert capsys.readouterr().out == first  # seeded: the same poem
 
 
+@pytest.mark.slow
 def test_a_poem_cut_at_the_length_limit_says_so(capsys):
     assert main(["write", "月", "--max-length", "6", "--seed", "1", "--json"]) == 0
     captured = capsys.readouterr()
@@ -103,12 +106,14 @@ def test_a_poem_cut_at_the_length_limit_says_so(capsys):
     assert "cut at" not in capsys.readouterr().err  # seed-tf style asks for exactly that length
 
 
+@pytest.mark.slow
 def test_an_acrostic_with_fewer_heads_than_lines_is_refused(capsys):
     assert main(["write", "--acrostic", "春夏秋", "--form", "五绝"]) == 2
     assert "acrostic '春夏秋' has 3 heads but a 五绝 has 4 lines: give one head a line" in capsys.readouterr().err
     assert "fewer heads are refused" in " ".join(run("write", "--help").stdout.split())
 
 
+@pytest.mark.slow
 def test_poems_are_streamed_in_order_as_they_are_finished():
     from tangshi import Poet
 
@@ -120,6 +125,7 @@ def test_poems_are_streamed_in_order_as_they_are_finished():
     ]
 
 
+@pytest.mark.slow
 def test_help_shows_each_default_once():
     for command in ("train", "write"):
         assert "(default: None)" not in run(command, "--help").stdout

@@ -74,6 +74,7 @@ def test_stops_at_the_end_token(tiny_run, monkeypatch):
     assert poems[0].text == "明月" and poems[0].ended
 
 
+@pytest.mark.slow
 def test_a_context_read_once_is_kept_and_read_again_when_the_weights_change(monkeypatch):
     from tangshi.api import bundled_path
 

@@ -117,6 +117,7 @@ def test_a_model_trained_with_poets_lists_them_and_writes_like_one(tmp_path, jso
     assert "--author z: this model knows no such poet" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_bundled_model_reads_titles_and_knows_tang_and_song_poets():
     poet = Poet.load()
     poets = poet.vocab.authors()

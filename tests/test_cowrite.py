@@ -42,6 +42,7 @@ def test_a_poem_that_keeps_the_rules_has_only_strict_notes_or_none():
     assert problems and all(p.rule == "strict" and p.place == 1 for p in problems)  # 一三五不论 only
 
 
+@pytest.mark.slow
 def test_suggestions_keep_the_rule_and_are_not_in_the_poem():
     checked = poet().check(QUIET_NIGHT_WRONG, suggest=5)
     rhyme = next(p for p in checked["problems"] if p["rule"] == "rhyme")
@@ -55,6 +56,7 @@ def test_suggestions_keep_the_rule_and_are_not_in_the_poem():
     assert "suggestions" not in poet().check(QUIET_NIGHT_WRONG, suggest=0)["problems"][0]
 
 
+@pytest.mark.slow
 def test_line_alternatives_keep_every_other_character_and_the_rules():
     alts = poet().lines(SPRING_VIEW, 3, num=6, seed=1)
     assert len(alts) == 6 and len({a["line"] for a in alts}) == 6
@@ -70,11 +72,13 @@ def test_line_alternatives_keep_every_other_character_and_the_rules():
     assert [a["line"] for a in poet().lines(SPRING_VIEW, 3, num=6, seed=1)] == [a["line"] for a in alts]
 
 
+@pytest.mark.slow
 def test_line_alternatives_of_a_famous_poem_are_not_refused_for_its_own_lines():
     alts = poet().lines(CLIMB, 8, num=4, seed=2)  # every other line is in the corpus
     assert len(alts) == 4 and all(prosody.split_lines(a["poem"])[:7] == prosody.split_lines(CLIMB)[:7] for a in alts)
 
 
+@pytest.mark.slow
 def test_bad_requests_name_the_field():
     with pytest.raises(OptionError) as e:
         poet().lines(SPRING_VIEW, 9)
@@ -90,6 +94,7 @@ def test_bad_requests_name_the_field():
     assert e.value.field == "text"
 
 
+@pytest.mark.slow
 def test_the_commands(capsys):
     from tangshi.cli import main
 
@@ -109,6 +114,7 @@ def client():
         yield c
 
 
+@pytest.mark.slow
 def test_http_check_and_lines(client):
     r = client.post("/v1/check", json={"text": QUIET_NIGHT_WRONG, "suggest": 3})
     assert r.status_code == 200

@@ -52,6 +52,7 @@ def test_world_from_env(monkeypatch):
     assert (w.rank, w.size, w.local_rank, w.main, w.active) == (3, 4, 1, False, True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", ["full", "adaptive"])
 def test_two_processes_match_one_and_resume(tmp_path, poems_txt, output):
     common = ["--data", str(poems_txt), *ARGS, "--output", output, "--cutoffs", "20,40", "--div-value", "2"]

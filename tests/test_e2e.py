@@ -4,6 +4,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the CLI in subprocesses
+
 
 def tangshi(*args: str) -> str:
     out = subprocess.run([sys.executable, "-m", "tangshi", *args], capture_output=True, text=True)

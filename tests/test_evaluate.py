@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -58,6 +59,7 @@ def test_evaluate_imports_nothing_of_training():
                 assert not names & {"mean_loss", "batch_loss", "collate"}, f"{path.name} imports {names} from train"
 
 
+@pytest.mark.slow
 def test_loading_a_poet_imports_neither_train_nor_distributed():
     code = (
         "import sys\n"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import tangshi
 
 PACKAGE = Path(tangshi.__file__).parent
@@ -51,6 +53,7 @@ def chain(module: str, importers: dict[str, str]) -> str:
     return " -> ".join(reversed(path))
 
 
+@pytest.mark.slow
 def test_reading_characters_imports_neither_torch_nor_numpy():
     modules, importers = loaded_after(
         "import tangshi.prosody.regular\n"
@@ -61,6 +64,7 @@ def test_reading_characters_imports_neither_torch_nor_numpy():
         assert heavy not in modules, f"{heavy} imported; tangshi modules loaded: {sorted(importers)}"
 
 
+@pytest.mark.slow
 def test_poet_loads_no_training_module():
     modules, importers = loaded_after("from tangshi import Poet")
     training = [

@@ -29,6 +29,7 @@ def test_an_unreadable_index_is_named(tiny_run):
         checkpoint.load(tiny_run / "best")
 
 
+@pytest.mark.slow
 def test_lineindex_imports_no_checkpoint_and_names_its_own_error(tmp_path):
     import ast
     import subprocess

@@ -102,6 +102,7 @@ def test_bad_values_name_the_option(changes, field, message):
     assert caught.value.field == field and message in str(caught.value)
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_what_the_options_refuse(capsys):
     assert cli.main(["write", "月", "--temperature", "inf"]) == 2
     assert "--temperature must be a finite number" in capsys.readouterr().err

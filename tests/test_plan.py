@@ -116,6 +116,7 @@ def test_a_titles_topic_is_the_characters_of_poems_under_such_titles():
     assert set("离别美酒") & set(both) and not set("清风") & set(both)
 
 
+@pytest.mark.slow
 def test_tang_neighbours_of_the_bright_moon():
     need_shared_data()
     s = tang()
@@ -265,6 +266,7 @@ def test_unplaceable_keywords_are_named():
         place(plan_of(["春风明月夜长"]), vp(), get_form("五绝"))
 
 
+@pytest.mark.slow
 def test_a_titles_subject_leaves_out_its_place_in_a_series():
     assert subject("宫词一百首八十八") == "宫词" and subject("江南杂题三十首其六") == "江南杂题"
     assert subject("巨胜歌（并序）七") == "巨胜歌" and subject("咏家酝十韵") == "咏家酝"

@@ -86,6 +86,7 @@ def test_cli_check_texts_and_errors(capsys):
     assert "no/such/file.txt: no such file or folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reproduces_the_human_baseline_on_the_tang_corpus(capsys):
     need_shared_data()
     assert main(["prosody", "check", "--json", str(TANG)]) == 0

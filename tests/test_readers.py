@@ -66,6 +66,7 @@ def _tang(files: int):
     return load_corpus([TANG / f"poet.tang.{1000 * k}.json" for k in range(files)], DataConfig(), use_cache=False)
 
 
+@pytest.mark.slow
 def test_coherence_scores_human_poems_above_their_shuffled_versions():
     texts = _tang(5).texts
     judge = R.Coherence().fit(texts[:3000], seed=0)

@@ -10,6 +10,8 @@ from conftest import TANG, need_shared_data
 from tangshi.data import corpus
 from tangshi.data.corpus import load_corpus
 
+pytestmark = pytest.mark.slow  # the real corpus, and the bundled model in a subprocess
+
 
 def test_tang_corpus_counts_and_cache(tmp_path, monkeypatch):
     need_shared_data()

@@ -13,6 +13,8 @@ from tangshi.generation.tables import FormError
 from tangshi.options import OptionError
 from tangshi.prosody import regular as prosody
 
+pytestmark = pytest.mark.slow  # each test writes with the bundled model
+
 
 @cache
 def poet() -> Poet:

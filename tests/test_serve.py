@@ -13,6 +13,8 @@ from tangshi.config import ServeConfig
 from tangshi.data.text import to_script
 from tangshi.serve import create_app
 
+pytestmark = pytest.mark.slow  # the app with the bundled model
+
 
 @pytest.fixture(scope="module")
 def client():

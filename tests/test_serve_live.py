@@ -18,6 +18,8 @@ from tangshi.config import ServeConfig
 from tangshi.serve import create_app
 from tangshi.serve.transport import header_timeout_protocol
 
+pytestmark = pytest.mark.slow  # uvicorn on a loopback port, with the bundled model
+
 BLOCKER = {"begin": "月", "form": "七律", "num": 4, "rerank": 16, "seed": 1}  # keeps the writer busy a while
 
 

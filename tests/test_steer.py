@@ -95,6 +95,7 @@ def share(texts: list[str], chars: set[str]) -> float:
 BEGINS = list("春秋山水风月花云江夜")
 
 
+@pytest.mark.slow
 def test_cohesion_writes_lines_that_go_together_and_keeps_the_form():
     plain = poet().write(BEGINS, form="五律", seed=1, cohesion=0)
     steered = poet().write(BEGINS, form="五律", seed=1, cohesion=1.0)
@@ -106,6 +107,7 @@ def test_cohesion_writes_lines_that_go_together_and_keeps_the_form():
     assert [p.text for p in again] == [p.text for p in steered]
 
 
+@pytest.mark.slow
 def test_a_poets_manner_brings_the_poets_characters():
     favoured = set(poet().words.manner_of("李白"))
     assert favoured
@@ -114,6 +116,7 @@ def test_a_poets_manner_brings_the_poets_characters():
     assert share([p.text for p in steered], favoured) > 1.2 * share([p.text for p in plain], favoured)
 
 
+@pytest.mark.slow
 def test_a_title_steers_toward_poems_under_such_titles():
     topic = poet().words.topic("送友人")
     near = {ch for ch, v in topic.items() if v > 0.5}
@@ -123,6 +126,7 @@ def test_a_title_steers_toward_poems_under_such_titles():
     assert share([p.text for p in steered], near) > 1.2 * share([p.text for p in plain], near)
 
 
+@pytest.mark.slow
 def test_a_title_alone_is_planned_from_in_a_regular_form():
     poems = poet().write(BEGINS[:4], form="七律", seed=3, title="秋夜独坐其二")
     for p in poems:
@@ -137,6 +141,7 @@ def test_a_title_alone_is_planned_from_in_a_regular_form():
     assert poet().write("春", seed=3, title="无题", form="五律")[0].plan is None  # nothing to plan from
 
 
+@pytest.mark.slow
 def test_title_guidance_is_stronger_by_default_for_a_planned_poem():
     def texts(**kw):
         return [p.text for p in poet().write(BEGINS[:2], form="五律", seed=5, title="秋夜独坐", **kw)]
@@ -145,6 +150,7 @@ def test_title_guidance_is_stronger_by_default_for_a_planned_poem():
     assert texts(no_plan=True) == texts(no_plan=True, guidance=2) != texts(no_plan=True, guidance=4)
 
 
+@pytest.mark.slow
 def test_steering_options_are_bounded():
     with pytest.raises(OptionError) as e:
         poet().write("月", cohesion=-1)
@@ -154,6 +160,7 @@ def test_steering_options_are_bounded():
     assert e.value.field == "manner"
 
 
+@pytest.mark.slow
 def test_beam_search_is_steered_too_and_reports_the_models_own_likelihood():
     plain = poet().write(BEGINS[:4], form="五绝", beam=4, cohesion=0)
     steered = poet().write(BEGINS[:4], form="五绝", beam=4, cohesion=1.0)
@@ -166,6 +173,7 @@ def test_beam_search_is_steered_too_and_reports_the_models_own_likelihood():
 # ---------------------------------------------------------------- guidance (classifier-free)
 
 
+@pytest.mark.slow
 def test_guidance_samples_from_the_guided_distribution():
     """Greedy with guidance g picks argmax of log p(x | title) + g (log p(x | title) - log p(x | plain)),
     computed here by reading both contexts step by step."""
@@ -192,6 +200,7 @@ def test_guidance_samples_from_the_guided_distribution():
             assert got[0].text == ("" if best == EOS else v.tokens[best])
 
 
+@pytest.mark.slow
 def test_guidance_only_acts_with_a_title_and_keeps_the_form():
     p = poet()
     plain = p.write("月", seeds=[3], guidance=5)  # no title: nothing to guide by
@@ -202,6 +211,7 @@ def test_guidance_only_acts_with_a_title_and_keeps_the_form():
     assert prosody.check(b.text).form == "五律" and prosody.check(b.text).rhyme and prosody.check(b.text).relaxed_ok
 
 
+@pytest.mark.slow
 def test_guidance_is_bounded():
     with pytest.raises(OptionError):
         poet().write("", title="送友人", guidance=-1)
@@ -248,6 +258,7 @@ def test_lines_ending_together_or_not_and_few_or_many_characters_give_the_same_b
 REQUESTS = [dict(form="五绝", title="春望"), dict(cipai="如梦令", title="春"), dict(acrostic="春夏秋冬", title="秋")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("request_", REQUESTS)
 def test_the_masks_shortcuts_write_the_same_poems(monkeypatch, request_):
     """Where every row has one id left, where no row may choose a line's end, and where the form
@@ -270,6 +281,7 @@ def test_the_masks_shortcuts_write_the_same_poems(monkeypatch, request_):
     assert [(p.text, p.nll, p.failure) for p in slow] == [(p.text, p.nll, p.failure) for p in fast]
 
 
+@pytest.mark.slow
 def test_a_regular_forms_mask_offers_no_line_end_beside_a_character_and_no_written_character():
     from tangshi.generation.constraints import FormMask
     from tangshi.generation.tables import FREE_MIN, free_form, get_form

@@ -174,6 +174,7 @@ class FakePoet:
         return poems
 
 
+@pytest.mark.slow
 def test_readers_of_a_poet_that_writes_human_poems(monkeypatch):
     from tangshi.config import DataConfig
     from tangshi.data.corpus import Corpus, load_corpus

@@ -33,6 +33,7 @@ def test_parse_gives_the_form_and_the_fixed_places():
     assert parse_template("_" * 7 + "，" + "_" * 7 + "。" + "_" * 7 + "，" + "_" * 7 + "。")[0].name == "七绝"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("beam", [0, 4])
 def test_the_template_is_completed_in_form_and_keeps_its_characters(beam):
     written = poet().write("", template=QUIET_NIGHT, seed=1, num=4 if beam else 5, beam=beam)
@@ -44,6 +45,7 @@ def test_the_template_is_completed_in_form_and_keeps_its_characters(beam):
     assert [p.text for p in again] == [p.text for p in written]
 
 
+@pytest.mark.slow
 def test_a_template_with_underscores_and_a_given_rhyme():
     t = "_____，_____。风____，_____。"
     for p in poet().write("", template=t, rhyme="东", seed=2, num=3):
@@ -51,6 +53,7 @@ def test_a_template_with_underscores_and_a_given_rhyme():
         assert fixed_kept(t, p.text) and r.rhyme and r.rhyme_group.endswith("东")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "template, options, words",
     [
@@ -67,6 +70,7 @@ def test_templates_the_rules_cannot_complete_are_refused_by_place_and_rule(templ
     assert e.value.field == "template" and all(w in str(e.value) for w in words), str(e.value)
 
 
+@pytest.mark.slow
 def test_a_template_agrees_with_the_begin_and_is_not_mixed_with_keywords():
     assert poet().write("床前", template=QUIET_NIGHT, seed=1)[0].text.startswith("床前明月光")
     with pytest.raises(OptionError) as e:
@@ -77,6 +81,7 @@ def test_a_template_agrees_with_the_begin_and_is_not_mixed_with_keywords():
     assert e.value.field == "template"
 
 
+@pytest.mark.slow
 def test_the_cli_writes_a_template_and_refuses_a_bad_one(capsys):
     from tangshi.cli import main
 

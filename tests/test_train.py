@@ -139,6 +139,7 @@ def test_early_stopping_and_refusing_to_overwrite(tmp_path, poems_txt):
         train(tiny_config(max_steps=0), [str(poems_txt)], tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume(tmp_path, poems_txt):
     run = tmp_path / "killed"
     cmd = [

@@ -44,6 +44,7 @@ def test_a_failed_start_leaves_no_folder(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_a_second_cli_run_is_refused_and_a_killed_runs_lock_is_taken_over(tmp_path, poems_txt, capsys):
     run = tmp_path / "run"
     env = {**os.environ, "TANGSHI_NO_MALLOC_TUNING": "1", "OMP_NUM_THREADS": "1"}
