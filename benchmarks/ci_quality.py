@@ -27,7 +27,7 @@ import torch
 from tangshi.api import Poet
 from tangshi.cli import tune_process
 from tangshi.data.corpus import find_files, read_file
-from tangshi.prosody import cipai as ci
+from tangshi.prosody import cipai
 
 HEADS = ["春江", "风月", "花雨", "山水", "秋夜"]
 
@@ -47,11 +47,11 @@ def main() -> int:
     poet = Poet.load(args.checkpoint)
     raw = [p for f in find_files([args.songci]) for p in read_file(f, "auto", [])]
     counts = Counter(p.cipai for p in raw if p.cipai)
-    names = [n for n, _ in counts.most_common() if ci.known(n)][: args.top]
-    known = {c for p in raw for c in ci.clauses_of(p.content) if len(c) >= 4}
+    names = [n for n, _ in counts.most_common() if cipai.known(n)][: args.top]
+    known = {c for p in raw for c in cipai.clauses_of(p.content) if len(c) >= 4}
     if args.data:
-        known |= {c for f in find_files([args.data]) for p in read_file(f, "auto", []) for c in ci.clauses_of(p.content)
-                  if len(c) >= 4}  # fmt: skip
+        texts = [p.content for f in find_files([args.data]) for p in read_file(f, "auto", [])]
+        known |= {c for t in texts for c in cipai.clauses_of(t) if len(c) >= 4}
     rows, shown, total = {}, [], []
     for k, name in enumerate(names):
         t0 = time.perf_counter()
@@ -64,8 +64,8 @@ def main() -> int:
                 poems += poet.write([""], nums=[n], seed=seed + 500 + 100 * j, cipai=name, acrostic=heads)
         seconds = time.perf_counter() - t0
         reps = [p.prosody for p in poems]
-        copied = sum(any(c in known for c in ci.clauses_of(p.text) if len(c) >= 4) for p in poems)
-        clauses = [c for p in poems for c in ci.clauses_of(p.text) if len(c) >= 4]
+        copied = sum(any(c in known for c in cipai.clauses_of(p.text) if len(c) >= 4) for p in poems)
+        clauses = [c for p in poems for c in cipai.clauses_of(p.text) if len(c) >= 4]
         copied_clauses = sum(c in known for c in clauses) / len(clauses)
         rows[name] = {
             "ci": len(poems),

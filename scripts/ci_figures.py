@@ -27,7 +27,7 @@ from tangshi.api import Poet
 from tangshi.data.corpus import encode_split, load_corpus
 from tangshi.evaluation import readers as R
 from tangshi.evaluation.losses import condition_ids, mean_loss
-from tangshi.prosody import cipai as ci
+from tangshi.prosody import cipai
 
 
 def losses(poet: Poet, paths: list[str]) -> dict:
@@ -63,12 +63,12 @@ def main() -> int:
 
     corpus = load_corpus([args.songci], replace(poet.ckpt.config.data, max_length=200))
     counts = Counter(corpus.titles)  # a 词's title is its 词牌 (chinese-poetry's rhythmic)
-    top = [n for n, _ in counts.most_common() if ci.known(n)][:20]
+    top = [n for n, _ in counts.most_common() if cipai.known(n)][:20]
     human, written = [], []
     for text, name in zip(corpus.texts_of("test"), corpus.titles_of("test"), strict=True):
         if name not in top or len(human) >= args.per:
             continue
-        r = ci.check(text, name)
+        r = cipai.check(text, name)
         if not r.in_pattern:
             continue
         human.append("".join(r.parts))

@@ -2,7 +2,7 @@
 
     python scripts/tang_loss.py src/tangshi/bundled runs/mixed-tang35/best [--data TANG]
 
-For each checkpoint: `evaluate.corpus_loss` on the test split of the Tang poems (read with the
+For each checkpoint: `losses.corpus_loss` on the test split of the Tang poems (read with the
 checkpoint's own filters: the same poems for every model of this project), the poems' own tokens, alone,
 given the title, given the genre, given genre and title (the columns a model was not trained for: –).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tangshi.evaluation import losses as evaluate
+from tangshi.evaluation import losses
 from tangshi.model import checkpoint
 
 
@@ -30,7 +30,7 @@ def main() -> int:
             if ("title" in given and not d.titles) or ("genre" in given and not d.genres):
                 cells.append("–")
                 continue
-            r = evaluate.corpus_loss(ckpt, [args.data], split="test", given=given)
+            r = losses.corpus_loss(ckpt, [args.data], split="test", given=given)
             cells.append(f"{r['loss']:.4f}")
             tokens = r["tokens"]
         print(f"| {path} | {tokens:,} | {' | '.join(cells)} |", flush=True)

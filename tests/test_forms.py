@@ -15,7 +15,7 @@ from tangshi.api import bundled_path
 from tangshi.data.vocab import EOS, Vocab
 from tangshi.generation.constraints import FormMask
 from tangshi.generation.tables import FREE_MAX, FREE_MIN, FormError, VocabProsody, free_form, get_form
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 
 
 @cache
@@ -43,7 +43,7 @@ def decode(mask: FormMask, seed: int) -> list[str]:
 @settings(max_examples=20, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
-    form=st.sampled_from(list(P.FORMS)),
+    form=st.sampled_from(list(regular.FORMS)),
     tones=st.sampled_from(["relaxed", "strict"]),
     heads=st.sampled_from(["", "春夏秋冬", "日月", "春夏日天"]),
 )
@@ -55,14 +55,14 @@ def test_any_poem_under_the_mask_has_the_form_rhyme_and_tones(seed, form, tones,
         assert tones == "strict" and "cannot be met" in str(e)
         assume(False)
     for row, text in enumerate(decode(mask, seed)):
-        r = P.check(text)
+        r = regular.check(text)
         assert r.form == form, text
         assert r.rhyme, text
         assert r.relaxed == 1.0, (text, r.actual)
         if tones == "strict" and mask.failures[row] is None:
             assert r.strict == 1.0, (text, r.actual)
         assert [line[0] for line in r.lines[: len(heads)]] == list(heads)
-        chars = [c for c in text if P.is_han(c)]
+        chars = [c for c in text if regular.is_han(c)]
         assert len(set(chars)) == len(chars)  # no repeats by default
         assert text[shape.chars] == "，" and text.endswith("。")
 
@@ -70,7 +70,7 @@ def test_any_poem_under_the_mask_has_the_form_rhyme_and_tones(seed, form, tones,
 def test_given_rhyme_group_is_kept():
     mask = FormMask(vp(), get_form("五律"), 2, rhyme="阳", tones="off")
     for text in decode(mask, 7):
-        assert P.check(text).rhyme_group == "下平声七阳"
+        assert regular.check(text).rhyme_group == "下平声七阳"
 
 
 def test_impossible_requests_are_named():
@@ -104,7 +104,7 @@ def test_strict_tones_refuse_heads_no_template_takes():
 def test_free_acrostic_lines_start_with_the_heads(seed, heads):
     mask = FormMask(vp(), free_form(len(heads)), 2, heads=[heads] * 2)
     for text in decode(mask, seed):
-        lines = P.split_lines(text)
+        lines = regular.split_lines(text)
         assert [ln[0] for ln in lines] == list(heads)
         assert all(FREE_MIN <= len(ln) <= FREE_MAX for ln in lines)
         assert text.endswith("。") and text.count("，") == len(heads) // 2
@@ -145,7 +145,7 @@ def test_a_row_out_of_characters_inside_a_line_is_noted_and_goes_on():
     mask = FormMask(small, get_form("五绝"), 2, tones="off")
     poems = decode(mask, 5)
     for poem, failure in zip(poems, mask.failures, strict=True):
-        assert len(P.split_lines(poem)) == 4
+        assert len(regular.split_lines(poem)) == 4
         assert failure == "line 3, character 3: no unused character", failure
 
 
@@ -167,11 +167,11 @@ def test_fixed_characters_anywhere_are_written_there_and_reserved(seed, form):
     fixed = {(1, last): "光", (2, 3): "月", (4, 0): "山"}
     mask = FormMask(vp(), shape, 2, fixed=[fixed, {}])
     texts = decode(mask, seed)
-    r = P.check(texts[0])
+    r = regular.check(texts[0])
     assert r.form == form and r.rhyme and r.relaxed == 1.0 and r.rhyme_group == "下平声七阳", texts[0]
     assert all(r.lines[i][j] == ch for (i, j), ch in fixed.items())
     assert all(texts[0].count(ch) == 1 for ch in "光月山")  # reserved: written once, at their places
-    assert P.check(texts[1]).relaxed == 1.0  # rows are independent
+    assert regular.check(texts[1]).relaxed == 1.0  # rows are independent
 
 
 def test_fixed_characters_that_no_template_takes_are_refused():

@@ -16,7 +16,7 @@ from tangshi.data.words import FILE, WordStats, subject
 from tangshi.generation.constraints import FormMask
 from tangshi.generation.planner import Plan, PlanEntry, make_plan, place, placeable, title_words
 from tangshi.generation.tables import FormError, free_form, get_form
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 from test_forms import decode, vp
 
 MOON = ["明月", "清风", "高楼", "夜深"]
@@ -195,7 +195,7 @@ def plan_of(words: list[str]) -> Plan:
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
-    form=st.sampled_from(list(P.FORMS)),
+    form=st.sampled_from(list(regular.FORMS)),
     tones=st.sampled_from(["relaxed", "strict"]),
     heads=st.sampled_from(["", "春夏秋冬风花雪月"]),
     many=st.sampled_from([2, 4, 8]),
@@ -215,7 +215,7 @@ def test_fixed_keywords_are_written_where_placed_and_keep_the_form(seed, form, t
         assert "cannot be placed" in str(e) or "cannot be met" in str(e), str(e)
         return
     for row, text in enumerate(decode(mask, seed)):
-        r = P.check(text)
+        r = regular.check(text)
         assert r.form == form and r.rhyme and r.relaxed == 1.0, (text, fixed[row], r.actual)
         if tones == "strict":
             assert mask.failures[row] is None and r.strict == 1.0, (text, fixed[row])
@@ -224,7 +224,7 @@ def test_fixed_keywords_are_written_where_placed_and_keep_the_form(seed, form, t
         for i, w in enumerate(words):
             assert w in r.lines[i], (text, words)
         assert [line[0] for line in r.lines[: len(heads)]] == list(heads)
-        chars = [c for c in text if P.is_han(c)]
+        chars = [c for c in text if regular.is_han(c)]
         assert len(set(chars)) == len(chars)
 
 
@@ -235,7 +235,7 @@ def test_free_poems_start_their_lines_with_the_keywords(seed, heads):
     fixed = place(plan_of(words), vp(), free_form(4), heads=heads)
     mask = FormMask(vp(), free_form(4), 2, [heads] * 2, fixed=[fixed] * 2)
     for text in decode(mask, seed):
-        lines = P.split_lines(text)
+        lines = regular.split_lines(text)
         assert [ln[len(heads) > 0 :][:2] for ln in lines] == words, text
         assert all(ln[0] == h for ln, h in zip(lines, heads, strict=False))
 
@@ -246,7 +246,7 @@ def test_keyword_on_a_rhyme_must_rhyme_in_the_open_group():
     fixed = place(plan, vp(), get_form("五绝"), rhyme="阳")
     mask = FormMask(vp(), get_form("五绝"), 2, rhyme="阳", fixed=[fixed] * 2)
     for text in decode(mask, 5):
-        assert P.check(text).rhyme_group == "下平声七阳" and "春光" in text and "夜长" in text
+        assert regular.check(text).rhyme_group == "下平声七阳" and "春光" in text and "夜长" in text
     line = Plan(4, [PlanEntry(3, "青山万里长", True)])  # a whole line: 长 must rhyme
     assert place(line, vp(), get_form("五绝"), rhyme="阳")[(3, 4)] == "长"
     with pytest.raises(FormError, match="keyword '青山万里长' cannot be placed in line 4 .*'长' ends a rhyming line"):
@@ -299,7 +299,7 @@ def test_a_keyword_may_repeat_its_own_character_but_planned_words_do_not():
     assert sorted(fixed.values()).count("萧") == 2
     mask = FormMask(vp(), get_form("五绝"), 1, fixed=[fixed])
     text = decode(mask, 1)[0]
-    assert "萧萧" in P.split_lines(text)[0] and P.check(text).relaxed == 1.0
+    assert "萧萧" in regular.split_lines(text)[0] and regular.check(text).relaxed == 1.0
     plan = make_plan(small(), 8, title="月夜", theme="明月", known=set("明月清风高楼夜深山水云天江"))
     assert all(len(set(w)) == len(w) and set(w) <= set("明月清风高楼夜深山水云天江") for w in plan.words)
 

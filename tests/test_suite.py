@@ -9,7 +9,7 @@ import pytest
 from conftest import POEMS, TANG, need_shared_data, tiny_config
 from tangshi.cli import main
 from tangshi.evaluation.suite import Reference, _longest_repeat, parse_samplers, poem_metrics
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 
 
 def test_metrics_of_hand_made_poems():
@@ -159,7 +159,7 @@ class FakePoet:
                 text = self.by_title[title]
             elif opts.get("keywords"):  # each keyword starts a line; an odd seed puts the second one a line late
                 pool = self.by_form[form]
-                lines = P.split_lines(pool[s % len(pool)])
+                lines = regular.split_lines(pool[s % len(pool)])
                 plan = [{"word": w, "line": k, "given": True} for k, w in enumerate(opts["keywords"])]
                 for k, w in enumerate(opts["keywords"]):
                     at = k + (k == 1 and s % 2)

@@ -43,13 +43,12 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from tangshi.data.text import normalise
+from tangshi.data.text import normalise, split_at_breaks
 from tangshi.data.vocab import write_atomic
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 
 FILE = "words.safetensors"
 VERSION = 2
-_LINE = re.compile(r"[，。？！；：、,.?!;:\s]+")
 # characters that carry no subject: left out of a free text's words and of the planned ones
 STOP = set(
     "之乎者也矣焉哉兮而以其于与及且若所为则乃亦即又或的了是在和我你他她它们这那着吗呢吧啊很都就把被给从向对不无有一"
@@ -172,7 +171,7 @@ class Kin:
         keep = [i for i, t in enumerate(titles) if subject(t)]
         names = sorted({genres[i] for i in keep}) if genres is not None else [""]
         out = {stats.index[w] for w in STOP | stats.bound if w in stats.index}
-        bags = [[w for w in stats._bag([ln for ln in _LINE.split(texts[i]) if ln]) if w not in out] for i in keep]
+        bags = [[w for w in stats._bag(split_at_breaks(texts[i])) if w not in out] for i in keep]
         df = np.bincount([w for b in bags for w in b], minlength=len(stats.words))
         out = {w for w in np.flatnonzero(df > max_share * len(keep)).tolist() if len(stats.words[w]) == 1}
         bags = [[w for w in b if w not in out] for b in bags]
@@ -314,7 +313,7 @@ class WordStats:
         """Statistics of poem texts (the train split) and, when given, their titles (and the index of
         titles, `Kin`, with each poem's genre from `genres`); with `authors` (aligned with `texts`), the
         manner of each poet of `poets`."""
-        lines = [[ln for ln in _LINE.split(t) if ln] for t in texts]
+        lines = [split_at_breaks(t) for t in texts]
         words, counts = _word_list(lines, min_count, min_pmi, min_boundary)
         empty = Neighbours(np.zeros(len(words) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float16))
         stats = cls(words, counts, empty, empty)
@@ -441,7 +440,7 @@ class WordStats:
         """The known words of a free text (a title, a theme), longest first: the 2-character words,
         overlaps settled by the stronger collocation (more frequent), in text order; then the single
         characters not inside one, in text order, without function characters (`stop`)."""
-        text = "".join(ch for ch in normalise(text) if P.is_han(ch))
+        text = "".join(ch for ch in normalise(text) if regular.is_han(ch))
         pairs = [(i, text[i : i + 2]) for i in range(len(text) - 1) if text[i : i + 2] in self.index]
         taken: dict[int, str] = {}
         for i, w in sorted(pairs, key=lambda p: -int(self.counts[self.index[p[1]]])):
@@ -509,10 +508,10 @@ def _word_list(lines: list[list[str]], min_count: int, min_pmi: float, min_bound
                 bi[w] += 1
                 at_boundary[w] += starts is None or i in starts
     n1, n2 = sum(uni.values()), max(sum(bi.values()), 1)
-    chars = sorted(ch for ch in uni if P.is_han(ch))
+    chars = sorted(ch for ch in uni if regular.is_han(ch))
 
     def collocation(w: str, n: int) -> bool:
-        if n < min_count or not all(map(P.is_han, w)) or at_boundary[w] < min_boundary * n:
+        if n < min_count or not all(map(regular.is_han, w)) or at_boundary[w] < min_boundary * n:
             return False
         return math.log(n / n2) - math.log(uni[w[0]] / n1) - math.log(uni[w[1]] / n1) >= min_pmi
 

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from tangshi.data.vocab import SPECIALS, Vocab, write_atomic
 from tangshi.evaluation.writer import Writer, write_each
 from tangshi.model.checkpoint import CheckpointError
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 
 FILE = "calibration.safetensors"
 SMOOTHING = 5.0  # pseudo-count on both sides of a character's ratio: rare characters move little
@@ -94,7 +94,7 @@ def character_counts(texts: Sequence[str], vocab: Vocab) -> torch.Tensor:
     such as □ (the corpus's sign for a lost character: human poems have it, so a bias toward human rates
     would have the model write it)."""
     counts = torch.zeros(len(vocab), dtype=torch.float64)
-    ids = [vocab.id(ch) for t in texts for ch in t if P.is_han(ch)]
+    ids = [vocab.id(ch) for t in texts for ch in t if regular.is_han(ch)]
     if ids:
         counts += torch.bincount(torch.tensor(ids), minlength=len(vocab)).double()
     counts[: len(SPECIALS)] = 0
@@ -120,7 +120,7 @@ def gap(written: torch.Tensor, human: torch.Tensor) -> float:
 
 def sample_prompts(texts: Sequence[str], poems: int, seed: int) -> tuple[list[str], list[str]]:
     """The first characters and forms of `poems` random regular poems among `texts`."""
-    rows = [(t[0], f) for t in texts if t and (f := P.classify(P.split_lines(t))) != "other"]
+    rows = [(t[0], f) for t in texts if t and (f := regular.classify(regular.split_lines(t))) != "other"]
     if not rows:
         raise ValueError("no regular poems (五绝 七绝 五律 七律) to calibrate on")
     picked = random.Random(seed).sample(rows, min(poems, len(rows)))

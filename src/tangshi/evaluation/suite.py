@@ -33,7 +33,7 @@ from typing import Any
 from tangshi.data.corpus import Corpus, load_corpus
 from tangshi.evaluation import EXTRA_SAMPLERS, SETTINGS
 from tangshi.evaluation.writer import Poems, Writer, WrittenPoem, write_each
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 
 BEGINS = "日红山夜湖海月"
 ACROSTICS = ["春夏秋冬", "风花雪月", "琴棋书画", "梅兰竹菊", "东南西北", "江山如画"]
@@ -51,7 +51,7 @@ class Reference:
     def of(cls, texts: Sequence[str]) -> Reference:
         ref = cls()
         for text in texts:
-            for line in P.split_lines(text):
+            for line in regular.split_lines(text):
                 ref.lines.add(line)
                 ref.windows.update(line[i : i + WINDOW] for i in range(len(line) - WINDOW + 1))
         return ref
@@ -70,23 +70,23 @@ def _longest_repeat(s: str) -> int:
 
 def poem_metrics(texts: Sequence[str], ended: Sequence[bool] | None, ref: Reference, form: str | None = None) -> dict:
     """The generation metrics of a set of poems (see the module docstring)."""
-    reports = [P.check(t) for t in texts]
+    reports = [regular.check(t) for t in texts]
     poems_lines = [r.lines for r in reports]
     lines = [ln for ls in poems_lines for ln in ls]
     chars = "".join(lines)
     unigrams = list(chars)
     bigrams = [ln[i : i + 2] for ln in lines for i in range(len(ln) - 1)]
     windows = [ln[i : i + WINDOW] for ln in lines for i in range(len(ln) - WINDOW + 1)]
-    regular = [r for r in reports if r.form != "other"]
+    in_form = [r for r in reports if r.form != "other"]
     repeated_lines = sum(len(ls) - len(set(ls)) for ls in poems_lines)
     out: dict[str, Any] = {
         "poems": len(texts),
-        "regular": _share(len(regular), len(reports)),
+        "regular": _share(len(in_form), len(reports)),
         "form": _share(sum(r.form == form for r in reports), len(reports)) if form else None,
-        "rhyme": _mean([r.rhyme for r in regular]),
-        "relaxed": _mean([r.relaxed for r in regular]),
-        "relaxed_full": _mean([r.relaxed_ok for r in regular]),
-        "strict": _mean([r.strict for r in regular]),
+        "rhyme": _mean([r.rhyme for r in in_form]),
+        "relaxed": _mean([r.relaxed for r in in_form]),
+        "relaxed_full": _mean([r.relaxed_ok for r in in_form]),
+        "strict": _mean([r.strict for r in in_form]),
         "distinct_1": _share(len(set(unigrams)), len(unigrams)),
         "distinct_2": _share(len(set(bigrams)), len(bigrams)),
         "char_repeat_lines": _share(sum(len(set(ln)) < len(ln) for ln in lines), len(lines)),
@@ -115,13 +115,13 @@ def generate(poet: Writer, setting: str, n: int, seed: int) -> Poems | list[Writ
     """n poems for a setting, deterministic in `seed`."""
     if setting == "free":
         return poet.write([""], num=n, seed=seed)
-    if setting == "begin" or setting in P.FORMS:  # the begin characters in turn (those the model knows)
+    if setting == "begin" or setting in regular.FORMS:  # the begin characters in turn (those the model knows)
         begins = [b for b in BEGINS if b in poet.vocab]
         if not begins:
             return []
         per = [(b, n // len(begins) + (i < n % len(begins)), seed + 1000 * i) for i, b in enumerate(begins)]
         per = [x for x in per if x[1]]
-        form = setting if setting in P.FORMS else "free"
+        form = setting if setting in regular.FORMS else "free"
         return poet.write([b for b, _, _ in per], nums=[k for _, k, _ in per], seeds=[s for *_, s in per], form=form)
     if setting == "acrostic":
         poems = []
@@ -169,7 +169,7 @@ def evaluate_model(
             row["settings"][setting] = {"poems": 0, "note": "the model knows none of the begin or head characters"}
             continue
         ended = [p.ended for p in written] if setting in ("free", "begin") else None
-        metrics = poem_metrics([p.text for p in written], ended, ref, setting if setting in P.FORMS else None)
+        metrics = poem_metrics([p.text for p in written], ended, ref, setting if setting in regular.FORMS else None)
         metrics["nll"] = _mean([p.nll for p in written])
         metrics["samples"] = [p.text for p in written[:: max(1, len(written) // 3)][:3]]
         row["settings"][setting] = metrics
@@ -239,7 +239,7 @@ def human_sample(corpus: Corpus, split: str, n: int, seed: int) -> HumanSample:
     import random
 
     rows = [(t, ti) for t, ti in zip(corpus.texts_of(split), corpus.titles_of(split), strict=True)]
-    rows = [(t, ti, f) for t, ti in rows if (f := P.classify(P.split_lines(t))) != "other"]
+    rows = [(t, ti, f) for t, ti in rows if (f := regular.classify(regular.split_lines(t))) != "other"]
     order = random.Random(seed).sample(range(len(rows)), len(rows))
     take, rest = order[:n], order[n : 2 * n]
     return HumanSample(
@@ -396,8 +396,8 @@ def title_row(poet: Writer, judges: Judges, temperature: float, diversity: float
 def _asked_keywords(text: str) -> tuple[str, ...]:
     """Two keywords from a human poem: the first two characters (a word in a 2+3 or 2+2+3 line) of
     its second and fourth lines, where they share no character and are Han characters."""
-    lines = P.split_lines(text)
-    words = [ln[:2] for ln in lines[1:4:2] if len(ln) >= 2 and all(P.is_han(ch) for ch in ln[:2])]
+    lines = regular.split_lines(text)
+    words = [ln[:2] for ln in lines[1:4:2] if len(ln) >= 2 and all(regular.is_han(ch) for ch in ln[:2])]
     return tuple(words) if len(words) == 2 and not set(words[0]) & set(words[1]) else ()
 
 
@@ -429,7 +429,7 @@ def keyword_row(poet: Writer, judges: Judges, temperature: float, diversity: flo
         poem = written[0]
         texts.append(poem.text)
         plans.append([(e["word"], e["line"]) for e in poem.plan or [] if e["given"]])
-        checked = P.check(poem.text)
+        checked = regular.check(poem.text)
         in_form.append(checked.form == form and checked.rhyme and checked.relaxed_ok)
     if not texts:
         return {"note": f"not measured: {len(refused)} requests refused, none written"}

@@ -50,7 +50,7 @@ from tangshi.generation.tables import (
     tone_requirements,
 )
 from tangshi.options import TONES
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +114,7 @@ class FormMask:
         if tones not in TONES:
             raise FormError(f"--tones must be one of {', '.join(TONES)}, got {tones!r}", "tones")
         if form.free and rhyme:
-            raise FormError(f"--rhyme needs --form ({P.FORMS_IN_WORDS})", "rhyme")
+            raise FormError(f"--rhyme needs --form ({regular.FORMS_IN_WORDS})", "rhyme")
         self.vp, self.form, self.batch = vp, form, batch
         self.fixed_field = fixed_field
         self.allow_repeat = allow_repeat
@@ -125,7 +125,7 @@ class FormMask:
             self._check_heads(h)
         groups = (1 << len(vp.groups)) - 1
         if rhyme:
-            g = P.find_group(rhyme)
+            g = regular.find_group(rhyme)
             if g is None:
                 raise FormError(
                     f"--rhyme {rhyme}: not a 平水韵 平 group name (e.g. 阳 or 下平声七阳) or a rhyming character",
@@ -194,7 +194,7 @@ class FormMask:
         if len(heads) > f.lines:
             raise FormError(f"acrostic '{heads}' has {len(heads)} heads but a {f.name} has {f.lines} lines", "acrostic")
         for ch in heads:
-            if ch not in vp.vocab or not P.is_han(ch):
+            if ch not in vp.vocab or not regular.is_han(ch):
                 raise FormError(f"acrostic head '{ch}' is not a Chinese character the model knows", "acrostic")
         if self.tones != "strict" or not heads:
             return
@@ -417,7 +417,7 @@ class CiMask:
         need = torch.zeros(n, dtype=torch.long)  # 0 either, 1 平, 2 仄
         if tones != "off":
             for p, t in enumerate(fmt.tones):
-                need[p] = 1 if t == P.PING else 2 if t == P.ZE else 0
+                need[p] = 1 if t == regular.PING else 2 if t == regular.ZE else 0
         self.need = need
         self.group = torch.full((n,), -1, dtype=torch.long)  # rhyme group at each position, -1 none
         self.ye = torch.zeros(n, dtype=torch.bool)
@@ -468,7 +468,7 @@ class CiMask:
                 "acrostic",
             )
         for ch in heads:
-            if ch not in self.vp.vocab or not P.is_han(ch):
+            if ch not in self.vp.vocab or not regular.is_han(ch):
                 raise FormError(f"acrostic head '{ch}' is not a Chinese character the model knows", "acrostic")
         if self.tones != "strict":
             return
@@ -478,7 +478,8 @@ class CiMask:
             if need and not bool(self.tone_masks[int(need), i]):
                 raise FormError(
                     f"--tones strict cannot be met: acrostic head '{ch}' ({vp.tone_name(i)}) starts clause {c + 1} "
-                    f"of {f.cipai}, which the pattern starts with {P.PING if need == 1 else P.ZE}; use --tones relaxed",
+                    f"of {f.cipai}, which the pattern starts with {regular.PING if need == 1 else regular.ZE}; "
+                    "use --tones relaxed",
                     "tones",
                 )
             start += f.clauses[c][0]
@@ -547,7 +548,7 @@ class CiMask:
             need, ch = int(self.need[p[r]]), int(c[r])
             if need and not bool(self.tone_masks[need, ch]) and not bool(self.free_tone[r, p[r]]):
                 self._note(r, int(p[r]), f"'{vp.vocab.tokens[ch]}' is {vp.tone_name(ch)} where the pattern needs "
-                                         f"{P.PING if need == 1 else P.ZE}")  # fmt: skip
+                                         f"{regular.PING if need == 1 else regular.ZE}")  # fmt: skip
         g = self.group[p]
         rhymes = writes & (g >= 0)
         for r in rhymes.nonzero().flatten().tolist():

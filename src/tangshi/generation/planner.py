@@ -21,7 +21,7 @@ import torch
 from tangshi.data.text import normalise
 from tangshi.data.words import WordStats, subject, word_starts
 from tangshi.generation.tables import ALL_TYPES, FREE_MAX, Form, FormError, VocabProsody, template_fits
-from tangshi.prosody import regular as P
+from tangshi.prosody import regular
 from tangshi.prosody.cipai import CiFormat
 
 # the planner's own words are common ones: seen at least once in 1,500 poems of the train split (200
@@ -249,7 +249,7 @@ def place_in_clauses(
 
 def _has_tone(vp: VocabProsody, ch: str, tone: str) -> bool:
     i = vp.vocab.id(ch)
-    return bool(vp.ping[i] if tone == P.PING else vp.ze[i])
+    return bool(vp.ping[i] if tone == regular.PING else vp.ze[i])
 
 
 def _check_words(plan: Plan, vp: VocabProsody, form: Form, allow_repeat: bool) -> None:
@@ -281,9 +281,9 @@ def _occupied(form: Form, heads: str, begin: str) -> dict[tuple[int, int], str]:
     out = {(i, 0): ch for i, ch in enumerate(heads)}
     line, pos = 0, 0
     for ch in normalise(begin):
-        if not P.is_han(ch) or (form.chars and pos >= form.chars):
+        if not regular.is_han(ch) or (form.chars and pos >= form.chars):
             line, pos = line + 1, 0
-            if not P.is_han(ch):
+            if not regular.is_han(ch):
                 continue
         out[(line, pos)] = ch
         pos += 1
@@ -294,7 +294,7 @@ def _start(vp: VocabProsody, form: Form, heads: str, begin: str, rhyme: str | No
     enough = vp.in_group.sum(dim=1) >= form.lines // 2 + 1
     groups = enough.clone()
     if rhyme:
-        g = P.find_group(rhyme)
+        g = regular.find_group(rhyme)
         groups = torch.zeros_like(enough)
         if g is not None:
             groups[vp.groups.index(g)] = True
@@ -320,7 +320,7 @@ def _put(
     c = vp.vocab.id(ch)
     fits = template_fits(vp, form, tones, i, j, ch)
     if not state.types & fits:
-        need = P.ZE if vp.ping[c] else P.PING
+        need = regular.ZE if vp.ping[c] else regular.PING
         return f"'{ch}' is {vp.tone_name(c)} where the tone templates still open need {need}"
     groups = state.groups
     if j == form.chars - 1 and i % 2 == 1:

@@ -14,8 +14,7 @@ import torch
 from tangshi.data.text import split_at_breaks
 from tangshi.data.vocab import Vocab
 from tangshi.options import OptionError
-from tangshi.prosody import cipai
-from tangshi.prosody import regular as P
+from tangshi.prosody import cipai, regular
 
 FIRST_TYPES = "aAbB"  # the four templates, by the type of line 1
 ALL_TYPES = 0b1111  # a set of templates as bits: bit k for FIRST_TYPES[k]
@@ -44,9 +43,9 @@ class Form:
 
 
 def get_form(name: str) -> Form:
-    if name not in P.FORMS:
-        raise FormError(f"--form must be one of {', '.join(P.FORMS)}, got {name!r}", "form")
-    lines, chars = P.FORMS[name]
+    if name not in regular.FORMS:
+        raise FormError(f"--form must be one of {', '.join(regular.FORMS)}, got {name!r}", "form")
+    lines, chars = regular.FORMS[name]
     return Form(name, lines, chars)
 
 
@@ -61,12 +60,12 @@ def parse_template(text: str, form: str = "free") -> tuple[Form, dict[tuple[int,
     if form != "free":
         f = get_form(form)
     else:
-        shapes = {P.FORMS[name]: name for name in P.FORMS}
+        shapes = {regular.FORMS[name]: name for name in regular.FORMS}
         name = shapes.get((len(lines), len(lines[0]) if lines else 0))
         if name is None or any(len(ln) != len(lines[0]) for ln in lines):
-            got = P.shape(lines) or "none"
+            got = regular.shape(lines) or "none"
             raise FormError(
-                f"--template has lines of {got} places: not the shape of a {P.FORMS_IN_WORDS} "
+                f"--template has lines of {got} places: not the shape of a {regular.FORMS_IN_WORDS} "
                 "(4 or 8 lines of 5 or 7); give --form to be told which line is off",
                 "template",
             )
@@ -80,7 +79,7 @@ def parse_template(text: str, form: str = "free") -> tuple[Form, dict[tuple[int,
         for j, ch in enumerate(ln):
             if ch in OPEN:
                 continue
-            if not P.is_han(ch):
+            if not regular.is_han(ch):
                 where = f"--template line {i + 1}, place {j + 1}"
                 raise FormError(f"{where}: '{ch}' is neither a character nor an open place (＿ or _)", "template")
             fixed[(i, j)] = ch
@@ -98,7 +97,7 @@ class VocabProsody:
 
     def __init__(self, vocab: Vocab):
         self.vocab = vocab
-        self.groups = P.group_names()
+        self.groups = regular.group_names()
         v = len(vocab)
         self.char = torch.zeros(v, dtype=torch.bool)
         self.ping = torch.zeros(v, dtype=torch.bool)
@@ -106,14 +105,14 @@ class VocabProsody:
         self.in_group = torch.zeros(len(self.groups), v, dtype=torch.bool)
         index = {g: i for i, g in enumerate(self.groups)}
         for i, tok in enumerate(vocab.tokens):
-            if len(tok) != 1 or not P.is_han(tok):
+            if len(tok) != 1 or not regular.is_han(tok):
                 continue
-            rs = P.readings(tok)
+            rs = regular.readings(tok)
             if not rs:
                 continue
             self.char[i] = True
             for r in rs:
-                if r.tone == P.PING:
+                if r.tone == regular.PING:
                     self.ping[i] = True
                     if r.group in index:
                         self.in_group[index[r.group], i] = True
@@ -141,7 +140,7 @@ class VocabProsody:
         return [g for g in range(len(self.groups)) if bits >> g & 1]
 
     def tone_name(self, i: int) -> str:
-        return {(True, False): P.PING, (False, True): P.ZE, (True, True): "平 or 仄"}.get(
+        return {(True, False): regular.PING, (False, True): regular.ZE, (True, True): "平 or 仄"}.get(
             (bool(self.ping[i]), bool(self.ze[i])), "of unknown tone"
         )
 
@@ -152,12 +151,12 @@ def tone_requirements(form: Form, tones: str) -> torch.Tensor:
     req = torch.ones(4, form.lines, max(form.chars, 1), 2, dtype=torch.bool)
     if tones == "off" or form.free:
         return req
-    checked = P.checked_positions(form.chars, strict=tones == "strict")
+    checked = regular.checked_positions(form.chars, strict=tones == "strict")
     for k, first in enumerate(FIRST_TYPES):
-        for i, kind in enumerate(P.template(first, form.lines)):
-            pattern = P.line_pattern(kind, form.chars)
+        for i, kind in enumerate(regular.template(first, form.lines)):
+            pattern = regular.line_pattern(kind, form.chars)
             for j in checked:
-                req[k, i, j] = torch.tensor([pattern[j] == P.PING, pattern[j] == P.ZE])
+                req[k, i, j] = torch.tensor([pattern[j] == regular.PING, pattern[j] == regular.ZE])
     return req
 
 
@@ -197,7 +196,7 @@ def template_fits(vp: VocabProsody, form: Form, tones: str, line: int, pos: int,
 def need_in_words(req: torch.Tensor) -> str:
     """What a (templates, 2) requirement asks for, in words."""
     ping, ze = bool(req[:, 0].any()), bool(req[:, 1].any())
-    return P.PING if ping and not ze else P.ZE if ze and not ping else "平 or 仄"
+    return regular.PING if ping and not ze else regular.ZE if ze and not ping else "平 or 仄"
 
 
 # ---------------------------------------------------------------- 词 by 词牌
@@ -220,8 +219,8 @@ class CiProsody:
         bus = torch.tensor([c.bu for c in self.classes])
         self.same_bu = bus[:, None] == bus[None, :]  # (C, C): classes of one 部
         self.tone_classes = {  # the classes a rhyme of each tone may take
-            P.PING: torch.tensor([c.kind == P.PING for c in self.classes]),
-            P.ZE: torch.tensor([c.kind != P.PING for c in self.classes]),
+            regular.PING: torch.tensor([c.kind == regular.PING for c in self.classes]),
+            regular.ZE: torch.tensor([c.kind != regular.PING for c in self.classes]),
         }
         self.member_f = self.member.float()
 
