@@ -330,5 +330,8 @@ class ServeConfig:
     max_budget: int = 20  # tries a poem when a rule or the copy check fails
     max_queue: int = 256  # requests waiting to be written; more get 503 with Retry-After
     batch_max: int = 64  # poems written in one batch
-    client_timeout: float = 10.0  # seconds a client may take to send its headers or its body
+    client_timeout: float = 10.0  # seconds a client may take to send its headers or its whole body
+    max_connections: int = 512  # open connections; a request past them gets 503 at once
+    max_readers: int = 32  # /v1/check and /v1/lines requests waiting or being read; more get 503
+    max_places: int = 8  # broken places one /v1/check suggests characters for
     threads: int = 0  # torch threads for inference (0: torch's default)

@@ -23,7 +23,7 @@ from tangshi.serve import catalogue, page, reading, writing
 from tangshi.serve.batching import Worker
 from tangshi.serve.errors import invalid
 from tangshi.serve.state import Served
-from tangshi.serve.transport import BodyLimit, header_timeout_protocol
+from tangshi.serve.transport import BodyLimit, header_timeout_protocol, quiet_logs
 
 
 def create_app(checkpoints: dict[str, str | Path | None] | None = None, settings: ServeConfig | None = None) -> FastAPI:
@@ -67,6 +67,8 @@ def run(checkpoints: dict[str, str | Path | None], host: str, port: int, setting
     """Serve these checkpoints on host:port until interrupted."""
     import uvicorn
 
+    _more_descriptors(settings.max_connections)
+    quiet_logs()
     uvicorn.run(
         create_app(checkpoints, settings),
         host=host,
@@ -74,4 +76,19 @@ def run(checkpoints: dict[str, str | Path | None], host: str, port: int, setting
         log_level="info",
         http=header_timeout_protocol(settings.client_timeout),
         timeout_keep_alive=int(max(1, settings.client_timeout)),
+        limit_concurrency=settings.max_connections,
     )
+
+
+def _more_descriptors(connections: int) -> None:
+    """Raise the soft limit on open files towards the hard one, so that `connections` fit with room to spare."""
+    try:
+        import resource
+    except ImportError:  # not on this system
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256  # the models' files, the log, the listening socket
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))

@@ -1,5 +1,6 @@
 """What the server offers, read without the writer: GET /health, GET /v1/models (the loaded
-checkpoints with their model cards) and GET /v1/cipai (the 词牌 of the 词谱, for --cipai)."""
+checkpoints with their model cards) and GET /v1/cipai (the 词牌 of the 词谱, for --cipai); HEAD
+answers each like GET, without the body."""
 
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ async def health(served: Shared) -> dict[str, Any]:
     return {"status": "ok", "models": list(served.poets)}
 
 
+@router.head("/v1/models", include_in_schema=False)
 @router.get("/v1/models")
 async def models(served: Shared) -> dict[str, Any]:
     return {"models": [_card(name, poet) for name, poet in served.poets.items()]}
@@ -41,6 +43,7 @@ def _card(name: str, poet: Poet) -> dict[str, Any]:
     }
 
 
+@router.head("/v1/cipai", include_in_schema=False)
 @router.get("/v1/cipai")
 async def cipai(q: Annotated[str, Query(max_length=16, description="a name or alias, part of one, or a count")] = ""):
     """The 词牌 for --cipai: those whose name or an alias holds `q` (all for none), each with its

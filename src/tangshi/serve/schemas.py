@@ -4,11 +4,12 @@ and POST /v1/lines. Every request body is strict: no unknown field, no true for 
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from tangshi.config import ServeConfig
 from tangshi.options import MAX_SEED, MAX_TEMPLATE, SPECS, TONES, Spec
 from tangshi.prosody.regular import FORMS_IN_WORDS
+from tangshi.serve.errors import lone_surrogate
 
 MAX_MODEL_NAME = 64
 
@@ -43,6 +44,14 @@ def _field(spec: Spec, s: ServeConfig) -> tuple[Any, Any]:
 
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # no true -> 1, no "5" -> 5
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lone_surrogates(cls, data: Any) -> Any:
+        """A lone surrogate ("\\ud800") in any value or key is not a character: 422 naming where."""
+        if (place := lone_surrogate(data)) is not None:
+            raise ValueError(f"{place}: a lone surrogate (U+D800-U+DFFF) is not a character")
+        return data
 
 
 def request_model(settings: ServeConfig) -> type[BaseModel]:

@@ -1,17 +1,21 @@
 """Transport limits, below the routes: a request body (chunked or not) over `max_body` bytes gets 413
-without being held in memory, a body not received within `client_timeout` seconds gets 408
-(`BodyLimit`, ASGI middleware), and a client that takes longer than that to send its headers is
-disconnected (`header_timeout_protocol`, for uvicorn)."""
+without being held in memory, a body not received whole within `client_timeout` seconds of its first
+wait gets 408 however it is sent (`BodyLimit`, ASGI middleware), a client that takes longer than that
+to send its headers is disconnected (`header_timeout_protocol`, for uvicorn), and the log says each
+kind of transport error at most once every `QuietLog.every` seconds with the count of those left out
+(no flood of "Too many open files" when the descriptors run out)."""
 
 import asyncio
 import json
+import logging
+import time
 
 DRAIN_SECONDS = 1.0  # an oversized body is read (and dropped) this long before the 413
 
 
 class BodyLimit:
-    """ASGI middleware: read a request's body (chunked or not) up to `max_body` bytes, each part within
-    `timeout` seconds; 413 past the limit and 408 past the time, without holding more than the limit."""
+    """ASGI middleware: read a request's body (chunked or not) up to `max_body` bytes, the whole of it
+    within `timeout` seconds; 413 past the limit and 408 past the time, without holding more than the limit."""
 
     def __init__(self, app, max_body: int, timeout: float):
         self.app, self.max_body, self.timeout = app, max_body, timeout
@@ -23,9 +27,11 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             return await _plain(send, 413, f"request body over {self.max_body} bytes (--max-body)")
         parts, size = [], 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout  # for the whole body: a byte every few seconds does not reset it
         while True:
             try:
-                message = await asyncio.wait_for(receive(), self.timeout)
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except TimeoutError:
                 return await _plain(send, 408, f"request body not received within {self.timeout:g} s")
             if message["type"] == "http.disconnect":
@@ -109,3 +115,46 @@ def header_timeout_protocol(timeout: float):
                 self.transport.close()
 
     return Protocol
+
+
+class QuietLog(logging.Filter):
+    """A log filter letting each message (its text up to the first digit or colon) through at most once
+    every `every` seconds; the next one let through says how many were left out."""
+
+    def __init__(self, every: float = 10.0):
+        super().__init__()
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        key = f"{record.name}:{message[:48]}"
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every) < self.every:
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        if left := self._left_out.pop(key, 0):
+            record.msg, record.args = f"{message} (and {left} like it in the last {self.every:g} s, not logged)", None
+        if len(self._last) > 1024:  # many kinds of message: forget the old ones
+            self._last = {k: t for k, t in self._last.items() if now - t < self.every}
+        return True
+
+
+def quiet_logs(every: float = 10.0) -> QuietLog:
+    """Install one QuietLog on asyncio's logger (accept() failing when the descriptors run out) and uvicorn's."""
+    quiet = QuietLog(every)
+    for name in ("asyncio", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietLog) for f in logger.filters):
+            logger.addFilter(quiet)
+    return quiet
+
+
+async def client_gone(request) -> None:
+    """Returns when the client has gone (the body is already read, so the next message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -14,6 +14,7 @@ from tangshi.serve.batching import Job, QueueFull
 from tangshi.serve.errors import unknown_model, unprocessable
 from tangshi.serve.schemas import PoemsOut, request_model
 from tangshi.serve.state import Served, Shared
+from tangshi.serve.transport import client_gone
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "the body could not be read (not UTF-8 JSON)"},
@@ -67,7 +68,7 @@ def _busy(served: Served) -> JSONResponse:
 
 async def _answer(job: Job, request: Request) -> Any:
     """The job's poems once written; 499 (and the job abandoned) if the client goes away first."""
-    gone = asyncio.ensure_future(_disconnected(request))
+    gone = asyncio.ensure_future(client_gone(request))
     try:
         await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -81,10 +82,3 @@ async def _answer(job: Job, request: Request) -> Any:
     except OptionError as e:
         return unprocessable(e.field, str(e))
 
-
-async def _disconnected(request: Request) -> None:
-    """Returns when the client has gone (the body is already read, so the next message is the disconnect)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
