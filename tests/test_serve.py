@@ -1,9 +1,12 @@
 """The HTTP API with FastAPI's TestClient: poems, models, health, and a 422 naming the field for
-every kind of bad request."""
+every kind of bad request; the limits (lone surrogates, bounded echoes, HEAD, the readers' queue and
+cost bounds, the whole-body deadline, quiet logs, light jobs first) with a tiny checkpoint, fast."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,7 +16,7 @@ from tangshi.config import ServeConfig
 from tangshi.data.text import to_script
 from tangshi.serve import create_app
 
-pytestmark = pytest.mark.slow  # the app with the bundled model
+slow = pytest.mark.slow  # the tests with the bundled model; those with a tiny checkpoint are fast
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +25,7 @@ def client():
         yield c
 
 
+@slow
 def test_health_models_docs_and_page(client):
     assert client.get("/health").json() == {"status": "ok", "models": ["bundled"]}
     models = client.get("/v1/models").json()["models"]
@@ -34,6 +38,7 @@ def test_health_models_docs_and_page(client):
     assert client.get("/static/app.js").status_code == 200
 
 
+@slow
 def test_cipai_patterns_only_for_an_exact_name_and_the_cli_json_is_the_same_listing(client, capsys):
     from tangshi import cli
     from tangshi.prosody import cipai
@@ -52,6 +57,7 @@ def test_cipai_patterns_only_for_an_exact_name_and_the_cli_json_is_the_same_list
     assert all(f["pattern"] for c in listed for f in c["formats"])
 
 
+@slow
 def test_a_poem_in_form_with_its_prosody(client):
     r = client.post("/v1/poems", json={"begin": "月", "form": "七绝", "seed": 1})
     assert r.status_code == 200, r.text
@@ -66,6 +72,7 @@ def test_a_poem_in_form_with_its_prosody(client):
     assert again["text"] == poem["text"] == Poet.load().write("月", form="七绝", seed=1)[0].text
 
 
+@slow
 def test_the_bundled_model_writes_three_genres(client):
     (model,) = client.get("/v1/models").json()["models"]
     assert set(model["genres"]) == {"唐诗", "宋诗", "宋词"}
@@ -81,6 +88,7 @@ def test_the_bundled_model_writes_three_genres(client):
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "genre"]
 
 
+@slow
 def test_acrostic_num_and_traditional_script(client):
     r = client.post("/v1/poems", json={"acrostic": "春夏秋冬", "form": "五绝", "num": 3, "seed": 4})
     poems = r.json()["poems"]
@@ -91,6 +99,7 @@ def test_acrostic_num_and_traditional_script(client):
     assert trad["text"] == to_script(simple["text"], "traditional") and trad["text"].startswith("風")
 
 
+@slow
 @pytest.mark.parametrize(
     ("body", "field", "message"),
     [
@@ -122,6 +131,7 @@ def test_bad_requests_get_422_naming_the_field(client, body, field, message):
     assert detail["loc"][-1] == field and message in detail["msg"], detail
 
 
+@slow
 def test_bodies_that_are_not_json_or_too_large(client):
     r = client.post("/v1/poems", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
@@ -130,6 +140,7 @@ def test_bodies_that_are_not_json_or_too_large(client):
     assert client.get("/health").status_code == 200  # still serving
 
 
+@slow
 def test_several_checkpoints_chosen_per_request(tiny_run):
     with TestClient(create_app({"tang": None, "tiny": tiny_run / "best"})) as c:
         assert [m["name"] for m in c.get("/v1/models").json()["models"]] == ["tang", "tiny"]
@@ -138,6 +149,7 @@ def test_several_checkpoints_chosen_per_request(tiny_run):
         assert r.json()["poems"][0]["text"] == Poet.load(tiny_run / "best").write("月", seed=2, max_length=20)[0].text
 
 
+@slow
 def test_batched_requests_write_what_each_would_alone():
     poet = Poet.load()
     together = poet.write(["月", "山", "湖"], nums=[1, 2, 1], seeds=[5, 17, 40], form="五绝")
@@ -145,12 +157,166 @@ def test_batched_requests_write_what_each_would_alone():
     assert [p.text for p in together] == [p.text for group in alone for p in group]
 
 
+@slow
 def test_notes_stay_with_their_request_in_a_batch():
     written = Poet.load().write(["薴", "月", "薴"], nums=[1, 2, 1], seeds=[1, 2, 3])
     assert [bool(n) for n in written.group_notes] == [True, False, True] and "variant" in written.notes[0]
 
 
+@slow
 def test_nan_and_infinity_get_a_422_not_a_500(client):
     for raw in (b'{"repetition_penalty": NaN}', b'{"temperature": Infinity}', b'{"top_p": -Infinity}'):
         r = client.post("/v1/poems", content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 422 and "finite" in r.json()["detail"][0]["msg"], r.text
+
+
+# The limits, with a tiny checkpoint: fast.
+
+POEM_ALL_MOON = "，".join(["月" * 7] * 8) + "。"  # a 七律's shape, 32 places breaking the rules
+QUIET_NIGHT = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+
+
+@pytest.fixture
+def tiny_client(tiny_run):
+    settings = ServeConfig(max_num=2, max_places=3, max_readers=2)
+    with TestClient(create_app({"tiny": tiny_run / "best"}, settings)) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"begin": "\\ud800"}',
+        b'{"\\ud800": 1}',
+        b'{"text": "\\u6708\\udfff", "poem": "x"}',
+        b'{"keywords": ["\\udc00"], "model": "\\ud800x"}',
+        b'{"a": {"\\ud800": ["\\ud800"]}}',
+    ],
+)
+def test_lone_surrogates_get_422_on_every_post_endpoint(tiny_client, raw):
+    for path in ("/v1/poems", "/v1/check", "/v1/lines"):
+        r = tiny_client.post(path, content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (path, r.text)
+        assert "lone surrogate" in r.json()["detail"][0]["msg"]
+    pair = tiny_client.post("/v1/check", json={"text": "\U0001f319" + "月" * 4})  # a valid pair is a character
+    assert pair.status_code == 200, pair.text
+
+
+def test_messages_echo_a_bounded_prefix_and_encodable_text():
+    from tangshi.serve.errors import MAX_MESSAGE, safe, unknown_model, unprocessable
+
+    assert len(safe("a" * 10_000)) == MAX_MESSAGE + 1 and safe("月\ud800") == "月\\ud800"
+    r = unprocessable("keywords", "--keywords '" + "风" * 10_000 + "' is not known")
+    assert len(r.body) < 1200 and r.status_code == 422
+    assert b"\\\\ud800" in unknown_model("\ud800" + "x" * 1000, ["tiny"]).body
+
+
+def test_a_long_field_is_not_echoed_whole(tiny_client):
+    r = tiny_client.post("/v1/poems", json={"keywords": ["a" * 10_000]})
+    assert r.status_code == 422 and len(r.content) < 400, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "keywords", 0]
+
+
+def test_head_is_answered_like_get(tiny_client):
+    for path in ("/health", "/v1/models", "/v1/cipai?q=浣溪", "/"):
+        head, get = tiny_client.head(path), tiny_client.get(path)
+        assert head.status_code == get.status_code == 200 and head.content == b"", path
+
+
+def test_readers_are_bounded_in_cost(tiny_client):
+    r = tiny_client.post("/v1/lines", json={"poem": QUIET_NIGHT, "line": 2, "num": 3})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "num"] and "--max-num" in r.text
+    r = tiny_client.post("/v1/check", json={"text": POEM_ALL_MOON})
+    detail = r.json()["detail"][0]
+    assert r.status_code == 422 and detail["loc"] == ["body", "suggest"] and "32 broken places" in detail["msg"]
+    r = tiny_client.post("/v1/check", json={"text": POEM_ALL_MOON, "suggest": 0})
+    assert r.status_code == 200 and len(r.json()["problems"]) >= 32
+
+
+def test_readers_past_the_queue_bound_get_503(tiny_client):
+    readers = tiny_client.app.state.served.readers
+    readers.count = 2  # as many as --max-readers wait or run
+    try:
+        r = tiny_client.post("/v1/check", json={"text": "床前明月光"})
+    finally:
+        readers.count = 0
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and "--max-readers" in r.text
+
+
+class _Gone:
+    """A request whose client has gone."""
+
+    async def receive(self):
+        await asyncio.sleep(0.05)
+        return {"type": "http.disconnect"}
+
+
+def test_a_reader_whose_client_goes_while_it_waits_is_never_run():
+    from tangshi.serve import reading
+    from tangshi.serve.state import Served
+
+    async def go():
+        served = Served({}, ServeConfig(), worker=None)  # type: ignore[arg-type]
+        await served.readers.lock.acquire()  # another reader is being read
+        ran = []
+        out = await reading._read(served, _Gone(), lambda: ran.append(1))  # type: ignore[arg-type]
+        return out, ran, served.readers
+
+    out, ran, readers = asyncio.run(go())
+    assert out.status_code == 499 and ran == [] and readers.dropped == 1 and readers.count == 0
+
+
+def test_a_body_sent_a_byte_at_a_time_gets_408_at_the_whole_body_deadline():
+    from tangshi.serve.transport import BodyLimit
+
+    async def trickle():
+        await asyncio.sleep(0.1)
+        return {"type": "http.request", "body": b"{", "more_body": True}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):  # never reached
+        raise AssertionError("the body never ends")
+
+    scope = {"type": "http", "method": "POST", "headers": []}
+    start = time.monotonic()
+    asyncio.run(BodyLimit(app, max_body=1000, timeout=0.5)(scope, trickle, send))
+    assert sent[0]["status"] == 408 and time.monotonic() - start < 1.5
+
+
+def test_repeated_log_messages_are_let_through_once_a_period_with_a_count():
+    import logging
+
+    from tangshi.serve.transport import QuietLog
+
+    quiet = QuietLog(every=0.2)
+
+    def record(msg):
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, None)
+
+    passed = [quiet.filter(record(f"socket.accept() out of system resource {i}")) for i in range(1000)]
+    assert passed.count(True) == 1 and quiet.filter(record("another message"))
+    time.sleep(0.25)
+    later = record("socket.accept() out of system resource")
+    assert quiet.filter(later) and "999 like it" in later.getMessage()
+
+
+def test_a_light_job_waits_for_at_most_one_heavy_batch():
+    from tangshi.options import WriteOptions
+    from tangshi.serve.batching import Job, Worker
+
+    def job(begin, **options):
+        return Job("m", begin, WriteOptions(**options), future=None, loop=None)  # type: ignore[arg-type]
+
+    worker = Worker({}, ServeConfig(batch_max=64))
+    for i in range(3):
+        worker.submit(job(f"heavy{i}", form="七律", num=4, rerank=16))
+    worker.submit(job("light", form="五绝"))
+    order = [[j.begin for j in worker._next_batch()] for _ in range(4)]
+    assert order == [["heavy0"], ["light"], ["heavy1"], ["heavy2"]]  # 64 candidates a batch: one heavy job
+    for begin in "月山":
+        worker.submit(job(begin, form="五绝"))
+    assert [j.begin for j in worker._next_batch()] == ["月", "山"]  # light jobs with the same options: one batch

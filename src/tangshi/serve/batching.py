@@ -1,10 +1,16 @@
 """The writer: one thread that writes every poem, off the event loop, from a bounded queue of jobs.
 
 The writer takes the oldest waiting job together with every other waiting job that asks for the same
-options (they may differ in begin, num and seed) and writes them as one batch (`batch_max` poems at
-most). A job whose client has gone is dropped before it is written, and a batch whose jobs have all
-been abandoned is stopped while it is written. Each poem draws from its own seeded generator, so a
-job with a seed gets the poem it would get alone. No HTTP here: `writing` makes the jobs.
+options (they may differ in begin, num and seed) and writes them as one batch (`batch_max` candidate
+poems at most: num x rerank a job). A job whose client has gone is dropped before it is written, and a
+batch whose jobs have all been abandoned is stopped while it is written. Each poem draws from its own
+seeded generator, so a job with a seed gets the poem it would get alone. No HTTP here: `writing` makes
+the jobs.
+
+Cheap jobs do not wait behind expensive ones: a job is light when it asks for at most `LIGHT`
+candidate poems and no beam, heavy otherwise, and after a batch of heavy jobs the writer starts the
+next batch from the oldest light job, if one waits (after a light batch, from the oldest of any kind).
+A light request so waits for at most one heavy batch, and heavy ones still get every other turn.
 """
 
 import asyncio
@@ -18,6 +24,8 @@ from tangshi.api import Poet
 from tangshi.config import ServeConfig
 from tangshi.generation.search import Stopped
 from tangshi.options import WriteOptions
+
+LIGHT = 4  # candidate poems (num x rerank) of a light job, with no beam
 
 
 class QueueFull(Exception):
@@ -36,6 +44,15 @@ class Job:
     abandoned: bool = False  # the client went away: not written
 
     @property
+    def cost(self) -> int:
+        """Candidate poems sampled for this job: its rows in a batch."""
+        return self.options.num * max(1, self.options.rerank)
+
+    @property
+    def light(self) -> bool:
+        return self.cost <= LIGHT and not self.options.beam
+
+    @property
     def key(self) -> tuple:
         """Jobs with equal keys are written as one batch: they differ only in begin, num and seed."""
         return (self.model, self.options.replace(num=1, seed=None))
@@ -50,6 +67,7 @@ class Worker:
     waiting: deque = field(default_factory=deque)
     batches: int = 0  # batches written
     writing: int = 0  # poems of the batch being written now
+    heavy_last: bool = False  # the last batch was of heavy jobs: a light one goes first now
     dropped: int = 0  # jobs dropped because their clients went away
     thread: threading.Thread | None = None
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -85,12 +103,16 @@ class Worker:
                 self._cond.wait()
             if not self.waiting:
                 return None
-            first = self.waiting.popleft()
-            batch, rows = [first], first.options.num
+            first = self.waiting[0]
+            if self.heavy_last:
+                first = next((j for j in self.waiting if j.light), first)
+            self.waiting.remove(first)
+            self.heavy_last = not first.light
+            batch, rows = [first], first.cost
             for job in list(self.waiting):
-                if job.key == first.key and rows + job.options.num <= self.settings.batch_max:
+                if job.key == first.key and rows + job.cost <= self.settings.batch_max:
                     batch.append(job)
-                    rows += job.options.num
+                    rows += job.cost
                     self.waiting.remove(job)
             return batch
 

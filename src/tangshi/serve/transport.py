@@ -8,6 +8,7 @@ kind of transport error at most once every `QuietLog.every` seconds with the cou
 import asyncio
 import json
 import logging
+import re
 import time
 
 DRAIN_SECONDS = 1.0  # an oversized body is read (and dropped) this long before the 413
@@ -129,7 +130,7 @@ class QuietLog(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        key = f"{record.name}:{message[:48]}"
+        key = f"{record.name}:{re.split(r'[0-9:]', message, maxsplit=1)[0][:80].strip()}"
         now = time.monotonic()
         if now - self._last.get(key, -self.every) < self.every:
             self._left_out[key] = self._left_out.get(key, 0) + 1
