@@ -5,6 +5,7 @@
     python benchmarks/serve_load.py --clients 20 --seconds 30 --batch-max 1   # no batching: a queue
     python benchmarks/serve_load.py --clients 64 --seconds 60 --mix           # mixed requests
     python benchmarks/serve_load.py --abandon 30                              # hung-up heavy requests
+    python benchmarks/serve_load.py --behind 30                               # a short request behind heavy ones
 
 It starts the server (the bundled model unless --checkpoint) on a free port in a child process, or
 uses --url. Each client sends one request at a time until the time is up or --max-requests have been
@@ -18,7 +19,8 @@ request's timeout.
 
 --abandon N sends N heavy requests (a 七律, 4 poems, rerank 16 each) whose clients hang up at once,
 then one normal request (a 七绝), and reports that request's latency: a server that writes abandoned
-requests makes it wait for all of them.
+requests makes it wait for all of them. --behind N does the same with clients that wait for their
+answers: a server that writes in arrival order makes the short request wait for all N.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=60, help="seconds before a request counts as failed")
     ap.add_argument("--mix", action="store_true", help="mixed requests (MIX) instead of one form")
     ap.add_argument("--abandon", type=int, default=0, help="N hung-up heavy requests, then time one request")
+    ap.add_argument("--behind", type=int, default=0, help="N waiting heavy requests, then time one short request")
     args = ap.parse_args()
 
     server = None
@@ -109,7 +112,7 @@ def main() -> int:
     try:
         wait_healthy(host, port, 120)
         pid = server.pid if server is not None else None
-        if args.abandon:
+        if args.abandon or args.behind:
             return run_abandon(args, host, port, pid)
         return run_load(args, host, port, pid)
     finally:
@@ -123,10 +126,14 @@ def main() -> int:
 
 def run_abandon(args: argparse.Namespace, host: str, port: int, pid: int | None) -> int:
     body = json.dumps(HEAVY, ensure_ascii=False).encode()
-    for _ in range(args.abandon):
-        conn = http.client.HTTPConnection(host, port, timeout=args.timeout)
+    waiting = []
+    for _ in range(args.abandon or args.behind):
+        conn = http.client.HTTPConnection(host, port, timeout=args.timeout * 4)
         conn.request("POST", "/v1/poems", body, {"Content-Type": "application/json"})
-        conn.close()  # hang up without reading the answer
+        if args.behind:
+            waiting.append(conn)  # read after the short request
+        else:
+            conn.close()  # hang up without reading the answer
     time.sleep(0.5)
     conn = http.client.HTTPConnection(host, port, timeout=args.timeout * 4)
     t0 = time.perf_counter()
@@ -135,8 +142,17 @@ def run_abandon(args: argparse.Namespace, host: str, port: int, pid: int | None)
     resp = conn.getresponse()
     resp.read()
     ms = 1000 * (time.perf_counter() - t0)
-    print(f"{args.abandon} abandoned heavy requests {HEAVY}, then one 七绝: status {resp.status}, {ms:.0f} ms")
-    print(f"serve_load: abandoned={args.abandon} next_request_ms={ms:.0f} status={resp.status}")
+    statuses = Counter()
+    for c in waiting:
+        statuses[c.getresponse().status] += 1
+        c.close()
+    if args.behind:
+        print(f"{args.behind} waiting heavy requests {HEAVY}, then one 七绝: status {resp.status}, {ms:.0f} ms")
+        print(f"  the heavy ones: {dict(statuses)}")
+        print(f"serve_load: behind={args.behind} next_request_ms={ms:.0f} status={resp.status}")
+    else:
+        print(f"{args.abandon} abandoned heavy requests {HEAVY}, then one 七绝: status {resp.status}, {ms:.0f} ms")
+        print(f"serve_load: abandoned={args.abandon} next_request_ms={ms:.0f} status={resp.status}")
     return 0 if resp.status == 200 else 1
 
 

@@ -182,8 +182,25 @@ def test_slow_clients_are_timed_out(live):
     assert answer.startswith("HTTP/1.1 408") and "not received within 1 s" in answer
 
 
+def test_a_body_sent_a_byte_at_a_time_gets_408_at_the_whole_body_deadline(live):
+    s = live.raw()
+    s.sendall(b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+    t0, answer = time.time(), b""
+    s.settimeout(0.3)
+    while time.time() - t0 < 6 and not answer.endswith(b"}"):
+        try:
+            s.sendall(b" ")  # a byte every 0.3 s: each within the 1 s timeout, the whole body never
+            answer += s.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 408") and time.time() - t0 < 3, answer
+
+
 def test_head_and_health(live):
-    for path in ("/", "/health"):
+    for path in ("/", "/health", "/v1/models", "/v1/cipai"):
         conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
         conn.request("HEAD", path)
         assert conn.getresponse().status == 200, path
