@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 
 from tangshi.data.text import converter, in_words, normalise, split_at_breaks
+from tangshi.prosody import audit
 
 PING, ZE = "平", "仄"
 
@@ -49,8 +50,8 @@ def _table_path() -> Path:
 
 
 @cache
-def _table() -> dict[str, frozenset[Reading]]:
-    """Traditional character -> its readings."""
+def _raw_table() -> dict[str, frozenset[Reading]]:
+    """Traditional character -> its readings in the table, mended but not yet checked against the 廣韻."""
     raw = json.loads(_table_path().read_text("utf-8"))
     readings: dict[str, set[Reading]] = {}
     for tone_key, tone in (("ping", PING), ("ze", ZE)):
@@ -63,6 +64,13 @@ def _table() -> dict[str, frozenset[Reading]]:
                         continue  # e.g. "PublicdomainPublicdomainfalsefalse" inside 入聲十七洽
                     readings.setdefault(ch, set()).add(Reading(tone, name))
     return {ch: frozenset(r) for ch, r in readings.items()}
+
+
+@cache
+def _table() -> dict[str, frozenset[Reading]]:
+    """Traditional character -> its readings, less those the 廣韻 does not support (`audit.dropped`)."""
+    drop = audit.dropped()
+    return {ch: frozenset(r for r in rs if r.group not in drop.get(ch, ())) for ch, rs in _raw_table().items()}
 
 
 @cache
