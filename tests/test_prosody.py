@@ -36,7 +36,9 @@ def test_readings_the_guangyun_does_not_support_are_dropped():
     # under a 又音 (遲 "又音稺", 去), or under a form given by hand (攢 as 欑, 平)
     assert regular.Reading("仄", "上声二十二养") in regular.readings("强")
     assert regular.Reading("仄", "去声四寘") in regular.readings("迟")
-    assert "平" in regular.tones("攒")
+    assert "平" in regular.tones("攒") and "平" in regular.tones("澌")
+    # kept: readings only the 集韻 has that poets rhyme on (么 in 歌, 妖娆 in 萧)
+    assert "下平声五歌" in regular.groups("么") and "下平声二萧" in regular.groups("娆")
     # a character the 廣韻 lacks keeps its readings (样 is another 廣韻 word, not 樣's form)
     assert regular.readings("样") == {regular.Reading("仄", "去声二十三漾")}
     assert regular.tones("看") == regular.tones("思") == {"平", "仄"}  # polyphones of the 廣韻 stay so
@@ -59,9 +61,8 @@ def test_the_rule_on_a_small_table():
         "𠀋": {r("平", "上平声一东")},  # not in the 廣韻: kept
     }
     assert audit.audit(table) == (7, {"龍": ["入声十四缉"], "北": ["去声十一队"]})
-    assert [audit.group_class(g) for g in ("上平声一东", "下平声七阳", "上声一董", "去声一送", "入声一屋")] == [
-        "平", "平", "上去", "上去", "入"
-    ]
+    groups = ("上平声一东", "下平声七阳", "上声一董", "去声一送", "入声一屋")
+    assert [audit.group_class(g) for g in groups] == ["平", "平", "上去", "上去", "入"]
 
 
 def test_missing_tshet_uinh_is_an_error_not_empty_readings(monkeypatch):

@@ -5,8 +5,10 @@ character, under some form, but none of its readings there is of the reading's t
 or 入). A character's forms are itself, its OpenCC conversions (t2s, and s2t of that), the table's
 characters with the same simplified form, and the forms the 廣韻 itself names for it in a note
 (亦作 / 或作 / 俗作 / 古作 / 本作 / 通作 X, 與 X 同 / 通, in either direction), and a note's 又音 X or
-又 XY 切 gives the character the tone classes of X (of Y). Three poetic readings the 廣韻 has under a form
-its notes do not name are given that form by hand (`_FORMS`: 攢 欑, 厭 懕, 漫 謾). A character that
+又 XY 切 gives the character the tone classes of X (of Y). Five poetic readings the 廣韻 has under a form
+its notes do not name are given that form by hand (`_FORMS`: 攢 欑, 厭 懕, 漫 謾, 澌 凘, 杆 竿), and
+three readings only the 集韻 has are kept because poets rhyme on them (`KEEP`: 么 in 歌, 啞 in 麻,
+嬈 in 蕭). A character that
 is not in the 廣韻 itself (nor under a form its notes name) keeps its readings: nothing says against
 them (OpenCC's forms are not enough here: 樣 simplifies to 样, a different 廣韻 word).
 
@@ -34,8 +36,12 @@ CLASSES = ("平", "上去", "入")
 _FORM = re.compile(r"(?:亦|或|俗|古|今|本|通|並|皆)作(.)|與(.)(?:同|通)")
 _ALSO = re.compile(r"又音(.)|又.(.)切")
 # forms the 廣韻 writes a poetic reading under and does not name in a note: 攢 (攢眉, 攢峰) is 欑 in 寒 (在丸切),
-# 厭厭 is 懕懕 in 鹽 (一鹽切), 漫漫 is 謾 in 寒 (莫干切, the 集韻's 漫 謨官切)
-_FORMS = {"攢": "欑", "厭": "懕", "漫": "謾"}
+# 厭厭 is 懕懕 in 鹽 (一鹽切), 漫漫 is 謾 in 寒 (莫干切, the 集韻's 漫 謨官切), 流澌 is 流凘 (支, 息移切),
+# 欄杆 is 闌干 and 杆 the 集韻's form of 竿 (寒, 古寒切)
+_FORMS = {"攢": "欑", "厭": "懕", "漫": "謾", "澌": "凘", "杆": "竿"}
+# readings the 廣韻 lacks (the 集韻 has them) that poets rhyme on: kept. 么 (麼) in 歌 ends 17 Tang poems' rhymes
+# and 8 词's, 啞啞 (the crow's cry) in 麻 4 Tang poems', 妖嬈 in 蕭 3 Tang poems' and 9 词's
+KEEP = {"麼": "下平声五歌", "啞": "下平声六麻", "嬈": "下平声二萧"}
 
 
 def tone_class(tone: str) -> str:
@@ -91,7 +97,7 @@ def audit(table: dict) -> tuple[int, dict[str, list[str]]]:
         simple = t2s.convert(ch)
         names = {ch, *_FORMS.get(ch, ""), simple, s2t.convert(simple), *same[simple]}
         classes = classes_of(names | {f for n in names for f in forms.get(n, ())})
-        bad = sorted(r.group for r in rs if group_class(r.group) not in classes)
+        bad = sorted(r.group for r in rs if group_class(r.group) not in classes and KEEP.get(ch) != r.group)
         if bad:
             dropped[ch] = bad
     return checked, dropped
