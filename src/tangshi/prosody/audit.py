@@ -15,7 +15,7 @@ them (OpenCC's forms are not enough here: 樣 simplifies to 样, a different 廣
 The table's dropped readings are computed here once and stored as `dropped.json` beside this module
 (tshet-uinh's notes take a second to scan, too long for every start): `python -m
 tangshi.prosody.audit` writes it, `python -m tangshi.prosody.audit --check` says whether it is up to
-date, and `regular` reads it.
+date, and `regular` reads it (this module imports `regular`, never the other way round).
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ import json
 import re
 import sys
 from collections import defaultdict
-from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from tangshi.data.text import converter
+from tangshi.prosody import regular
+from tangshi.prosody.regular import DROPPED
 
-DROPPED = "dropped.json"
 CLASSES = ("平", "上去", "入")
 # a note naming another form of the character, or another reading of it
 _FORM = re.compile(r"(?:亦|或|俗|古|今|本|通|並|皆)作(.)|與(.)(?:同|通)")
@@ -107,16 +106,7 @@ def _path() -> Path:
     return Path(__file__).with_name(DROPPED)
 
 
-@cache
-def dropped() -> dict[str, frozenset[str]]:
-    """Traditional character -> the 平水韵 groups (simplified names) whose reading the 廣韻 does not support."""
-    data = json.loads(resources.files("tangshi.prosody").joinpath(DROPPED).read_text("utf-8"))
-    return {ch: frozenset(gs) for ch, gs in data["dropped"].items()}
-
-
 def compute() -> dict:
-    from tangshi.prosody import regular
-
     checked, bad = audit(regular._raw_table())
     return {
         "rule": "a 平水韵 reading whose tone class (平, 上去, 入) no 廣韻 reading of the character or of a form of it "
