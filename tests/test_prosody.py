@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import TANG, need_shared_data
 from tangshi.cli import main
-from tangshi.prosody import regular
+from tangshi.prosody import audit, regular
 
 CHUNWANG = "国破山河在，城春草木深。感时花溅泪，恨别鸟惊心。烽火连三月，家书抵万金。白头搔更短，浑欲不胜簪。"
 
@@ -22,6 +23,46 @@ def test_readings_through_variants_and_repairs():
     assert regular.tones("看") == {"平", "仄"}  # a polyphone: a wildcard
     assert not any(ch.isascii() for ch in regular._table())  # the stray ASCII inside 入声十七洽 is skipped
     assert regular.readings("A") == frozenset()
+
+
+def test_readings_the_guangyun_does_not_support_are_dropped():
+    # 龍 is 平 (鍾) in the 廣韻 and nothing else: the table's 入声十四缉 reading of it is dropped
+    assert regular.readings("龙") == regular.readings("龍") == {regular.Reading("平", "上平声二冬")}
+    assert regular.Reading("仄", "入声十四缉") in regular._raw_table()["龍"]
+    assert regular.tones("回") == regular.tones("其") == regular.tones("庭") == {"平"}  # the 集韻's 去 readings
+    assert regular.Reading("仄", "入声十三职") in regular.readings("北")
+    assert not any(r.group.startswith("去") for r in regular.readings("北"))  # not 去声十一队
+    # kept: a tone class the 廣韻 gives the character under a form its notes name (彊 "或作強", 上),
+    # under a 又音 (遲 "又音稺", 去), or under a form given by hand (攢 as 欑, 平)
+    assert regular.Reading("仄", "上声二十二养") in regular.readings("强")
+    assert regular.Reading("仄", "去声四寘") in regular.readings("迟")
+    assert "平" in regular.tones("攒") and "平" in regular.tones("澌")
+    # kept: readings only the 集韻 has that poets rhyme on (么 in 歌, 妖娆 in 萧)
+    assert "下平声五歌" in regular.groups("么") and "下平声二萧" in regular.groups("娆")
+    # a character the 廣韻 lacks keeps its readings (样 is another 廣韻 word, not 樣's form)
+    assert regular.readings("样") == {regular.Reading("仄", "去声二十三漾")}
+    assert regular.tones("看") == regular.tones("思") == {"平", "仄"}  # polyphones of the 廣韻 stay so
+
+
+def test_the_dropped_readings_follow_the_rule():
+    checked, dropped = audit.audit(regular._raw_table())
+    data = json.loads((Path(audit.__file__).with_name(audit.DROPPED)).read_text("utf-8"))
+    assert data["dropped"] == dropped and data["checked"] == checked > 10_000  # dropped.json is up to date
+    assert data["dropped_readings"] == sum(map(len, dropped.values())) < 0.05 * checked
+    assert dropped["龍"] == ["入声十四缉"] and "龍" in regular._table()
+
+
+def test_the_rule_on_a_small_table():
+    r = regular.Reading
+    table = {
+        "龍": {r("平", "上平声二冬"), r("仄", "入声十四缉")},  # 入: the 廣韻 has 龍 in 平 only
+        "北": {r("仄", "入声十三职"), r("仄", "去声十一队")},  # 上去: the 廣韻 has 北 in 入 only
+        "強": {r("平", "下平声七阳"), r("仄", "上声二十二养")},  # 上 through 彊 ("或作強")
+        "𠀋": {r("平", "上平声一东")},  # not in the 廣韻: kept
+    }
+    assert audit.audit(table) == (7, {"龍": ["入声十四缉"], "北": ["去声十一队"]})
+    groups = ("上平声一东", "下平声七阳", "上声一董", "去声一送", "入声一屋")
+    assert [audit.group_class(g) for g in groups] == ["平", "平", "上去", "上去", "入"]
 
 
 def test_missing_tshet_uinh_is_an_error_not_empty_readings(monkeypatch):

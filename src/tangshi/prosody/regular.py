@@ -6,6 +6,8 @@ The table is traditional: a simplified character is looked up through OpenCC `s2
 variant index built with `t2s` over the table; characters the table lacks fall back to the 廣韻
 (tshet-uinh), which gives the tone and, where its rhyme names a 平水韵 group, the group. tshet-uinh
 is required: without it a lookup that needs it raises, so readings never differ between installs.
+The table's readings that the 廣韻 does not support (龍 in 入声十四缉, …) are left out: `prosody.audit`
+finds them and writes `dropped.json`, which this module reads.
 Script conversion comes from `tangshi.data.text`; reading characters imports neither torch nor numpy.
 """
 
@@ -17,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
 from tangshi.data.text import converter, in_words, normalise, split_at_breaks
@@ -37,6 +40,7 @@ class Reading:
         return self.group[-1:] if self.group else ""
 
 
+DROPPED = "dropped.json"  # the table's readings the 廣韻 does not support (docs/prosody.md §1)
 # mended defects of the table (prosody.md): missing characters and readings
 _ADD = {"下平聲一先": "先", "上平聲八齊": "啼溪", "下平聲六麻": "槎"}
 
@@ -49,8 +53,8 @@ def _table_path() -> Path:
 
 
 @cache
-def _table() -> dict[str, frozenset[Reading]]:
-    """Traditional character -> its readings."""
+def _raw_table() -> dict[str, frozenset[Reading]]:
+    """Traditional character -> its readings in the table, mended but not yet checked against the 廣韻."""
     raw = json.loads(_table_path().read_text("utf-8"))
     readings: dict[str, set[Reading]] = {}
     for tone_key, tone in (("ping", PING), ("ze", ZE)):
@@ -63,6 +67,20 @@ def _table() -> dict[str, frozenset[Reading]]:
                         continue  # e.g. "PublicdomainPublicdomainfalsefalse" inside 入聲十七洽
                     readings.setdefault(ch, set()).add(Reading(tone, name))
     return {ch: frozenset(r) for ch, r in readings.items()}
+
+
+@cache
+def _table() -> dict[str, frozenset[Reading]]:
+    """Traditional character -> its readings, less those the 廣韻 does not support (`_dropped`)."""
+    drop = _dropped()
+    return {ch: frozenset(r for r in rs if r.group not in drop.get(ch, ())) for ch, rs in _raw_table().items()}
+
+
+@cache
+def _dropped() -> dict[str, frozenset[str]]:
+    """Traditional character -> its groups the 廣韻 does not support: `dropped.json`, written by `prosody.audit`."""
+    data = json.loads(resources.files("tangshi.prosody").joinpath(DROPPED).read_text("utf-8"))
+    return {ch: frozenset(gs) for ch, gs in data["dropped"].items()}
 
 
 @cache
