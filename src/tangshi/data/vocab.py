@@ -211,6 +211,14 @@ def write_json_atomic(path: str | Path, obj: object) -> None:
     write_atomic(path, dump)
 
 
+def damaged(path: str | Path, what: str, error: BaseException, remake: str) -> str:
+    """The message for a side file of a checkpoint that cannot be read (truncated, garbled): the file,
+    what is wrong (the reader's first line, cut short) and how to make it again."""
+    why = (str(error).splitlines() or [type(error).__name__])[0]
+    why = why if len(why) <= 120 else f"{why[:117]}..."
+    return f"{path}: not a readable {what} file, truncated or damaged ({why}); make it again: {remake}"
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """`write(tmp)` a temporary file beside `path` (e.g. `safetensors`' save_file), then rename it into
     place, readable by all: never a half-written file."""
