@@ -73,6 +73,11 @@ class Calibration:
             remake = f"tangshi calibrate --checkpoint {path.parent} --data CORPUS"
             raise CheckpointError(damaged(path, "calibration", e, remake)) from None
         for g, b in biases.items():
+            if not bool(torch.isfinite(b).all()):
+                raise CheckpointError(
+                    f"{path}: the bias of {g or 'the model'} holds NaN or infinite values; "
+                    f"calibrate again (`tangshi calibrate --checkpoint {path.parent} --data CORPUS`)"
+                )
             if b.shape != (vocab_size,):
                 raise CheckpointError(
                     f"{path}: the bias of {g or 'the model'} has shape {tuple(b.shape)}, the vocabulary has "

@@ -639,13 +639,15 @@ class Trainer:
             total, count = w.sum(loss * count if count else 0.0, count)
             loss = total / count
         s = self.state
+        if count and not math.isfinite(loss):  # (no validation poems: NaN, and nothing wrong)
+            self._diverged(s.step, loss, "validation")
         self.metrics.add(
             kind="val",
             step=s.step,
             epoch=round(s.tokens / self.epoch_tokens, 4),
             elapsed=round(s.elapsed, 2),
             val_loss=round(loss, 5),
-            val_ppl=round(math.exp(loss), 3),
+            val_ppl=round(math.exp(loss), 3) if loss < 700 else None,  # exp(709+) overflows a float
         )
         if loss < s.best_val:
             s.best_val, s.best_step, s.evals_since_best = loss, s.step, 0
@@ -800,12 +802,12 @@ class Trainer:
             bar.close()
         return reason
 
-    def _diverged(self, step: int, loss: float) -> None:
+    def _diverged(self, step: int, loss: float, kind: str = "training") -> None:
         """Stop a run whose loss is no longer finite: its weights are lost, and no checkpoint of them is written."""
         tc = self.cfg.train
         kept = sorted(p.name for p in self.run_dir.iterdir() if checkpoint.STEP_DIR.match(p.name))
         raise TrainError(
-            f"the training loss is {loss} at step {step}: the run diverged (--lr {tc.lr:g}, "
+            f"the {kind} loss is {loss} at step {step}: the run diverged (--lr {tc.lr:g}, "
             f"--optimizer {tc.optimizer}, --clip-grad {tc.clip_grad:g}); lower --lr or clip the gradients "
             "(--clip-grad 1). " + (f"Checkpoints kept: {', '.join(kept)}" if kept else "No checkpoint was written")
         )
