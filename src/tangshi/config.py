@@ -190,7 +190,8 @@ class ModelConfig:
 
     def cutoff_list(self) -> list[int]:
         """The adaptive cut-offs as integers, those at or past the vocabulary size left out."""
-        bad = f"--cutoffs must be up to {MAX_CUTOFFS} increasing integers such as 1000,3000, got {_short(self.cutoffs)}"
+        bad = f"--cutoffs must be increasing integers (up to {MAX_CUTOFFS}) such as 1000,3000, got "
+        bad += _short(self.cutoffs)
         parts = self.cutoffs.split(",")
         if len(parts) > MAX_CUTOFFS:
             raise ConfigError(bad)
