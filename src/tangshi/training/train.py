@@ -826,7 +826,7 @@ def budget_spent(tc: TrainConfig, s: TrainState, epoch_tokens: int, reason: str,
     done, more = {
         "max_steps": (f"{s.step} of --max-steps {tc.max_steps} steps", f"--max-steps {2 * tc.max_steps}"),
         "max_minutes": (
-            f"{s.elapsed / 60:.1f} of --max-minutes {tc.max_minutes:g} minutes",
+            f"{s.elapsed / 60:.3g} of --max-minutes {tc.max_minutes:g} minutes",
             f"--max-minutes {2 * tc.max_minutes:g}",
         ),
         "max_epochs": (
