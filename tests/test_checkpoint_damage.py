@@ -209,3 +209,14 @@ def test_the_budget_help_says_it_counts_the_whole_run(capsys):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "stop after this many minutes of training in all (a --resume counts those done" in out
+
+
+def test_a_side_file_hitting_the_file_size_limit_is_an_os_error_naming_it(tmp_path):
+    from tangshi.data.vocab import write_atomic
+
+    def limited(tmp):
+        raise SafetensorError("Error while serializing: I/O error: File too large (os error 27)")
+
+    with pytest.raises(OSError, match=r"cannot write .*words.safetensors: File too large") as e:
+        write_atomic(tmp_path / "words.safetensors", limited)
+    assert e.value.errno == errno.EFBIG and not list(tmp_path.iterdir())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -229,6 +230,12 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is meant to be shared
         os.replace(tmp, path)
+    except Exception as e:
+        # safetensors reports a full disk or a file-size limit (ulimit -f) as its own error: say it as an OSError
+        code = re.search(r"\(os error (\d+)\)", str(e))
+        if isinstance(e, OSError) or code is None:
+            raise
+        raise OSError(int(code.group(1)), f"cannot write {path}: {os.strerror(int(code.group(1)))}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
