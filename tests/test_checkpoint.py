@@ -116,13 +116,13 @@ def test_a_config_too_big_for_memory_is_refused_before_allocating(tiny_run, monk
     import time
 
     folder = tiny_run / "best"
-    _set_model(folder, hidden_size=200000, num_layers=50)
+    _set_model(folder, hidden_size=60000, num_layers=50)
     _nothing_allocated(monkeypatch)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     with pytest.raises(
         CheckpointError,
-        match=r"best/config.json: model.hidden_size 200000 x num_layers 50 \(vocab_size \d+, embedding_size 8\) "
+        match=r"best/config.json: model.hidden_size 60000 x num_layers 50 \(vocab_size \d+, embedding_size 8\) "
         r"needs [\d.]+ GB of weights; this machine has [\d.]+ GB$",
     ):
         checkpoint.load(folder)
@@ -130,13 +130,44 @@ def test_a_config_too_big_for_memory_is_refused_before_allocating(tiny_run, monk
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KB: no gigabytes
 
 
-@pytest.mark.parametrize("hidden", [10**12, 10**30])
-def test_sizes_past_what_a_tensor_can_hold_are_refused_by_name(tiny_run, hidden):
-    _set_model(tiny_run / "best", hidden_size=hidden)
+@pytest.mark.parametrize(
+    ("field", "value", "bound"),
+    [
+        ("hidden_size", 10**12, "1 and 65,536"),
+        ("hidden_size", 10**30, "1 and 65,536"),
+        ("embedding_size", 70_000, "1 and 65,536"),
+        ("num_layers", 100_000, "1 and 64"),
+        ("num_layers", 10_000, "1 and 64"),
+        ("vocab_size", 10**9, "0 and 2,000,000"),
+    ],
+)
+def test_sizes_in_config_json_are_bounded_before_anything_is_built(tiny_run, monkeypatch, field, value, bound):
+    import time
+
+    _set_model(tiny_run / "best", **{field: value})
+    monkeypatch.setattr(checkpoint, "expected_shapes", lambda cfg: pytest.fail("built before the sizes were checked"))
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.load(tiny_run / "best")
+    assert time.perf_counter() - t0 < 2
+    assert str(e.value) == f"{tiny_run / 'best' / 'config.json'}: model.{field} must be between {bound}, got {value}"
+
+
+def test_too_many_cutoffs_or_a_huge_div_value_are_refused(tiny_run):
+    _set_model(tiny_run / "best", output="adaptive", cutoffs=",".join(map(str, range(1, 100_000))))
     with pytest.raises(
-        CheckpointError, match=rf"config.json: model.hidden_size {hidden} x num_layers 1 .*cannot be built"
+        CheckpointError, match=r"config.json: --cutoffs must be increasing integers \(up to 16\) .{,100}$"
     ):
         checkpoint.load(tiny_run / "best")
+    _set_model(tiny_run / "best", output="adaptive", cutoffs="2", div_value=1e300)
+    with pytest.raises(CheckpointError, match=r"--div-value must be between 1 and 1000, got 1e\+300"):
+        checkpoint.load(tiny_run / "best")
+
+
+def test_real_model_sizes_are_within_the_bounds():
+    from tangshi.config import ModelConfig
+
+    ModelConfig(hidden_size=4096, embedding_size=4096, num_layers=16, vocab_size=200_000).validate()
 
 
 def test_the_memory_check_uses_this_machines_memory(tiny_run, monkeypatch):

@@ -25,6 +25,10 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
+# The largest lengths and counts of the data section (a poem of 100,000 characters is far past any corpus's).
+DATA_SIZES = {"max_length": 100_000, "train_max_length": 100_000, "max_title": 1_000, "authors": 1_000_000}
+
+
 @dataclass
 class DataConfig:
     script: str = _f("simplified", "output script: simplified (OpenCC t2s) or traditional")
@@ -81,6 +85,9 @@ class DataConfig:
         for name in ("title_drop", "author_drop", "genre_drop"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        for name, top in DATA_SIZES.items():
+            if (value := getattr(self, name)) > top:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at most {top:,}, got {_short(value)}")
         if self.max_title < 1:
             raise ConfigError(f"--max-title must be >= 1, got {self.max_title}")
         self.weights_of_genres()
@@ -110,6 +117,18 @@ class DataConfig:
 
 
 CELLS = ("rnn", "lstm", "gru")
+# The largest sizes a model may have: far past any character model worth training (the bundled one is
+# 2 layers of 1,024), small enough that a config.json cannot make the loader build for minutes or hours.
+MODEL_SIZES = {"num_layers": 64, "hidden_size": 65_536, "embedding_size": 65_536, "vocab_size": 2_000_000}
+MAX_CUTOFFS = 16
+
+
+def _short(value: Any) -> str:
+    """A value for a message, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 OUTPUTS = ("full", "adaptive")
 
 
@@ -137,12 +156,16 @@ class ModelConfig:
     div_value: float = _f(4.0, "adaptive output: each rarer cluster's size shrinks by this factor")
     vocab_size: int = _f(0, "set from the vocabulary; not an option", cli=False)
 
-    def validate(self) -> None:
+    def validate(self, where: str = "") -> None:
+        """Check every field; `where` (a config.json) names fields as `model.hidden_size` instead of options."""
         if self.cell not in CELLS:
             raise ConfigError(f"--cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        for name in ("embedding_size", "hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        for name, top in MODEL_SIZES.items():
+            value = getattr(self, name)
+            low = 0 if name == "vocab_size" else 1
+            if not low <= value <= top:
+                label = f"{where}: model.{name}" if where else f"--{name.replace('_', '-')}"
+                raise ConfigError(f"{label} must be between {low} and {top:,}, got {_short(value)}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.weight_drop < 1:
@@ -157,8 +180,8 @@ class ModelConfig:
             if self.tie_weights:
                 raise ConfigError("--tie-weights works with --output full only")
             clusters = len(self.cutoff_list())
-            if self.div_value < 1:
-                raise ConfigError(f"--div-value must be >= 1, got {self.div_value}")
+            if not 1 <= self.div_value <= 1000:
+                raise ConfigError(f"--div-value must be between 1 and 1000, got {self.div_value}")
             if self.hidden_size // self.div_value**clusters < 1:
                 raise ConfigError(
                     f"--div-value {self.div_value:g}: the rarest of {clusters} clusters would get a "
@@ -167,9 +190,13 @@ class ModelConfig:
 
     def cutoff_list(self) -> list[int]:
         """The adaptive cut-offs as integers, those at or past the vocabulary size left out."""
-        bad = f"--cutoffs must be increasing integers such as 1000,3000, got {self.cutoffs!r}"
+        bad = f"--cutoffs must be increasing integers (up to {MAX_CUTOFFS}) such as 1000,3000, got "
+        bad += _short(self.cutoffs)
+        parts = self.cutoffs.split(",")
+        if len(parts) > MAX_CUTOFFS:
+            raise ConfigError(bad)
         try:
-            cuts = [int(c) for c in self.cutoffs.split(",") if c.strip()]
+            cuts = [int(c) for c in parts if c.strip()]
         except ValueError:
             raise ConfigError(bad) from None
         if not cuts or cuts != sorted(set(cuts)) or cuts[0] < 1:
@@ -196,9 +223,11 @@ class TrainConfig:
     batch_size: int = _f(64, "poems per batch")
     bucket: bool = _f(True, "batch poems of similar length together (less padding)")
     clip_grad: float = _f(1.0, "clip the gradient norm to this (0 = off)")
-    max_steps: int = _f(0, "stop after this many optimizer steps (0 = no limit)")
-    max_minutes: float = _f(0.0, "stop after this many minutes of training (0 = no limit)")
-    max_epochs: float = _f(0.0, "stop after this many epochs (0 = no limit)")
+    max_steps: int = _f(0, "stop after this many optimizer steps in all (a --resume counts those done; 0 = no limit)")
+    max_minutes: float = _f(
+        0.0, "stop after this many minutes of training in all (a --resume counts those done; 0 = no limit)"
+    )
+    max_epochs: float = _f(0.0, "stop after this many epochs in all (a --resume counts those done; 0 = no limit)")
     eval_every: int = _f(200, "validate every N steps")
     checkpoint_every: int = _f(200, "write a resumable checkpoint every N steps")
     keep_checkpoints: int = _f(2, "how many step checkpoints to keep besides best/")

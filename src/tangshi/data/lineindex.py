@@ -23,11 +23,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tangshi.data.vocab import damaged
 from tangshi.prosody.regular import split_lines
 
 FILE = "lines.safetensors"
 MIN_CHARS = 4  # shorter lines (春风, 明月) are common words, not copies
 WIDE = 1_000_000  # distinct lines kept as 64-bit hashes at most; more: 32-bit
+
+
+def _remake(path: Path) -> str:
+    return f"tangshi index --checkpoint {path.parent} --data CORPUS"
 
 
 class LineIndexError(ValueError):
@@ -120,11 +125,12 @@ class LineIndex:
         try:
             found = load_file(str(path))
         except Exception as e:  # noqa: BLE001 - any unreadable file is named, never a traceback
-            raise LineIndexError(f"{path}: not a readable line index ({e})") from None
+            raise LineIndexError(damaged(path, "line index", e, _remake(path))) from None
         if "hashes" in found:
             hashes = found["hashes"]
             if hashes.dtype not in (torch.int64, torch.int32) or hashes.dim() != 1:
-                raise LineIndexError(f"{path}: expected a 1-d int64 or int32 tensor 'hashes'")
+                wrong = ValueError("expected a 1-d int64 or int32 tensor 'hashes'")
+                raise LineIndexError(damaged(path, "line index", wrong, _remake(path)))
             if hashes.dtype == torch.int64:
                 return cls(hashes, 64)
             return cls((hashes.to(torch.int64) & 0xFFFFFFFF).sort().values, 32)  # signed 32-bit, as once saved
@@ -134,4 +140,4 @@ class LineIndex:
                 raise ValueError("expected 'hashes', or 'ef_high', 'ef_low' (uint8) and 'ef_shape'")
             return cls._of_elias_fano(*parts)
         except (ValueError, IndexError, RuntimeError) as e:
-            raise LineIndexError(f"{path}: not a readable line index ({e})") from None
+            raise LineIndexError(damaged(path, "line index", e, _remake(path))) from None

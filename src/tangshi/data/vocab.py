@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -211,6 +212,14 @@ def write_json_atomic(path: str | Path, obj: object) -> None:
     write_atomic(path, dump)
 
 
+def damaged(path: str | Path, what: str, error: BaseException, remake: str) -> str:
+    """The message for a side file of a checkpoint that cannot be read (truncated, garbled): the file,
+    what is wrong (the reader's first line, cut short) and how to make it again."""
+    why = (str(error).splitlines() or [type(error).__name__])[0]
+    why = why if len(why) <= 120 else f"{why[:117]}..."
+    return f"{path}: not a readable {what} file, truncated or damaged ({why}); make it again: {remake}"
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """`write(tmp)` a temporary file beside `path` (e.g. `safetensors`' save_file), then rename it into
     place, readable by all: never a half-written file."""
@@ -221,6 +230,12 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is meant to be shared
         os.replace(tmp, path)
+    except Exception as e:
+        # safetensors reports a full disk or a file-size limit (ulimit -f) as its own error: say it as an OSError
+        code = re.search(r"\(os error (\d+)\)", str(e))
+        if isinstance(e, OSError) or code is None:
+            raise
+        raise OSError(int(code.group(1)), f"cannot write {path}: {os.strerror(int(code.group(1)))}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

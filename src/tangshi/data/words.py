@@ -44,7 +44,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from tangshi.data.text import normalise, split_at_breaks
-from tangshi.data.vocab import write_atomic
+from tangshi.data.vocab import damaged, write_atomic
 from tangshi.prosody import regular
 
 FILE = "words.safetensors"
@@ -379,18 +379,24 @@ class WordStats:
         path = Path(folder) / FILE
         if not path.is_file():
             return None
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-            t = {name: f.get_tensor(name) for name in f.keys()}
-        words = json.loads(meta["words"])
-        return cls(
-            words, t["counts"], Neighbours.of_tensors(t, "poem_"), Neighbours.of_tensors(t, "title_"),
-            json.loads(meta.get("settings", "{}")),
-            Neighbours.of_tensors(t, "next_") if "next_ids" in t else None,
-            json.loads(meta.get("poets", "[]")),
-            Neighbours.of_tensors(t, "manner_") if "manner_ids" in t else None,
-            Kin.of_tensors(t, meta) if "kin_ids" in t else None,
-        )  # fmt: skip
+        try:
+            with safe_open(str(path), framework="np") as f:
+                meta = f.metadata() or {}
+                t = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+            words = json.loads(meta["words"])
+            return cls(
+                words, t["counts"], Neighbours.of_tensors(t, "poem_"), Neighbours.of_tensors(t, "title_"),
+                json.loads(meta.get("settings", "{}")),
+                Neighbours.of_tensors(t, "next_") if "next_ids" in t else None,
+                json.loads(meta.get("poets", "[]")),
+                Neighbours.of_tensors(t, "manner_") if "manner_ids" in t else None,
+                Kin.of_tensors(t, meta) if "kin_ids" in t else None,
+            )  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - a truncated or garbled file is named, never a traceback
+            from tangshi.model.checkpoint import CheckpointError
+
+            remake = f"tangshi index --checkpoint {path.parent} --data CORPUS"
+            raise CheckpointError(damaged(path, "word statistics", e, remake)) from None
 
     # ---------------------------------------------------------------- reading
 

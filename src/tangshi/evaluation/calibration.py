@@ -28,7 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tangshi.data.vocab import SPECIALS, Vocab, write_atomic
+from tangshi.data.vocab import SPECIALS, Vocab, damaged, write_atomic
 from tangshi.evaluation.writer import Writer, write_each
 from tangshi.model.checkpoint import CheckpointError
 from tangshi.prosody import regular
@@ -70,8 +70,14 @@ class Calibration:
                 meta = f.metadata() or {}
             settings = json.loads(meta.get("settings", "{}"))
         except Exception as e:  # a damaged file: say which
-            raise CheckpointError(f"{path}: not a calibration file ({e})") from None
+            remake = f"tangshi calibrate --checkpoint {path.parent} --data CORPUS"
+            raise CheckpointError(damaged(path, "calibration", e, remake)) from None
         for g, b in biases.items():
+            if not bool(torch.isfinite(b).all()):
+                raise CheckpointError(
+                    f"{path}: the bias of {g or 'the model'} holds NaN or infinite values; "
+                    f"calibrate again (`tangshi calibrate --checkpoint {path.parent} --data CORPUS`)"
+                )
             if b.shape != (vocab_size,):
                 raise CheckpointError(
                     f"{path}: the bias of {g or 'the model'} has shape {tuple(b.shape)}, the vocabulary has "

@@ -108,13 +108,15 @@ def write(
     """Write a complete checkpoint folder atomically (temp folder, fsync, rename). `extras` are more
     files of the checkpoint, each an object that `.save(folder)`s itself (e.g. the word statistics)."""
     folder = Path(folder)
+    weights = model_tensors(model)
+    check_finite(weights, folder / "model.safetensors", "refusing to write")  # before anything is on disk
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
     try:
         cfg = {"tangshi_version": __version__, **config.to_dict()}
         write_json_atomic(tmp / "config.json", cfg)
         vocab.save(tmp / "vocab.json")
-        save_file(model_tensors(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if trainer is not None:
             save_file(trainer_tensors or {}, str(tmp / "trainer.safetensors"))
             write_json_atomic(tmp / "trainer.json", trainer)
@@ -149,13 +151,34 @@ def write_size(
 
 
 _NO_SPACE = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+_TOO_LARGE = ("File too large", "os error 27")
 
 
 def is_disk_full(e: BaseException) -> bool:
-    """Whether `e` says the file system is full (or the quota used up), from Python or from safetensors."""
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+    """Whether `e` says the file system is full (or the quota used up), or that a file reached the
+    file-size limit (`ulimit -f`, EFBIG), from Python or from safetensors."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return True
-    return isinstance(e, (OSError, SafetensorError)) and any(s in str(e) for s in _NO_SPACE)
+    return isinstance(e, (OSError, SafetensorError)) and any(s in str(e) for s in _NO_SPACE + _TOO_LARGE)
+
+
+def is_file_too_large(e: BaseException) -> bool:
+    """Whether `e` is the file-size limit (`ulimit -f`, EFBIG) rather than a full disk."""
+    if isinstance(e, OSError) and e.errno == errno.EFBIG:
+        return True
+    return isinstance(e, (OSError, SafetensorError)) and any(s in str(e) for s in _TOO_LARGE)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: Path, doing: str = "refusing") -> None:
+    """Refuse weights holding NaN or infinity (a diverged run, a damaged file), naming the file and the tensor."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            nan = int(torch.isnan(t).sum())
+            raise CheckpointError(
+                f"{path}: {doing}: tensor {name} holds {bad:,} non-finite values ({nan:,} NaN) of {t.numel():,}; "
+                "the weights are damaged or the run diverged (train again, e.g. with a lower --lr)"
+            )
 
 
 def _swap_into_place(tmp: Path, folder: Path) -> None:
@@ -291,11 +314,13 @@ def load(folder: str | Path, device: str | torch.device = "cpu", with_trainer: b
             raise CheckpointError(f"{folder}: missing {name} (a checkpoint needs {', '.join(REQUIRED)})")
     raw = _read_json(folder / "config.json")
     raw.pop("tangshi_version", None)
+    where = str(folder / "config.json")
     try:
-        config = RunConfig.from_dict(raw, where=str(folder / "config.json"))
-        config.model.validate()
+        config = RunConfig.from_dict(raw, where=where)
+        config.model.validate(where)  # every size bounded before anything is built
+        config.data.validate()
     except ConfigError as e:
-        raise CheckpointError(str(e)) from None
+        raise CheckpointError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
     try:
         vocab = Vocab.load(folder / "vocab.json")
     except VocabError as e:
@@ -331,6 +356,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu", with_trainer: b
                 raise CheckpointError(f"{folder}: missing {name}, so training cannot resume from it")
         ckpt.trainer = _read_json(folder / "trainer.json")
         ckpt.trainer_tensors = _load_safetensors(folder / "trainer.safetensors")
+        check_finite(ckpt.trainer_tensors, folder / "trainer.safetensors", "cannot resume")
     return ckpt
 
 
@@ -349,4 +375,5 @@ def _load_weights(model: CharRNN, tensors: dict[str, torch.Tensor], path: Path) 
             raise CheckpointError(
                 f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, config.json implies {tuple(t.shape)}"
             )
+    check_finite(tensors, path, "cannot load")
     model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)

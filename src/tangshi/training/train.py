@@ -170,6 +170,14 @@ def _free_bytes(path: Path) -> int | None:
     return None
 
 
+def _fsize_limit() -> str:
+    """This process's file-size limit (`ulimit -f`) in words."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return "no limit" if soft == resource.RLIM_INFINITY else _size(soft)
+
+
 @contextmanager
 def disk_space(target: Path, needed: int) -> Iterator[None]:
     """A full disk (or quota) while writing `target` becomes a TrainError naming it and the space it needs."""
@@ -178,6 +186,11 @@ def disk_space(target: Path, needed: int) -> Iterator[None]:
     except Exception as e:
         if not checkpoint.is_disk_full(e):
             raise
+        if checkpoint.is_file_too_large(e):
+            raise TrainError(
+                f"file too large writing {target}: this shell limits a file to {_fsize_limit()} (ulimit -f); "
+                "raise the limit (ulimit -f unlimited) and resume with --resume"
+            ) from e
         free = _free_bytes(target.parent)
         have = "unknown" if free is None else _size(free)
         raise TrainError(f"disk full writing {target}: {_size(needed)} needed, {have} free on that file system") from e
@@ -626,13 +639,15 @@ class Trainer:
             total, count = w.sum(loss * count if count else 0.0, count)
             loss = total / count
         s = self.state
+        if count and not math.isfinite(loss):  # (no validation poems: NaN, and nothing wrong)
+            self._diverged(s.step, loss, "validation")
         self.metrics.add(
             kind="val",
             step=s.step,
             epoch=round(s.tokens / self.epoch_tokens, 4),
             elapsed=round(s.elapsed, 2),
             val_loss=round(loss, 5),
-            val_ppl=round(math.exp(loss), 3),
+            val_ppl=round(math.exp(loss), 3) if loss < 700 else None,  # exp(709+) overflows a float
         )
         if loss < s.best_val:
             s.best_val, s.best_step, s.evals_since_best = loss, s.step, 0
@@ -743,6 +758,8 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 loss_sum = float(loss) * n
+                if not (w.active or math.isfinite(loss_sum)):  # several processes: checked on the summed window
+                    self._diverged(s.step + 1, float(loss))
                 self.model_seconds += time.perf_counter() - t_model
                 s.step, s.batch_in_epoch, s.tokens = s.step + 1, s.batch_in_epoch + 1, s.tokens + n_all
                 s.window_loss += loss_sum
@@ -752,6 +769,8 @@ class Trainer:
                     window_loss, window_tokens = w.sum(s.window_loss, s.window_tokens)
                     rate = window_tokens / max(now - self._window_start, 1e-9)
                     train_loss = window_loss / window_tokens
+                    if not math.isfinite(train_loss):
+                        self._diverged(s.step, train_loss)
                     self.metrics.add(
                         kind="train",
                         step=s.step,
@@ -783,6 +802,16 @@ class Trainer:
             bar.close()
         return reason
 
+    def _diverged(self, step: int, loss: float, kind: str = "training") -> None:
+        """Stop a run whose loss is no longer finite: its weights are lost, and no checkpoint of them is written."""
+        tc = self.cfg.train
+        kept = sorted(p.name for p in self.run_dir.iterdir() if checkpoint.STEP_DIR.match(p.name))
+        raise TrainError(
+            f"the {kind} loss is {loss} at step {step}: the run diverged (--lr {tc.lr:g}, "
+            f"--optimizer {tc.optimizer}, --clip-grad {tc.clip_grad:g}); lower --lr or clip the gradients "
+            "(--clip-grad 1). " + (f"Checkpoints kept: {', '.join(kept)}" if kept else "No checkpoint was written")
+        )
+
     def report(self) -> dict[str, float]:
         """Peak resident memory of this process and the share of step time outside the model."""
         import resource
@@ -790,6 +819,29 @@ class Trainer:
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         outside = 1 - self.model_seconds / self.step_seconds if self.step_seconds else 0.0
         return {"peak_rss_mb": round(peak_kb / 1024, 1), "outside_model_share": round(outside, 4)}
+
+
+def budget_spent(tc: TrainConfig, s: TrainState, epoch_tokens: int, reason: str, run_dir: Path) -> str:
+    """The note for a resumed run whose limit is already reached: the limits count the whole run."""
+    done, more = {
+        "max_steps": (f"{s.step} of --max-steps {tc.max_steps} steps", f"--max-steps {2 * tc.max_steps}"),
+        "max_minutes": (
+            f"{s.elapsed / 60:.3g} of --max-minutes {tc.max_minutes:g} minutes",
+            f"--max-minutes {2 * tc.max_minutes:g}",
+        ),
+        "max_epochs": (
+            f"{s.tokens / epoch_tokens:.2f} of --max-epochs {tc.max_epochs:g} epochs",
+            f"--max-epochs {2 * tc.max_epochs:g}",
+        ),
+        "early_stopping": (
+            f"{s.evals_since_best} evaluations without improvement of --patience {tc.patience}",
+            f"--patience {2 * tc.patience}",
+        ),
+    }[reason]
+    return (
+        f"note: --resume {run_dir}: the run has already trained {done}, and these limits count the whole run, "
+        f"the resumed part included, so nothing more is trained; to go on, give a larger total, e.g. {more}"
+    )
 
 
 def resume_plan(path: str | Path) -> tuple[Path, Path, RunConfig, list[str]]:
@@ -825,6 +877,8 @@ def train(
             vocab = Vocab.load(resume_from / "vocab.json") if resume_from is not None else corpus.vocab
             trainer = Trainer(cfg, run_dir, corpus, vocab, resume_from, world=world)
             trainer.state.data = [str(Path(p).resolve()) for p in data]
+            if resume_from is not None and (spent := trainer._should_stop()) and world.main:
+                log.warning("%s", budget_spent(cfg.train, trainer.state, trainer.epoch_tokens, spent, run_dir))
             trainer.run()
         finally:
             distributed.shutdown(world)
