@@ -386,8 +386,36 @@ def _load_poet(path: Path | None, device: str):
     return Poet.load(path, device=str(resolve_device(device)))
 
 
+def _chinese(text: str, what: str, field: str) -> None:
+    """Refuse letters and digits that are not Chinese characters (`tangshi write moon`), before any loading."""
+    import unicodedata
+
+    for ch in text:
+        if unicodedata.category(ch)[0] in "LN" and not unicodedata.name(ch, "").startswith("CJK "):
+            hint = "; --theme takes a word or sentence the poem is about" if field == "begin" else ""
+            raise OptionError(f"{what} '{text}': '{ch}' is not a Chinese character (give e.g. 月){hint}", field)
+
+
+def precheck(begins: list[str], opts: WriteOptions) -> None:
+    """What a request can be refused for without the model, checked before it is loaded (no torch):
+    begin phrases and acrostic heads in Chinese characters and not too long, the 词牌 and its format."""
+    from tangshi.options import check_begin
+
+    for b in begins:
+        check_begin(b)
+        _chinese(b, "begin", "begin")
+    if opts.acrostic:
+        check_begin(opts.acrostic, "acrostic")
+        _chinese(opts.acrostic, "--acrostic", "acrostic")
+    if opts.cipai:
+        from tangshi.prosody import cipai
+
+        cipai.find(opts.cipai).format(opts.format)
+
+
 def cmd_write(args: argparse.Namespace) -> int:
     opts = write_options(args)
+    precheck(args.begins, opts)
     poet = _load_poet(args.checkpoint, args.device)
     noted: set[str] = set()
     count = 0
@@ -817,33 +845,63 @@ COMMANDS = {
 }
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from tangshi.data.corpus import CorpusError
-    from tangshi.data.vocab import VocabError
-    from tangshi.generation.sampling import SamplingError
-    from tangshi.generation.search import UnknownCharacterError
-    from tangshi.generation.tables import FormError
-    from tangshi.model.checkpoint import CheckpointError
-    from tangshi.training.train import TrainError
+# the errors a user's input or files can raise, by module: a module not imported yet raised none of them,
+# so a usage error is reported without importing torch (`tangshi write 月 --temperature 0` stays fast)
+_USER_ERRORS = (
+    ("tangshi.data.corpus", "CorpusError"),
+    ("tangshi.data.vocab", "VocabError"),
+    ("tangshi.generation.sampling", "SamplingError"),
+    ("tangshi.generation.search", "UnknownCharacterError"),
+    ("tangshi.generation.tables", "FormError"),
+    ("tangshi.model.checkpoint", "CheckpointError"),
+    ("tangshi.training.train", "TrainError"),
+)
 
-    return (
-        OptionError,
-        ConfigError,
-        CorpusError,
-        CheckpointError,
-        VocabError,
-        TrainError,
-        SamplingError,
-        FormError,
-        UnknownCharacterError,
-        OSError,
-    )
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    loaded = [getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules]
+    return (OptionError, ConfigError, OSError, *loaded)
+
+
+# positional arguments by how an error names them
+_POSITIONALS = {
+    "begins": "begin characters",
+    "texts": "poem text",
+    "query": "the 词牌 query",
+    "inputs": "input",
+    "paths": "path",
+    "name": "preset name",
+    "panel": "panel",
+    "ratings": "ratings",
+}
+
+
+def _not_utf8(args: argparse.Namespace) -> str | None:
+    """A message naming the first argument that was not valid UTF-8 (Python hands such bytes over
+    as lone surrogates, which OpenCC and every writer of text refuse), or None."""
+    for dest, value in vars(args).items():
+        for v in value if isinstance(value, list | tuple) else [value]:
+            s = str(v) if isinstance(v, str | Path) else None
+            if s is None:
+                continue
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:
+                raw = s.encode("utf-8", "surrogateescape")
+                shown = raw[:24].decode("ascii", "backslashreplace") + ("…" if len(raw) > 24 else "")
+                name = _POSITIONALS.get(dest, "--" + dest.replace("_", "-"))
+                return f"{name}: not UTF-8 text (b'{shown}'); give it in UTF-8 (e.g. set a UTF-8 locale)"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     as_program = argv is None  # re-executing is only for a real process, never inside a caller
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    bad = _not_utf8(args)
+    if bad is not None:
+        print(f"tangshi: error: {bad}", file=sys.stderr)
+        return 2
     if as_program and args.command in ("train", "eval"):
         tune_process(["-m", "tangshi", *argv])
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", _ONEDNN_CACHE)
