@@ -635,18 +635,35 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_authors(args: argparse.Namespace) -> int:
-    from tangshi.api import bundled_path
-    from tangshi.model import checkpoint
+# names in the author field that are no poet: the 乐府 sections that collections file their anonymous
+# songs under (郊庙朝会歌辞, 相和歌辞, 近代曲辞…: every one ends in 辞) and the marks of an unknown author
+_ANONYMOUS = frozenset({"无名氏", "無名氏", "佚名", "不详", "不詳"})
 
-    vocab = checkpoint.load(args.checkpoint or bundled_path()).vocab
-    authors = vocab.authors()
+
+def is_poet(name: str) -> bool:
+    """Whether an author name is a poet's, not a section heading (…辞) or an unknown author (无名氏)."""
+    return bool(name) and not name.endswith(("辞", "辭")) and name not in _ANONYMOUS
+
+
+def cmd_authors(args: argparse.Namespace) -> int:
+    from tangshi.api import checkpoint_folder
+    from tangshi.data.vocab import Vocab
+
+    folder = checkpoint_folder(args.checkpoint)
+    every = Vocab.load(folder / "vocab.json").authors()
+    authors = {name: n for name, n in every.items() if is_poet(name)}
+    others = [name for name in every if name not in authors]
     if args.json:
         print(json.dumps(authors, ensure_ascii=False))
-    elif not authors:
+        return 0
+    if not authors:
         print("this model knows no poets (train one with --authors N)")
-    for name, poems in authors.items() if not args.json else ():
+    else:
+        print("poet\ttraining poems")
+    for name, poems in authors.items():
         print(f"{name}\t{poems}")
+    if others:
+        _note(f"left out, not poets (section headings, unknown authors): {'、'.join(others)}")
     return 0
 
 
