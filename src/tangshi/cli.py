@@ -20,7 +20,7 @@ from typing import Any
 from tangshi import __version__
 from tangshi.config import DEVICES, SECTIONS, ConfigError, ServeConfig, apply_overrides, load_preset, preset_names
 from tangshi.evaluation import EXTRA_SAMPLERS, SETTINGS
-from tangshi.options import MAX_BEGIN, NAMES, SPECS, OptionError, WriteOptions
+from tangshi.options import MAX_BEGIN, MAX_TEMPLATE, NAMES, SPECS, OptionError, WriteOptions
 from tangshi.prosody.regular import FORMS_IN_WORDS
 
 # glibc returns every step's activations to the kernel and faults them back in; these settings
@@ -444,10 +444,17 @@ def cmd_write(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     if args.suggest < 0:
         raise OptionError(f"--suggest must be >= 0, got {args.suggest}", "suggest")
-    poet = _load_poet(args.checkpoint, args.device)
     texts = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()] if args.texts == ["-"] else args.texts
+    ruled = [_rules(text, args.checkpoint) for text in texts]
+    poet = None  # the model only ranks suggestions: loaded (with torch) when a broken place wants some
+    if args.suggest and any(p.place for _, problems in ruled for p in problems):
+        poet = _load_poet(args.checkpoint, args.device)
     for i, text in enumerate(texts):
-        checked = poet.check(text, suggest=args.suggest)
+        if poet is not None:
+            checked = poet.check(text, suggest=args.suggest)
+        else:  # what `Poet.check` gives without suggestions, without the model
+            report, problems = ruled[i]
+            checked = {"report": report.to_dict(), "problems": [p.to_dict() for p in problems]}
         if args.json:
             print(json.dumps(checked, ensure_ascii=False), flush=True)
             continue
@@ -464,6 +471,27 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not checked["problems"]:
             print("- keeps every rule, strict tones included")
     return 0
+
+
+def _rules(text: str, folder: Path | None) -> tuple[Any, list[Any]]:
+    """A poem's prosody report and the rules it breaks (`Poet.check` without suggestions), read without
+    torch: the text in the script of the checkpoint's config.json."""
+    from importlib import resources
+
+    from tangshi.data.text import normalise
+    from tangshi.prosody import regular
+
+    if not isinstance(text, str) or not text.strip():
+        raise OptionError("--text: give a poem's text", "text")
+    if len(text) > MAX_TEMPLATE:
+        raise OptionError(f"--text: at most {MAX_TEMPLATE} characters, got {len(text)}", "text")
+    config = (folder if folder is not None else Path(str(resources.files("tangshi") / "bundled"))) / "config.json"
+    try:
+        script = json.loads(config.read_text("utf-8"))["data"]["script"]
+    except (OSError, ValueError, KeyError, TypeError):
+        script = "simplified"  # the checkpoint's own load names what is wrong with it, if it is needed
+    report = regular.check(normalise(text, script))
+    return report, regular.explain(report)
 
 
 def cmd_lines(args: argparse.Namespace) -> int:
