@@ -168,3 +168,9 @@ def test_authors_prints_a_header_and_no_section_heading(capsys):
     assert "郊庙朝会歌辞" not in out and "郊庙朝会歌辞" in err
     assert main(["authors", "--json"]) == 0
     assert "郊庙朝会歌辞" not in json.loads(capsys.readouterr().out)
+
+
+def test_a_file_name_that_is_not_utf8_is_a_file_name(tmp_path, capsys):
+    """Linux file names are bytes: a checkpoint folder so named is looked for, not refused as text."""
+    assert main(["write", "月", "--checkpoint", str(tmp_path / GBK_MOON)]) == 2
+    assert "no such checkpoint folder" in capsys.readouterr().err

@@ -391,7 +391,7 @@ def _chinese(text: str, what: str, field: str) -> None:
     import unicodedata
 
     for ch in text:
-        if unicodedata.category(ch)[0] in "LN" and not unicodedata.name(ch, "").startswith("CJK "):
+        if unicodedata.category(ch)[0] in "LN" and not unicodedata.name(ch, "").startswith(("CJK ", "IDEOGRAPHIC")):
             hint = "; --theme takes a word or sentence the poem is about" if field == "begin" else ""
             raise OptionError(f"{what} '{text}': '{ch}' is not a Chinese character (give e.g. 月){hint}", field)
 
@@ -921,13 +921,18 @@ _POSITIONALS = {
 }
 
 
+_PATHS = frozenset({"data", "paths", "checkpoint", "ratings", "panel", "exclude", "out", "resume", "plots"})
+
+
 def _not_utf8(args: argparse.Namespace) -> str | None:
     """A message naming the first argument that was not valid UTF-8 (Python hands such bytes over
     as lone surrogates, which OpenCC and every writer of text refuse), or None."""
     for dest, value in vars(args).items():
+        if dest in _PATHS:
+            continue
         for v in value if isinstance(value, list | tuple) else [value]:
-            s = str(v) if isinstance(v, str | Path) else None
-            if s is None:
+            s = v if isinstance(v, str) else None  # a Path may be any bytes (Linux file names need not be UTF-8)
+            if s is None or (dest == "inputs" and _exists(s)):
                 continue
             try:
                 s.encode("utf-8")
