@@ -965,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as e:
         if isinstance(e, _user_errors()):
-            shown = str(e).encode("utf-8", "backslashreplace").decode("utf-8")  # a file name's stray bytes as \xNN
+            shown = str(e).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # a file name's stray bytes as \xNN
             print(f"tangshi: error: {shown}", file=sys.stderr)
             return 2
         raise
