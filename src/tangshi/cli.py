@@ -965,7 +965,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as e:
         if isinstance(e, _user_errors()):
-            shown = str(e).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # a file name's stray bytes as \xNN
+            # a file name's stray bytes (not UTF-8) as \xNN
+            shown = str(e).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             print(f"tangshi: error: {shown}", file=sys.stderr)
             return 2
         raise
