@@ -51,6 +51,23 @@ def bundled_path() -> Path:
     return Path(str(resources.files("tangshi") / "bundled"))
 
 
+def checkpoint_folder(path: str | Path | None) -> Path:
+    """The checkpoint folder to load: `path`, or the bundled model's when None. A run folder (the
+    `--out` of `tangshi train`, no config.json of its own) is refused naming its best checkpoint."""
+    folder = Path(path) if path is not None else bundled_path()
+    if path is None and not (folder / "model.safetensors").is_file():
+        raise CheckpointError(f"the bundled model is missing from {folder}; reinstall tangshi")
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        inside = [folder / "best"] + sorted(folder.glob("step-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        inside = [p for p in inside if (p / "config.json").is_file()]
+        if inside:
+            which = "its best checkpoint" if inside[0].name == "best" else "its latest step"
+            raise CheckpointError(
+                f"{folder}: missing config.json; a run folder: give --checkpoint {inside[0]} ({which})"
+            )
+    return folder
+
+
 @dataclass
 class Written:
     """The poems of one call, and the notes on what was changed in the request (variants used)."""
@@ -82,10 +99,7 @@ class Poet:
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu") -> Poet:
         """A checkpoint folder, or the bundled model when `path` is None."""
-        folder = Path(path) if path is not None else bundled_path()
-        if path is None and not (folder / "model.safetensors").is_file():
-            raise CheckpointError(f"the bundled model is missing from {folder}; reinstall tangshi")
-        return cls(Bundle(checkpoint.load(folder, device=device)))
+        return cls(Bundle(checkpoint.load(checkpoint_folder(path), device=device)))
 
     # the bundle's parts, by the names the writing reads them
 

@@ -20,7 +20,7 @@ from typing import Any
 from tangshi import __version__
 from tangshi.config import DEVICES, SECTIONS, ConfigError, ServeConfig, apply_overrides, load_preset, preset_names
 from tangshi.evaluation import EXTRA_SAMPLERS, SETTINGS
-from tangshi.options import MAX_BEGIN, NAMES, SPECS, OptionError, WriteOptions
+from tangshi.options import MAX_BEGIN, MAX_TEMPLATE, NAMES, SPECS, OptionError, WriteOptions
 from tangshi.prosody.regular import FORMS_IN_WORDS
 
 # glibc returns every step's activations to the kernel and faults them back in; these settings
@@ -386,8 +386,36 @@ def _load_poet(path: Path | None, device: str):
     return Poet.load(path, device=str(resolve_device(device)))
 
 
+def _chinese(text: str, what: str, field: str) -> None:
+    """Refuse letters and digits that are not Chinese characters (`tangshi write moon`), before any loading."""
+    import unicodedata
+
+    for ch in text:
+        if unicodedata.category(ch)[0] in "LN" and not unicodedata.name(ch, "").startswith(("CJK ", "IDEOGRAPHIC")):
+            hint = "; --theme takes a word or sentence the poem is about" if field == "begin" else ""
+            raise OptionError(f"{what} '{text}': '{ch}' is not a Chinese character (give e.g. 月){hint}", field)
+
+
+def precheck(begins: list[str], opts: WriteOptions) -> None:
+    """What a request can be refused for without the model, checked before it is loaded (no torch):
+    begin phrases and acrostic heads in Chinese characters and not too long, the 词牌 and its format."""
+    from tangshi.options import check_begin
+
+    for b in begins:
+        check_begin(b)
+        _chinese(b, "begin", "begin")
+    if opts.acrostic:
+        check_begin(opts.acrostic, "acrostic")
+        _chinese(opts.acrostic, "--acrostic", "acrostic")
+    if opts.cipai:
+        from tangshi.prosody import cipai
+
+        cipai.find(opts.cipai).format(opts.format)
+
+
 def cmd_write(args: argparse.Namespace) -> int:
     opts = write_options(args)
+    precheck(args.begins, opts)
     poet = _load_poet(args.checkpoint, args.device)
     noted: set[str] = set()
     count = 0
@@ -416,10 +444,17 @@ def cmd_write(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     if args.suggest < 0:
         raise OptionError(f"--suggest must be >= 0, got {args.suggest}", "suggest")
-    poet = _load_poet(args.checkpoint, args.device)
     texts = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()] if args.texts == ["-"] else args.texts
+    ruled = [_rules(text, args.checkpoint) for text in texts]
+    poet = None  # the model only ranks suggestions: loaded (with torch) when a broken place wants some
+    if args.suggest and any(p.place for _, problems in ruled for p in problems):
+        poet = _load_poet(args.checkpoint, args.device)
     for i, text in enumerate(texts):
-        checked = poet.check(text, suggest=args.suggest)
+        if poet is not None:
+            checked = poet.check(text, suggest=args.suggest)
+        else:  # what `Poet.check` gives without suggestions, without the model
+            report, problems = ruled[i]
+            checked = {"report": report.to_dict(), "problems": [p.to_dict() for p in problems]}
         if args.json:
             print(json.dumps(checked, ensure_ascii=False), flush=True)
             continue
@@ -436,6 +471,27 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not checked["problems"]:
             print("- keeps every rule, strict tones included")
     return 0
+
+
+def _rules(text: str, folder: Path | None) -> tuple[Any, list[Any]]:
+    """A poem's prosody report and the rules it breaks (`Poet.check` without suggestions), read without
+    torch: the text in the script of the checkpoint's config.json."""
+    from importlib import resources
+
+    from tangshi.data.text import normalise
+    from tangshi.prosody import regular
+
+    if not isinstance(text, str) or not text.strip():
+        raise OptionError("--text: give a poem's text", "text")
+    if len(text) > MAX_TEMPLATE:
+        raise OptionError(f"--text: at most {MAX_TEMPLATE} characters, got {len(text)}", "text")
+    config = (folder if folder is not None else Path(str(resources.files("tangshi") / "bundled"))) / "config.json"
+    try:
+        script = json.loads(config.read_text("utf-8"))["data"]["script"]
+    except (OSError, ValueError, KeyError, TypeError):
+        script = "simplified"  # the checkpoint's own load names what is wrong with it, if it is needed
+    report = regular.check(normalise(text, script))
+    return report, regular.explain(report)
 
 
 def cmd_lines(args: argparse.Namespace) -> int:
@@ -607,18 +663,35 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_authors(args: argparse.Namespace) -> int:
-    from tangshi.api import bundled_path
-    from tangshi.model import checkpoint
+# names in the author field that are no poet: the 乐府 sections that collections file their anonymous
+# songs under (郊庙朝会歌辞, 相和歌辞, 近代曲辞…: every one ends in 辞) and the marks of an unknown author
+_ANONYMOUS = frozenset({"无名氏", "無名氏", "佚名", "不详", "不詳"})
 
-    vocab = checkpoint.load(args.checkpoint or bundled_path()).vocab
-    authors = vocab.authors()
+
+def is_poet(name: str) -> bool:
+    """Whether an author name is a poet's, not a section heading (…辞) or an unknown author (无名氏)."""
+    return bool(name) and not name.endswith(("辞", "辭")) and name not in _ANONYMOUS
+
+
+def cmd_authors(args: argparse.Namespace) -> int:
+    from tangshi.api import checkpoint_folder
+    from tangshi.data.vocab import Vocab
+
+    folder = checkpoint_folder(args.checkpoint)
+    every = Vocab.load(folder / "vocab.json").authors()
+    authors = {name: n for name, n in every.items() if is_poet(name)}
+    others = [name for name in every if name not in authors]
     if args.json:
         print(json.dumps(authors, ensure_ascii=False))
-    elif not authors:
+        return 0
+    if not authors:
         print("this model knows no poets (train one with --authors N)")
-    for name, poems in authors.items() if not args.json else ():
+    else:
+        print("poet\ttraining poems")
+    for name, poems in authors.items():
         print(f"{name}\t{poems}")
+    if others:
+        _note(f"left out, not poets (section headings, unknown authors): {'、'.join(others)}")
     return 0
 
 
@@ -817,33 +890,68 @@ COMMANDS = {
 }
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from tangshi.data.corpus import CorpusError
-    from tangshi.data.vocab import VocabError
-    from tangshi.generation.sampling import SamplingError
-    from tangshi.generation.search import UnknownCharacterError
-    from tangshi.generation.tables import FormError
-    from tangshi.model.checkpoint import CheckpointError
-    from tangshi.training.train import TrainError
+# the errors a user's input or files can raise, by module: a module not imported yet raised none of them,
+# so a usage error is reported without importing torch (`tangshi write 月 --temperature 0` stays fast)
+_USER_ERRORS = (
+    ("tangshi.data.corpus", "CorpusError"),
+    ("tangshi.data.vocab", "VocabError"),
+    ("tangshi.generation.sampling", "SamplingError"),
+    ("tangshi.generation.search", "UnknownCharacterError"),
+    ("tangshi.generation.tables", "FormError"),
+    ("tangshi.model.checkpoint", "CheckpointError"),
+    ("tangshi.training.train", "TrainError"),
+)
 
-    return (
-        OptionError,
-        ConfigError,
-        CorpusError,
-        CheckpointError,
-        VocabError,
-        TrainError,
-        SamplingError,
-        FormError,
-        UnknownCharacterError,
-        OSError,
-    )
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    loaded = [getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules]
+    return (OptionError, ConfigError, OSError, *loaded)
+
+
+# positional arguments by how an error names them
+_POSITIONALS = {
+    "begins": "begin characters",
+    "texts": "poem text",
+    "query": "the 词牌 query",
+    "inputs": "input",
+    "paths": "path",
+    "name": "preset name",
+    "panel": "panel",
+    "ratings": "ratings",
+}
+
+
+_PATHS = frozenset({"data", "paths", "checkpoint", "ratings", "panel", "exclude", "out", "resume", "plots"})
+
+
+def _not_utf8(args: argparse.Namespace) -> str | None:
+    """A message naming the first argument that was not valid UTF-8 (Python hands such bytes over
+    as lone surrogates, which OpenCC and every writer of text refuse), or None."""
+    for dest, value in vars(args).items():
+        if dest in _PATHS:
+            continue
+        for v in value if isinstance(value, list | tuple) else [value]:
+            s = v if isinstance(v, str) else None  # a Path may be any bytes (Linux file names need not be UTF-8)
+            if s is None or (dest == "inputs" and _exists(s)):
+                continue
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:
+                raw = s.encode("utf-8", "surrogateescape")
+                shown = raw[:24].decode("ascii", "backslashreplace") + ("…" if len(raw) > 24 else "")
+                name = _POSITIONALS.get(dest, "--" + dest.replace("_", "-"))
+                return f"{name}: not UTF-8 text (b'{shown}'); give it in UTF-8 (e.g. set a UTF-8 locale)"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     as_program = argv is None  # re-executing is only for a real process, never inside a caller
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    bad = _not_utf8(args)
+    if bad is not None:
+        print(f"tangshi: error: {bad}", file=sys.stderr)
+        return 2
     if as_program and args.command in ("train", "eval"):
         tune_process(["-m", "tangshi", *argv])
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", _ONEDNN_CACHE)
@@ -857,7 +965,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as e:
         if isinstance(e, _user_errors()):
-            print(f"tangshi: error: {e}", file=sys.stderr)
+            # a file name's stray bytes (not UTF-8) as \xNN
+            shown = str(e).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            print(f"tangshi: error: {shown}", file=sys.stderr)
             return 2
         raise
 

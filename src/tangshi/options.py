@@ -21,7 +21,8 @@ from tangshi.prosody import regular
 TONES = ("relaxed", "strict", "off")
 MAX_BEGIN = 16  # characters of a begin phrase or of the acrostic heads
 MAX_SEED = 2**31 - 1
-MAX_TITLE = 32  # characters of a title
+MAX_TITLE = 256  # characters of a title: every Tang title fits (the longest has 250); a model reads its max_title
+MAX_THEME = 32  # characters of a theme
 MAX_PREFIX = 80  # characters of a mood-setting prefix
 MAX_TEMPLATE = 128  # characters of a template, punctuation included
 # the defaults of the options whose default depends on the checkpoint (their field says when each applies)
@@ -133,7 +134,7 @@ class WriteOptions:
         "as with --keywords; with --no-plan the title only conditions the model and steers it)",
     )
     theme: str = _o(
-        "", str, "a word or sentence the poem is about, turned into keywords by the plan", max_length=MAX_TITLE
+        "", str, "a word or sentence the poem is about, turned into keywords by the plan", max_length=MAX_THEME
     )
     seed: int | None = _o(None, int, "the same seed writes the same poems (none: a random one)", ge=0, le=MAX_SEED)
     form: str = _o(

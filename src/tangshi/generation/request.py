@@ -331,7 +331,13 @@ def _context(bundle: Bundle, opts: WriteOptions, genre: str) -> tuple[list[int],
     if title:
         if vocab.sep is None or not data.titles:
             raise OptionError("--title needs a model trained with titles (tangshi train --titles)", "title")
-        title = normalise(title, script)[: data.max_title]
+        title = normalise(title, script)
+        if len(title) > data.max_title:
+            notes.append(
+                f"--title: the model reads the first {data.max_title} characters of a title: "
+                f"{title[: data.max_title]} (the rest, {len(title) - data.max_title} characters, is left out)"
+            )
+            title = title[: data.max_title]
         unknown = "".join(c for c in title if c not in vocab)
         if unknown:
             notes.append(f"title characters the model does not know are left out: {unknown}")

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from tangshi import __version__
 from tangshi.config import ConfigError, ModelConfig, RunConfig
@@ -230,10 +231,21 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 Shapes = dict[str, tuple[int, ...]]
 
 
+class _NoNormalInit(TorchFunctionMode):
+    """Skips `normal_` (nn.init's and the tensor's): on the meta device it runs a Python decomposition
+    that imports torch._dynamo, a second of every load; the shapes are all `expected_shapes` reads."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") == "normal_":
+            return args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+        return func(*args, **kwargs)
+
+
 def expected_shapes(cfg: ModelConfig) -> Shapes:
     """The names and shapes of the tensors model.safetensors holds for `cfg`; nothing is allocated
     (the model is built on the meta device)."""
-    with torch.device("meta"):
+    with torch.device("meta"), _NoNormalInit():
         model = CharRNN(cfg)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if cfg.tie_weights:
