@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from tangshi.data.lineindex import LineIndex
+from tangshi.data.standard import standard_map
 from tangshi.data.text import LINE_BREAKS, to_script
 from tangshi.data.vocab import BOS
 from tangshi.evaluation import losses
@@ -322,15 +323,29 @@ def judge(p: Poem, plan: Request, lines: LineIndex | None, opts: WriteOptions, b
 
 def finish(p: Poem, begin: str, opts: WriteOptions) -> Poem:
     """The poem as the caller asked: its begin, title and poet as given, its prosody report, its text
-    in the asked script."""
+    in the asked script (simplified: its variants in their GB 2312 form where no rule breaks,
+    `data.standard`)."""
     script = opts.script
     report = p.prosody or prosody.check(p.text).to_dict()
     p.begin, p.title, p.author = begin, opts.title, opts.author
-    p.text = to_script(p.text, script)
-    p.lines = [to_script(x, script) for x in p.lines]
+    mapping: dict[str, str] = {}
+    if script == "simplified":
+        simple = to_script(p.text, script)
+        same = None
+        if "cipai" not in report:
+            before = {k: v for k, v in prosody.check(simple).to_dict().items() if k != "lines"}
+            same = lambda t: {k: v for k, v in prosody.check(t).to_dict().items() if k != "lines"} == before  # noqa: E731
+        mapping = standard_map(simple, same)
+
+    def write(x: str) -> str:
+        x = to_script(x, script)
+        return "".join(mapping.get(ch, ch) for ch in x) if mapping else x
+
+    p.text = write(p.text)
+    p.lines = [write(x) for x in p.lines]
     if "cipai" in report:  # a 词: its lines are its 阕
-        p.lines = [to_script(x, script) for x in report["parts"]]
+        p.lines = [write(x) for x in report["parts"]]
         p.prosody = {**report, "parts": p.lines}
         return p
-    p.prosody = {**report, "lines": [to_script(x, script) for x in report.get("lines", [])]}
+    p.prosody = {**report, "lines": [write(x) for x in report.get("lines", [])]}
     return p
