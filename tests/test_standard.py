@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tangshi.data.standard import HAND, standard_form, standard_map, to_standard
+from tangshi.data.standard import HAND, _no_worse, poem_map, standard_form, standard_map, to_standard
 from tangshi.generation.decode import Poem, finish
 from tangshi.options import WriteOptions
 from tangshi.prosody import regular as prosody
@@ -74,3 +74,27 @@ def test_finish_traditional_unchanged():
     text = "秋风吹鴈去，落日照猨啼。远客思乡久，孤灯对月低。"
     p = finish(poem(text), "秋", WriteOptions(script="traditional"))
     assert "鴈" in p.text and "猨" in p.text
+
+
+def test_poem_map_takes_unread_variants_where_no_rule_breaks():
+    text = "晓镜理新粧，春风拂画堂。落花随水去，归燕入雕梁。"  # 粧: no reading; 妆 rhymes 七阳 as 堂 梁
+    assert poem_map(text) == {"粧": "妆"}
+    assert poem_map(text, regular=False) == {}  # a 词: readings only
+
+
+def test_no_worse_refuses_a_broken_rule():
+    base = {
+        "form": "五绝",
+        "template": "A",
+        "rhyme_group": "下平声七阳",
+        "rhyme": True,
+        "first_line_rhymes": False,
+        "relaxed_ok": True,
+        "relaxed": 1.0,
+        "strict": 0.9,
+    }
+    assert _no_worse(base, {**base, "first_line_rhymes": True, "strict": 0.95})
+    assert not _no_worse(base, {**base, "relaxed": 0.9})  # a tone broken
+    assert not _no_worse(base, {**base, "rhyme": False})
+    assert not _no_worse(base, {**base, "rhyme_group": "下平声八庚"})
+    assert not _no_worse(base, {**base, "template": "B"})

@@ -95,6 +95,27 @@ def _apply(text: str, mapping: dict[str, str]) -> str:
     return "".join(mapping.get(ch, ch) for ch in text) if mapping else text
 
 
+def poem_map(text: str, regular: bool = True) -> dict[str, str]:
+    """`standard_map` of a written poem: a regular poem's unread variants too, where its 平水韵 report
+    (`prosody.regular.check`) keeps its form and template and loses no rule (`_no_worse`); a 词's
+    only where the readings hold."""
+    if not regular:
+        return standard_map(text)
+    from tangshi.prosody.regular import check
+
+    before = check(text).to_dict()
+    return standard_map(text, lambda t: _no_worse(before, check(t).to_dict()))
+
+
+def _no_worse(before: dict, after: dict) -> bool:
+    """Whether a poem's report `after` keeps the form and template of `before` and breaks no rule it kept."""
+    return (
+        all(after.get(k) == before.get(k) for k in ("form", "template", "rhyme_group"))
+        and all(after.get(k) or not before.get(k) for k in ("rhyme", "first_line_rhymes", "relaxed_ok"))
+        and all((after.get(k) or 0) >= (before.get(k) or 0) for k in ("relaxed", "strict"))
+    )
+
+
 def to_standard(text: str, same: Callable[[str], bool] | None = None) -> str:
     """`text` with its variants in their standard form (`standard_map`)."""
     return _apply(text, standard_map(text, same))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from tangshi.data.lineindex import LineIndex
-from tangshi.data.standard import standard_map
+from tangshi.data.standard import poem_map
 from tangshi.data.text import LINE_BREAKS, to_script
 from tangshi.data.vocab import BOS
 from tangshi.evaluation import losses
@@ -328,14 +328,7 @@ def finish(p: Poem, begin: str, opts: WriteOptions) -> Poem:
     script = opts.script
     report = p.prosody or prosody.check(p.text).to_dict()
     p.begin, p.title, p.author = begin, opts.title, opts.author
-    mapping: dict[str, str] = {}
-    if script == "simplified":
-        simple = to_script(p.text, script)
-        same = None
-        if "cipai" not in report:
-            before = {k: v for k, v in prosody.check(simple).to_dict().items() if k != "lines"}
-            same = lambda t: {k: v for k, v in prosody.check(t).to_dict().items() if k != "lines"} == before  # noqa: E731
-        mapping = standard_map(simple, same)
+    mapping = poem_map(to_script(p.text, script), "cipai" not in report) if script == "simplified" else {}
 
     def write(x: str) -> str:
         x = to_script(x, script)
