@@ -688,7 +688,7 @@ def plots(result: dict, folder: Path, runs: dict[str, Path] | None = None) -> li
             fig, ax = plt.subplots(figsize=(7, 4.5))
             for name, rows in curves.items():
                 xs = [r[x_key] / 60 if x_key == "elapsed" else r[x_key] for r in rows]
-                ax.plot(xs, [r["val_loss"] for r in rows], label=name)
+                ax.plot(xs, [r["val_loss"] for r in rows], "o-", ms=4, label=name)  # one point shows too
             ax.set_xlabel(label)
             ax.set_ylabel("validation loss (nats/char)")
             ax.legend(fontsize=8)
