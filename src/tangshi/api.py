@@ -127,20 +127,12 @@ class Poet:
     def vocab_prosody(self) -> tables.VocabProsody:
         return self.bundle.vocab_prosody
 
-    @property
-    def ci_prosody(self) -> tables.CiProsody:
-        return self.bundle.ci_prosody
-
     def following(self) -> tuple[Rows, torch.Tensor]:
         return self.bundle.following()
 
     @property
     def default_diversity(self) -> float:
         return self.bundle.default_diversity
-
-    @property
-    def default_cohesion(self) -> float:
-        return self.bundle.default_cohesion
 
     def write(
         self,
