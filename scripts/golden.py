@@ -30,7 +30,7 @@ REQUESTS: list[tuple[list[str], dict]] = [
     ([""], {"theme": "送别友人", "form": "五律"}),
     ([""], {"title": "送友人", "form": "五律"}),
     ([""], {"title": "送友人", "form": "五律", "beam": 4}),
-    ([""], {"title": "送友人", "form": "五律", "no_plan": True}),
+    ([""], {"title": "送友人", "form": "五律", "plan": True}),
     ([""], {"title": "春晓"}),
     ([""], {"author": "李白", "form": "七绝"}),
     (["春"], {"cipai": "浣溪沙"}),

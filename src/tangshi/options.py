@@ -31,6 +31,10 @@ DEFAULT_COHESION = 0.5  # --cohesion, with its word statistics (docs/about-somet
 CALIBRATED_COHESION = 0.8  # --cohesion where its frequency calibration applies too (docs/about-something.md)
 GUIDANCE = 2.0  # --guidance with a title, for a poem without a plan (docs/about-something.md)
 PLANNED_GUIDANCE = 4.0  # --guidance for a poem with a plan (from its title, keywords or theme)
+DEFAULT_BEAM = 8  # --beam unless a sampling option is given (docs/reader-panel.md: what readers followed best)
+DEFAULT_BEAM_TEMPERATURE = 0.5  # --beam-temperature: the stochastic beam's (docs/reader-panel.md)
+# options of sampling: given any of them (and no --beam), the poems are sampled
+SAMPLING = ("temperature", "top_k", "top_p", "greedy", "rerank", "random_state", "ignore_end")
 
 
 class OptionError(ValueError):
@@ -127,11 +131,12 @@ class WriteOptions:
     keywords: tuple[str, ...] = _o(
         (), tuple, "words the poem must hold, one a line in order (a plan fills the other lines)", items=8, max_length=4
     )
-    no_plan: bool = _o(
+    plan: bool = _o(
         False,
         bool,
-        "with a title: no plan (by default the title's words and the corpus statistics give each line a keyword, "
-        "as with --keywords; with --no-plan the title only conditions the model and steers it)",
+        "with a title in a form: give each line a keyword from the title's words and the corpus statistics, "
+        "placed as with --keywords (by default the title conditions the model and steers it, and no title "
+        "character is forced: what readers followed better, docs/reader-panel.md)",
     )
     theme: str = _o(
         "", str, "a word or sentence the poem is about, turned into keywords by the plan", max_length=MAX_THEME
@@ -210,7 +215,24 @@ class WriteOptions:
     manner: float = _o(
         1.0, float, "with --author: steer toward the characters the poet uses more than others do", ge=0, le=5
     )
-    beam: int = _o(0, int, "beam search with this many hypotheses instead of sampling (0 = sample)", ge=0, le=64)
+    beam: int | None = _o(
+        None,
+        int,
+        "beam search with this many hypotheses (0 = sample; none: "
+        f"{DEFAULT_BEAM}, or --num if more; sampling for over 64 poems or where a sampling option is given: "
+        + ", ".join("--" + n.replace("_", "-") for n in SAMPLING)
+        + ")",
+        ge=0,
+        le=64,
+    )
+    beam_temperature: float = _o(
+        DEFAULT_BEAM_TEMPERATURE,
+        float,
+        "with beam search: the hypotheses are drawn at this temperature (a stochastic beam), so each seed "
+        "writes other poems, the likeliest found kept; 0 = the deterministic beam, one poem whatever the seed",
+        ge=0,
+        le=10,
+    )
     rerank: int = _o(1, int, "sample this many candidates a poem and keep the best", ge=1, le=64)
     likelihood_weight: float = _o(
         1.0,
@@ -244,9 +266,10 @@ class WriteOptions:
     script: str = _o("simplified", str, f"script of the poems written: {in_words(SCRIPTS)}", choices=SCRIPTS)
 
     def validate(self) -> WriteOptions:
-        """Check every field, then the combinations; returns self."""
+        """Check every field, then the combinations; returns the options with `beam` decided (`decided`)."""
         for spec in SPECS:
             spec.check(getattr(self, spec.name))
+        self = self.decided()
         if self.beam and self.num > self.beam:
             raise OptionError(f"--num {self.num} must be at most --beam {self.beam}", "num")
         if self.rhyme and self.form == "free" and not self.template:
@@ -255,13 +278,21 @@ class WriteOptions:
             for name, off in (("form", self.regular), ("template", self.template), ("rhyme", self.rhyme)):
                 if off:
                     raise OptionError(f"--cipai writes a 词 by its 词牌's pattern: give --{name} without it", name)
-            if self.beam:
-                raise OptionError("--cipai writes by sampling: give --beam without it", "beam")
         if self.template and (self.keywords or self.theme):
             raise OptionError(
                 "--template fixes the characters itself: give --keywords or --theme without it", "template"
             )
         return self
+
+    def decided(self) -> WriteOptions:
+        """`beam` as given, else DEFAULT_BEAM (widened to `num`), or 0 (sampling) where a sampling option
+        is given or more poems are asked than a beam holds."""
+        if self.beam is not None:
+            return self
+        if any(getattr(self, name) != BY_NAME[name].default for name in SAMPLING):
+            return dataclasses.replace(self, beam=0)
+        widest = int(BY_NAME["beam"].le)
+        return dataclasses.replace(self, beam=max(DEFAULT_BEAM, self.num) if self.num <= widest else 0)
 
     def replace(self, **changes: Any) -> WriteOptions:
         unknown = sorted(set(changes) - set(NAMES))

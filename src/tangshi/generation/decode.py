@@ -70,13 +70,22 @@ def decode(
 def _beam(bundle: Bundle, plan: Request, opts: WriteOptions, stop: Stop, states: ContextStates) -> list[Poem]:
     lines, groups = copy_index(bundle, opts), len(plan.resolved)
     mask = constraint(bundle, plan, opts, [g for g in range(groups) for _ in range(opts.beam)])
+    ranked = bool(opts.relevance_weight or opts.coherence_weight)  # every hypothesis, reranked for sense
+    nums = [opts.beam] * groups if ranked else plan.nums
     poems = search.beam_search(
         bundle.model, bundle.vocab, plan.resolved, processors(bundle, plan, opts, groups * opts.beam, mask), opts.beam,
-        plan.nums, _max_length(plan, opts), mask, lines, [plan.context] * groups,
-        [plan.plain] * groups if plan.plain else None, stop, states,
+        nums, _max_length(plan, opts), mask, lines, [plan.context] * groups,
+        [plan.plain] * groups if plan.plain else None, stop, states, plan.seeds, opts.beam_temperature,
     )  # fmt: skip
-    for p in poems:
-        judge(p, plan, lines, opts)
+    bonus = sense(bundle, plan, poems, opts) if ranked else [0.0] * len(poems)
+    verdicts = [judge(p, plan, lines, opts, extra) for p, extra in zip(poems, bonus, strict=True)]
+    if ranked:
+        kept = []
+        for g, n in enumerate(plan.nums):
+            group = list(zip(poems, verdicts, strict=True))[g * opts.beam : (g + 1) * opts.beam]
+            group.sort(key=lambda pv: (pv[1].rejected, -pv[1].score))
+            kept += [p for p, _ in group[:n]]
+        poems = kept
     _refuse_strict_failures(poems, opts, f"by a beam of {opts.beam}", "a wider --beam")
     return poems
 

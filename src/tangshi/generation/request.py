@@ -225,12 +225,12 @@ def _plan(
     bundle: Bundle, opts: WriteOptions, form: Form | None, heads: str, resolved: list[str], genre: str
 ) -> tuple[planner.Plan | None, Form | None]:
     """One keyword a line when keywords, a theme or a title are asked (the title's words and the corpus
-    statistics fill the lines left over; a regular poem's title alone is planned from unless `no_plan`,
+    statistics fill the lines left over; a regular poem's title alone is planned from where `plan` is asked,
     where the checkpoint keeps word statistics and the title has words to plan: not 无题), and the form
     that holds them (free: one line a keyword)."""
     stats, script = bundle.words, bundle.script
     regular = form is not None and not form.free
-    titled = opts.title and regular and not opts.no_plan and not opts.template and stats is not None
+    titled = opts.title and regular and opts.plan and not opts.template and stats is not None
     from_title = titled and bool(planner.title_words(stats, normalise(opts.title, script)))
     if not opts.keywords and not opts.theme and not from_title:
         return None, form

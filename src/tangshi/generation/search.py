@@ -333,6 +333,7 @@ class ContextStates:
         return s
 
 
+DRAWN = 64  # a stochastic beam draws among each hypothesis's likeliest children
 COPY_PENALTY = 1e4  # a hypothesis with a copied line sinks below every other, but the search goes on
 
 
@@ -351,8 +352,15 @@ def beam_search(
     plain_contexts: list[list[int]] | None = None,
     stop: Callable[[], bool] | None = None,
     states: ContextStates | None = None,
+    seeds: list[int] | None = None,
+    drawn: float = 0.0,
 ) -> list[Poem]:
     """For each begin phrase, the `nums[g]` most likely poems found with `width` hypotheses.
+
+    `drawn` > 0: a stochastic beam (Kool et al. 2019, Gumbel-top-k): the hypotheses kept each step are
+    drawn without replacement from the processed distribution at that temperature, group g's noise from
+    its own generator seeded with `seeds[g]`, so each seed finds other poems; the likeliest found are
+    returned. 0: the deterministic beam, the same poems whatever the seed.
 
     `constraint` has len(begins) * width rows (hypothesis k of begin g is row g * width + k); a
     hypothesis that completes a line found in `lines` is pushed below every other. The scores are
@@ -371,6 +379,8 @@ def beam_search(
     rows_of = [g for g in range(len(begins)) for _ in range(k)]
     forced, longest = _forced(vocab, [begins[g] for g in rows_of], device)
     beam = BeamScorer(vocab, len(begins), k, device, keep_own=processors.biased)
+    if drawn:
+        beam.draw(drawn, seeds if seeds is not None else [0] * len(begins))
     contexts = [(contexts or [[BOS]] * len(begins))[g] for g in rows_of]
     plain = [plain_contexts[g] for g in rows_of] if processors.guided and plain_contexts is not None else None
     x, state = _start(model, beam.batch, device, [0], False, contexts, plain, processors.guided, states)
@@ -426,13 +436,46 @@ class BeamScorer:
         self.pad_only[PAD] = 0.0
         self.punct = torch.tensor([vocab.id(c) for c in "，。！？；" if c in vocab], device=device)
         self.group_rows = torch.arange(groups, device=device)[:, None] * width
+        self.temperature = 0.0  # > 0: a stochastic beam (`draw`)
+        self.generators: list[torch.Generator] = []
+        self.perturbed = self.score.clone()  # the stochastic beam's Gumbel-perturbed scores, (G, K)
+
+    def draw(self, temperature: float, seeds: list[int]) -> None:
+        """Keep hypotheses drawn by Gumbel-top-k at `temperature`, group g's noise seeded by `seeds[g]`."""
+        self.temperature = temperature
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def _perturb(self, logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The children's perturbed scores (G, K*M) and their places in (G, K*V): each parent's `DRAWN`
+        likeliest children, their Gumbel-max conditioned on the parent's own perturbed score (Kool et al.
+        2019, appendix B, the stable form; the children left out are too unlikely to be drawn)."""
+        g, k, v = self.groups, self.width, logp.shape[1]
+        m = min(DRAWN, v)
+        scaled, ids = torch.log_softmax(logp / self.temperature, dim=-1).topk(m, dim=-1)  # (B, M)
+        phi = self.score.reshape(g, k, 1) + scaled.reshape(g, k, m)
+        uniform = torch.stack([torch.rand(k, m, generator=gen) for gen in self.generators]).to(phi.device)
+        gphi = phi - torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
+        z = gphi.max(dim=-1, keepdim=True).values
+        top = self.perturbed.reshape(g, k, 1)
+        x = (gphi - z).clamp(max=0.0)  # log1mexp(gphi - z) below; -inf at the maximum, which keeps `top`
+        gap = top - gphi + torch.where(x > -0.693, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+        out = top - gap.clamp(min=0) - torch.log1p(torch.exp(-gap.abs()))
+        out = torch.where(torch.isfinite(gphi) & torch.isfinite(top), out, float("-inf"))
+        places = (torch.arange(k, device=ids.device)[None, :, None] * v + ids.reshape(g, k, m)).reshape(g, k * m)
+        return out.reshape(g, k * m), places
 
     def advance(self, logp: torch.Tensor, own: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """logp (B, V) -> (the rows kept (B,), their new ids (B,), which were not finished before)."""
         v = logp.shape[1]
         logp = torch.where(self.done[:, None], self.pad_only, logp)  # a finished poem stays as it is
         cand = (self.score.reshape(self.batch, 1) + logp).reshape(self.groups, self.width * v)
-        self.score, flat = cand.topk(self.width, dim=-1)  # (G, K)
+        if self.temperature:
+            perturbed, places = self._perturb(logp)
+            self.perturbed, chosen = perturbed.topk(self.width, dim=-1)
+            flat = places.gather(1, chosen)
+            self.score = cand.gather(1, flat)
+        else:
+            self.score, flat = cand.topk(self.width, dim=-1)  # (G, K)
         rows = (self.group_rows + flat // v).flatten()
         ids = (flat % v).flatten()
         self.seqs = torch.cat([self.seqs[rows], ids[:, None]], dim=1)
@@ -450,6 +493,7 @@ class BeamScorer:
         for r in ended.nonzero().flatten().tolist():
             if _last_line(self.vocab, self.seqs[r].tolist()) in lines:
                 flat_score[r] -= COPY_PENALTY
+                self.perturbed.view(-1)[r] -= COPY_PENALTY
                 self.copies[r] += 1
         self.score = flat_score.reshape(self.groups, self.width)
 
