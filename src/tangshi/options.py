@@ -207,8 +207,8 @@ class WriteOptions:
         None,
         float,
         "with a title: classifier-free guidance, how much more the title's own effect on the model counts "
-        "(each step the model also reads the poem without its title; 0 = off; none: when sampling "
-        f"{PLANNED_GUIDANCE:g} for a poem with a plan and {GUIDANCE:g} without, 0 for beam search)",
+        "(each step the model also reads the poem without its title; 0 = off; none: "
+        f"{PLANNED_GUIDANCE:g} for a poem with a plan and {GUIDANCE:g} without)",
         ge=0,
         le=10,
     )
@@ -245,14 +245,14 @@ class WriteOptions:
         1.0, float, "reranking: weight of the prosody score beside the log-likelihood", ge=0, le=100
     )
     relevance_weight: float = _o(
-        0.0,
+        1.0,
         float,
         "reranking: weight of how much likelier the poem is after its title and poet than without",
         ge=0,
         le=10,
     )
     coherence_weight: float = _o(
-        0.0,
+        1.0,
         float,
         "reranking: weight of how much likelier each line is after the lines before it than alone",
         ge=0,

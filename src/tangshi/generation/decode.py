@@ -198,9 +198,10 @@ def _steering(bundle: Bundle, plan: Request, opts: WriteOptions, batch: int, dev
 
 
 def _guidance(plan: Request, opts: WriteOptions) -> float:
-    """Classifier-free guidance's weight: as asked, else its default when sampling (the plan's), 0 for
-    beam search (whose likeliest poems the title already conditions; docs/writing-pipeline.md)."""
-    return plan.guidance if opts.guidance is not None or not opts.beam else 0.0
+    """Classifier-free guidance's weight: as asked, else the plan's default (docs/writing-pipeline.md), in
+    sampling and beam search alike (readers found a guided beam's poems more about their title:
+    docs/reader-panel.md)."""
+    return plan.guidance
 
 
 def _diversity(bundle: Bundle, opts: WriteOptions) -> float:
