@@ -19,6 +19,7 @@ DRIFTING = "白日依山尽，黄河入海去。欲穷千里目，更上一层�
 def write_words(folder, words, counts, neighbours=None):
     """A words.safetensors with the tensors `prosody.suggest` reads: counts and poem neighbour lists."""
     neighbours = neighbours or {}
+    (folder / "config.json").write_text(json.dumps({"data": {"script": "simplified"}}))
     index = {w: i for i, w in enumerate(words)}
     rows = [[index[n] for n in neighbours.get(w, ())] for w in words]
     save_file(
@@ -83,6 +84,12 @@ def test_the_cli_ranks_by_the_corpus_by_default(stats_folder, capsys):
 
 def test_missing_or_broken_word_statistics_are_named(tmp_path, capsys):
     suggest._load.cache_clear()
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "config.json").write_text(json.dumps({"data": {"script": "simplified"}}))
+    assert main(["check", QUIET_NIGHT, "--checkpoint", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "no config.json, not a checkpoint folder" in err and f"give --checkpoint {tmp_path / 'best'}" in err
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"script": "simplified"}}))
     assert main(["check", QUIET_NIGHT, "--checkpoint", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert "words.safetensors: no word statistics" in err and "--rank model" in err and "Traceback" not in err

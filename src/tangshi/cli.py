@@ -518,10 +518,16 @@ def _corpus_stats(folder: Path | None) -> Any:
 
     from tangshi.prosody import suggest
 
-    try:
-        return suggest.CorpusStats.load(
-            folder if folder is not None else Path(str(resources.files("tangshi") / "bundled"))
+    folder = folder if folder is not None else Path(str(resources.files("tangshi") / "bundled"))
+    if not (folder / "config.json").is_file():
+        run = (
+            f"; a run folder: give --checkpoint {folder / 'best'}"
+            if (folder / "best" / "config.json").is_file()
+            else ""
         )
+        raise OptionError(f"--checkpoint {folder}: no config.json, not a checkpoint folder{run}", "checkpoint")
+    try:
+        return suggest.CorpusStats.load(folder)
     except suggest.StatsError as e:
         raise OptionError(f"--checkpoint {e}", "checkpoint") from None
 
