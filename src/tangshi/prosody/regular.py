@@ -415,7 +415,7 @@ def explain(report: Report) -> list[Problem]:
         return [
             Problem(
                 "form", 0, 0, "", "4 or 8 lines of 5 or 7",
-                f"lines of {shape(lines) or 'no'} characters: not a {FORMS_IN_WORDS} "
+                f"{f'lines of {shape(lines)} characters' if lines else 'no line'}: not a {FORMS_IN_WORDS} "
                 "(4 or 8 lines of 5 or 7 characters)",
             )
         ]  # fmt: skip
