@@ -33,18 +33,14 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from tangshi.data.text import STOP, WORD_STARTS
 from tangshi.prosody import regular
 
 FILE = "words.safetensors"  # tangshi.data.words.FILE (that module imports torch)
-WORD_STARTS = {5: (0, 2, 3), 7: (0, 2, 4, 5)}  # where a 2-character word may start (tangshi.data.words.word_starts)
 COMMON = 500
 MIN_COUNT = 20
 FREQ = 0.2
 ASSOC = 0.5
-# characters that carry no subject (tangshi.data.words.STOP): they go with everything, so no association counts
-STOP = frozenset(
-    "之乎者也矣焉哉兮而以其于与及且若所为则乃亦即又或的了是在和我你他她它们这那着吗呢吧啊很都就把被给从向对不无有一"
-)
 # the tensors read, their safetensors dtype and `array` type code
 TENSORS = {"counts": ("I32", "i"), "poem_sizes": ("U8", "B"), "poem_ids": ("U16", "H")}
 
