@@ -55,6 +55,30 @@ MIX = [
 HEAVY = {"begin": "月", "form": "七律", "num": 4, "rerank": 16}
 
 
+KINDS = {
+    "light": "poem requests of at most 4 candidates, no beam",
+    "heavy": "poem requests of more candidates or a beam",
+    "health": "GET /health",
+}
+
+
+def kind_of(ask: dict | None) -> str:
+    """The server's own split (serve.batching): light = num x rerank <= 4 and no beam."""
+    if ask is None:
+        return "health"
+    light = ask.get("num", 1) * ask.get("rerank", 1) <= 4 and ask.get("beam", 0) <= 1
+    return "light" if light else "heavy"
+
+
+def pcts(values: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(values, n=100) if len(values) >= 2 else [values[0]] * 99
+    return {"p50": 1000 * q[49], "p95": 1000 * q[94], "max": 1000 * max(values)}
+
+
+def spread(values: list[float]) -> str:
+    return "  ".join(f"{k} {v:,.0f} ms" for k, v in pcts(values).items())
+
+
 def rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -160,6 +184,7 @@ def run_load(args: argparse.Namespace, host: str, port: int, pid: int | None) ->
     rss_before = rss_mb(pid) if pid else None
     lock = threading.Lock()
     latencies: list[float] = []
+    by_kind: dict[str, list[float]] = {"light": [], "heavy": [], "health": []}
     statuses: Counter = Counter()
     errors: list[str] = []
     sent = [0]
@@ -199,6 +224,7 @@ def run_load(args: argparse.Namespace, host: str, port: int, pid: int | None) ->
                 statuses[status] += 1
                 if status == 200:
                     latencies.append(dt)
+                    by_kind[kind_of(ask)].append(dt)
                     poems[0] += len(json.loads(data).get("poems", []))
                 elif len(errors) < 10:
                     errors.append(f"{status}: {data[:200].decode('utf-8', 'replace')}")
@@ -225,12 +251,16 @@ def run_load(args: argparse.Namespace, host: str, port: int, pid: int | None) ->
         f"latency ms: p50 {ms['p50']:.0f}  p95 {ms['p95']:.0f}  p99 {ms['p99']:.0f}  "
         f"max {1000 * max(latencies, default=float('nan')):.0f}"
     )
+    for name, values in by_kind.items():
+        if values:
+            print(f"  {name} ({KINDS[name]}): {len(values)} answered, {spread(values)}")
     for e in errors:
         print(f"error: {e}")
     print(
         f"serve_load: clients={args.clients} requests_per_s={requests / elapsed:.2f} poems_per_s={rate:.2f} "
         f"p50_ms={ms['p50']:.0f} "
         f"p95_ms={ms['p95']:.0f} p99_ms={ms['p99']:.0f} errors={n_err}"
+        + "".join(f" {name}_{k}_ms={v:.0f}" for name, vs in by_kind.items() if vs for k, v in pcts(vs).items())
     )
     return 0 if n_err == 0 else 1
 

@@ -129,3 +129,16 @@ def test_http_check_and_lines(client):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "line"
     r = client.post("/v1/check", json={"text": ""})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "text"
+
+
+@pytest.mark.slow
+def test_line_alternatives_are_scored_in_chunks_alike(monkeypatch):
+    import tangshi.api
+
+    whole = poet().lines(SPRING_VIEW, 3, num=6, seed=1)
+    monkeypatch.setattr(tangshi.api, "SCORE_CHUNK", 4)  # 10 candidates: chunks of 4, 4 and 2
+    chunked = poet().lines(SPRING_VIEW, 3, num=6, seed=1)
+    assert [a["line"] for a in chunked] == [a["line"] for a in whole]
+    for a, b in zip(chunked, whole, strict=True):
+        assert a["log_likelihood"] == pytest.approx(b["log_likelihood"], abs=1e-3)
+        assert a["prefix_rank"] == b["prefix_rank"]

@@ -124,3 +124,16 @@ def test_help_strings_show_the_defaults_the_code_applies(capsys):
     eval_help = " ".join(capsys.readouterr().out.split())
     assert "from: " + ", ".join(SETTINGS) in eval_help
     assert " and ".join(f"{t}:{d:g}" for t, d in EXTRA_SAMPLERS) in eval_help
+
+
+def test_bounds_show_integers_whole_and_long_values_cut():
+    with pytest.raises(OptionError) as e:
+        WriteOptions(seed=99_999_999_999).validate()
+    assert "<= 2147483647, got 99999999999" in str(e.value) and "e+09" not in str(e.value)
+    with pytest.raises(OptionError) as e:
+        WriteOptions(keywords=("月" * 10_000,)).validate()
+    message = str(e.value)
+    assert message.startswith("--keywords '" + "月" * 16 + "…' (10,000 characters)") and len(message) < 120
+    with pytest.raises(OptionError) as e:
+        WriteOptions(num="x" * 10_000).validate()
+    assert "(10,002 characters)" in str(e.value) and len(str(e.value)) < 150

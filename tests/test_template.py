@@ -91,3 +91,14 @@ def test_the_cli_writes_a_template_and_refuses_a_bad_one(capsys):
     assert main(["write", "--template", "床前明月光，＿＿＿＿天。＿＿＿＿＿，＿＿＿＿霜。"]) == 2
     err = capsys.readouterr().err
     assert "line 4" in err and "Traceback" not in err
+
+
+def test_a_template_of_no_line_says_so():
+    with pytest.raises(FormError, match="--template has no line: not the shape"):
+        parse_template("。")
+    assert prosody.explain(prosody.check("。"))[0].message.startswith("no line: not a 五绝")
+
+
+def test_a_template_of_a_wrong_shape_names_its_lines():
+    with pytest.raises(FormError, match=r"--template has lines of 5 \+ 5 places"):
+        parse_template("_____，_____。")

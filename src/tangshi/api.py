@@ -44,6 +44,7 @@ from tangshi.options import MAX_TEMPLATE, OptionError, WriteOptions
 from tangshi.prosody import regular
 
 CHUNK = 32  # poems a batch when `Poet.stream` writes many
+SCORE_CHUNK = 256  # poems scored a batch by `Poet.lines` (a bound on memory; the usual num is one batch)
 
 
 def bundled_path() -> Path:
@@ -204,8 +205,9 @@ class Poet:
         text = normalise(poem, self.ckpt.config.data.script)
         report = regular.check(text)
         if report.form == "other":
-            shape = regular.shape(report.lines) or "no"
-            raise OptionError(f"--poem has lines of {shape} characters: not a {regular.FORMS_IN_WORDS}", "poem")
+            shape = regular.shape(report.lines)
+            got = f"has lines of {shape} characters" if shape else "has no line"
+            raise OptionError(f"--poem {got}: not a {regular.FORMS_IN_WORDS}", "poem")
         if not 1 <= line <= len(report.lines):
             raise OptionError(f"--line {line}: the poem has lines 1 to {len(report.lines)}", "line")
         opts = opts.replace(template=_open_line(report.lines, line), form=report.form).validate()
@@ -224,7 +226,8 @@ class Poet:
         if not poems:
             return []
         ids = [[*self.vocab.encode(t), EOS] for t in poems]
-        scores = losses.token_logprobs(self.model, ids, [[BOS]] * len(ids))
+        chunks = [ids[k : k + SCORE_CHUNK] for k in range(0, len(ids), SCORE_CHUNK)]  # 1,000 at once took gigabytes
+        scores = [s for c in chunks for s in losses.token_logprobs(self.model, c, [[BOS]] * len(c))]
         upto = len(regular.join_lines(report.lines[:line]))  # the tokens of the poem up to the line's punctuation
         whole = [float(s.sum()) for s in scores]
         prefix = [float(s[:upto].sum()) for s in scores]

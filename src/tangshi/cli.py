@@ -189,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument(
         "--suggest", type=int, default=5, help="characters suggested a broken place (default: %(default)s; 0: none)"
     )
+    ch.add_argument(
+        "--rank",
+        choices=("corpus", "model"),
+        default="corpus",
+        help="how suggestions are ranked: corpus, by the words they make with their neighbours and the poem in the "
+        "corpus (words.safetensors, no torch); model, by the whole poem's likelihood under the model (loads it, "
+        "slower) (default: %(default)s)",
+    )
     ch.add_argument("--json", action="store_true", help="one JSON object a poem")
     ch.add_argument("--device", default="cpu", choices=DEVICES)
 
@@ -446,15 +454,25 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise OptionError(f"--suggest must be >= 0, got {args.suggest}", "suggest")
     texts = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()] if args.texts == ["-"] else args.texts
     ruled = [_rules(text, args.checkpoint) for text in texts]
-    poet = None  # the model only ranks suggestions: loaded (with torch) when a broken place wants some
+    poet = stats = None  # what ranks suggestions, read when a broken place wants some
     if args.suggest and any(p.place for _, problems in ruled for p in problems):
-        poet = _load_poet(args.checkpoint, args.device)
+        if args.rank == "model":
+            poet = _load_poet(args.checkpoint, args.device)  # torch and the model
+        else:
+            stats = _corpus_stats(args.checkpoint)
     for i, text in enumerate(texts):
         if poet is not None:
             checked = poet.check(text, suggest=args.suggest)
-        else:  # what `Poet.check` gives without suggestions, without the model
+        else:  # what `Poet.check` gives, the suggestions ranked by the corpus statistics, without the model
             report, problems = ruled[i]
-            checked = {"report": report.to_dict(), "problems": [p.to_dict() for p in problems]}
+            checked = {"report": report.to_dict(), "problems": []}
+            for p in problems:
+                row = p.to_dict()
+                if stats is not None and p.place:
+                    from tangshi.prosody import suggest
+
+                    row["suggestions"] = suggest.suggest(stats, report.lines, p, args.suggest)
+                checked["problems"].append(row)
         if args.json:
             print(json.dumps(checked, ensure_ascii=False), flush=True)
             continue
@@ -492,6 +510,26 @@ def _rules(text: str, folder: Path | None) -> tuple[Any, list[Any]]:
         script = "simplified"  # the checkpoint's own load names what is wrong with it, if it is needed
     report = regular.check(normalise(text, script))
     return report, regular.explain(report)
+
+
+def _corpus_stats(folder: Path | None) -> Any:
+    """The checkpoint's word statistics for ranking suggestions without torch (`prosody.suggest`)."""
+    from importlib import resources
+
+    from tangshi.prosody import suggest
+
+    folder = folder if folder is not None else Path(str(resources.files("tangshi") / "bundled"))
+    if not (folder / "config.json").is_file():
+        run = (
+            f"; a run folder: give --checkpoint {folder / 'best'}"
+            if (folder / "best" / "config.json").is_file()
+            else ""
+        )
+        raise OptionError(f"--checkpoint {folder}: no config.json, not a checkpoint folder{run}", "checkpoint")
+    try:
+        return suggest.CorpusStats.load(folder)
+    except suggest.StatsError as e:
+        raise OptionError(f"--checkpoint {e}", "checkpoint") from None
 
 
 def cmd_lines(args: argparse.Namespace) -> int:

@@ -69,7 +69,7 @@ class Spec:
         """The accepted range in words, e.g. '> 0 and <= 10'."""
         if self.choices:
             return "one of " + ", ".join(self.choices)
-        parts = [f"{op} {v:g}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le)) if v is not None]
+        parts = [f"{op} {_number(v)}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le)) if v is not None]
         if self.items is not None:
             parts.append(f"at most {self.items}")
         if self.max_length is not None:
@@ -88,7 +88,7 @@ class Spec:
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             kind_ok = True
         if not kind_ok:
-            raise OptionError(f"{self.flag} must be {self.kind.__name__}, got {value!r}", self.name)
+            raise OptionError(f"{self.flag} must be {self.kind.__name__}, got {_echo(value)}", self.name)
         if self.kind is float and not math.isfinite(value):
             raise OptionError(f"{self.flag} must be a finite number ({self.bounds()}), got {value}", self.name)
         low = (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
@@ -96,18 +96,33 @@ class Spec:
             shown = f"{value:g}" if isinstance(value, float) else value
             raise OptionError(f"{self.flag} must be {self.bounds()}, got {shown}", self.name)
         if self.choices and value not in self.choices:
-            raise OptionError(f"{self.flag} must be {self.bounds()}, got {value!r}", self.name)
+            raise OptionError(f"{self.flag} must be {self.bounds()}, got {_echo(value)}", self.name)
         if self.max_length is not None and len(value) > self.max_length:
             raise OptionError(f"{self.flag} must be at most {self.max_length} characters, got {len(value)}", self.name)
 
     def _check_tuple(self, value: Any) -> None:
         if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
-            raise OptionError(f"{self.flag} must be a tuple of strings, got {value!r}", self.name)
+            raise OptionError(f"{self.flag} must be a tuple of strings, got {_echo(value)}", self.name)
         if self.items is not None and len(value) > self.items:
             raise OptionError(f"{self.flag} takes at most {self.items}, got {len(value)}", self.name)
         for v in value:
             if not v or (self.max_length is not None and len(v) > self.max_length):
-                raise OptionError(f"{self.flag} '{v}': each must have 1 to {self.max_length} characters", self.name)
+                got = f"'{v}'" if len(v) <= MAX_ECHO else f"'{v[:MAX_ECHO]}…' ({len(v):,} characters)"
+                raise OptionError(f"{self.flag} {got}: each must have 1 to {self.max_length} characters", self.name)
+
+
+MAX_ECHO = 16  # characters of a bad value shown in an error message
+
+
+def _number(v: float) -> str:
+    """A bound in words: integers whole (2147483647, not 2.14748e+09), other numbers short."""
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
+def _echo(value: Any) -> str:
+    """A bad value for a message: its repr, cut to a bounded prefix saying how long it was."""
+    shown = repr(value)
+    return shown if len(shown) <= 4 * MAX_ECHO else f"{shown[: 4 * MAX_ECHO]}… ({len(shown):,} characters)"
 
 
 def _o(default: Any, kind: type, help: str, **limits: Any) -> Any:

@@ -64,3 +64,15 @@ def in_words(names: Sequence[str]) -> str:
     """Names as a message lists them: "a, b or c"."""
     *first, last = names
     return f"{', '.join(first)} or {last}" if first else last
+
+
+# characters that carry no subject: left out of a text's words, and of the words a plan or a suggestion counts
+STOP = frozenset(
+    "之乎者也矣焉哉兮而以其于与及且若所为则乃亦即又或的了是在和我你他她它们这那着吗呢吧啊很都就把被给从向对不无有一"
+)
+WORD_STARTS = {5: (0, 2, 3), 7: (0, 2, 4, 5)}  # where a 2-character word may start in a line of 5 or 7
+
+
+def word_starts(n: int) -> set[int] | None:
+    """Where a 2-character word may start in a line of n characters (None: anywhere)."""
+    return set(WORD_STARTS[n]) if n in WORD_STARTS else None

@@ -43,16 +43,12 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from tangshi.data.text import normalise, split_at_breaks
+from tangshi.data.text import STOP, normalise, split_at_breaks, word_starts
 from tangshi.data.vocab import damaged, write_atomic
 from tangshi.prosody import regular
 
 FILE = "words.safetensors"
 VERSION = 2
-# characters that carry no subject: left out of a free text's words and of the planned ones
-STOP = set(
-    "之乎者也矣焉哉兮而以其于与及且若所为则乃亦即又或的了是在和我你他她它们这那着吗呢吧啊很都就把被给从向对不无有一"
-)
 
 
 _NUMERAL = "一二三四五六七八九十百千两〇零"
@@ -66,11 +62,6 @@ def subject(title: str) -> str:
     其二, 第五, 八首, 十韵, and a number at its end (宫词一百首八十八 → 宫词, 元日楼前观仗一 → 元日楼前观仗).
     Numbers inside it stay (九日登高, 十五夜望月)."""
     return _TRAILING.sub("", _SERIES.sub("", title))
-
-
-def word_starts(n: int) -> set[int] | None:
-    """Where a 2-character word may start in a line of n characters (None: anywhere)."""
-    return {5: {0, 2, 3}, 7: {0, 2, 4, 5}}.get(n)
 
 
 @dataclass(eq=False)

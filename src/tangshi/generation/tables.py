@@ -63,9 +63,10 @@ def parse_template(text: str, form: str = "free") -> tuple[Form, dict[tuple[int,
         shapes = {regular.FORMS[name]: name for name in regular.FORMS}
         name = shapes.get((len(lines), len(lines[0]) if lines else 0))
         if name is None or any(len(ln) != len(lines[0]) for ln in lines):
-            got = regular.shape(lines) or "none"
+            shape = regular.shape(lines)
+            got = f"has lines of {shape} places" if shape else "has no line"
             raise FormError(
-                f"--template has lines of {got} places: not the shape of a {regular.FORMS_IN_WORDS} "
+                f"--template {got}: not the shape of a {regular.FORMS_IN_WORDS} "
                 "(4 or 8 lines of 5 or 7); give --form to be told which line is off",
                 "template",
             )

@@ -125,13 +125,21 @@ def _guangyun(ch: str) -> frozenset[Reading]:
 @cache
 def readings(ch: str) -> frozenset[Reading]:
     """Every reading of a character (simplified or traditional); empty when unknown."""
-    table = _table()
-    trad = converter("s2t").convert(ch)
-    found = set(table.get(ch, ()))
-    for form in {trad, *_variant_index().get(ch, ())}:
-        found |= table.get(form, frozenset())
+    found = table_readings(ch)
     if not found:
-        found = set(_guangyun(ch)) or set(_guangyun(trad) if trad != ch else ())
+        trad = converter("s2t").convert(ch)
+        found = _guangyun(ch) or (_guangyun(trad) if trad != ch else frozenset())
+    return frozenset(found)
+
+
+@cache
+def table_readings(ch: str) -> frozenset[Reading]:
+    """A character's readings in the 平水韵 table alone (its own form, traditional form and variants),
+    without the 廣韻 look-up `readings` falls back on: empty for a character the table lacks."""
+    table = _table()
+    found = set(table.get(ch, ()))
+    for form in {converter("s2t").convert(ch), *_variant_index().get(ch, ())}:
+        found |= table.get(form, frozenset())
     return frozenset(found)
 
 
@@ -407,7 +415,7 @@ def explain(report: Report) -> list[Problem]:
         return [
             Problem(
                 "form", 0, 0, "", "4 or 8 lines of 5 or 7",
-                f"lines of {shape(lines) or 'no'} characters: not a {FORMS_IN_WORDS} "
+                f"{f'lines of {shape(lines)} characters' if lines else 'no line'}: not a {FORMS_IN_WORDS} "
                 "(4 or 8 lines of 5 or 7 characters)",
             )
         ]  # fmt: skip
