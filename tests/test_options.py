@@ -47,7 +47,7 @@ def test_every_option_is_a_flag_of_tangshi_write_with_its_default_and_bounds():
         if spec.bounds():
             assert spec.bounds() in " ".join(action.help.split()), spec.name
     args = parser.parse_args([])
-    assert cli.write_options(args) == WriteOptions()  # the flags' defaults are the options' defaults
+    assert cli.write_options(args) == WriteOptions().validate()  # the flags' defaults are the options' defaults
 
 
 def test_the_http_schema_has_every_option_with_its_default_and_bounds_under_the_servers_limits():
@@ -118,7 +118,7 @@ def test_help_strings_show_the_defaults_the_code_applies(capsys):
     assert diversity in helps["diversity"]
     cohesion = f"{CALIBRATED_COHESION:g} with its frequency calibration and {DEFAULT_COHESION:g} without"
     assert cohesion in helps["cohesion"]
-    assert f"sampling {PLANNED_GUIDANCE:g} for a poem with a plan and {GUIDANCE:g} without" in helps["guidance"]
+    assert f"none: {PLANNED_GUIDANCE:g} for a poem with a plan and {GUIDANCE:g} without" in helps["guidance"]
     with pytest.raises(SystemExit):
         cli.main(["eval", "--help"])
     eval_help = " ".join(capsys.readouterr().out.split())

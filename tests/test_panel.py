@@ -216,15 +216,15 @@ def test_the_files_are_written_whole_and_the_command_makes_them_again(tmp_path):
     made = hand_panel(2)
     pn.save_panel(made, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([pn.SHEET, pn.KEY, pn.TEMPLATE])  # no temp files
-    made.options = WriteOptions(beam=8, no_plan=True)
+    made.options = WriteOptions(beam=8, plan=True)
     assert pn.command_line(made) == (
-        "tangshi panel make --data corpus --split test --pairs 2 --seed 7 --kind title --no-plan --beam 8 --out out"
+        "tangshi panel make --data corpus --split test --pairs 2 --seed 7 --kind title --plan --beam 8 --out out"
     )
 
 
 def test_panel_options_take_the_writing_options_the_panel_does_not_set():
-    values = {"seed": 3, "pairs": 48, "beam": 8, "no_plan": True, "title": "", "out": "x", "tones": "strict"}
-    assert pn.panel_options(values) == WriteOptions(beam=8, no_plan=True, tones="strict")
+    values = {"seed": 3, "pairs": 48, "beam": 8, "plan": True, "title": "", "out": "x", "tones": "strict"}
+    assert pn.panel_options(values) == WriteOptions(beam=8, plan=True, tones="strict")
     with pytest.raises(pn.OptionError) as e:
         pn.panel_options({"beam": 99})
     assert e.value.field == "beam"

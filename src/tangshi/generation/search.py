@@ -415,7 +415,7 @@ def beam_search(
             x = torch.where(beam.done, torch.full_like(ids, EOS), ids)
             x = torch.cat([x, x]) if processors.guided else x
     failures = constraint.failures if constraint is not None else [None] * beam.batch
-    return beam.poems(begins, nums, failures, ranked_by_score=constraint is not None)
+    return beam.poems(begins, nums, failures, ranked_by_score=constraint is not None, seeds=seeds)
 
 
 class BeamScorer:
@@ -498,7 +498,12 @@ class BeamScorer:
         self.score = flat_score.reshape(self.groups, self.width)
 
     def poems(
-        self, begins: list[str], nums: list[int], failures: list[str | None], ranked_by_score: bool
+        self,
+        begins: list[str],
+        nums: list[int],
+        failures: list[str | None],
+        ranked_by_score: bool,
+        seeds: list[int] | None = None,
     ) -> list[Poem]:
         """The best `nums[g]` poems of each group: by score (a form's poems have one length), else by
         mean log-likelihood per token, copies last."""
@@ -516,7 +521,7 @@ class BeamScorer:
                 ended = EOS in ids
                 ids = ids[: ids.index(EOS)] if ended else ids
                 text, nll = self.vocab.decode(ids), round(float(-mean[r]), 4)
-                poems.append(Poem(text, sentences(text), begin, 0, ended, nll, failure=failures[r]))
+                poems.append(Poem(text, sentences(text), begin, seeds[g] if seeds else 0, ended, nll, failure=failures[r]))
         return poems
 
 
