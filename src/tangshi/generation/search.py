@@ -521,7 +521,8 @@ class BeamScorer:
                 ended = EOS in ids
                 ids = ids[: ids.index(EOS)] if ended else ids
                 text, nll = self.vocab.decode(ids), round(float(-mean[r]), 4)
-                poems.append(Poem(text, sentences(text), begin, seeds[g] if seeds else 0, ended, nll, failure=failures[r]))
+                seed = seeds[g] if seeds else 0
+                poems.append(Poem(text, sentences(text), begin, seed, ended, nll, failure=failures[r]))
         return poems
 
 

@@ -1,14 +1,14 @@
 """The writer: one thread that writes every poem, off the event loop, from a bounded queue of jobs.
 
 The writer takes the oldest waiting job together with every other waiting job that asks for the same
-options (they may differ in begin, num and seed) and writes them as one batch (`batch_max` candidate
-poems at most: num x rerank a job). A job whose client has gone is dropped before it is written, and a
-batch whose jobs have all been abandoned is stopped while it is written. Each poem draws from its own
-seeded generator, so a job with a seed gets the poem it would get alone. No HTTP here: `writing` makes
-the jobs.
+options (they may differ in begin, num and seed) and writes them as one batch (`batch_max` rows at
+most: a job's beam width, or num x rerank sampled candidates). A job whose client has gone is dropped
+before it is written, and a batch whose jobs have all been abandoned is stopped while it is written.
+Each poem draws from its own seeded generator, so a job with a seed gets the poem it would get alone.
+No HTTP here: `writing` makes the jobs.
 
-Cheap jobs do not wait behind expensive ones: a job is light when it asks for at most `LIGHT`
-candidate poems and no beam, heavy otherwise, and after a batch of heavy jobs the writer starts the
+Cheap jobs do not wait behind expensive ones: a job is light when it takes at most `LIGHT` rows (the
+default beam of 8, or 8 sampled candidates), heavy otherwise, and after a batch of heavy jobs the writer starts the
 next batch from the oldest light job, if one waits (after a light batch, from the oldest of any kind).
 A light request so waits for at most one heavy batch, and heavy ones still get every other turn.
 """
@@ -23,9 +23,9 @@ from typing import Any
 from tangshi.api import Poet
 from tangshi.config import ServeConfig
 from tangshi.generation.search import Stopped
-from tangshi.options import WriteOptions
+from tangshi.options import DEFAULT_BEAM, WriteOptions
 
-LIGHT = 4  # candidate poems (num x rerank) of a light job, with no beam
+LIGHT = DEFAULT_BEAM  # rows of a light job: the default beam's
 
 
 class QueueFull(Exception):
@@ -45,12 +45,12 @@ class Job:
 
     @property
     def cost(self) -> int:
-        """Candidate poems sampled for this job: its rows in a batch."""
-        return self.options.num * max(1, self.options.rerank)
+        """This job's rows in a batch: its beam's hypotheses, or the candidate poems it samples."""
+        return self.options.beam or self.options.num * max(1, self.options.rerank)
 
     @property
     def light(self) -> bool:
-        return self.cost <= LIGHT and not self.options.beam
+        return self.cost <= LIGHT
 
     @property
     def key(self) -> tuple:
