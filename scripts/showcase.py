@@ -1,10 +1,12 @@
-"""Twenty poems about something with the default options: titles, keywords, themes and poets, in the four
-forms, each with its rule check. `python scripts/showcase.py [CHECKPOINT]` (default: the bundled model)."""
+"""Twenty-four poems with the default options: titles, keywords, themes and poets in the four forms, begin
+characters, and 词 by 词牌, each with its rule check.
+
+    python scripts/showcase.py [CHECKPOINT]     # default: the bundled model
+"""
 
 import sys
 
 from tangshi import Poet
-from tangshi.prosody import regular as prosody
 
 poet = Poet.load(sys.argv[1] if len(sys.argv) > 1 else None)
 asks = [
@@ -28,15 +30,23 @@ asks = [
     dict(author="李商隐", title="无题", form="七律"),
     dict(author="刘禹锡", keywords=("夕阳",), form="七绝"),
     dict(author="韦应物", theme="秋夜", form="五绝"),
+    dict(begin="月", form="五绝"),
+    dict(begin="山", form="七律"),
+    dict(cipai="浣溪沙"),
+    dict(cipai="鹧鸪天", title="春游"),
 ]
 for i, ask in enumerate(asks):
     try:
-        p = poet.write("", seed=100 + i, **ask)[0]
+        p = poet.write(ask.get("begin", ""), seed=100 + i, **{k: v for k, v in ask.items() if k != "begin"})[0]
     except ValueError as e:  # an option the model cannot meet: say so and go on
         print(f"- {ask}: {e}")
         continue
-    what = ", ".join(f"{k} {'/'.join(v) if isinstance(v, tuple) else v}" for k, v in ask.items() if k != "form")
+    shape = ask.get("form") or ask["cipai"]
+    what = ", ".join(
+        f"{k} {'/'.join(v) if isinstance(v, tuple) else v}" for k, v in ask.items() if k not in ("form", "cipai")
+    )
     plan = " ".join(e["word"] for e in p.plan) if p.plan else ""
-    r = prosody.check(p.text)
-    rules = f"{r.form}, rhyme {'yes' if r.rhyme else 'no'}, relaxed {r.relaxed:.2f}"
-    print(f"- [{ask['form']}] {what}{' — plan: ' + plan if plan else ''}: {p.text} ({rules})")
+    r = p.prosody
+    rules = f"{r['form']}, rhyme {'yes' if r['rhyme'] else 'no'}, relaxed {r['relaxed']:.2f}" if "form" in ask else ""
+    rules = rules or f"{r['cipai']}, rhyme {r['rhyme']:.2f}, tones {r['tones']:.2f}"
+    print(f"- [{shape}] {what}{' — plan: ' + plan if plan else ''}: {p.text} ({rules})")
