@@ -5,8 +5,9 @@
 Writes exactly 24 characters (a 五绝 with its punctuation) and 64 (a 七律), one poem alone and 64
 poems at once, with tangshi's writer (the recurrent state carried from step to step) and with the
 seed's way of re-running the whole prefix at every step, greedy, so every variant does the same
-work. Then the same lengths as real forms with their masks on (`Poet.write(form=...)`: 五绝 and
-七律 with rhyme, relaxed tones, no repeats, the copy check), default sampler. One warm-up call,
+work. Then the same lengths as real forms with their masks on (`Poet.write(form=..., beam=0)`: 五绝 and
+七律 with rhyme, relaxed tones, no repeats, the copy check), sampled; then one poem with the default
+options (a stochastic beam of 8 reranked for sense), from the begin character and for `--title`. One warm-up call,
 then the median of --repeats calls. The steps' weights as tangshi holds them on this machine
 (qint8, int8 or bfloat16, `model.kernels.step_weights`) and in float32 are timed in alternation, call by
 call, so the ratio between them is measured on the same machine state (`--step-weights float32`
@@ -14,7 +15,7 @@ times float32 alone); each kind has its own model, its weights packed once, as a
 writes keeps them (packing anew for every call would also read every prompt's context anew). The
 last line is machine-readable (the first kind's medians; the 64s are a whole batch):
 `write_latency: wujue_ms=<ms> qilv_ms=<ms> qilv64_ms=<ms> form_wujue_ms=<ms> form_qilv_ms=<ms>
-form_qilv64_ms=<ms>`
+form_qilv64_ms=<ms> default_wujue_ms=<ms> default_qilv_ms=<ms>` (the default rows with a title)
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--begin", default="月")
+    ap.add_argument("--title", default="秋夜", help="the title of the default-options rows")
     ap.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where the model writes")
     ap.add_argument(
         "--step-weights",
@@ -161,14 +163,27 @@ def main() -> int:
     print(f"|---:|---|{rule}")
     masked = {}
     for batch, form in [(1, "五绝"), (1, "七律"), (64, "五绝"), (64, "七律")]:
-        got = timed(lambda p, b=batch, f=form: lambda: p.write([args.begin], num=b, seed=0, form=f))
+        got = timed(lambda p, b=batch, f=form: lambda: p.write([args.begin], num=b, seed=0, form=f, beam=0))
         masked[(batch, form)] = got[0]
         side = f" {got[1]:.1f} ms | {got[1] / got[0]:.2f}x |" if beside else ""
         print(f"| {batch} | {form} ({24 if form == '五绝' else 64}) | {got[0]:.1f} ms |{side}", flush=True)
+    print()
+    print(f"| default options (a stochastic beam of 8, reranked) | poem {head}")
+    print(f"|---|---:|{rule}")
+    default = {}
+    asks = [dict(form=f) for f in ("五绝", "七律")] + [dict(form=f, title=args.title) for f in ("五绝", "七律")]
+    for ask in asks:
+        got = timed(lambda p, a=ask: lambda: p.write([args.begin if "title" not in a else ""], seed=0, **a))
+        default[tuple(ask.items())] = got[0]
+        what = f"{ask['form']}" + (f" --title {ask['title']}" if "title" in ask else f", begin {args.begin}")
+        side = f" {got[1]:.1f} ms | {got[1] / got[0]:.2f}x |" if beside else ""
+        print(f"| {what} | 1 | {got[0]:.1f} ms |{side}", flush=True)
+    titled = {f: default[(("form", f), ("title", args.title))] for f in ("五绝", "七律")}
     print(
         f"write_latency: wujue_ms={results[(1, 24)]:.2f} qilv_ms={results[(1, 64)]:.2f} "
         f"qilv64_ms={results[(64, 64)]:.2f} form_wujue_ms={masked[(1, '五绝')]:.2f} "
-        f"form_qilv_ms={masked[(1, '七律')]:.2f} form_qilv64_ms={masked[(64, '七律')]:.2f}"
+        f"form_qilv_ms={masked[(1, '七律')]:.2f} form_qilv64_ms={masked[(64, '七律')]:.2f} "
+        f"default_wujue_ms={titled['五绝']:.2f} default_qilv_ms={titled['七律']:.2f}"
     )
     return 0
 

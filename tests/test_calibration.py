@@ -53,15 +53,15 @@ def test_calibration_brings_an_overused_character_down_and_an_underused_one_up(t
     and raise 云, and the written rates must move toward them."""
     poet = Poet.load()
     own = poet.calibration.bias("唐诗").clone()  # the bundled model's own calibration
-    written = [p.text for p in poet.write(BEGINS * 12, form="五律", seed=50, calibration=0)]  # as trained
+    written = [p.text for p in poet.write(BEGINS * 12, form="五律", seed=50, calibration=0, beam=0)]  # as trained
     human = [t.replace("风", "云") for t in written]
-    before = [p.text for p in poet.write(BEGINS * 4, form="五律", seed=7, calibration=0)]
+    before = [p.text for p in poet.write(BEGINS * 4, form="五律", seed=7, calibration=0, beam=0)]
     bias, log = calibrate(poet, human, "唐诗", poems=60, rounds=2, eta=1.0, seed=3)
     v = poet.vocab
     assert bias[v.id("风")] < -0.5 and bias[v.id("云")] > 0.1
     assert [r["round"] for r in log] == [1, 2] and log[0]["overused"]["风"] > 2
     assert torch.equal(poet.calibration.bias("唐诗"), own)  # the bias is passed along, the checkpoint's kept
-    after = [p.text for p in poet.write(BEGINS * 4, form="五律", seed=7, calibration_bias=bias)]
+    after = [p.text for p in poet.write(BEGINS * 4, form="五律", seed=7, calibration_bias=bias, beam=0)]
     assert rate(after, "风") < 0.5 * rate(before, "风")
     for text in after:  # the form keeps every guarantee
         r = prosody.check(text)
@@ -82,24 +82,24 @@ def test_a_checkpoints_calibration_applies_when_sampling_by_default_and_not_in_b
     bias[v.id("月")] = -20.0  # never the moon after the first character
     poet = calibrated_copy(tmp_path, bias)
     assert (tmp_path / "ck" / FILE).is_file() and torch.equal(poet.calibration.bias("唐诗"), bias)
-    plain = [p.text for p in bundled().write(BEGINS, form="七绝", seed=4, calibration=0, cohesion=0.8)]
-    off = [p.text for p in poet.write(BEGINS, form="七绝", seed=4, calibration=0, cohesion=0.8)]
+    plain = [p.text for p in bundled().write(BEGINS, form="七绝", seed=4, beam=0, calibration=0, cohesion=0.8)]
+    off = [p.text for p in poet.write(BEGINS, form="七绝", seed=4, beam=0, calibration=0, cohesion=0.8)]
     assert off == plain  # weight 0: the checkpoint writes as without the file
-    on = [p.text for p in poet.write(BEGINS, form="七绝", seed=4)]
+    on = [p.text for p in poet.write(BEGINS, form="七绝", seed=4, beam=0)]
     assert on != plain and all("月" not in t[1:] for t in on)
-    given = bundled().write(BEGINS, form="七绝", seed=4, calibration_bias=bias)  # the same bias, passed along
+    given = bundled().write(BEGINS, form="七绝", seed=4, beam=0, calibration_bias=bias)  # the same bias, passed along
     assert [p.text for p in given] == on
     assert sum("月" in t[1:] for t in plain) > 0
-    titled = poet.write(BEGINS[:3], form="七绝", seed=4, title="秋夜")  # a topic: not calibrated unless asked
+    titled = poet.write(BEGINS[:3], form="七绝", seed=4, beam=0, title="秋夜")  # a topic: not calibrated unless asked
     assert [p.text for p in titled] == [
-        p.text for p in bundled().write(BEGINS[:3], form="七绝", seed=4, title="秋夜", calibration=0)
+        p.text for p in bundled().write(BEGINS[:3], form="七绝", seed=4, beam=0, title="秋夜", calibration=0)
     ]
-    asked = poet.write(BEGINS[:3], form="七绝", seed=4, title="秋夜", calibration=1)
+    asked = poet.write(BEGINS[:3], form="七绝", seed=4, beam=0, title="秋夜", calibration=1)
     assert all("月" not in p.text[1:] for p in asked)
-    beam = poet.write("春", form="五绝", beam=2)[0].text
-    assert beam == bundled().write("春", form="五绝", beam=2)[0].text
-    song = poet.write(BEGINS[:3], form="七绝", seed=4, genre="宋诗")  # no bias for 宋诗: as before
-    assert [p.text for p in song] == [p.text for p in bundled().write(BEGINS[:3], form="七绝", seed=4, genre="宋诗")]
+    beam = poet.write("春", form="五绝", seed=4)[0].text  # the default beam: not calibrated
+    assert beam == bundled().write("春", form="五绝", seed=4)[0].text
+    song = poet.write(BEGINS[:3], form="七绝", seed=4, beam=0, genre="宋诗")  # no bias for 宋诗: as before
+    assert [p.text for p in song] == [p.text for p in bundled().write(BEGINS[:3], form="七绝", seed=4, beam=0, genre="宋诗")]
 
 
 @pytest.mark.slow

@@ -187,13 +187,23 @@ def test_ci_bad_requests_are_named(poet):
         (dict(cipai="浣溪沙", format=9), "format", "formats 1 to 6"),
         (dict(cipai="浣溪沙", acrostic="一二三四五六七"), "acrostic", "6 clauses"),
         (dict(cipai="浣溪沙", form="七律"), "form", "--cipai"),
-        (dict(cipai="浣溪沙", beam=2), "beam", "--cipai"),
         (dict(cipai="念奴娇", acrostic="春江", tones="strict"), "tones", "clause 2"),
     ]
     for opts, field, words in cases:
         with pytest.raises(OptionError, match=words) as e:
             poet.write("", seed=1, **opts)
         assert e.value.field == field, opts
+
+
+@pytest.mark.slow
+def test_a_ci_is_found_by_the_beam_by_default_and_sampled_when_asked(poet):
+    searched = poet.write("", cipai="鹧鸪天", seed=2)[0]
+    again = poet.write("", cipai="鹧鸪天", seed=2)[0]
+    sampled = poet.write("", cipai="鹧鸪天", seed=2, beam=0)[0]
+    assert searched.text == again.text != sampled.text
+    for p in (searched, sampled):
+        r = cipai.check(p.text, "鹧鸪天")
+        assert r.rhyme == 1.0 and r.tones == 1.0, p.text
 
 
 @pytest.mark.slow

@@ -118,10 +118,15 @@ def test_poems_are_streamed_in_order_as_they_are_finished():
     from tangshi import Poet
 
     poet = Poet.load()
-    chunks = list(poet.stream(["月", "山"], num=40, seed=3, max_length=12))
+    chunks = list(poet.stream(["月", "山"], num=40, seed=3, max_length=12, beam=0))  # sampled: in chunks
     assert [len(c) for c in chunks] == [32, 8, 32, 8]
     assert [p.text for c in chunks for p in c] == [
-        p.text for p in poet.write(["月", "山"], num=40, seed=3, max_length=12)
+        p.text for p in poet.write(["月", "山"], num=40, seed=3, max_length=12, beam=0)
+    ]
+    searched = list(poet.stream(["月", "山"], num=3, seed=3, max_length=12))  # a beam's poems: one search a begin
+    assert [len(c) for c in searched] == [3, 3]
+    assert [p.text for c in searched for p in c] == [
+        p.text for p in poet.write(["月", "山"], num=3, seed=3, max_length=12)
     ]
 
 

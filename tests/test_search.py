@@ -22,14 +22,23 @@ def poet() -> Poet:
 
 
 def test_beam_search_writes_the_form_and_repeats_exactly():
-    a = poet().write(["月", "山"], form="五绝", beam=4, num=2)
-    b = poet().write(["月", "山"], form="五绝", beam=4, num=2)
+    a = poet().write(["月", "山"], form="五绝", beam=4, num=2, seed=3)
+    b = poet().write(["月", "山"], form="五绝", beam=4, num=2, seed=3)
     assert [p.text for p in a] == [p.text for p in b] and len(a) == 4
     assert [p.begin for p in a] == ["月", "月", "山", "山"] and a[0].text != a[1].text
     for p in a:
         r = prosody.check(p.text)
         assert r.form == "五绝" and r.rhyme and r.relaxed == 1.0 and p.text.startswith(p.begin)
-    assert a[0].nll <= a[1].nll  # the best hypothesis first
+
+
+def test_the_default_beam_is_drawn_by_the_seed_and_the_deterministic_one_is_not():
+    def text(**kw):
+        return poet().write("月", form="五律", **kw)[0].text
+
+    assert text(seed=1) != text(seed=2) and text(seed=1) == text(seed=1)  # a stochastic beam of 8
+    assert text(seed=1, beam_temperature=0) == text(seed=2, beam_temperature=0)
+    drawn = poet().write("月", form="五律", seed=1)[0]
+    assert drawn.seed == 1 and drawn.prosody["rhyme"] and drawn.prosody["relaxed"] == 1.0
 
 
 def written_twice(begin: str, form: str, **options) -> tuple:
@@ -52,14 +61,15 @@ def test_beam_search_avoids_lines_of_the_corpus():
 
 
 def test_sampling_rejects_copied_lines_and_writes_again():
-    first, again, _ = written_twice("日", "五绝", seed=11)
+    first, again, _ = written_twice("日", "五绝", seed=11, beam=0)
     assert first.seed == 11 and again.seed != 11  # a later try's seed, so it can be written again
 
 
 def test_rerank_keeps_the_best_scored_candidate():
     n, seed = 4, 20
-    best = poet().write("湖", form="七绝", seed=seed, rerank=n, allow_copies=True)[0]
-    singles = [poet().write("湖", form="七绝", seed=seed + c, allow_copies=True)[0] for c in range(n)]
+    plain = {"allow_copies": True, "relevance_weight": 0.0, "coherence_weight": 0.0}  # no bonus for sense
+    best = poet().write("湖", form="七绝", seed=seed, rerank=n, **plain)[0]
+    singles = [poet().write("湖", form="七绝", seed=seed + c, beam=0, **plain)[0] for c in range(n)]
 
     def score(p):
         r = prosody.check(p.text)
@@ -79,7 +89,9 @@ def test_acrostic_without_a_form_has_free_length_lines():
 def test_strict_tones_that_cannot_be_met_name_the_line():
     # 明 is 平, so the line takes 平起 templates, whose character 2 is 平; 月 is 仄
     with pytest.raises(FormError, match="could not be met in 3 tries .* line 1, character 2: '月' is 仄 where"):
-        poet().write("明月", form="五绝", tones="strict", budget=3, seed=1)
+        poet().write("明月", form="五绝", tones="strict", budget=3, seed=1, beam=0)
+    with pytest.raises(FormError, match="could not be met by a beam of 8: the poem for .明月. failed at line 1"):
+        poet().write("明月", form="五绝", tones="strict", seed=1)
     poem = poet().write("明月", form="五绝", tones="relaxed", seed=1)[0]  # character 1 is free: a 仄起 line
     assert poem.failure is None and poem.prosody["relaxed"] == 1.0
 
@@ -157,24 +169,25 @@ def test_reranking_for_sense_scores_coherent_lines_above_shuffled_ones():
     )
     a, b = sense(poet(), plan, [human, shuffled], opts)
     assert a > b > -5  # the lines of the real poem help predict each other more than in a shuffled order
-    assert sense(poet(), plan, [swapped], WriteOptions(form="七绝").validate()) == [0.0]  # weights 0: no bonus
+    unweighted = WriteOptions(form="七绝", relevance_weight=0, coherence_weight=0).validate()
+    assert sense(poet(), plan, [swapped], unweighted) == [0.0]  # weights 0: no bonus
 
 
-def test_beam_search_is_guided_by_the_title_when_asked():
-    """One processor list for both loops: --guidance acts in beam search too (0 there unless asked)."""
+def test_beam_search_is_guided_by_the_title():
+    """One processor list for both loops: --guidance acts in beam search too (2 with a title by default)."""
 
     def texts(**kw):
         return [p.text for p in poet().write("", title="送友人", form="五律", beam=4, seed=1, **kw)]
 
-    assert texts(guidance=3) != texts(guidance=0) == texts()
+    assert texts(guidance=3) != texts(guidance=0) != texts() == texts(guidance=2)
     poem = poet().write("", title="送友人", form="五律", beam=4, seed=1, guidance=3)[0]
     assert prosody.check(poem.text).form == "五律" and poem.prosody["rhyme"]
 
 
 def test_beam_search_applies_diversity_when_asked_and_refuses_sampling_options_by_name():
-    plain = poet().write("月", form="五绝", beam=4)[0].text
-    assert poet().write("月", form="五绝", beam=4, diversity=0)[0].text == plain  # 0 for beam unless asked
-    assert poet().write("月", form="五绝", beam=4, diversity=1.0)[0].text != plain
+    plain = poet().write("月", form="五绝", beam=4, seed=1)[0].text
+    assert poet().write("月", form="五绝", beam=4, seed=1, diversity=0)[0].text == plain  # 0 for beam unless asked
+    assert poet().write("月", form="五绝", beam=4, seed=1, diversity=1.0)[0].text != plain
     for option, value in (("temperature", 0.5), ("top_k", 5), ("top_p", 0.9), ("greedy", True)):
         with pytest.raises(OptionError, match="applies when sampling, not with --beam") as e:
             poet().write("月", beam=4, **{option: value})

@@ -121,24 +121,24 @@ def test_a_title_steers_toward_poems_under_such_titles():
     topic = poet().words.topic("送友人")
     near = {ch for ch, v in topic.items() if v > 0.5}
     assert near
-    plain = poet().write(BEGINS, form="五绝", seed=3, title="送友人", topic=0, no_plan=True)
-    steered = poet().write(BEGINS, form="五绝", seed=3, title="送友人", topic=2.0, no_plan=True)
+    plain = poet().write(BEGINS, form="五绝", seed=3, title="送友人", topic=0)
+    steered = poet().write(BEGINS, form="五绝", seed=3, title="送友人", topic=2.0)
     assert share([p.text for p in steered], near) > 1.2 * share([p.text for p in plain], near)
 
 
 @pytest.mark.slow
-def test_a_title_alone_is_planned_from_in_a_regular_form():
-    poems = poet().write(BEGINS[:4], form="七律", seed=3, title="秋夜独坐其二")
+def test_a_title_alone_is_planned_from_in_a_regular_form_when_asked():
+    poems = poet().write(BEGINS[:4], form="七律", seed=3, title="秋夜独坐其二", plan=True)
     for p in poems:
         assert p.plan and {"独坐"} <= set(e["word"] for e in p.plan) and not any(e["given"] for e in p.plan)
         assert all("二" not in e["word"] for e in p.plan)  # the series number is no subject
         lines = p.prosody["lines"]
         assert all(e["word"] in lines[e["line"]] for e in p.plan)
         assert p.prosody["form"] == "七律" and p.prosody["rhyme"] and p.prosody["relaxed_ok"]
-    unplanned = poet().write(BEGINS[:4], form="七律", seed=3, title="秋夜独坐其二", no_plan=True)
+    unplanned = poet().write(BEGINS[:4], form="七律", seed=3, title="秋夜独坐其二")  # no plan by default
     assert all(p.plan is None for p in unplanned) and [p.text for p in unplanned] != [p.text for p in poems]
-    assert poet().write("春", seed=3, title="秋夜独坐")[0].plan is None  # a free poem keeps its own shape
-    assert poet().write("春", seed=3, title="无题", form="五律")[0].plan is None  # nothing to plan from
+    assert poet().write("春", seed=3, title="秋夜独坐", plan=True)[0].plan is None  # a free poem keeps its shape
+    assert poet().write("春", seed=3, title="无题", form="五律", plan=True)[0].plan is None  # nothing to plan from
 
 
 @pytest.mark.slow
@@ -146,8 +146,8 @@ def test_title_guidance_is_stronger_by_default_for_a_planned_poem():
     def texts(**kw):
         return [p.text for p in poet().write(BEGINS[:2], form="五律", seed=5, title="秋夜独坐", **kw)]
 
-    assert texts() == texts(guidance=4) != texts(guidance=2)
-    assert texts(no_plan=True) == texts(no_plan=True, guidance=2) != texts(no_plan=True, guidance=4)
+    assert texts(plan=True) == texts(plan=True, guidance=4) != texts(plan=True, guidance=2)
+    assert texts() == texts(guidance=2) != texts(guidance=4)
 
 
 @pytest.mark.slow
@@ -162,12 +162,13 @@ def test_steering_options_are_bounded():
 
 @pytest.mark.slow
 def test_beam_search_is_steered_too_and_reports_the_models_own_likelihood():
-    plain = poet().write(BEGINS[:4], form="五绝", beam=4, cohesion=0)
-    steered = poet().write(BEGINS[:4], form="五绝", beam=4, cohesion=1.0)
+    best = {"beam_temperature": 0, "relevance_weight": 0, "coherence_weight": 0}  # the search's best, not reranked
+    plain = poet().write(BEGINS[:4], form="五绝", beam=4, cohesion=0, **best)
+    steered = poet().write(BEGINS[:4], form="五绝", beam=4, cohesion=1.0, **best)
     assert pair_ppmi([p.text for p in steered]) > pair_ppmi([p.text for p in plain])
     for a, b in zip(plain, steered, strict=True):
         assert prosody.check(b.text).rhyme and b.nll >= a.nll - 1e-4  # the search's best is the model's likeliest
-    assert [p.text for p in poet().write(BEGINS[:4], form="五绝", beam=4)] == [p.text for p in plain]  # off by default
+    assert [p.text for p in poet().write(BEGINS[:4], form="五绝", beam=4, **best)] == [p.text for p in plain]  # off
 
 
 # ---------------------------------------------------------------- guidance (classifier-free)

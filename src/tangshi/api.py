@@ -156,7 +156,10 @@ class Poet:
         `calibration_bias` (V,) is the genre's frequency calibration to write with instead of the
         checkpoint's (what `evaluation.calibration.calibrate` fits; its weight is the `calibration` option).
         """
-        opts = templated((options or WriteOptions()).replace(**changes).validate())
+        opts = (options or WriteOptions()).replace(**changes)
+        if nums is not None and opts.beam is None:  # a beam as wide as the most poems asked of a begin
+            opts = opts.replace(beam=opts.replace(num=max(nums, default=1)).decided().beam)
+        opts = templated(opts.validate())
         request = resolve(self.bundle, begins, opts, nums, seeds, calibration_bias)
         poems = decode(self.bundle, request, opts, stop, states=self.bundle.states)
         begins = [request.begins[g] for g, _ in request.rows()]
@@ -210,7 +213,7 @@ class Poet:
             raise OptionError(f"--poem {got}: not a {regular.FORMS_IN_WORDS}", "poem")
         if not 1 <= line <= len(report.lines):
             raise OptionError(f"--line {line}: the poem has lines 1 to {len(report.lines)}", "line")
-        opts = opts.replace(template=_open_line(report.lines, line), form=report.form).validate()
+        opts = opts.replace(template=_open_line(report.lines, line), form=report.form, beam=0).validate()
         request = resolve(self.bundle, "", opts)
         index, want = copy_index(self.bundle, opts), opts.num
         original = report.lines[line - 1]

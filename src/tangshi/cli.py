@@ -97,8 +97,12 @@ def _add_write_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = 
         )  # fmt: skip
 
 
-def write_options(args: argparse.Namespace) -> WriteOptions:
+def write_options(args: argparse.Namespace, sampled: bool = False) -> WriteOptions:
+    """The writing options of the command line, checked; `sampled`: sampling unless --beam is given (what
+    `tangshi lines` writes)."""
     values = {name: getattr(args, name) for name in NAMES}
+    if sampled and values["beam"] is None:
+        values["beam"] = 0
     return WriteOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}).validate()
 
 
@@ -533,7 +537,7 @@ def _corpus_stats(folder: Path | None) -> Any:
 
 
 def cmd_lines(args: argparse.Namespace) -> int:
-    opts = write_options(args)
+    opts = write_options(args, sampled=True)
     poet = _load_poet(args.checkpoint, args.device)
     for k, alt in enumerate(poet.lines(args.poem, args.line, opts)):
         if args.json:

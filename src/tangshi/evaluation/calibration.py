@@ -148,7 +148,7 @@ def calibrate(
     """The bias that brings `poet`'s characters to `human_texts`' rates, and each round's figures.
 
     Each round the model writes one poem in its form and one free poem from the first character of
-    each of `poems` regular human poems (`Poet.write` with `options`, the genre's context and the bias
+    each of `poems` regular human poems, sampled (`Poet.write` with `options`, the genre's context and the bias
     so far as its `calibration_bias`, in place of the checkpoint's), and the bias moves by
     -eta x `log_ratio`."""
     if rounds < 1 or poems < 1 or not 0 < eta <= 2:
@@ -157,7 +157,7 @@ def calibrate(
     human = character_counts(human_texts, vocab)
     begins, forms = sample_prompts(human_texts, poems, seed)
     begins = [b if b in poet.vocab else "" for b in begins]  # a begin the model does not know: its own choice
-    opts = dict(options or {})
+    opts = {"beam": 0, **(options or {})}  # the calibration is the sampler's
     if genre:
         opts["genre"] = genre
     bias = torch.zeros(len(vocab), dtype=torch.float64)

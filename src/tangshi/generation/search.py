@@ -365,7 +365,7 @@ def beam_search(
     `constraint` has len(begins) * width rows (hypothesis k of begin g is row g * width + k); a
     hypothesis that completes a line found in `lines` is pushed below every other. The scores are
     normalised before the mask (a forced or narrowed step keeps its cost); the search ranks by the
-    processed scores, and where the processors bias them each poem's `nll` is the model's own.
+    processed scores, and each poem's `nll` is the model's own.
     """
     _check_request(processors, "beam", max_length)
     if width < 1:
@@ -378,7 +378,7 @@ def beam_search(
     device, k = next(model.parameters()).device, width
     rows_of = [g for g in range(len(begins)) for _ in range(k)]
     forced, longest = _forced(vocab, [begins[g] for g in rows_of], device)
-    beam = BeamScorer(vocab, len(begins), k, device, keep_own=processors.biased)
+    beam = BeamScorer(vocab, len(begins), k, device)
     if drawn:
         beam.draw(drawn, seeds if seeds is not None else [0] * len(begins))
     contexts = [(contexts or [[BOS]] * len(begins))[g] for g in rows_of]
@@ -390,7 +390,7 @@ def beam_search(
             _check(stop, t)
             logits, state = model.step(x, state, prepared)  # (B, V), (2B, V) guided
             logits = logits.float()
-            own = torch.log_softmax(logits[: beam.batch], dim=-1) if processors.biased else None  # the model's own
+            own = torch.log_softmax(logits[: beam.batch], dim=-1)  # the model's own, for each poem's nll
             logp = torch.log_softmax(processors(logits, Step(t, may_end=True)), dim=-1)  # (B, V)
             if constraint is not None:
                 logp = torch.where(constraint.allowed().ids.to(device), logp, float("-inf"))
@@ -420,16 +420,17 @@ def beam_search(
 
 class BeamScorer:
     """The hypotheses of a beam search, `width` a group (begin): their scores, lengths, copied lines,
-    the model's own log-likelihood (`keep_own`: where the processors bias the scores) and ids."""
+    the model's own log-likelihood (what each poem's nll reports, whatever the processors and the mask
+    did to the scores) and ids."""
 
-    def __init__(self, vocab: Vocab, groups: int, width: int, device: torch.device, keep_own: bool):
+    def __init__(self, vocab: Vocab, groups: int, width: int, device: torch.device):
         self.vocab, self.groups, self.width, self.batch = vocab, groups, width, groups * width
         v = len(vocab)
         self.score = torch.zeros(groups, width, device=device)
         self.score[:, 1:] = float("-inf")  # all hypotheses start equal: expand only the first
         self.steps = torch.zeros(self.batch, device=device)
         self.copies = torch.zeros(self.batch, device=device)  # lines found in the corpus, per hypothesis
-        self.own = torch.zeros(self.batch, device=device) if keep_own else None
+        self.own = torch.zeros(self.batch, device=device)
         self.done = torch.zeros(self.batch, dtype=torch.bool, device=device)
         self.seqs = torch.zeros(self.batch, 0, dtype=torch.long, device=device)
         self.pad_only = torch.full((v,), float("-inf"), device=device)
@@ -451,7 +452,8 @@ class BeamScorer:
         2019, appendix B, the stable form; the children left out are too unlikely to be drawn)."""
         g, k, v = self.groups, self.width, logp.shape[1]
         m = min(DRAWN, v)
-        scaled, ids = torch.log_softmax(logp / self.temperature, dim=-1).topk(m, dim=-1)  # (B, M)
+        scaled = torch.log_softmax(logp / self.temperature, dim=-1).nan_to_num(nan=float("-inf"))  # dead rows
+        scaled, ids = scaled.topk(m, dim=-1)  # (B, M)
         phi = self.score.reshape(g, k, 1) + scaled.reshape(g, k, m)
         uniform = torch.stack([torch.rand(k, m, generator=gen) for gen in self.generators]).to(phi.device)
         gphi = phi - torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
@@ -464,7 +466,7 @@ class BeamScorer:
         places = (torch.arange(k, device=ids.device)[None, :, None] * v + ids.reshape(g, k, m)).reshape(g, k * m)
         return out.reshape(g, k * m), places
 
-    def advance(self, logp: torch.Tensor, own: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def advance(self, logp: torch.Tensor, own: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """logp (B, V) -> (the rows kept (B,), their new ids (B,), which were not finished before)."""
         v = logp.shape[1]
         logp = torch.where(self.done[:, None], self.pad_only, logp)  # a finished poem stays as it is
@@ -473,6 +475,8 @@ class BeamScorer:
             perturbed, places = self._perturb(logp)
             self.perturbed, chosen = perturbed.topk(self.width, dim=-1)
             flat = places.gather(1, chosen)
+            dead = ~torch.isfinite(self.perturbed[:, :1])  # a group with nothing left to draw: the plain beam's
+            flat = torch.where(dead, cand.topk(self.width, dim=-1).indices, flat)
             self.score = cand.gather(1, flat)
         else:
             self.score, flat = cand.topk(self.width, dim=-1)  # (G, K)
@@ -480,8 +484,7 @@ class BeamScorer:
         ids = (flat % v).flatten()
         self.seqs = torch.cat([self.seqs[rows], ids[:, None]], dim=1)
         live = ~self.done[rows]
-        if self.own is not None and own is not None:
-            self.own = self.own[rows] + torch.where(live, own[rows, ids], 0.0)
+        self.own = self.own[rows] + torch.where(live, own[rows, ids], 0.0)
         self.steps = self.steps[rows] + live.float()
         self.copies = self.copies[rows]
         self.done = self.done[rows] | (ids == EOS)
@@ -507,10 +510,7 @@ class BeamScorer:
     ) -> list[Poem]:
         """The best `nums[g]` poems of each group: by score (a form's poems have one length), else by
         mean log-likelihood per token, copies last."""
-        loglik = self.score.flatten() + COPY_PENALTY * self.copies  # (B,) the search's score without the penalty
-        if self.own is not None:
-            loglik = self.own
-        mean = loglik / self.steps.clamp(min=1)
+        mean = self.own / self.steps.clamp(min=1)  # the model's own mean log-likelihood
         shape = (self.groups, self.width)
         rank = self.score if ranked_by_score else mean.reshape(shape) - COPY_PENALTY * self.copies.reshape(shape)
         poems = []
