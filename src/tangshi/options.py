@@ -31,6 +31,7 @@ DEFAULT_COHESION = 0.5  # --cohesion, with its word statistics (docs/about-somet
 CALIBRATED_COHESION = 0.8  # --cohesion where its frequency calibration applies too (docs/about-something.md)
 GUIDANCE = 2.0  # --guidance with a title, for a poem without a plan (docs/about-something.md)
 PLANNED_GUIDANCE = 4.0  # --guidance for a poem with a plan (from its title, keywords or theme)
+STOCK_WORDS = 200  # --stock: the commonest 2-character words of the corpus, its stock phrases
 DEFAULT_BEAM = 8  # --beam unless a sampling option is given (docs/reader-panel.md: what readers followed best)
 DEFAULT_BEAM_TEMPERATURE = 0.5  # --beam-temperature: the stochastic beam's (docs/reader-panel.md)
 # options of sampling: given any of them (and no --beam), the poems are sampled
@@ -192,6 +193,14 @@ class WriteOptions:
         "0 for beam search)",
         ge=0,
         le=2,
+    )
+    stock: float = _o(
+        0.0,
+        float,
+        f"lower the second character of each of the corpus's {STOCK_WORDS} commonest 2-character words "
+        "(不知 春风 人间 何处 ...) by this after its first: fewer stock phrases (needs the word statistics)",
+        ge=0,
+        le=10,
     )
     cohesion: float | None = _o(
         None,

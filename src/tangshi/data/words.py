@@ -391,6 +391,12 @@ class WordStats:
 
     # ---------------------------------------------------------------- reading
 
+    def commonest(self, n: int, length: int = 2) -> list[str]:
+        """The `n` commonest words of `length` characters, commonest first."""
+        ids = [i for i, w in enumerate(self.words) if len(w) == length]
+        ids.sort(key=lambda i: -int(self.counts[i]))
+        return [self.words[i] for i in ids[:n]]
+
     def neighbours_of(self, word: str, table: str = "poem") -> dict[str, float]:
         """word -> PPMI of the word's stored neighbours, best first (empty for an unknown word);
         `table` "title": the words of poems whose title has `word`."""

@@ -30,7 +30,7 @@ from tangshi.generation.search import ContextStates
 from tangshi.generation.tables import CiProsody, VocabProsody
 from tangshi.model.charrnn import CharRNN
 from tangshi.model.checkpoint import Checkpoint
-from tangshi.options import DEFAULT_COHESION, DEFAULT_DIVERSITY
+from tangshi.options import DEFAULT_COHESION, DEFAULT_DIVERSITY, STOCK_WORDS
 
 _UNREAD: Any = object()  # a side file not read yet (None: read, and the checkpoint has none)
 
@@ -71,6 +71,7 @@ class Bundle:
         self._vocab_prosody: VocabProsody | None = None
         self._ci_prosody: CiProsody | None = None
         self._following: tuple[Rows, torch.Tensor] | None = None
+        self._stock: dict[int, torch.Tensor] | None = None
         self.states = ContextStates()  # the states after contexts read (title, poet, genre), across requests
 
     @property
@@ -122,6 +123,19 @@ class Bundle:
             if self._ci_prosody is None:
                 self._ci_prosody = CiProsody(self.vocab_prosody)
             return self._ci_prosody
+
+    def stock(self, n: int = STOCK_WORDS) -> dict[int, torch.Tensor]:
+        """The stock phrases' table of `StockPhrases`: the `n` commonest 2-character words of the word
+        statistics whose characters the model knows, first id -> the second ids."""
+        with self._lock:
+            if self._stock is None:
+                pairs: dict[int, list[int]] = {}
+                if self.words is not None:
+                    for w in self.words.commonest(n, length=2):
+                        if all(ch in self.vocab for ch in w):
+                            pairs.setdefault(self.vocab.id(w[0]), []).append(self.vocab.id(w[1]))
+                self._stock = {a: torch.tensor(b) for a, b in pairs.items()}
+            return self._stock
 
     def following(self) -> tuple[Rows, torch.Tensor]:
         """(the next-line PPMI table in the model's ids as `table_rows`: row a, the PPMI of a

@@ -35,6 +35,7 @@ from tangshi.generation.processors import (
     Processors,
     Repetition,
     Steering,
+    StockPhrases,
     Temperature,
     TopicBias,
     TopK,
@@ -164,6 +165,8 @@ def processors(
     diversity = _diversity(bundle, opts)
     if diversity:
         items.append(Diversity(diversity, bundle.vocab, device))
+    if opts.stock and bundle.words is not None:
+        items.append(StockPhrases(opts.stock, bundle.stock(), batch, device))
     # under a mask that never offers a written character a sampled draw has nothing to penalise; a beam
     # normalises its scores before the mask, where the penalty still counts
     if opts.repetition_penalty != 1 and (opts.beam or mask is None or not mask.masks_repeats):

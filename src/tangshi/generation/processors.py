@@ -5,7 +5,7 @@ hypothesis) and keeps whatever state its job needs (the ids a poem has used, the
 writing). `Processors` holds the ones a batch of poems needs, built once for the batch, and applies
 them in the order of `ORDER`, whatever order they were given in:
 
-    Blocked -> Guidance -> Steering -> Diversity -> Repetition | constraint | Temperature -> TopK
+    Blocked -> Guidance -> Steering -> Diversity -> StockPhrases -> Repetition | constraint | Temperature -> TopK
 
 Both search loops run them the same way: the processors before the bar on the model's scores,
 then the constraint's mask (`constraints.Constraint`); sampling then applies the ones after the bar
@@ -111,6 +111,32 @@ def log_prior(vocab: Vocab) -> torch.Tensor:
             "diversity",
         )
     return prior
+
+
+class StockPhrases(Processor):
+    """A penalty on the corpus's stock phrases: after the first character of one of its commonest
+    2-character words (不知 春风 人间 何处 ...: `table`, first id -> the second ids), the second loses
+    `weight`, so a poem says its own things rather than what fits any title."""
+
+    option = "stock"
+    biased = True
+
+    def __init__(self, weight: float, table: dict[int, torch.Tensor], batch: int, device: torch.device | str = "cpu"):
+        self.weight, self.table = weight, {a: ids.to(device) for a, ids in table.items()}
+        self.last = [-1] * batch  # each row's last id
+
+    def __call__(self, scores: torch.Tensor, step: Step) -> torch.Tensor:
+        for r, a in enumerate(self.last):
+            ids = self.table.get(a)
+            if ids is not None:
+                scores[r, ids] -= self.weight
+        return scores
+
+    def update(self, ids: torch.Tensor) -> None:
+        self.last = ids.tolist()
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.last = [self.last[r] for r in rows.tolist()]
 
 
 class Repetition(Processor):
@@ -319,7 +345,9 @@ class Steering(Processor):
         self.line_bias = self.cohesion.bias if self.cohesion is not None else self.line_bias[rows]
 
 
-ORDER: tuple[type[Processor], ...] = (Blocked, Guidance, Steering, Diversity, Repetition, Temperature, TopK)
+ORDER: tuple[type[Processor], ...] = (
+    Blocked, Guidance, Steering, Diversity, StockPhrases, Repetition, Temperature, TopK,
+)  # fmt: skip
 AFTER_CONSTRAINT = (Temperature, TopK)  # shape the distribution drawn from, under the mask
 
 

@@ -85,4 +85,3 @@ async def _answer(job: Job, request: Request) -> Any:
         return job.future.result()
     except OptionError as e:
         return unprocessable(e.field, str(e))
-
