@@ -116,3 +116,15 @@ def test_the_plain_sampling_list_is_greedy_without_temperature():
     v = vocab()
     assert [type(p) for p in sampling(v, greedy=True)] == [Blocked]
     assert [type(p) for p in sampling(v, top_k=3)] == [Blocked, Temperature, TopK]
+
+
+def test_stock_phrases_lower_the_second_character_after_the_first_and_follow_the_rows():
+    from tangshi.generation.processors import StockPhrases
+
+    stock = StockPhrases(1.5, {3: torch.tensor([5, 6])}, batch=3)
+    stock.update(torch.tensor([3, 4, 3]))
+    out = stock(torch.zeros(3, 8), Step(1, may_end=True))
+    assert out[0].tolist() == [0, 0, 0, 0, 0, -1.5, -1.5, 0] and out[1].eq(0).all() and out[2, 5] == -1.5
+    stock.select(torch.tensor([1, 1, 0]))  # a beam keeps row 1 twice, then row 0
+    out = stock(torch.zeros(3, 8), Step(2, may_end=True))
+    assert out[:2].eq(0).all() and out[2, 6] == -1.5
