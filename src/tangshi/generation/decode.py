@@ -278,11 +278,11 @@ def line_candidates(
 
 def sense(bundle: Bundle, plan: Request, poems: list[Poem], opts: WriteOptions) -> list[float]:
     """Each candidate's reranking bonus for sense (Li et al. 2016's mutual information, per token):
-    `relevance_weight` x how much likelier the poem is after its context (title, poet, prefix) than
-    after <bos> alone, plus `coherence_weight` x how much likelier each line after the first is after
+    `relevance_weight` x how much likelier the poem is after its context (title, poet, prefix: where
+    one is given) than after <bos> alone, plus `coherence_weight` x how much likelier each line after the first is after
     the lines before it than alone, averaged over those lines."""
     bonus = [0.0] * len(poems)
-    relevance = opts.relevance_weight and plan.context != [BOS]
+    relevance = opts.relevance_weight and (opts.title or opts.author or opts.prefix)  # a context beyond the genre
     if not (relevance or opts.coherence_weight) or not poems:
         return bonus
     vocab, model = bundle.vocab, bundle.model
