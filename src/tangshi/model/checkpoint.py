@@ -259,12 +259,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return raw
 
 
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    """A safetensors file's tensors and metadata (what safetensors' load_file reads, with the metadata)."""
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
 def _load_safetensors(path: Path, what: str = "weights") -> dict[str, torch.Tensor]:
     """All the file's tensors, checked against the SHA-256 in its metadata where it has one."""
     try:
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata()
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors, metadata = _read_tensors(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     check_checksum(tensors, metadata, path, what)
