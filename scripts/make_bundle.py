@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from tangshi.data.corpus import encode_split, load_corpus
 from tangshi.data.words import WordStats
@@ -31,7 +30,7 @@ from tangshi.evaluation.losses import condition_ids, mean_loss
 from tangshi.evaluation.suite import BEGINS, markdown, run_suite
 from tangshi.model import checkpoint
 from tangshi.model.charrnn import count_parameters
-from tangshi.model.checkpoint import model_tensors, quantize_int8
+from tangshi.model.checkpoint import model_tensors, quantize_int8, save_with_checksum
 from tangshi.options import DEFAULT_DIVERSITY, WriteOptions
 
 # bytes the bundled model's folder may take (weights, line index, plan statistics and title index, vocabulary, card)
@@ -106,8 +105,8 @@ def main() -> int:
     for smaller, convert in (("float16", lambda ts: {k: v.half() for k, v in ts.items()}), ("int8", quantize_int8)):
         if (tmp / "m" / "model.safetensors").stat().st_size + others <= LIMIT:
             break
-        save_file(
-            convert(model_tensors(best.model)), str(tmp / "m" / "model.safetensors"),
+        save_with_checksum(
+            convert(model_tensors(best.model)), tmp / "m" / "model.safetensors",
             metadata={"format": "pt", "dtype": smaller},
         )  # fmt: skip
         shipped, dtype = losses(checkpoint.load(tmp / "m"), data), smaller

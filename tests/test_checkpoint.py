@@ -108,7 +108,7 @@ def _nothing_allocated(monkeypatch):
         return model
 
     monkeypatch.setattr(checkpoint, "CharRNN", meta_only)
-    monkeypatch.setattr(checkpoint, "load_file", lambda *a, **k: pytest.fail("weights read before the check"))
+    monkeypatch.setattr(checkpoint, "_read_tensors", lambda *a, **k: pytest.fail("weights read before the check"))
 
 
 def test_a_config_too_big_for_memory_is_refused_before_allocating(tiny_run, monkeypatch):

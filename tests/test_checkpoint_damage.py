@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from conftest import tiny_config
@@ -46,17 +46,83 @@ def test_a_nan_checkpoint_is_refused_by_write_eval_and_calibrate(tiny_run, poems
         assert "tensor embed.weight holds 1 non-finite values (1 NaN)" in err and "Traceback" not in err
 
 
-def test_random_bytes_in_the_weights_are_caught_when_they_make_nan(tiny_run):
-    """2,000 random bytes changed in the tensor data: caught here because some land on a float's exponent
-    and make NaN or inf; bytes that leave finite values cannot be told from trained weights."""
+def _data_start(data: bytes) -> int:
+    return 8 + int.from_bytes(data[:8], "little")
+
+
+def _flip_finite(path, n=5):
+    """Change the lowest mantissa byte of n float32 values in the tensor data: every value stays finite."""
+    data = bytearray(path.read_bytes())
+    start = _data_start(data)
+    for i in range(n):
+        data[start + 4 * (100 + 37 * i)] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_the_weights_carry_their_sha256(tiny_run):
+    path = tiny_run / "best" / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        saved, tensors = f.metadata()["sha256"], {k: f.get_tensor(k) for k in f.keys()}
+    assert saved == checkpoint.weights_sha256(tensors) and len(saved) == 64
+    assert checkpoint.load(tiny_run / "best").path == tiny_run / "best"  # untouched: loads
+
+
+def test_finite_damage_to_the_weights_is_refused_by_the_checksum(tiny_run):
+    path = tiny_run / "best" / "model.safetensors"
+    _flip_finite(path)
+    tensors = load_file(str(path))
+    checkpoint.check_finite(tensors, path)  # every value finite: only the checksum can tell
+    with pytest.raises(
+        CheckpointError,
+        match=r"best/model.safetensors: its weights do not match the checksum written with them "
+        r"\(the file is damaged\)",
+    ):
+        checkpoint.load(tiny_run / "best")
+
+
+def test_finite_damage_is_refused_by_write_with_one_line_and_a_non_zero_exit(tiny_run, capsys):
+    _flip_finite(tiny_run / "best" / "model.safetensors")
+    assert main(["write", "月", "--checkpoint", str(tiny_run / "best")]) != 0
+    captured = capsys.readouterr()
+    assert "model.safetensors: its weights do not match the checksum" in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_weights_without_a_checksum_still_load(tiny_run):
+    """A checkpoint written before the checksum: its weights are loaded unchecked (and a change goes unseen)."""
+    path = tiny_run / "best" / "model.safetensors"
+    save_file(load_file(str(path)), str(path), metadata={"format": "pt"})
+    _flip_finite(path)
+    ckpt = checkpoint.load(tiny_run / "best")
+    assert ckpt.model.embed.weight.isfinite().all()
+    save_file(load_file(str(path)), str(path))  # no metadata at all
+    checkpoint.load(tiny_run / "best")
+
+
+def test_damaged_trainer_tensors_are_refused_by_the_checksum(tiny_run):
+    step = checkpoint.latest_step_dir(tiny_run)
+    path = step / "trainer.safetensors"
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["sha256"] == checkpoint.weights_sha256({k: f.get_tensor(k) for k in f.keys()})
+    checkpoint.load(step, with_trainer=True)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"trainer.safetensors: its tensors do not match the checksum"):
+        checkpoint.load(step, with_trainer=True)
+
+
+def test_random_bytes_in_the_weights_are_refused(tiny_run):
+    """The drill: 2,000 random bytes changed in the tensor data. Some land on a float's exponent and make NaN
+    or inf, most leave finite values; the checksum refuses the file either way, before the values are read."""
     path = tiny_run / "best" / "model.safetensors"
     data = bytearray(path.read_bytes())
-    start = 8 + int.from_bytes(data[:8], "little")
+    start = _data_start(data)
     rng = random.Random(0)
     for _ in range(2000):
         data[rng.randrange(start, len(data))] = rng.randrange(256)
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"non-finite values"):
+    with pytest.raises(CheckpointError, match=r"do not match the checksum written with them"):
         checkpoint.load(tiny_run / "best")
 
 

@@ -10,6 +10,10 @@
 A folder is written under a temporary name and renamed into place when complete, so a reader
 (or a resumed run after SIGKILL) never sees a half-written checkpoint. Nothing is unpickled.
 
+model.safetensors and trainer.safetensors carry a SHA-256 of their tensors in the file's own metadata
+(`__metadata__["sha256"]`, `weights_sha256`), written at every save and checked at every load: damaged
+bytes that leave every value finite are refused too. A file without it (written before) still loads.
+
 config.json is not trusted: before anything is allocated, the tensor names and shapes it implies
 (the model built on the meta device) are checked against the safetensors header and against this
 machine's memory, so a config asking for terabytes is refused by name instead of exhausting memory.
@@ -18,6 +22,7 @@ machine's memory, so a config asking for terabytes is refused by name instead of
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -29,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.overrides import TorchFunctionMode
 
 from tangshi import __version__
@@ -66,6 +72,38 @@ def model_tensors(model: CharRNN) -> dict[str, torch.Tensor]:
     if model.cfg.tie_weights:
         state.pop("head.weight")
     return state
+
+
+CHECKSUM = "sha256"  # the metadata key of the tensors' SHA-256 (weights_sha256)
+
+
+def weights_sha256(tensors: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the tensors' raw bytes (C order, as stored), one tensor after another in name order
+    (Python's sorted). Torch tensors or numpy arrays; what `save_with_checksum` writes and `check_checksum` checks."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        if isinstance(t, torch.Tensor):  # through uint8, which numpy holds whatever the dtype (bfloat16 too)
+            t = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        h.update(np.ascontiguousarray(t).reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+def save_with_checksum(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """safetensors' `save_file` with the tensors' SHA-256 in the file's metadata (key "sha256")."""
+    save_file(tensors, str(path), metadata={**(metadata or {}), CHECKSUM: weights_sha256(tensors)})
+
+
+def check_checksum(tensors: dict[str, Any], metadata: dict[str, str] | None, path: Path, what: str = "weights") -> None:
+    """Refuse tensors that do not match the SHA-256 saved with them; a file without one (older) is not checked."""
+    saved = (metadata or {}).get(CHECKSUM)
+    if saved is not None and weights_sha256(tensors) != saved:
+        raise CheckpointError(
+            f"{path}: its {what} do not match the checksum written with them (the file is damaged); "
+            "copy it again from where it came from, or train again (for the bundled model, reinstall tangshi)"
+        )
 
 
 SCALE = ":scale"  # suffix of the per-row scales of an int8 matrix
@@ -117,9 +155,9 @@ def write(
         cfg = {"tangshi_version": __version__, **config.to_dict()}
         write_json_atomic(tmp / "config.json", cfg)
         vocab.save(tmp / "vocab.json")
-        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_with_checksum(weights, tmp / "model.safetensors", metadata={"format": "pt"})
         if trainer is not None:
-            save_file(trainer_tensors or {}, str(tmp / "trainer.safetensors"))
+            save_with_checksum(trainer_tensors or {}, tmp / "trainer.safetensors")
             write_json_atomic(tmp / "trainer.json", trainer)
         if lines is not None:
             lines.save(tmp)
@@ -221,11 +259,20 @@ def _read_json(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    """A safetensors file's tensors and metadata (what safetensors' load_file reads, with the metadata)."""
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def _load_safetensors(path: Path, what: str = "weights") -> dict[str, torch.Tensor]:
+    """All the file's tensors, checked against the SHA-256 in its metadata where it has one."""
     try:
-        return load_file(str(path))
+        tensors, metadata = _read_tensors(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    check_checksum(tensors, metadata, path, what)
+    return tensors
 
 
 Shapes = dict[str, tuple[int, ...]]
@@ -367,7 +414,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu", with_trainer: b
             if not (folder / name).is_file():
                 raise CheckpointError(f"{folder}: missing {name}, so training cannot resume from it")
         ckpt.trainer = _read_json(folder / "trainer.json")
-        ckpt.trainer_tensors = _load_safetensors(folder / "trainer.safetensors")
+        ckpt.trainer_tensors = _load_safetensors(folder / "trainer.safetensors", "tensors")
         check_finite(ckpt.trainer_tensors, folder / "trainer.safetensors", "cannot resume")
     return ckpt
 
