@@ -99,7 +99,9 @@ def test_a_checkpoints_calibration_applies_when_sampling_by_default_and_not_in_b
     beam = poet.write("春", form="五绝", seed=4)[0].text  # the default beam: not calibrated
     assert beam == bundled().write("春", form="五绝", seed=4)[0].text
     song = poet.write(BEGINS[:3], form="七绝", seed=4, beam=0, genre="宋诗")  # no bias for 宋诗: as before
-    assert [p.text for p in song] == [p.text for p in bundled().write(BEGINS[:3], form="七绝", seed=4, beam=0, genre="宋诗")]
+    assert [p.text for p in song] == [
+        p.text for p in bundled().write(BEGINS[:3], form="七绝", seed=4, beam=0, genre="宋诗")
+    ]
 
 
 @pytest.mark.slow

@@ -488,3 +488,13 @@ def test_make_ci_draws_the_most_common_cipai_of_the_real_split(poet, tmp_path):
         for side in "AB":
             assert set(re.sub(r"[\u4e00-\u9fff]", "", poem_of(section, side))) <= set("，。\n")
     assert math.isclose(sum(i.human == "A" for i in made.items), 1)
+
+
+def test_every_exclude_flag_counts_whether_repeated_or_listed():
+    from tangshi.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["panel", "make", "--data", "d", "--pairs", "2", "--seed", "1", "--out", "o",
+         "--exclude", "a", "b", "--exclude", "c"]
+    )  # fmt: skip
+    assert args.exclude == ["a", "b", "c"]

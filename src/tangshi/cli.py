@@ -134,7 +134,14 @@ def _add_panel(sub: argparse._SubParsersAction) -> None:
     mk.add_argument("--kind", default="title", choices=KINDS, help="what both poems of a pair share (default: title)")
     mk.add_argument("--out", type=Path, required=True, help="folder for sheet.md, key.json, ratings.template.jsonl")
     mk.add_argument("--force", action="store_true", help="write over the panel in a non-empty --out")
-    mk.add_argument("--exclude", nargs="+", default=[], metavar="PANEL", help="leave out the poems of these panels")
+    mk.add_argument(
+        "--exclude",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="PANEL",
+        help="leave out the poems of these panels (the flag may be given again: every panel named counts)",
+    )
     mk.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the bundled model)")
     mk.add_argument("--device", default="cpu", choices=DEVICES)
     _add_write_options(mk, skip=(*SET_BY_PANEL, *REFUSED))

@@ -19,6 +19,7 @@ from tangshi.data.text import normalise
 from tangshi.data.vocab import BOS, EOS, PAD, Vocab, author_token, genre_token
 from tangshi.model.charrnn import CharRNN
 from tangshi.model.checkpoint import Checkpoint
+from tangshi.model.losses import adaptive_log_likelihood
 
 Seqs = list[np.ndarray]
 
@@ -123,8 +124,13 @@ def token_logprobs(model: CharRNN, seqs: list[list[int]], prefixes: list[list[in
     device = next(model.parameters()).device
     inputs, targets = inputs.to(device), targets.to(device)
     keep = targets != PAD
-    scores = torch.log_softmax(model(inputs, keep=keep)[0].float(), dim=-1)  # (N, V)
-    picked = scores.gather(-1, targets[keep][:, None]).squeeze(-1).double().cpu().numpy()
+    wanted = targets[keep]
+    if model.adaptive:  # each target's log-probability from the head and its own cluster alone
+        h = model.features(inputs)[0][keep].float()
+        picked = adaptive_log_likelihood(model.head, h, wanted).double().cpu().numpy()
+    else:
+        scores = torch.log_softmax(model(inputs, keep=keep)[0].float(), dim=-1)  # (N, V)
+        picked = scores.gather(-1, wanted[:, None]).squeeze(-1).double().cpu().numpy()
     model.train(was_training)
     out, start = [], 0
     for seq in seqs:
