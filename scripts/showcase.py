@@ -49,4 +49,4 @@ for i, ask in enumerate(asks):
     r = p.prosody
     rules = f"{r['form']}, rhyme {'yes' if r['rhyme'] else 'no'}, relaxed {r['relaxed']:.2f}" if "form" in ask else ""
     rules = rules or f"{r['cipai']}, rhyme {r['rhyme']:.2f}, tones {r['tones']:.2f}"
-    print(f"- [{shape}]{" " + what if what else ""}{' — plan: ' + plan if plan else ''}: {p.text} ({rules})")
+    print(f"- [{shape}]{' ' + what if what else ''}{' — plan: ' + plan if plan else ''}: {p.text} ({rules})")
