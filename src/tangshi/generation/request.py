@@ -228,8 +228,9 @@ def _plan(
     statistics fill the lines left over; a regular poem's title alone is planned from where `plan` is asked,
     where the checkpoint keeps word statistics and the title has words to plan: not 无题), and the form
     that holds them (free: one line a keyword)."""
-    stats, script = bundle.words, bundle.script
     regular = form is not None and not form.free
+    asked = opts.keywords or opts.theme or (opts.title and regular and opts.plan and not opts.template)
+    stats, script = bundle.words if asked else None, bundle.script  # the word statistics read only if needed
     titled = opts.title and regular and opts.plan and not opts.template and stats is not None
     from_title = titled and bool(planner.title_words(stats, normalise(opts.title, script)))
     if not opts.keywords and not opts.theme and not from_title:
