@@ -326,3 +326,15 @@ def test_a_light_job_waits_for_at_most_one_heavy_batch():
     for begin in "月山":
         worker.submit(job(begin, form="五绝"))
     assert [j.begin for j in worker._next_batch()] == ["月", "山"]  # light jobs with the same options: one batch
+
+
+@slow
+def test_more_poems_than_the_servers_widest_beam_are_sampled_unless_a_beam_is_asked():
+    with TestClient(create_app(settings=ServeConfig(max_num=8, max_beam=4))) as c:
+        searched = c.post("/v1/poems", json={"begin": "月", "form": "五绝", "num": 3, "seed": 2})
+        many = c.post("/v1/poems", json={"begin": "月", "form": "五绝", "num": 6, "seed": 2})
+        asked = c.post("/v1/poems", json={"begin": "月", "form": "五绝", "num": 6, "beam": 8})
+    assert searched.status_code == 200 and many.status_code == 200 and len(many.json()["poems"]) == 6
+    direct = Poet.load().write("月", form="五绝", num=6, seed=2, beam=0)  # what sampling writes
+    assert [p["text"] for p in many.json()["poems"]] == [p.text for p in direct]
+    assert asked.status_code == 422 and "beam" in asked.text

@@ -52,13 +52,13 @@ def router(settings: ServeConfig) -> APIRouter:
 
 
 def _options(values: dict[str, Any], settings: ServeConfig) -> WriteOptions:
-    """The request's writing options, checked together and against the server's beam and num x rerank."""
+    """The request's writing options, checked together and against the server's num x rerank; more poems
+    than the server's widest beam (`--max-beam`) without a beam asked are sampled."""
     options = WriteOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in NAMES})
+    asked = options.beam is not None
     options = options.validate()
-    if options.beam > settings.max_beam:  # a beam as wide as num where num is more than the default's
-        message = f"num {options.num} needs a beam of {options.beam}, over the server's {settings.max_beam}"
-        message += "; beam 0 samples"
-        raise OptionError(message, "num")
+    if options.beam > settings.max_beam and not asked:  # more poems than the server's widest beam: sampled
+        options = options.replace(beam=0).validate()
     if options.num * options.rerank > settings.max_candidates:
         message = f"num x rerank is {options.num * options.rerank}, over the server's {settings.max_candidates}"
         raise OptionError(message, "rerank")
