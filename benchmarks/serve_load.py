@@ -38,6 +38,9 @@ import time
 from collections import Counter
 from urllib.parse import urlparse
 
+from tangshi.options import NAMES, WriteOptions
+from tangshi.serve import batching
+
 BEGINS = "日红山夜湖海月"
 MIX = [
     {},
@@ -56,18 +59,18 @@ HEAVY = {"begin": "月", "form": "七律", "num": 4, "rerank": 16}
 
 
 KINDS = {
-    "light": "poem requests of at most 4 candidates, no beam",
-    "heavy": "poem requests of more candidates or a beam",
+    "light": "poem requests of at most 8 rows: the default beam, or 8 sampled candidates",
+    "heavy": "poem requests of more rows",
     "health": "GET /health",
 }
 
 
 def kind_of(ask: dict | None) -> str:
-    """The server's own split (serve.batching): light = num x rerank <= 4 and no beam."""
+    """The server's own split (`serve.batching.light`, on the request's options as the server decides them)."""
     if ask is None:
         return "health"
-    light = ask.get("num", 1) * ask.get("rerank", 1) <= 4 and ask.get("beam", 0) <= 1
-    return "light" if light else "heavy"
+    options = WriteOptions(**{k: v for k, v in ask.items() if k in NAMES}).validate()
+    return "light" if batching.light(options) else "heavy"
 
 
 def pcts(values: list[float]) -> dict[str, float]:

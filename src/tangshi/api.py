@@ -157,8 +157,8 @@ class Poet:
         checkpoint's (what `evaluation.calibration.calibrate` fits; its weight is the `calibration` option).
         """
         opts = (options or WriteOptions()).replace(**changes)
-        if nums is not None and opts.beam is None:  # a beam as wide as the most poems asked of a begin
-            opts = opts.replace(beam=opts.replace(num=max(nums, default=1)).decided().beam)
+        if nums is not None:  # a beam as wide as the most poems asked of a begin
+            opts = opts.decided(most=max(nums, default=1))
         opts = templated(opts.validate())
         request = resolve(self.bundle, begins, opts, nums, seeds, calibration_bias)
         poems = decode(self.bundle, request, opts, stop, states=self.bundle.states)

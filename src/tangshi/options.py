@@ -308,15 +308,15 @@ class WriteOptions:
             )
         return self
 
-    def decided(self) -> WriteOptions:
-        """`beam` as given, else DEFAULT_BEAM (widened to `num`), or 0 (sampling) where a sampling option
-        is given or more poems are asked than a beam holds."""
+    def decided(self, most: int | None = None) -> WriteOptions:
+        """`beam` as given, else DEFAULT_BEAM (widened to `most` poems of a begin, `num` unless told), or 0
+        (sampling) where a sampling option is given or more poems are asked than a beam holds."""
         if self.beam is not None:
             return self
         if any(getattr(self, name) != BY_NAME[name].default for name in SAMPLING):
             return dataclasses.replace(self, beam=0)
-        widest = int(BY_NAME["beam"].le)
-        return dataclasses.replace(self, beam=max(DEFAULT_BEAM, self.num) if self.num <= widest else 0)
+        most = self.num if most is None else most
+        return dataclasses.replace(self, beam=max(DEFAULT_BEAM, most) if most <= int(BY_NAME["beam"].le) else 0)
 
     def replace(self, **changes: Any) -> WriteOptions:
         unknown = sorted(set(changes) - set(NAMES))

@@ -124,14 +124,14 @@ class Bundle:
                 self._ci_prosody = CiProsody(self.vocab_prosody)
             return self._ci_prosody
 
-    def stock(self, n: int = STOCK_WORDS) -> dict[int, torch.Tensor]:
-        """The stock phrases' table of `StockPhrases`: the `n` commonest 2-character words of the word
-        statistics whose characters the model knows, first id -> the second ids."""
+    def stock(self) -> dict[int, torch.Tensor]:
+        """The stock phrases' table of `StockPhrases`: the `STOCK_WORDS` commonest 2-character words of the
+        word statistics whose characters the model knows, first id -> the second ids."""
         with self._lock:
             if self._stock is None:
                 pairs: dict[int, list[int]] = {}
                 if self.words is not None:
-                    for w in self.words.commonest(n, length=2):
+                    for w in self.words.commonest(STOCK_WORDS, length=2):
                         if all(ch in self.vocab for ch in w):
                             pairs.setdefault(self.vocab.id(w[0]), []).append(self.vocab.id(w[1]))
                 self._stock = {a: torch.tensor(b) for a, b in pairs.items()}

@@ -55,6 +55,11 @@ class Verdict:
     score: float  # the weighted log-likelihood, prosody score and sense bonus
     rejected: bool  # a copied line or a broken rule: written again while the budget lasts
 
+    @property
+    def rank(self) -> tuple[bool, float]:
+        """Sorts the better candidate first: not rejected, then the higher score."""
+        return self.rejected, -self.score
+
 
 Stop = Callable[[], bool] | None
 
@@ -80,13 +85,11 @@ def _beam(bundle: Bundle, plan: Request, opts: WriteOptions, stop: Stop, states:
     )  # fmt: skip
     bonus = sense(bundle, plan, poems, opts) if ranked else [0.0] * len(poems)
     verdicts = [judge(p, plan, lines, opts, extra) for p, extra in zip(poems, bonus, strict=True)]
-    if ranked:
-        kept = []
+    if ranked:  # each group's best `nums[g]` of its `beam` poems
+        judged, poems = list(zip(poems, verdicts, strict=True)), []
         for g, n in enumerate(plan.nums):
-            group = list(zip(poems, verdicts, strict=True))[g * opts.beam : (g + 1) * opts.beam]
-            group.sort(key=lambda pv: (pv[1].rejected, -pv[1].score))
-            kept += [p for p, _ in group[:n]]
-        poems = kept
+            group = sorted(judged[g * opts.beam : (g + 1) * opts.beam], key=lambda pv: pv[1].rank)
+            poems += [p for p, _ in group[:n]]
     _refuse_strict_failures(poems, opts, f"by a beam of {opts.beam}", "a wider --beam")
     return poems
 
@@ -114,7 +117,7 @@ def _sample(bundle: Bundle, plan: Request, opts: WriteOptions, stop: Stop, state
         bonus = sense(bundle, plan, written, opts) if k > 1 else [0.0] * len(written)
         for r, p, extra in zip(cand, written, bonus, strict=True):
             v = judge(p, plan, lines, opts, extra)
-            if best[r] is None or (v.rejected, -v.score) < (best[r][1].rejected, -best[r][1].score):
+            if best[r] is None or v.rank < best[r][1].rank:
                 best[r] = (p, v)
         if opts.greedy and not opts.random_state:
             break  # greedy writes the same poem whatever the seed
@@ -279,8 +282,8 @@ def line_candidates(
 def sense(bundle: Bundle, plan: Request, poems: list[Poem], opts: WriteOptions) -> list[float]:
     """Each candidate's reranking bonus for sense (Li et al. 2016's mutual information, per token):
     `relevance_weight` x how much likelier the poem is after its context (title, poet, prefix: where
-    one is given) than after <bos> alone, plus `coherence_weight` x how much likelier each line after the first is after
-    the lines before it than alone, averaged over those lines."""
+    one is given) than after <bos> alone, plus `coherence_weight` x how much likelier each line after
+    the first is after the lines before it than alone, averaged over those lines."""
     bonus = [0.0] * len(poems)
     relevance = opts.relevance_weight and (opts.title or opts.author or opts.prefix)  # a context beyond the genre
     if not (relevance or opts.coherence_weight) or not poems:

@@ -476,7 +476,8 @@ class BeamScorer:
             self.perturbed, chosen = perturbed.topk(self.width, dim=-1)
             flat = places.gather(1, chosen)
             dead = ~torch.isfinite(self.perturbed[:, :1])  # a group with nothing left to draw: the plain beam's
-            flat = torch.where(dead, cand.topk(self.width, dim=-1).indices, flat)
+            if bool(dead.any()):
+                flat = torch.where(dead, cand.topk(self.width, dim=-1).indices, flat)
             self.score = cand.gather(1, flat)
         else:
             self.score, flat = cand.topk(self.width, dim=-1)  # (G, K)

@@ -28,6 +28,16 @@ from tangshi.options import DEFAULT_BEAM, WriteOptions
 LIGHT = DEFAULT_BEAM  # rows of a light job: the default beam's
 
 
+def rows(options: WriteOptions) -> int:
+    """A request's rows in a batch (its options decided): its beam's hypotheses, or the candidates it samples."""
+    return options.beam or options.num * max(1, options.rerank)
+
+
+def light(options: WriteOptions) -> bool:
+    """A request cheap enough to go before heavy ones: at most `LIGHT` rows."""
+    return rows(options) <= LIGHT
+
+
 class QueueFull(Exception):
     """The writer's queue holds `max_queue` requests."""
 
@@ -45,12 +55,12 @@ class Job:
 
     @property
     def cost(self) -> int:
-        """This job's rows in a batch: its beam's hypotheses, or the candidate poems it samples."""
-        return self.options.beam or self.options.num * max(1, self.options.rerank)
+        """This job's rows in a batch."""
+        return rows(self.options)
 
     @property
     def light(self) -> bool:
-        return self.cost <= LIGHT
+        return light(self.options)
 
     @property
     def key(self) -> tuple:
