@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from tangshi.api import bundled_path
 from tangshi.data.vocab import EOS, Vocab
-from tangshi.generation.constraints import FormMask
-from tangshi.generation.tables import FREE_MAX, FREE_MIN, FormError, VocabProsody, free_form, get_form
-from tangshi.prosody import regular
+from tangshi.generation.constraints import CiMask, FormMask
+from tangshi.generation.tables import FREE_MAX, FREE_MIN, CiProsody, FormError, VocabProsody, free_form, get_form
+from tangshi.prosody import cipai, regular
 
 
 @cache
@@ -188,3 +188,45 @@ def test_fixed_characters_that_no_template_takes_are_refused():
         FormMask(vp(), shape, 1, fixed=[{(4, 0): "秋"}])
     with pytest.raises(FormError, match="not a 平 rhyme of the group"):
         FormMask(vp(), shape, 1, rhyme="东", fixed=[{(1, 4): "光"}])
+
+
+def walk_ahead(mask, seed: int, steps: int) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Random scores under the mask for `steps` steps: each step's (`ahead` rows, their masks, and the
+    ids each row was allowed at the step after)."""
+    g = torch.Generator().manual_seed(seed)
+    out, before = [], None
+    for _ in range(steps):
+        allowed = mask.allowed().ids
+        if before is not None:
+            out.append((*before, allowed))
+        before = mask.ahead()
+        ids = torch.rand(allowed.shape, generator=g).masked_fill(~allowed, -1).argmax(dim=-1)
+        mask.update(ids)
+    return out
+
+
+@pytest.mark.parametrize("form", ["五绝", "七律"])
+def test_ahead_names_the_steps_before_a_rhyme_or_a_fixed_character_and_what_may_go_there(form):
+    shape = get_form(form)
+    fixed = {(2, 3): "月"}  # a fixed character inside line 3, row 0 only
+    mask = FormMask(vp(), shape, 2, fixed=[fixed, {}])
+    width = shape.chars + 1  # the characters and the punctuation of a line
+    for step, (rows, masks, after) in enumerate(walk_ahead(mask, 5, shape.length)):
+        i, j = divmod(step, width)  # where the rows stood when `ahead` was asked
+        rhyme_next = i % 2 == 1 and j == shape.chars - 2
+        want = [r for r in range(2) if rhyme_next or (r == 0 and (i, j + 1) == (2, 3))]
+        assert rows == want, (step, rows)
+        for k, r in enumerate(rows):
+            assert masks[k].any() and not (after[r] & ~masks[k]).any()  # what came next was allowed there
+            if not rhyme_next:  # the fixed character alone
+                assert masks[k].nonzero().flatten().tolist() == [vp().vocab.id("月")]
+
+
+def test_ci_ahead_names_the_steps_before_a_rhyme_within_a_clause():
+    fmt = cipai.find("浣溪沙").format(None)
+    steps = walk_ahead(CiMask(CiProsody(vp()), fmt, 2), 3, fmt.chars + len(fmt.clauses))
+    for rows, masks, after in steps:
+        for k, r in enumerate(rows):
+            assert masks[k].any() and not (after[r] & ~masks[k]).any()  # what came next was allowed there
+    # once before each rhyme, both rows together (浣溪沙's rhymes end clauses of 7)
+    assert [rows for rows, _, _ in steps if rows] == [[0, 1]] * len(fmt.rhyme_at)

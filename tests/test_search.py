@@ -193,3 +193,22 @@ def test_beam_search_applies_diversity_when_asked_and_refuses_sampling_options_b
             poet().write("月", beam=4, **{option: value})
         assert e.value.field == option
     assert poet().write("月", beam=4, temperature=0.9)[0].text  # the default is never refused
+
+
+def test_looking_ahead_to_the_rhyme_makes_the_rhymes_likelier_and_keeps_the_form():
+    from tangshi.data.vocab import BOS
+    from tangshi.evaluation.losses import token_logprobs
+
+    def rhymes(lookahead: int) -> float:
+        """The model's mean log-probability of the rhyme characters (lines 2, 4, 6, 8) of 8 五律."""
+        got = []
+        for p in poet().write(list("月山春秋风花江云"), form="五律", seed=7, lookahead=lookahead):
+            r = prosody.check(p.text)
+            assert r.form == "五律" and r.rhyme and r.relaxed == 1.0
+            lp = token_logprobs(poet().model, [poet().vocab.encode(p.text)], [[BOS]])[0]
+            got += [lp[k * 6 + 4] for k in (1, 3, 5, 7)]  # 5 characters and a mark a line
+        return sum(got) / len(got)
+
+    assert rhymes(16) > rhymes(0) + 0.2
+    again = poet().write("月", form="五律", seed=7, lookahead=16)[0].text
+    assert again == poet().write("月", form="五律", seed=7, lookahead=16)[0].text

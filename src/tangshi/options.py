@@ -34,6 +34,7 @@ PLANNED_GUIDANCE = 4.0  # --guidance for a poem with a plan (from its title, key
 STOCK_WORDS = 200  # --stock: the commonest 2-character words of the corpus, its stock phrases
 DEFAULT_BEAM = 8  # --beam unless a sampling option is given (docs/reader-panel.md: what readers followed best)
 DEFAULT_BEAM_TEMPERATURE = 0.5  # --beam-temperature: the stochastic beam's (docs/reader-panel.md)
+DEFAULT_LOOKAHEAD = 16  # --lookahead: the characters a hypothesis looks ahead from before a rhyme or fixed one
 # options of sampling: given any of them (and no --beam), the poems are sampled
 SAMPLING = ("temperature", "top_k", "top_p", "greedy", "rerank", "random_state", "ignore_end")
 
@@ -256,6 +257,15 @@ class WriteOptions:
         "writes other poems, the likeliest found kept; 0 = the deterministic beam, one poem whatever the seed",
         ge=0,
         le=10,
+    )
+    lookahead: int = _o(
+        DEFAULT_LOOKAHEAD,
+        int,
+        "with beam search in a form or 词牌: before a rhyme or a fixed character, each hypothesis's this "
+        "many likeliest characters are weighed by how likely what may follow them is, so a line's last "
+        "words are chosen with its rhyme in view; 0 = off",
+        ge=0,
+        le=1024,
     )
     rerank: int = _o(1, int, "sample this many candidates a poem and keep the best", ge=1, le=64)
     likelihood_weight: float = _o(

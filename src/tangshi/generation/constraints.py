@@ -70,6 +70,10 @@ class Constraint(Protocol):
 
     def allowed(self) -> Allowed: ...
 
+    def ahead(self) -> tuple[list[int], torch.Tensor]:
+        """The rows whose next character is narrowed (a rhyme or a fixed character) after a free choice
+        now, and what each may write there (R, V) bool: where beam search looks ahead."""
+
     def update(self, ids: torch.Tensor) -> None: ...
 
     def select(self, rows: list[int]) -> None:
@@ -318,6 +322,30 @@ class FormMask:
             m[rows, list(only.values())] = True
         return Allowed(m, single=len(only) == self.batch, may_end=bool(may_close))
 
+    def ahead(self) -> tuple[list[int], torch.Tensor]:
+        """The rows choosing a character freely now whose next one is a rhyme (an even line's last) or
+        fixed (a keyword, a template's), and what each may write there: (rows, (R, V) bool)."""
+        f, rows, masks = self.form, [], []
+        if f.free:
+            return rows, torch.zeros(0, len(self.vp.vocab), dtype=torch.bool)
+        for r in range(self.batch):
+            i, j = self.line[r], self.pos[r]
+            if self.finished[r] or i >= f.lines or j + 1 >= f.chars or (i, j) in self.fixed[r]:
+                continue
+            fixed = self.fixed[r].get((i, j + 1))
+            if fixed is not None:
+                m = torch.zeros(len(self.vp.vocab), dtype=torch.bool)
+                m[fixed] = True
+            elif j + 1 == f.chars - 1 and i % 2 == 1:
+                m = self._tone_masks[self._code[i][j + 1][self.types[r]]] & self.vp.rhymes(self.groups[r])
+                if not self.allow_repeat:
+                    m = m & self.free_ids[r]
+            else:
+                continue
+            rows.append(r)
+            masks.append(m)
+        return rows, torch.stack(masks) if masks else torch.zeros(0, len(self.vp.vocab), dtype=torch.bool)
+
     def _rhyme_rule(self, r: int) -> torch.Tensor:
         """(V,) bool: what row r may end its line with: a rhyme of its open groups at an even line;
         at line 1 a rhyme (templates A, B) or a 仄 character (a, b), as its open templates allow."""
@@ -525,6 +553,34 @@ class CiMask:
         out[done] = False
         out[done, EOS] = True
         return Allowed(out, single=single, may_end=False)
+
+    def ahead(self) -> tuple[list[int], torch.Tensor]:
+        """The rows choosing a character freely now whose next one, in the same clause, is a rhyme or
+        fixed, and what each may write there: (rows, (R, V) bool)."""
+        n = self.fmt.chars
+        p = self.pos.clamp(max=n - 1)
+        rows_all = torch.arange(self.batch)
+        nxt = (p + 1).clamp(max=n - 1)
+        same_clause = (p + 1 < n) & ~torch.isin(p, torch.tensor(self.ends))
+        free_now = ~self.at_punct & ~self.finished & (self.fixed_ids[rows_all, p] < 0)
+        fixed_next = self.fixed_ids[rows_all, nxt]
+        rhyme_next = self.group[nxt] >= 0
+        look = same_clause & free_now & ((fixed_next >= 0) | rhyme_next)
+        rows = look.nonzero().flatten()
+        if not len(rows):
+            return [], torch.zeros(0, len(self.vp.vocab), dtype=torch.bool)
+        q = nxt[rows]
+        m = self.tone_masks[self.need[q]].clone()
+        if not self.allow_repeat:
+            m &= self.uses[rows] < self.MAX_USES
+        rh = rhyme_next[rows]
+        if bool(rh.any()):
+            m[rh] &= self._rhymes(rows[rh], self.group[q[rh]], self.ye[q[rh]])
+        fx = fixed_next[rows] >= 0
+        if bool(fx.any()):
+            m[fx] = False
+            m[fx.nonzero().flatten(), fixed_next[rows][fx]] = True
+        return rows.tolist(), m
 
     @property
     def all_finished(self) -> bool:

@@ -82,6 +82,7 @@ def _beam(bundle: Bundle, plan: Request, opts: WriteOptions, stop: Stop, states:
         bundle.model, bundle.vocab, plan.resolved, processors(bundle, plan, opts, groups * opts.beam, mask), opts.beam,
         nums, _max_length(plan, opts), mask, lines, [plan.context] * groups,
         [plan.plain] * groups if plan.plain else None, stop, states, plan.seeds, opts.beam_temperature,
+        opts.lookahead,
     )  # fmt: skip
     bonus = sense(bundle, plan, poems, opts) if ranked else [0.0] * len(poems)
     verdicts = [judge(p, plan, lines, opts, extra) for p, extra in zip(poems, bonus, strict=True)]

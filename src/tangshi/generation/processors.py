@@ -383,6 +383,15 @@ class Processors:
             scores = p(scores, step)
         return scores
 
+    def ahead(self, scores: torch.Tensor, step: Step) -> torch.Tensor:
+        """(N, V) scores of rows that are not the batch's, read after the poems' own contexts alone ->
+        (N, V): the processors before the constraint that keep no state of the batch's rows and need
+        no plain rows (guidance and the stateful ones are left out: a look-ahead's estimate)."""
+        for p in self.before:
+            if p not in self._stateful and p not in self._selecting and not isinstance(p, Guidance):
+                scores = p(scores, step)
+        return scores
+
     def warp(self, scores: torch.Tensor, step: Step) -> torch.Tensor:
         """(B, V) masked scores -> the scores a poem is drawn from (sampling)."""
         for p in self.after:

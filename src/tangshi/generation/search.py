@@ -354,8 +354,15 @@ def beam_search(
     states: ContextStates | None = None,
     seeds: list[int] | None = None,
     drawn: float = 0.0,
+    lookahead: int = 0,
 ) -> list[Poem]:
     """For each begin phrase, the `nums[g]` most likely poems found with `width` hypotheses.
+
+    `lookahead` > 0: where a hypothesis's next character is narrowed (a rhyme, a fixed character:
+    `Constraint.ahead`), its `lookahead` likeliest characters now are each scored with what they leave
+    for the next place (log of the probability the narrowed set gets after them), and the next step is
+    normalised over that set, so a finished poem's score is unchanged but the line's last words are
+    chosen with its rhyme in view (docs/writing-pipeline.md).
 
     `drawn` > 0: a stochastic beam (Kool et al. 2019, Gumbel-top-k): the hypotheses kept each step are
     drawn without replacement from the processed distribution at that temperature, group g's noise from
@@ -385,6 +392,7 @@ def beam_search(
     plain = [plain_contexts[g] for g in rows_of] if processors.guided and plain_contexts is not None else None
     x, state = _start(model, beam.batch, device, [0], False, contexts, plain, processors.guided, states)
     prepared = model.prepared(device)
+    renorm: torch.Tensor | None = None  # rows whose step was looked ahead at: normalised over their set
     with _evaluating(model):
         for t in range(max_length):
             _check(stop, t)
@@ -398,7 +406,23 @@ def beam_search(
                 f = forced[:, t]
                 only = torch.full_like(logp, float("-inf")).scatter(1, f.clamp(min=0)[:, None], 0.0)
                 logp = torch.where((f >= 0)[:, None], logp + only, logp)
+            if renorm is not None:
+                norm = torch.logsumexp(logp[renorm], dim=-1, keepdim=True)
+                logp[renorm] = torch.where(torch.isfinite(norm), logp[renorm] - norm, logp[renorm])
+                renorm = None
+            looked = None
+            if lookahead and constraint is not None and state is not None:
+                ahead, masks = constraint.ahead()
+                keep = [k for k, r in enumerate(ahead) if not (t < longest and int(forced[r, t]) >= 0)]
+                if keep:
+                    look = torch.tensor([ahead[k] for k in keep], device=device)
+                    logp = _look_ahead(model, prepared, state, logp, look, masks[keep].to(device), processors,
+                                       Step(t + 1, may_end=True), lookahead)  # fmt: skip
+                    looked = torch.zeros(beam.batch, dtype=torch.bool, device=device)
+                    looked[look] = True
             rows, ids, live = beam.advance(logp, own)
+            if looked is not None:
+                renorm = looked[rows] & live
             state = model.select_state(state, torch.cat([rows, rows + beam.batch]) if processors.guided else rows)
             processors.select(rows)
             processors.update(ids)
@@ -416,6 +440,37 @@ def beam_search(
             x = torch.cat([x, x]) if processors.guided else x
     failures = constraint.failures if constraint is not None else [None] * beam.batch
     return beam.poems(begins, nums, failures, ranked_by_score=constraint is not None, seeds=seeds)
+
+
+LOOK_FLOOR = -30.0  # a look-ahead with nothing allowed after it (the constraint will note the failure)
+
+
+def _look_ahead(
+    model: CharRNN,
+    prepared: Steps | None,
+    state: StepState,
+    logp: torch.Tensor,
+    rows: torch.Tensor,
+    masks: torch.Tensor,
+    processors: Processors,
+    step: Step,
+    width: int,
+) -> torch.Tensor:
+    """`logp` (B, V) with these rows' `width` likeliest ids each given what the next step leaves them:
+    + log sum of the probabilities of `masks`' ids (R, V) after them (the id itself left out: it is
+    used), read after the poems' own contexts (not the plain ones of guidance: an estimate at half the
+    cost); the rows' other ids -inf. One model step of R * width rows."""
+    top, ids = logp[rows].topk(min(width, logp.shape[1]), dim=-1)  # (R, M)
+    m = ids.shape[1]
+    x = ids.flatten()
+    logits, _ = model.step(x, model.select_state(state, rows.repeat_interleave(m)), prepared)
+    nxt = torch.log_softmax(processors.ahead(logits.float(), step), dim=-1)  # (R*M, V)
+    allowed = masks.repeat_interleave(m, dim=0)
+    allowed[torch.arange(len(x), device=x.device), x] = False
+    gain = torch.logsumexp(nxt.masked_fill(~allowed, float("-inf")), dim=-1).clamp(min=LOOK_FLOOR)
+    out = logp.clone()
+    out[rows] = torch.full_like(logp[rows], float("-inf")).scatter(1, ids, top + gain.view(-1, m))
+    return out
 
 
 class BeamScorer:
