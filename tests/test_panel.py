@@ -498,3 +498,45 @@ def test_every_exclude_flag_counts_whether_repeated_or_listed():
          "--exclude", "a", "b", "--exclude", "c"]
     )  # fmt: skip
     assert args.exclude == ["a", "b", "c"]
+
+
+def test_compare_takes_each_setting_against_the_first_reader_by_reader(tmp_path):
+    """Two readers, each reading both panels: a severe one (model 1s and 2s) and a lenient one (3s and 4s).
+    Each rates panel 2's model poems exactly one point above panel 1's: the difference is +1 with no
+    spread, whatever the readers' severity."""
+    for name in ("one", "two"):
+        pn.save_panel(hand_panel(4), tmp_path / name)  # human: A B A B
+
+    def sheet(path: Path, model: int) -> Path:
+        return write_ratings(path, [rating(i, "AB"[(i - 1) % 2], [model] * 4, [5] * 4, "AB"[(i - 1) % 2])
+                                    for i in range(1, 5)])  # fmt: skip
+
+    severe = [sheet(tmp_path / "severe-1.jsonl", 1), sheet(tmp_path / "severe-2.jsonl", 2)]
+    lenient = [sheet(tmp_path / "lenient-1.jsonl", 3), sheet(tmp_path / "lenient-2.jsonl", 4)]
+    report = pn.compare_panels([tmp_path / "one", tmp_path / "two"], [severe, lenient])
+    first, second = report["panels"]
+    assert first["criteria"]["fluency"]["model"] == 2.0 and first["criteria"]["fluency"]["readers"] == [1.0, 3.0]
+    assert "difference" not in first["criteria"]["fluency"]
+    assert second["criteria"]["coherence"]["difference"] == {"mean": 1.0, "low": 1.0, "high": 1.0,
+                                                             "readers": [1.0, 1.0]}  # fmt: skip
+    assert second["picked"] == {"human": 8, "picks": 8} and report["readers"] == ["reader 1", "reader 2"]
+    text = pn.format_comparison(report)
+    assert "+1.00 [+1.00, +1.00]" in text and "+1.00 +1.00" in text
+    assert json.loads(json.dumps(report)) == report
+
+
+def test_compare_names_a_reader_short_of_files_and_panels_of_two_kinds(tmp_path):
+    pn.save_panel(hand_panel(4), tmp_path / "one")
+    pn.save_panel(hand_panel(4, kind="begin"), tmp_path / "two")
+    ratings = write_ratings(tmp_path / "r.jsonl", [rating(i, "AB"[(i - 1) % 2], [2] * 4, [5] * 4, "A")
+                                                   for i in range(1, 5)])  # fmt: skip
+    with pytest.raises(pn.PanelError, match=r"one kind, got .*one \(title\), .*two \(begin\)"):
+        pn.compare_panels([tmp_path / "one", tmp_path / "two"], [[ratings, ratings]])
+    pn.save_panel(hand_panel(4), tmp_path / "three")
+    with pytest.raises(pn.PanelError, match="--reader 1 gives 1 files for 2 panels"):
+        pn.compare_panels([tmp_path / "one", tmp_path / "three"], [[ratings]])
+    with pytest.raises(pn.PanelError, match="at least 2 panels"):
+        pn.compare_panels([tmp_path / "one"], [[ratings]])
+    bad = write_ratings(tmp_path / "bad.jsonl", ["{"])
+    with pytest.raises(pn.PanelError, match=r"bad\.jsonl line 1: not JSON"):
+        pn.compare_panels([tmp_path / "one", tmp_path / "three"], [[ratings, bad]])

@@ -149,6 +149,21 @@ def _add_panel(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("panel", type=Path, help="the folder `panel make` wrote")
     sc.add_argument("ratings", type=Path, nargs="+", help="one ratings file (JSON lines) a reader")
     sc.add_argument("--json", action="store_true", help="print the scores as JSON")
+    cp = pn_sub.add_parser(
+        "compare", help="settings compared by the same readers: one panel a setting, every reader reading each"
+    )
+    cp.add_argument("panels", type=Path, nargs="+", help="the panels' folders, one a setting (the first: the baseline)")
+    cp.add_argument(
+        "--reader",
+        dest="ratings",
+        type=Path,
+        nargs="+",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="one reader's ratings files, one a panel in the panels' order (the flag again for each reader)",
+    )
+    cp.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -898,6 +913,10 @@ def _print_ci(r, as_json: bool, i: int) -> None:
 def cmd_panel(args: argparse.Namespace) -> int:
     from tangshi.evaluation import panel
 
+    if args.action == "compare":
+        report = panel.compare_panels(args.panels, args.ratings)
+        print(json.dumps(report, ensure_ascii=False, indent=1) if args.json else panel.format_comparison(report))
+        return 0
     if args.action == "score":
         report = panel.score_panel(args.panel, args.ratings)
         print(json.dumps(report, ensure_ascii=False, indent=1) if args.json else panel.format_report(report))

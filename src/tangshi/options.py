@@ -34,7 +34,7 @@ PLANNED_GUIDANCE = 4.0  # --guidance for a poem with a plan (from its title, key
 STOCK_WORDS = 200  # --stock: the commonest 2-character words of the corpus, its stock phrases
 DEFAULT_BEAM = 8  # --beam unless a sampling option is given (docs/reader-panel.md: what readers followed best)
 DEFAULT_BEAM_TEMPERATURE = 0.5  # --beam-temperature: the stochastic beam's (docs/reader-panel.md)
-DEFAULT_LOOKAHEAD = 16  # --lookahead: the characters a hypothesis looks ahead from before a rhyme or fixed one
+DEFAULT_LOOKAHEAD = 0  # --lookahead: off by default (readers found no difference: docs/reader-panel.md)
 # options of sampling: given any of them (and no --beam), the poems are sampled
 SAMPLING = ("temperature", "top_k", "top_p", "greedy", "rerank", "random_state", "ignore_end")
 

@@ -938,3 +938,130 @@ def _table(summary: dict[str, Any]) -> list[str]:
     rows.append(f"  human picked {p['human']} of {p['picks']}: {100 * p['share']:.1f} % "
                 f"[{100 * p['low']:.1f}, {100 * p['high']:.1f}]")  # fmt: skip
     return rows
+
+
+# ---------------------------------------------------------------- settings compared by the same readers
+
+
+def compare_panels(
+    folders: Sequence[str | Path], readers: Sequence[Sequence[str | Path]], resamples: int = RESAMPLES, seed: int = 0
+) -> dict[str, Any]:
+    """Settings compared by the same readers: one panel a setting (of one kind, different human poems),
+    each reader rating every panel (`readers[k]`: reader k's files, in the panels' order). Readers differ
+    in how severe they are by more than a sheet's items vary (docs/reader-panel.md), so each setting's
+    difference from the first is taken reader by reader, then averaged; its 95 % interval is a
+    percentile bootstrap resampling readers, and each panel's items within a resample. A PanelError
+    names the panel, reader or file and line at fault."""
+    import numpy as np
+
+    folders = [Path(f) for f in folders]
+    if len(folders) < 2:
+        raise PanelError("compare needs at least 2 panels (one a setting)", "panel")
+    if not readers:
+        raise PanelError("give each reader's ratings: --reader FILE... (one file a panel, in their order)", "ratings")
+    keys = [load_key(f) for f in folders]
+    kinds = {k["kind"] for k in keys}
+    if len(kinds) > 1:
+        shown = ", ".join(f"{f} ({k['kind']})" for f, k in zip(folders, keys, strict=True))
+        raise PanelError(f"the panels compared must be of one kind, got {shown}", "panel")
+    criteria = [c for c in keys[0]["criteria"] if all(c in k["criteria"] for k in keys)]
+    problems, read = [], []
+    for n, files in enumerate(readers, 1):
+        if len(files) != len(folders):
+            problems.append(f"--reader {n} gives {len(files)} files for {len(folders)} panels (one a panel, in order)")
+            continue
+        row = []
+        for path, key in zip(map(Path, files), keys, strict=True):
+            try:
+                row.append(read_ratings(path, key))
+            except PanelError as e:
+                problems.append(str(e).removeprefix("bad ratings:\n  "))
+        read.append(row)
+    if problems:
+        raise PanelError("bad ratings:\n  " + "\n  ".join(problems), "ratings")
+    names = _compare_names([[Path(f) for f in files] for files in readers])
+    items = [[item["item"] for item in k["items"]] for k in keys]
+    # scores[p][c]: (readers, items) arrays of the model's and the human ratings on panel p
+    scores = [
+        {c: (np.array([[read[r][p][i].model[c] for i in items[p]] for r in range(len(read))], dtype=float),
+             np.array([[read[r][p][i].human[c] for i in items[p]] for r in range(len(read))], dtype=float))
+         for c in criteria}
+        for p in range(len(keys))
+    ]  # fmt: skip
+    rng = np.random.default_rng(seed)
+    who = rng.integers(0, len(read), size=(resamples, len(read)))  # readers drawn, (R, readers)
+    which = [rng.integers(0, len(it), size=(resamples, len(it))) for it in items]  # each panel's items drawn
+    out_panels = []
+    for p, (folder, key) in enumerate(zip(folders, keys, strict=True)):
+        entry: dict[str, Any] = {"panel": str(folder), "seed": key["seed"], "command": key.get("command", ""),
+                                 "items": len(items[p]), "criteria": {}}  # fmt: skip
+        for c in criteria:
+            model, human = scores[p][c]
+            per_reader = model.mean(axis=1)
+            drawn = _drawn_means(model, who, which[p])  # (R,)
+            got = {"model": float(per_reader.mean()), "human": float(human.mean()),
+                   "readers": [float(v) for v in per_reader]}  # fmt: skip
+            if p:
+                base_model = scores[0][c][0]
+                diff = per_reader - base_model.mean(axis=1)
+                draws = drawn - _drawn_means(base_model, who, which[0])
+                low, high = np.percentile(draws, [2.5, 97.5])
+                got["difference"] = {"mean": float(diff.mean()), "low": float(low), "high": float(high),
+                                     "readers": [float(v) for v in diff]}  # fmt: skip
+            entry["criteria"][c] = got
+        picks = sum(read[r][p][i].picked_human for r in range(len(read)) for i in items[p])
+        entry["picked"] = {"human": picks, "picks": len(read) * len(items[p])}
+        entry["title_characters"] = title_share(key)
+        out_panels.append(entry)
+    return {
+        "kind": keys[0]["kind"],
+        "readers": names,
+        "criteria": criteria,
+        "intervals": f"95 %: percentile bootstrap ({resamples} resamples, seed {seed}) over readers and, within "
+        "a resample, each panel's items; a difference is taken reader by reader",
+        "panels": out_panels,
+    }
+
+
+def _drawn_means(ratings: Any, who: Any, which: Any) -> Any:
+    """(R,) the mean over resampled readers of each one's mean over resampled items: ratings (readers,
+    items), who (R, readers), which (R, items)."""
+    import numpy as np
+
+    per_reader = ratings[:, which].mean(axis=2).T  # (readers, R, items) -> (R, readers)
+    return np.take_along_axis(per_reader, who, axis=1).mean(axis=1)
+
+
+def _compare_names(files: list[list[Path]]) -> list[str]:
+    """Each reader's name: the folder their files share, where that tells the readers apart."""
+    names = []
+    for row in files:
+        try:
+            common = Path(os.path.commonpath([str(p.resolve()) for p in row]))
+        except ValueError:
+            common = Path()
+        names.append(common.name if len(row) > 1 else row[0].stem)
+    return names if len(set(names)) == len(names) and all(names) else [f"reader {k}" for k in range(1, len(files) + 1)]
+
+
+def format_comparison(report: dict[str, Any]) -> str:
+    """`compare_panels`'s report as the text `tangshi panel compare` prints."""
+    out = [f"{len(report['panels'])} panels of kind {report['kind']}, each read by: {', '.join(report['readers'])}",
+           report["intervals"]]  # fmt: skip
+    for k, p in enumerate(report["panels"]):
+        out += ["", f"panel {k + 1}: {p['panel']} (seed {p['seed']}, {p['items']} items)", f"  {p['command']}"]
+        head = f"  {'criterion':<12}{'model':>7}{'human':>7}"
+        out.append(head + ("   model minus panel 1 [95 %]   by reader" if k else ""))
+        for c, v in p["criteria"].items():
+            row = f"  {c:<12}{v['model']:>7.2f}{v['human']:>7.2f}"
+            if k:
+                d = v["difference"]
+                each = " ".join(f"{x:+.2f}" for x in d["readers"])
+                row += f"   {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]".ljust(31) + each
+            out.append(row)
+        pk = p["picked"]
+        out.append(f"  human picked {pk['human']} of {pk['picks']}")
+        if p["title_characters"] is not None:
+            t = p["title_characters"]
+            out.append(f"  title characters: model {100 * t['model']:.1f} %, human {100 * t['human']:.1f} %")
+    return "\n".join(out)
