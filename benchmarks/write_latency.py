@@ -172,10 +172,12 @@ def main() -> int:
     print(f"|---|---:|{rule}")
     default = {}
     asks = [dict(form=f) for f in ("五绝", "七律")] + [dict(form=f, title=args.title) for f in ("五绝", "七律")]
+    asks += [dict(form=f, title=args.title, lookahead=16) for f in ("五绝", "七律")]  # an option, not the default
     for ask in asks:
         got = timed(lambda p, a=ask: lambda: p.write([args.begin if "title" not in a else ""], seed=0, **a))
         default[tuple(ask.items())] = got[0]
         what = f"{ask['form']}" + (f" --title {ask['title']}" if "title" in ask else f", begin {args.begin}")
+        what += f" --lookahead {ask['lookahead']}" if "lookahead" in ask else ""
         side = f" {got[1]:.1f} ms | {got[1] / got[0]:.2f}x |" if beside else ""
         print(f"| {what} | 1 | {got[0]:.1f} ms |{side}", flush=True)
     titled = {f: default[(("form", f), ("title", args.title))] for f in ("五绝", "七律")}
