@@ -22,6 +22,7 @@ from tangshi.api import Poet
 from tangshi.cli import tune_process
 from tangshi.data import standard
 from tangshi.data.corpus import load_corpus
+from tangshi.data.standard import gb2312
 from tangshi.generation import decode
 from tangshi.prosody.regular import FORMS, is_han
 
@@ -29,14 +30,7 @@ FORMS_OF = [*FORMS, ""]  # the four regular forms and free form
 
 
 def outside(text: str) -> list[str]:
-    out = []
-    for ch in text:
-        if is_han(ch):
-            try:
-                ch.encode("gb2312")
-            except UnicodeEncodeError:
-                out.append(ch)
-    return out
+    return [ch for ch in text if is_han(ch) and not gb2312(ch)]
 
 
 def shares(texts: list[str]) -> dict:

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from tangshi.data.standard import HAND, _no_worse, poem_map, standard_form, standard_map, to_standard
+from tangshi.data.standard import HAND, _no_worse, gb2312, poem_map, standard_form, standard_map, to_standard
 from tangshi.generation.decode import Poem, finish
 from tangshi.options import WriteOptions
 from tangshi.prosody import regular as prosody
-
-
-def gb2312(ch: str) -> bool:
-    try:
-        ch.encode("gb2312")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def test_forms_from_opencc_and_hand_list():

@@ -30,7 +30,8 @@ HAND = dict(
 )
 
 
-def _gb2312(ch: str) -> bool:
+def gb2312(ch: str) -> bool:
+    """Whether a character (or text) is in GB 2312, the common simplified set."""
     try:
         ch.encode("gb2312")
     except UnicodeEncodeError:
@@ -41,15 +42,15 @@ def _gb2312(ch: str) -> bool:
 @cache
 def standard_form(ch: str) -> str:
     """The GB 2312 form of a (simplified) character OpenCC leaves outside GB 2312; itself otherwise."""
-    if len(ch) != 1 or _gb2312(ch):
+    if len(ch) != 1 or gb2312(ch):
         return ch
     t2s = converter("t2s")
     for config in ("jp2t", "hk2s", "t2jp"):
         form = t2s.convert(converter(config).convert(ch))
-        if len(form) == 1 and form != ch and _gb2312(form):
+        if len(form) == 1 and form != ch and gb2312(form):
             return form
     form = HAND.get(ch, ch)
-    return form if _gb2312(form) else ch
+    return form if gb2312(form) else ch
 
 
 def _covers(form: str, ch: str) -> bool:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from tangshi import __version__
 from tangshi.config import DataConfig
+from tangshi.data.standard import gb2312
 from tangshi.data.text import LINE_BREAKS, normalise, to_script
 from tangshi.options import BY_NAME, MAX_TITLE, NAMES, OptionError, WriteOptions
 from tangshi.prosody import cipai, regular
@@ -152,11 +153,7 @@ def plain(text: str) -> bool:
     for ch in simple:
         if ch in LINE_BREAKS:
             continue
-        if not regular.is_han(ch):
-            return False
-        try:
-            ch.encode("gb2312")
-        except UnicodeEncodeError:
+        if not regular.is_han(ch) or not gb2312(ch):
             return False
     return True
 
@@ -991,6 +988,7 @@ def compare_panels(
     rng = np.random.default_rng(seed)
     who = rng.integers(0, len(read), size=(resamples, len(read)))  # readers drawn, (R, readers)
     which = [rng.integers(0, len(it), size=(resamples, len(it))) for it in items]  # each panel's items drawn
+    base = {c: (scores[0][c][0].mean(axis=1), _drawn_means(scores[0][c][0], who, which[0])) for c in criteria}
     out_panels = []
     for p, (folder, key) in enumerate(zip(folders, keys, strict=True)):
         entry: dict[str, Any] = {"panel": str(folder), "seed": key["seed"], "command": key.get("command", ""),
@@ -998,13 +996,11 @@ def compare_panels(
         for c in criteria:
             model, human = scores[p][c]
             per_reader = model.mean(axis=1)
-            drawn = _drawn_means(model, who, which[p])  # (R,)
             got = {"model": float(per_reader.mean()), "human": float(human.mean()),
                    "readers": [float(v) for v in per_reader]}  # fmt: skip
             if p:
-                base_model = scores[0][c][0]
-                diff = per_reader - base_model.mean(axis=1)
-                draws = drawn - _drawn_means(base_model, who, which[0])
+                diff = per_reader - base[c][0]
+                draws = _drawn_means(model, who, which[p]) - base[c][1]  # (R,)
                 low, high = np.percentile(draws, [2.5, 97.5])
                 got["difference"] = {"mean": float(diff.mean()), "low": float(low), "high": float(high),
                                      "readers": [float(v) for v in diff]}  # fmt: skip

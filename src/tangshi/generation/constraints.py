@@ -326,9 +326,7 @@ class FormMask:
         """The rows choosing a character freely now whose next one is a rhyme (an even line's last) or
         fixed (a keyword, a template's), and what each may write there: (rows, (R, V) bool)."""
         f, rows, masks = self.form, [], []
-        if f.free:
-            return rows, torch.zeros(0, len(self.vp.vocab), dtype=torch.bool)
-        for r in range(self.batch):
+        for r in range(self.batch if not f.free else 0):
             i, j = self.line[r], self.pos[r]
             if self.finished[r] or i >= f.lines or j + 1 >= f.chars or (i, j) in self.fixed[r]:
                 continue

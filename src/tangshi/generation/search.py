@@ -407,8 +407,9 @@ def beam_search(
                 only = torch.full_like(logp, float("-inf")).scatter(1, f.clamp(min=0)[:, None], 0.0)
                 logp = torch.where((f >= 0)[:, None], logp + only, logp)
             if renorm is not None:
-                norm = torch.logsumexp(logp[renorm], dim=-1, keepdim=True)
-                logp[renorm] = torch.where(torch.isfinite(norm), logp[renorm] - norm, logp[renorm])
+                sub = logp[renorm]
+                norm = torch.logsumexp(sub, dim=-1, keepdim=True)
+                logp[renorm] = torch.where(torch.isfinite(norm), sub - norm, sub)
                 renorm = None
             looked = None
             if lookahead and constraint is not None and state is not None:
